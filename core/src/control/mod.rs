@@ -1,0 +1,3 @@
+//! The control service: transports, command parsing and command implementations.
+
+pub mod command;

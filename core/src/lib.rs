@@ -1,0 +1,20 @@
+//! # receptor-core
+//!
+//! The receptor daemon as a library: a node of an overlay mesh that runs units of
+//! work on remote machines.
+//!
+//! * [`mesh`] drives the sans-IO protocol of `receptor-proto` over real backend
+//!   connections: link-state routing, service advertisements and datagrams between
+//!   `(node, service)` addresses.
+//! * [`control`] is the control service (unix socket, TCP, and the mesh service
+//!   `control`) that `receptorctl` talks to.
+//! * [`work`] keeps units of work on disk and runs them through work-type plugins.
+//! * [`plugin_host`] loads backend and work-type plugins through the C ABI of
+//!   `receptor-plugin-sdk`.
+//! * [`config`] reads receptor's YAML files and command-line flags.
+
+pub mod config;
+pub mod control;
+pub mod mesh;
+pub mod plugin_host;
+pub mod work;

@@ -1,0 +1,2 @@
+//! The `receptor` daemon.
+fn main() {}

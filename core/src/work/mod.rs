@@ -1,0 +1,1 @@
+//! Work units: the on-disk store, their state machine, results and remote units.

@@ -1,0 +1,1 @@
+//! The `tcp` receptor plugin.

@@ -1,0 +1,1 @@
+//! One integration-test binary: every end-to-end scenario is a module here.
