@@ -28,3 +28,5 @@ pub use store::{Unit, WorkError, WorkTypeInfo, Workceptor};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_command;

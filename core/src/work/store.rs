@@ -221,12 +221,21 @@ impl Unit {
         change(&mut next);
         let dir = self.dir.clone();
         let to_write = next.clone();
-        let written =
-            tokio::task::spawn_blocking(move || status::write_status_file(&dir, &to_write))
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+        let durable = next.is_final();
+        let written = tokio::task::spawn_blocking(move || {
+            status::write_status_file(&dir, &to_write, durable)
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
         self.status.send_replace(next);
         written
+    }
+
+    /// Changes the status in memory only (for passing details a restart does not need).
+    fn publish(&self, change: impl FnOnce(&mut UnitStatus)) {
+        if !self.is_released() {
+            self.status.send_modify(change);
+        }
     }
 
     async fn update_logged(&self, change: impl FnOnce(&mut UnitStatus)) {
@@ -242,6 +251,15 @@ pub struct Workceptor {
     node_dir: PathBuf,
     work_types: Vec<Arc<dyn WorkType>>,
     units: Mutex<HashMap<String, Arc<Unit>>>,
+    /// Cancelled when the store is dropped (node shutdown): monitors stop recording;
+    /// the units' processes keep running and are picked up by the next start.
+    shutdown: CancellationToken,
+}
+
+impl Drop for Workceptor {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 impl std::fmt::Debug for Workceptor {
@@ -272,6 +290,7 @@ impl Workceptor {
             node_dir,
             work_types,
             units: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
         });
         store.load_all().await?;
         Ok(store)
@@ -363,8 +382,7 @@ impl Workceptor {
             let status = status.clone();
             tokio::task::spawn_blocking(move || -> io::Result<()> {
                 status::create_private_file(&dir.join(STDIN_FILE))?;
-                status::write_status_file(&dir, &status)?;
-                status::sync_dir(dir.parent().unwrap_or(&dir))
+                status::write_status_file(&dir, &status, false)
             })
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e.to_string())))
@@ -389,8 +407,9 @@ impl Workceptor {
         let Some(wt) = unit.work_type.clone() else {
             return Err(WorkError::UnknownWorkType(unit.status().work_type));
         };
-        unit.update_logged(|s| s.set(UnitState::Pending, "Starting Worker"))
-            .await;
+        // A passing detail: published, not written (the file still says Pending, which
+        // is all a restart needs to know).
+        unit.publish(|s| s.set(UnitState::Pending, "Starting Worker"));
         let files = open_unit_files(unit);
         let (stdin, stdout) = match files {
             Ok(files) => files,
@@ -420,7 +439,7 @@ impl Workceptor {
         match started {
             Ok(handle) => {
                 *unit.lock_handle() = Some(Arc::from(handle));
-                tokio::spawn(monitor(unit.clone(), rx));
+                tokio::spawn(monitor(unit.clone(), rx, self.shutdown.clone()));
                 Ok(())
             }
             Err(msg) => {
@@ -549,7 +568,7 @@ impl Workceptor {
                 match reattached {
                     Ok(handle) => {
                         *unit.lock_handle() = Some(Arc::from(handle));
-                        tokio::spawn(monitor(unit.clone(), rx));
+                        tokio::spawn(monitor(unit.clone(), rx, self.shutdown.clone()));
                     }
                     Err(reason) => {
                         unit.update_logged(|s| {
@@ -618,11 +637,16 @@ async fn cancel_unit(unit: &Arc<Unit>) -> Result<(), WorkError> {
 }
 
 /// Follows a running unit's progress reports until it ends, and records them.
-async fn monitor(unit: Arc<Unit>, mut progress: watch::Receiver<WorkProgress>) {
+async fn monitor(
+    unit: Arc<Unit>,
+    mut progress: watch::Receiver<WorkProgress>,
+    shutdown: CancellationToken,
+) {
     loop {
         let changed = tokio::select! {
             changed = progress.changed() => changed,
             () = unit.released.cancelled() => return,
+            () = shutdown.cancelled() => return,
         };
         let latest = progress.borrow_and_update().clone();
         if latest.state.is_final() {

@@ -707,7 +707,7 @@ async fn restart_with_units_in_every_state() -> Result<()> {
     fs::create_dir(&ghost_dir)?;
     let mut ghost = UnitStatus::new(UnitState::Succeeded, "done elsewhere", "ghosttype");
     ghost.extra = Some(json!({"x": 1}));
-    status::write_status_file(&ghost_dir, &ghost)?;
+    status::write_status_file(&ghost_dir, &ghost, true)?;
     let broken_dir = node.node_dir().join("broken01");
     fs::create_dir(&broken_dir)?;
     fs::write(broken_dir.join("status"), b"{\"State\":")?;
@@ -800,7 +800,7 @@ fn status_file_replacement_is_atomic() -> Result<()> {
     let path = dir.path().to_owned();
     let short = UnitStatus::new(UnitState::Running, "x", "copy");
     let long = UnitStatus::new(UnitState::Running, "y".repeat(64 * 1024), "copy");
-    status::write_status_file(&path, &short)?;
+    status::write_status_file(&path, &short, true)?;
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let stop = stop.clone();
@@ -817,7 +817,12 @@ fn status_file_replacement_is_atomic() -> Result<()> {
         })
     };
     for i in 0..300 {
-        status::write_status_file(&path, if i % 2 == 0 { &long } else { &short })?;
+        let (status, durable) = if i % 2 == 0 {
+            (&long, false)
+        } else {
+            (&short, i % 30 == 1)
+        };
+        status::write_status_file(&path, status, durable)?;
     }
     stop.store(true, Ordering::SeqCst);
     let reads = reader.join().map_err(|_| anyhow!("reader panicked"))??;
