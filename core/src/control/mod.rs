@@ -17,7 +17,7 @@
 
 pub mod command;
 pub mod duration;
-mod json_syntax;
+mod json_line;
 pub mod listener;
 pub mod ping;
 pub mod registry;
@@ -25,6 +25,8 @@ pub mod reload;
 pub mod service;
 pub mod session;
 pub mod status;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

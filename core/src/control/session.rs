@@ -24,11 +24,11 @@
 
 use std::io;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::command::{Args, BoxRead, BoxWrite, ControlConn, Reply};
-use super::json_syntax;
+use super::json_line;
 use super::registry::CommandRegistry;
 
 /// Longest command line accepted (bytes, `\r` excluded). Longer lines are discarded up
@@ -103,7 +103,7 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<Parsed, String> {
     if line.first() == Some(&b'{') {
         return parse_json(line);
     }
-    let text = String::from_utf8_lossy(line);
+    let text = json_line::go_lossy(line);
     let (word, params) = text.split_once(' ').unwrap_or((&text, ""));
     Ok(Parsed {
         name: word.to_lowercase(),
@@ -112,10 +112,7 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<Parsed, String> {
 }
 
 fn parse_json(line: &[u8]) -> Result<Parsed, String> {
-    json_syntax::check(line)?;
-    // Go keeps invalid UTF-8 in strings as U+FFFD; do the same before decoding.
-    let text = String::from_utf8_lossy(line);
-    let map: Map<String, Value> = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let map = json_line::parse_object(line)?;
     let name = match map.get("command") {
         None => return Err("JSON did not contain a command".to_owned()),
         Some(Value::String(name)) => name.clone(),
