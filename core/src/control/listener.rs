@@ -116,7 +116,7 @@ fn os_error(op: &str, path: &Path, err: &io::Error) -> String {
 /// non-blocking flock on it.
 fn lock_file(path: &Path) -> Result<OwnedFd, UnixListenError> {
     let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| UnixListenError::Lock(format!("open {}: invalid argument", path.display())))?;
+        .map_err(|_| UnixListenError::Lock("invalid argument".to_owned()))?;
     // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call; the
     // flags and mode are plain integers.
     let fd = unsafe {
@@ -128,7 +128,8 @@ fn lock_file(path: &Path) -> Result<OwnedFd, UnixListenError> {
     };
     if fd < 0 {
         let err = io::Error::last_os_error();
-        return Err(UnixListenError::Lock(os_error("open", path, &err)));
+        // Go reports the bare errno text here, without the path.
+        return Err(UnixListenError::Lock(describe(&err)));
     }
     // SAFETY: `fd` was just returned by a successful `open` and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
