@@ -19,6 +19,8 @@ pub mod command;
 pub mod duration;
 mod json_line;
 pub mod listener;
+#[cfg(test)]
+mod mesh_tests;
 pub mod ping;
 pub mod registry;
 pub mod reload;

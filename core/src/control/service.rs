@@ -7,7 +7,9 @@ use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 
 use super::command::{BoxRead, BoxWrite, ControlConn, PeerKind};
 use super::registry::CommandRegistry;
-use super::session;
+use super::reload::ReloadFn;
+use super::{register_builtins, session, ControlError};
+use crate::mesh::Mesh;
 
 /// A node's control service; cheap to clone, every clone serves the same table.
 #[derive(Clone, Debug)]
@@ -35,6 +37,18 @@ impl ControlService {
                 registry,
             }),
         }
+    }
+
+    /// The service of a mesh node: registers the built-in commands (`status`, `ping`,
+    /// `traceroute`, `reload` with the daemon's callback) into `registry` and greets
+    /// with the mesh's node ID. Other modules may add their commands afterwards.
+    pub fn for_mesh(
+        mesh: &Mesh,
+        registry: CommandRegistry,
+        reload: Option<ReloadFn>,
+    ) -> Result<Self, ControlError> {
+        register_builtins(&registry, mesh, reload)?;
+        Ok(Self::new(mesh.node_id(), registry))
     }
 
     /// The node ID shown in the greeting.
