@@ -13,7 +13,7 @@
 use std::ffi::CString;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -134,12 +134,7 @@ fn lock_file(path: &Path) -> Result<OwnedFd, UnixListenError> {
     // SAFETY: `fd` was just returned by a successful `open` and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: `fd` is an open descriptor for the whole call.
-    let rc = unsafe {
-        libc::flock(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            libc::LOCK_EX | libc::LOCK_NB,
-        )
-    };
+    let rc = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
         let err = io::Error::last_os_error();
         return Err(UnixListenError::Lock(
@@ -208,7 +203,9 @@ impl Acceptor {
             Acceptor::Tcp(listener) => {
                 let (stream, _) = listener.accept().await?;
                 // Replies are small single writes; don't let Nagle hold them back.
-                stream.set_nodelay(true)?;
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!("could not set TCP_NODELAY on a control connection: {e}");
+                }
                 let (read, write) = stream.into_split();
                 Ok((Box::pin(read), Box::pin(write), PeerKind::Tcp))
             }
