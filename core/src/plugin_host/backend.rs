@@ -24,6 +24,9 @@ use crate::mesh::Framing;
 /// How many connections may wait for the daemon before a plugin thread blocks.
 const CONNECTION_QUEUE: usize = 16;
 
+/// Session tokens are unique across every backend instance of the process (never 0).
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
 /// The validated functions of a backend vtable.
 #[derive(Clone, Copy)]
 pub(super) struct BackendFns {
@@ -65,7 +68,7 @@ impl BackendFns {
 /// A connected socket a backend plugin handed over.
 #[derive(Debug)]
 pub struct BackendConnection {
-    /// The connected descriptor (now owned by the daemon).
+    /// The connected descriptor (now owned by the daemon), in non-blocking mode.
     pub fd: OwnedFd,
     /// How messages are delimited on it.
     pub framing: Framing,
@@ -73,7 +76,8 @@ pub struct BackendConnection {
     pub peer: String,
     /// True if accepted by a listener, false if dialed.
     pub inbound: bool,
-    /// Pass this to [`BackendHandle::session_closed`] when the session ends.
+    /// Pass this to [`BackendHandle::session_closed`] when the session ends; unique
+    /// among all connections of all backends.
     pub token: SessionToken,
 }
 
@@ -114,7 +118,6 @@ struct BackendCtx {
     /// Taken out at stop, so that the receiver ends once in-flight hand-overs finish.
     tx: std::sync::Mutex<Option<mpsc::Sender<BackendConnection>>>,
     stopped: CancellationToken,
-    next_token: AtomicU64,
     plugin: String,
     kind: String,
 }
@@ -123,7 +126,11 @@ impl BackendHandle {
     /// Tells the plugin that the session with `token` ended (a dialer then redials).
     /// Does nothing after the instance stopped.
     pub fn session_closed(&self, token: SessionToken) {
-        let guard = self.inner.instance.read().unwrap_or_else(|p| p.into_inner());
+        let guard = self
+            .inner
+            .instance
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(instance) = *guard {
             // SAFETY: the instance is alive until stop takes it out under the write lock.
             unsafe { (self.inner.fns.session_closed)(instance.0, token.0) };
@@ -151,7 +158,11 @@ impl Inner {
     fn stop(&self) {
         self.ctx.stopped.cancel();
         drop(self.ctx.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
-        let taken = self.instance.write().unwrap_or_else(|p| p.into_inner()).take();
+        let taken = self
+            .instance
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(instance) = taken {
             // SAFETY: the instance was taken out, so this is its only stop and no
             // session_closed call can use it afterwards.
@@ -179,7 +190,6 @@ pub(super) fn start(
     let ctx = Arc::new(BackendCtx {
         tx: std::sync::Mutex::new(Some(tx)),
         stopped: CancellationToken::new(),
-        next_token: AtomicU64::new(1),
         plugin: plugin.to_owned(),
         kind: kind.to_owned(),
     });
@@ -195,7 +205,15 @@ pub(super) fn start(
     let mut instance: *mut c_void = std::ptr::null_mut();
     // SAFETY: every pointer passed is valid for the call; the plugin takes over the
     // context reference created above (and releases it, also on failure).
-    let status = unsafe { (fns.start)(claim_ctx.0, abi::Str::new(&json), &host, &sink, &mut instance) };
+    let status = unsafe {
+        (fns.start)(
+            claim_ctx.0,
+            abi::Str::new(&json),
+            &host,
+            &sink,
+            &mut instance,
+        )
+    };
     if status != abi::STATUS_OK || instance.is_null() {
         ctx.stopped.cancel();
         return Err(PluginError::Call {
@@ -242,7 +260,10 @@ unsafe extern "C" fn host_connection(
     // SAFETY: the plugin holds a reference to ctx until it calls release; the peer
     // string is borrowed for this call.
     let (ctx, peer) = unsafe { (&*(ctx as *const BackendCtx), peer.to_string_lossy()) };
-    catch_unwind(AssertUnwindSafe(|| deliver(ctx, fd, framing, peer, inbound != 0))).unwrap_or(0)
+    catch_unwind(AssertUnwindSafe(|| {
+        deliver(ctx, fd, framing, peer, inbound != 0)
+    }))
+    .unwrap_or(0)
 }
 
 fn deliver(ctx: &BackendCtx, fd: OwnedFd, framing: u32, peer: String, inbound: bool) -> u64 {
@@ -250,10 +271,14 @@ fn deliver(ctx: &BackendCtx, fd: OwnedFd, framing: u32, peer: String, inbound: b
         tracing::warn!(plugin = %ctx.plugin, kind = %ctx.kind, "connection with unknown framing {framing} refused");
         return 0;
     };
+    if let Err(e) = set_nonblocking(&fd) {
+        tracing::warn!(plugin = %ctx.plugin, kind = %ctx.kind, "connection from {peer} refused: {e}");
+        return 0;
+    }
     let Some(tx) = ctx.tx.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
         return 0;
     };
-    let token = ctx.next_token.fetch_add(1, Ordering::Relaxed);
+    let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
     let conn = BackendConnection {
         fd,
         framing,
@@ -282,6 +307,20 @@ fn deliver(ctx: &BackendCtx, fd: OwnedFd, framing: u32, peer: String, inbound: b
     } else {
         0
     }
+}
+
+/// Puts a descriptor in non-blocking mode, as the async runtime needs.
+fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0
+        || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn framing_from_abi(code: u32) -> Option<Framing> {

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 use receptor_plugin_sdk::abi;
 
-use super::{backend::BackendFns, ffi, worktype::WorkTypeFns, ClaimFns, PluginError, PluginInfo, SendPtr};
+use super::{
+    backend::BackendFns, ffi, worktype::WorkTypeFns, ClaimFns, PluginError, PluginInfo, SendPtr,
+};
 
 /// The environment variable listing extra plugin files or folders (`:`-separated).
 pub const PLUGIN_PATH_ENV: &str = "RECEPTOR_PLUGIN_PATH";
@@ -32,7 +34,10 @@ pub(super) enum Origin {
 /// The default search path, in priority order: `RECEPTOR_PLUGIN_PATH`, the folder of
 /// the running executable, `/usr/lib/receptor/plugins`.
 pub fn default_search_path() -> Vec<PathBuf> {
-    default_search_locations().into_iter().map(|(p, _)| p).collect()
+    default_search_locations()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
 }
 
 pub(super) fn default_search_locations() -> Vec<(PathBuf, Origin)> {
@@ -44,7 +49,10 @@ pub(super) fn default_search_locations() -> Vec<(PathBuf, Origin)> {
                 .map(|p| (p, Origin::Config)),
         );
     }
-    if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    {
         locations.push((dir, Origin::ExeDir));
     }
     locations.push((PathBuf::from(SYSTEM_PLUGIN_DIR), Origin::Config));
@@ -96,7 +104,8 @@ pub(super) fn load_plugin(path: &Path) -> Result<LoadedPlugin, PluginError> {
     };
     // SAFETY: loading a library runs its initialisers. Only files the operator put on
     // the configured or default plugin path are loaded.
-    let lib = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| load_err(e.to_string()))?;
+    let lib = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
+        .map_err(|e| load_err(e.to_string()))?;
     // Never unloaded: descriptors, vtables and threads of the plugin must stay valid.
     let lib: &'static Library = Box::leak(Box::new(lib));
     let symbol = format!("{}\0", abi::ENTRY_SYMBOL_V1);
@@ -109,7 +118,9 @@ pub(super) fn load_plugin(path: &Path) -> Result<LoadedPlugin, PluginError> {
     // SAFETY: calling the plugin's entry point with a HostApi that lives forever.
     let desc = unsafe { entry(api) };
     if desc.is_null() {
-        return Err(load_err("its entry point refused to initialise (returned null)".to_owned()));
+        return Err(load_err(
+            "its entry point refused to initialise (returned null)".to_owned(),
+        ));
     }
     // SAFETY: the descriptor is valid forever by contract; every field read below is
     // checked against its struct_size first.
@@ -145,7 +156,10 @@ fn missing_entry(path: &Path, lib: &Library) -> PluginError {
 /// # Safety
 /// `desc` must point to a descriptor at least as large as its leading `struct_size`,
 /// `abi_major` and `abi_minor` fields, valid forever.
-unsafe fn read_descriptor(path: &Path, desc: *const abi::PluginDescriptor) -> Result<LoadedPlugin, PluginError> {
+unsafe fn read_descriptor(
+    path: &Path,
+    desc: *const abi::PluginDescriptor,
+) -> Result<LoadedPlugin, PluginError> {
     let bad = |reason: String| PluginError::BadDescriptor {
         path: path.to_path_buf(),
         reason,
@@ -157,7 +171,12 @@ unsafe fn read_descriptor(path: &Path, desc: *const abi::PluginDescriptor) -> Re
         return Err(bad(format!("descriptor of {size} bytes is too small")));
     }
     // SAFETY: covered by struct_size, checked above.
-    let (major, minor) = unsafe { (std::ptr::addr_of!((*desc).abi_major).read(), std::ptr::addr_of!((*desc).abi_minor).read()) };
+    let (major, minor) = unsafe {
+        (
+            std::ptr::addr_of!((*desc).abi_major).read(),
+            std::ptr::addr_of!((*desc).abi_minor).read(),
+        )
+    };
     if major != abi::ABI_MAJOR {
         return Err(PluginError::AbiMismatch {
             path: path.to_path_buf(),
@@ -188,7 +207,8 @@ unsafe fn read_descriptor(path: &Path, desc: *const abi::PluginDescriptor) -> Re
         // SAFETY: the array has claim_count entries by contract.
         let claim = unsafe { *d.claims.add(i) };
         // SAFETY: entries are null or valid claims (checked and read in read_claim).
-        let (kind, entry) = unsafe { read_claim(claim) }.map_err(|r| bad(format!("claim {i}: {r}")))?;
+        let (kind, entry) =
+            unsafe { read_claim(claim) }.map_err(|r| bad(format!("claim {i}: {r}")))?;
         if claims.iter().any(|(k, _)| *k == kind) {
             return Err(bad(format!("section {kind:?} is claimed twice")));
         }
@@ -210,14 +230,19 @@ unsafe fn read_descriptor(path: &Path, desc: *const abi::PluginDescriptor) -> Re
 /// # Safety
 /// `claim` must be null or point to a claim of at least its `struct_size` bytes whose
 /// vtables are valid forever.
-unsafe fn read_claim(claim: *const abi::SectionClaim) -> Result<(String, (SendPtr, ClaimFns)), String> {
+unsafe fn read_claim(
+    claim: *const abi::SectionClaim,
+) -> Result<(String, (SendPtr, ClaimFns)), String> {
     if claim.is_null() {
         return Err("null claim".to_owned());
     }
     // SAFETY: a claim starts with struct_size.
     let size = unsafe { std::ptr::addr_of!((*claim).struct_size).read() };
     if size < size_of::<abi::SectionClaim>() {
-        return Err(format!("claim of {size} bytes, ABI 1.0 needs {}", size_of::<abi::SectionClaim>()));
+        return Err(format!(
+            "claim of {size} bytes, ABI 1.0 needs {}",
+            size_of::<abi::SectionClaim>()
+        ));
     }
     // SAFETY: the full v1 claim is present.
     let c = unsafe { *claim };
@@ -229,11 +254,17 @@ unsafe fn read_claim(claim: *const abi::SectionClaim) -> Result<(String, (SendPt
     let fns = match c.claim_type {
         abi::CLAIM_BACKEND if !c.backend.is_null() => {
             // SAFETY: non-null vtable, valid forever; from_vtable checks its size.
-            ClaimFns::Backend(unsafe { BackendFns::from_vtable(c.backend) }.map_err(|r| format!("{kind}: {r}"))?)
+            ClaimFns::Backend(
+                unsafe { BackendFns::from_vtable(c.backend) }
+                    .map_err(|r| format!("{kind}: {r}"))?,
+            )
         }
         abi::CLAIM_WORK_TYPE if !c.work_type.is_null() => {
             // SAFETY: non-null vtable, valid forever; from_vtable checks its size.
-            ClaimFns::WorkType(unsafe { WorkTypeFns::from_vtable(c.work_type) }.map_err(|r| format!("{kind}: {r}"))?)
+            ClaimFns::WorkType(
+                unsafe { WorkTypeFns::from_vtable(c.work_type) }
+                    .map_err(|r| format!("{kind}: {r}"))?,
+            )
         }
         t => return Err(format!("{kind}: claim type {t} without its vtable")),
     };

@@ -343,7 +343,9 @@ impl PluginHost {
     /// Like [`PluginHost::claims`], but an unclaimed kind is an error that lists the
     /// section kinds available and the plugins loaded.
     pub fn require(&self, kind: &str) -> Result<ClaimType, PluginError> {
-        self.claims(kind).map(|(t, _)| t).ok_or_else(|| self.unclaimed(kind))
+        self.claims(kind)
+            .map(|(t, _)| t)
+            .ok_or_else(|| self.unclaimed(kind))
     }
 
     fn unclaimed(&self, kind: &str) -> PluginError {
@@ -356,8 +358,16 @@ impl PluginHost {
             .join(", ");
         PluginError::Unclaimed {
             kind: kind.to_owned(),
-            available: if available.is_empty() { "none".to_owned() } else { available },
-            plugins: if plugins.is_empty() { "none".to_owned() } else { plugins },
+            available: if available.is_empty() {
+                "none".to_owned()
+            } else {
+                available
+            },
+            plugins: if plugins.is_empty() {
+                "none".to_owned()
+            } else {
+                plugins
+            },
         }
     }
 
@@ -366,7 +376,10 @@ impl PluginHost {
             .claims
             .get(&kind.to_ascii_lowercase())
             .ok_or_else(|| self.unclaimed(kind))?;
-        let plugin = self.plugins.get(claim.plugin).ok_or_else(|| self.unclaimed(kind))?;
+        let plugin = self
+            .plugins
+            .get(claim.plugin)
+            .ok_or_else(|| self.unclaimed(kind))?;
         let actual = match claim.fns {
             ClaimFns::Backend(_) => ClaimType::Backend,
             ClaimFns::WorkType(_) => ClaimType::WorkType,
@@ -393,7 +406,13 @@ impl PluginHost {
         let ClaimFns::Backend(fns) = claim.fns else {
             return Err(self.unclaimed(kind));
         };
-        backend::start(&plugin.name, &kind.to_ascii_lowercase(), claim.ctx, fns, config)
+        backend::start(
+            &plugin.name,
+            &kind.to_ascii_lowercase(),
+            claim.ctx,
+            fns,
+            config,
+        )
     }
 
     /// Builds the work type one config section describes.

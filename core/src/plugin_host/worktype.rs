@@ -14,7 +14,9 @@ use receptor_plugin_sdk::abi;
 use tokio::sync::watch;
 
 use super::{ffi::ErrorSlot, PluginError, SendPtr};
-use crate::work::worktype::{ReattachRequest, StartRequest, UnitState, WorkHandle, WorkProgress, WorkType};
+use crate::work::worktype::{
+    ReattachRequest, StartRequest, UnitState, WorkHandle, WorkProgress, WorkType,
+};
 
 type UnitCall<R> = unsafe extern "C" fn(
     *mut c_void,
@@ -46,7 +48,9 @@ impl WorkTypeFns {
     ///
     /// # Safety
     /// `vt` must point to a vtable of at least its `struct_size` bytes.
-    pub(super) unsafe fn from_vtable(vt: *const abi::WorkTypeVtable) -> Result<WorkTypeFns, String> {
+    pub(super) unsafe fn from_vtable(
+        vt: *const abi::WorkTypeVtable,
+    ) -> Result<WorkTypeFns, String> {
         // SAFETY: a vtable starts with struct_size.
         let size = unsafe { std::ptr::addr_of!((*vt).struct_size).read() };
         if size < std::mem::size_of::<abi::WorkTypeVtable>() {
@@ -54,17 +58,29 @@ impl WorkTypeFns {
         }
         // SAFETY: the full v1 vtable is present.
         let vt = unsafe { *vt };
-        match (vt.create, vt.start, vt.reattach, vt.cancel, vt.free_unit, vt.destroy) {
-            (Some(create), Some(start), Some(reattach), Some(cancel), Some(free_unit), Some(destroy)) => {
-                Ok(WorkTypeFns {
-                    create,
-                    start,
-                    reattach,
-                    cancel,
-                    free_unit,
-                    destroy,
-                })
-            }
+        match (
+            vt.create,
+            vt.start,
+            vt.reattach,
+            vt.cancel,
+            vt.free_unit,
+            vt.destroy,
+        ) {
+            (
+                Some(create),
+                Some(start),
+                Some(reattach),
+                Some(cancel),
+                Some(free_unit),
+                Some(destroy),
+            ) => Ok(WorkTypeFns {
+                create,
+                start,
+                reattach,
+                cancel,
+                free_unit,
+                destroy,
+            }),
             _ => Err("work type vtable has a null function".to_owned()),
         }
     }
@@ -110,7 +126,15 @@ pub(super) fn create(
     };
     let mut handle: *mut c_void = std::ptr::null_mut();
     // SAFETY: every pointer is valid for the call.
-    let status = unsafe { (fns.create)(claim_ctx.0, abi::Str::new(&json), &sink, &mut info, &mut handle) };
+    let status = unsafe {
+        (fns.create)(
+            claim_ctx.0,
+            abi::Str::new(&json),
+            &sink,
+            &mut info,
+            &mut handle,
+        )
+    };
     let call_err = |message: String| PluginError::Call {
         plugin: plugin.to_owned(),
         message,
@@ -216,7 +240,11 @@ impl WorkType for PluginWorkType {
         request: ReattachRequest,
         progress: watch::Sender<WorkProgress>,
     ) -> Result<Box<dyn WorkHandle>, String> {
-        let extra = request.extra.as_ref().map(|v| v.to_string()).unwrap_or_default();
+        let extra = request
+            .extra
+            .as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_default();
         let raw = abi::ReattachRequest {
             struct_size: std::mem::size_of::<abi::ReattachRequest>(),
             unit_id: abi::Str::new(&request.unit_id),
@@ -268,7 +296,12 @@ unsafe extern "C" fn progress_release(ctx: *mut c_void) {
     }
 }
 
-unsafe extern "C" fn progress_report(ctx: *mut c_void, state: u32, detail: abi::Str, extra_json: abi::Str) {
+unsafe extern "C" fn progress_report(
+    ctx: *mut c_void,
+    state: u32,
+    detail: abi::Str,
+    extra_json: abi::Str,
+) {
     if ctx.is_null() {
         return;
     }
@@ -307,5 +340,9 @@ fn report(ctx: &ProgressCtx, state: u32, detail: String, extra: &[u8]) {
             }
         }
     };
-    ctx.sender.send_replace(WorkProgress { state, detail, extra });
+    ctx.sender.send_replace(WorkProgress {
+        state,
+        detail,
+        extra,
+    });
 }
