@@ -587,3 +587,65 @@ fn executable_folder_only_offers_receptor_plugins() {
     assert!(search.contains(&PathBuf::from("/usr/lib/receptor/plugins")));
     assert!(search.contains(&artifact_dir().join("deps")));
 }
+
+fn c_example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/c-plugin/uppercase.c")
+}
+
+#[tokio::test]
+async fn c_plugin_runs_a_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = compile_c(&c_example(), dir.path(), &[]);
+    let host = load(&[lib]).unwrap();
+    assert_eq!(host.plugins()[0].name, "uppercase");
+    let err = host
+        .work_type("uppercase-worktype", &json!({"worktype": 7}))
+        .err()
+        .expect("bad worktype");
+    assert!(err.to_string().contains("\"worktype\""), "{err}");
+    let wt = host
+        .work_type("uppercase-worktype", &json!({"worktype": "shout"}))
+        .unwrap();
+    assert_eq!(wt.name(), "shout");
+    let (stdin, stdout, out) = unit_files(dir.path(), b"hello, world\n");
+    let (tx, mut rx) = initial();
+    let _unit = wt
+        .start(start_request("unit6", dir.path(), stdin, stdout), tx)
+        .unwrap();
+    let last = final_progress(&mut rx).await;
+    assert_eq!(
+        (last.state, last.detail.as_str()),
+        (UnitState::Succeeded, "uppercased")
+    );
+    assert_eq!(std::fs::read(out).unwrap(), b"HELLO, WORLD\n");
+    let (tx, _rx) = initial();
+    let err = wt
+        .reattach(
+            ReattachRequest {
+                unit_id: "unit6".to_owned(),
+                unit_dir: dir.path().to_path_buf(),
+                extra: None,
+            },
+            tx,
+        )
+        .err()
+        .expect("cannot reattach");
+    assert!(err.contains("cannot be resumed"), "{err}");
+}
+
+#[test]
+fn two_plugins_claiming_one_section_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = compile_c(
+        &c_example(),
+        dir.path(),
+        &["-DSECTION_KIND=\"echo-worktype\""],
+    );
+    let err = load(&[cdylib("receptor_echo"), lib]).unwrap_err();
+    assert!(matches!(err, PluginError::DuplicateClaim { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("\"echo-worktype\"") && msg.contains("echo (") && msg.contains("uppercase ("),
+        "{msg}"
+    );
+}
