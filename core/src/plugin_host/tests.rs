@@ -649,3 +649,44 @@ fn two_plugins_claiming_one_section_are_refused() {
         "{msg}"
     );
 }
+
+/// Builds `examples/rust-plugin` (its own workspace) into its own target folder.
+fn rust_example() -> PathBuf {
+    let dir = artifact_dir();
+    let target = dir
+        .parent()
+        .expect("target folder")
+        .join("example-rust-plugin");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rust-plugin/Cargo.toml");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("run cargo build for the example plugin");
+    assert!(status.success(), "building examples/rust-plugin failed");
+    target.join("debug/libreceptor_wordcount.so")
+}
+
+#[tokio::test]
+async fn standalone_rust_plugin_runs_a_unit() {
+    let host = load(&[rust_example()]).unwrap();
+    let wt = host
+        .work_type("wordcount-worktype", &json!({"worktype": "wc"}))
+        .unwrap();
+    assert_eq!(wt.name(), "wc");
+    let dir = tempfile::tempdir().unwrap();
+    let (stdin, stdout, out) = unit_files(dir.path(), b"some text\nand more\n");
+    let (tx, mut rx) = initial();
+    let _unit = wt
+        .start(start_request("unit7", dir.path(), stdin, stdout), tx)
+        .unwrap();
+    let last = final_progress(&mut rx).await;
+    assert_eq!(last.state, UnitState::Succeeded, "{last:?}");
+    assert_eq!(
+        last.extra,
+        Some(json!({"Lines": 2, "Words": 4, "Bytes": 19}))
+    );
+    assert_eq!(std::fs::read(out).unwrap(), b"2 4 19\n");
+}
