@@ -690,3 +690,87 @@ async fn standalone_rust_plugin_runs_a_unit() {
     );
     assert_eq!(std::fs::read(out).unwrap(), b"2 4 19\n");
 }
+
+/// Log lines plugins sent through the host (`plugin: message`), captured process-wide.
+fn plugin_logs() -> &'static std::sync::Mutex<Vec<String>> {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    static LOGS: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+
+    struct Capture;
+    struct Fields(String, String);
+    impl tracing::field::Visit for Fields {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            match field.name() {
+                "message" => self.1 = format!("{value:?}"),
+                "plugin" => self.0 = format!("{value:?}"),
+                _ => {}
+            }
+        }
+    }
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if event.metadata().target() == "receptor::plugin" {
+                let mut f = Fields(String::new(), String::new());
+                event.record(&mut f);
+                let logs = LOGS.get_or_init(Default::default);
+                logs.lock().unwrap().push(format!("{}: {}", f.0, f.1));
+            }
+        }
+    }
+    INSTALLED.get_or_init(|| {
+        let _ =
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Capture));
+    });
+    LOGS.get_or_init(Default::default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialer_retries_after_a_failed_dial_and_logs_through_the_host() {
+    let logs = plugin_logs();
+    let port = free_port();
+    let host = load(&[cdylib("receptor_tcp")]).unwrap();
+    let mut dialer = host
+        .start_backend("tcp-peer", &json!({"address": format!("127.0.0.1:{port}")}))
+        .unwrap();
+    // Nothing listens yet: wait for the plugin to log its failed dial.
+    let failure = format!("tcp: cannot connect to 127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !logs.lock().unwrap().iter().any(|l| l.starts_with(&failure)) {
+        assert!(
+            Instant::now() < deadline,
+            "no failed dial logged: {:?}",
+            logs.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let failed_at = Instant::now();
+    let mut listener = host
+        .start_backend(
+            "tcp-listener",
+            &json!({"bindaddr": "127.0.0.1", "port": port}),
+        )
+        .unwrap();
+    let conn = next_conn(&mut dialer, Duration::from_secs(15)).await;
+    let waited = failed_at.elapsed();
+    assert!(!conn.inbound);
+    assert!(
+        waited >= Duration::from_millis(4000) && waited < Duration::from_secs(10),
+        "redialled {waited:?} after the failure, receptor waits 5 s"
+    );
+    assert!(
+        next_conn(&mut listener, Duration::from_secs(5))
+            .await
+            .inbound
+    );
+    assert!(logs
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l == &format!("tcp: listening on 127.0.0.1:{port}")));
+}

@@ -124,7 +124,7 @@ fn dial_loop(address: &str, redial: bool, sink: &ConnectionSink, shared: &Shared
 /// Waits until the host reports the session closed; returns true if stopped first.
 fn wait_session_end(shared: &Shared, token: u64) -> bool {
     loop {
-        let stopped = shared.stop.wait_until(Duration::from_secs(3600), |_| {
+        let stopped = shared.stop.wait_until(Duration::from_secs(3600), || {
             shared
                 .closed
                 .lock()

@@ -48,16 +48,17 @@ impl Stop {
 
     /// Sleeps for `duration` unless stopped first; returns true if stopped.
     pub fn sleep(&self, duration: Duration) -> bool {
-        self.wait_until(duration, |_| false)
+        self.wait_until(duration, || false)
     }
 
-    /// Waits until `done` (checked under the signal's lock, with whether it is stopped)
-    /// is true, the signal is set, or `duration` passes; returns true if stopped.
-    pub fn wait_until(&self, duration: Duration, mut done: impl FnMut(bool) -> bool) -> bool {
+    /// Waits until `done` (checked under the signal's lock) is true, the signal is set,
+    /// or `duration` passes; returns true if stopped. Whoever changes what `done` looks
+    /// at calls [`Stop::notify`] afterwards.
+    pub fn wait_until(&self, duration: Duration, mut done: impl FnMut() -> bool) -> bool {
         let deadline = Instant::now() + duration;
         let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if *stopped || done(*stopped) {
+            if *stopped || done() {
                 return *stopped;
             }
             let left = deadline.saturating_duration_since(Instant::now());
