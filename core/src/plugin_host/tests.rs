@@ -774,3 +774,13 @@ async fn dialer_retries_after_a_failed_dial_and_logs_through_the_host() {
         .iter()
         .any(|l| l == &format!("tcp: listening on 127.0.0.1:{port}")));
 }
+
+#[test]
+fn host_types_can_be_shared_between_tasks() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<PluginHost>();
+    send_sync::<BackendHandle>();
+    send::<BackendInstance>();
+    send::<BackendConnection>();
+}
