@@ -1,124 +1,88 @@
-//! The unit store driven with the real `work-command` runner (real processes), through
-//! a direct adapter standing in for the plugin host.
+//! The unit store driven by the real `command` plugin (its cdylib loaded through the
+//! plugin host) running real processes.
 
 use std::fs;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use receptor_command::config::CommandConfig;
-use receptor_command::runner::{self, CommandWork, RunningCommand};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::watch;
 
 use super::control::WorkCommand;
 use super::store::Workceptor;
-use super::worktype::{
-    ReattachRequest, StartRequest, UnitState, WorkHandle, WorkProgress, WorkType,
-};
+use super::worktype::{UnitState, WorkType};
 use crate::control::command::{
     Args, BoxRead, BoxWrite, ControlCommand, ControlConn, PeerKind, Reply,
 };
+use crate::plugin_host::{LoadOptions, PluginHost};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-struct Adapter(CommandWork);
-struct Handle(RunningCommand);
-
-impl WorkHandle for Handle {
-    fn cancel(&self) -> Result<(), String> {
-        self.0.cancel()
-    }
+/// Builds the `command` plugin cdylib once per test process (a no-op when it is up to
+/// date) next to the test binary and returns its path.
+fn command_plugin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap_or_default();
+            // target/<profile>/deps/<test binary>
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let target = profile_dir
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "receptor-plugin-command",
+                    "--target-dir",
+                ])
+                .arg(&target);
+            match profile_dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") | None => {}
+                Some("release") => {
+                    cmd.arg("--release");
+                }
+                Some(other) => {
+                    cmd.args(["--profile", other]);
+                }
+            }
+            let built = cmd.status().map(|s| s.success()).unwrap_or(false);
+            assert!(built, "building the command plugin failed");
+            profile_dir.join("libreceptor_command.so")
+        })
+        .clone()
 }
 
-fn reporter(tx: watch::Sender<WorkProgress>) -> runner::Reporter {
-    Arc::new(move |p: runner::Progress| {
-        let state = match p.state {
-            runner::State::Pending => UnitState::Pending,
-            runner::State::Running => UnitState::Running,
-            runner::State::Succeeded => UnitState::Succeeded,
-            runner::State::Failed => UnitState::Failed,
-            runner::State::Canceled => UnitState::Canceled,
-        };
-        tx.send_replace(WorkProgress {
-            state,
-            detail: p.detail,
-            extra: p.extra,
-        });
-    })
-}
-
-impl WorkType for Adapter {
-    fn name(&self) -> &str {
-        &self.0.config().work_type
-    }
-    fn verify_signature(&self) -> bool {
-        self.0.config().verify_signature
-    }
-    fn allow_runtime_params(&self) -> bool {
-        self.0.config().allow_runtime_params
-    }
-    fn start(
-        &self,
-        req: StartRequest,
-        tx: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String> {
-        let running = self.0.start(
-            &req.unit_dir,
-            req.stdin,
-            req.stdout,
-            &req.params,
-            reporter(tx),
-        )?;
-        Ok(Box::new(Handle(running)))
-    }
-    fn reattach(
-        &self,
-        req: ReattachRequest,
-        tx: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String> {
-        let running = self
-            .0
-            .reattach(&req.unit_dir, req.extra.as_ref(), reporter(tx))?;
-        Ok(Box::new(Handle(running)))
-    }
-}
-
-fn command_types() -> Vec<Arc<dyn WorkType>> {
-    let cfg = |name: &str, command: &str, params: &str, runtime: bool| {
-        Arc::new(Adapter(CommandWork::new(CommandConfig {
-            work_type: name.into(),
-            command: command.into(),
-            params: params.into(),
-            allow_runtime_params: runtime,
-            verify_signature: false,
-        }))) as Arc<dyn WorkType>
-    };
-    vec![
-        cfg("cat", "cat", "", false),
-        cfg("echoparams", "echo", "base", true),
-        cfg(
-            "ticker",
-            "bash",
-            "-c \"for i in 1 2 3 4 5; do echo tick $i; sleep 0.1; done\"",
-            false,
-        ),
-        cfg("sleeper", "sleep", "300", false),
-        cfg(
-            "forker",
-            "bash",
-            "-c \"sleep 300 & sleep 301 & (sleep 302; echo never) & wait\"",
-            false,
-        ),
-        cfg(
-            "fail",
-            "bash",
-            "-c \"echo oops; echo err >&2; exit 3\"",
-            false,
-        ),
-    ]
+fn command_types() -> Result<Vec<Arc<dyn WorkType>>> {
+    let host = PluginHost::load(&LoadOptions {
+        paths: vec![command_plugin()],
+        default_search: false,
+    })?;
+    let sections = [
+        json!({"worktype": "cat", "command": "cat"}),
+        json!({"worktype": "echoparams", "command": "echo", "params": "base", "allowruntimeparams": true}),
+        json!({"worktype": "ticker", "command": "bash",
+               "params": "-c \"for i in 1 2 3 4 5; do echo tick $i; sleep 0.1; done\""}),
+        json!({"worktype": "sleeper", "command": "sleep", "params": "300"}),
+        json!({"worktype": "forker", "command": "bash",
+               "params": "-c \"sleep 300 & sleep 301 & (sleep 302; echo never) & wait\""}),
+        json!({"worktype": "fail", "command": "bash", "params": "-c \"echo oops; echo err >&2; exit 3\""}),
+    ];
+    sections
+        .iter()
+        .map(|s| Ok(host.work_type("work-command", s)?))
+        .collect()
 }
 
 fn conn() -> (ControlConn, tokio::io::DuplexStream) {
@@ -232,7 +196,7 @@ async fn wait_group_gone(pgid: i64) -> Result<()> {
 #[tokio::test]
 async fn command_units_end_to_end() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Workceptor::open("foo", dir.path(), command_types()).await?;
+    let store = Workceptor::open("foo", dir.path(), command_types()?).await?;
     let cmd = Arc::new(WorkCommand::new(store.clone()));
 
     let id = submit(&cmd, "submit localhost cat", b"hello\nworld\n").await?;
@@ -273,7 +237,7 @@ async fn command_units_end_to_end() -> Result<()> {
 #[tokio::test]
 async fn results_follow_a_real_command() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Workceptor::open("foo", dir.path(), command_types()).await?;
+    let store = Workceptor::open("foo", dir.path(), command_types()?).await?;
     let cmd = Arc::new(WorkCommand::new(store.clone()));
     let id = submit(&cmd, "submit localhost ticker", b"").await?;
     let (mut c, client) = conn();
@@ -319,7 +283,7 @@ async fn results_follow_a_real_command() -> Result<()> {
 #[tokio::test]
 async fn cancel_and_release_leave_no_process_behind() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Workceptor::open("foo", dir.path(), command_types()).await?;
+    let store = Workceptor::open("foo", dir.path(), command_types()?).await?;
     let cmd = Arc::new(WorkCommand::new(store.clone()));
 
     let id = submit(&cmd, "submit localhost forker", b"").await?;
@@ -360,7 +324,7 @@ async fn cancel_and_release_leave_no_process_behind() -> Result<()> {
 async fn running_commands_survive_a_restart() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let node_dir = dir.path().join("foo");
-    let store = Workceptor::open("foo", dir.path(), command_types()).await?;
+    let store = Workceptor::open("foo", dir.path(), command_types()?).await?;
     let cmd = Arc::new(WorkCommand::new(store.clone()));
     let id = submit(&cmd, "submit localhost sleeper", b"").await?;
     wait_state(&store, &id, UnitState::Running).await?;
@@ -371,7 +335,7 @@ async fn running_commands_survive_a_restart() -> Result<()> {
     drop(cmd);
     drop(store);
 
-    let store = Workceptor::open("foo", dir.path(), command_types()).await?;
+    let store = Workceptor::open("foo", dir.path(), command_types()?).await?;
     let cmd = Arc::new(WorkCommand::new(store.clone()));
     let after = status(&cmd, &id).await?;
     assert_eq!(after, before);

@@ -10,9 +10,9 @@
 //! ```
 //!
 //! Keys are case-insensitive (receptor's docs write `workType` as well as `worktype`);
-//! booleans may also be the strings `true` / `false` (the command-line form).
+//! booleans may also be strings (`true`, the command-line form).
 
-use serde_json::Value;
+use receptor_plugin_sdk::{PluginError, Section, WorkTypeInfo};
 
 /// Keys of a `work-command` section.
 pub const KEYS: &[&str] = &[
@@ -38,91 +38,27 @@ pub struct CommandConfig {
     pub verify_signature: bool,
 }
 
-/// A `work-command` section that cannot be used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    /// The section is not a map.
-    #[error("work-command: expected a map of settings, got {0}")]
-    NotAMap(String),
-    /// A key this section does not have.
-    #[error("work-command: unknown key {key:?} (expected one of: {})", KEYS.join(", "))]
-    UnknownKey {
-        /// The key.
-        key: String,
-    },
-    /// A required key is missing or empty.
-    #[error("work-command: missing required key {0}")]
-    Missing(&'static str),
-    /// A value of the wrong type.
-    #[error("work-command: key {key}: expected {expected}, got {got}")]
-    BadValue {
-        /// The key.
-        key: &'static str,
-        /// What was expected.
-        expected: &'static str,
-        /// What was found.
-        got: String,
-    },
-}
-
 impl CommandConfig {
-    /// Reads a section given as JSON.
-    pub fn from_json(bytes: &[u8]) -> Result<CommandConfig, ConfigError> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| ConfigError::NotAMap(format!("invalid JSON ({e})")))?;
-        CommandConfig::from_value(&value)
+    /// Reads a `work-command` section.
+    pub fn from_section(section: &Section) -> Result<CommandConfig, PluginError> {
+        section.reject_unknown_keys(KEYS, &[])?;
+        let info = WorkTypeInfo::from_section(section, None)?;
+        Ok(CommandConfig {
+            work_type: info.name,
+            command: section.required_string("command")?,
+            params: section.string("params")?.unwrap_or_default(),
+            allow_runtime_params: info.allow_runtime_params,
+            verify_signature: info.verify_signature,
+        })
     }
 
-    /// Reads a section given as a JSON value.
-    pub fn from_value(value: &Value) -> Result<CommandConfig, ConfigError> {
-        let Value::Object(map) = value else {
-            return Err(ConfigError::NotAMap(value.to_string()));
-        };
-        let mut cfg = CommandConfig::default();
-        for (key, value) in map {
-            match key.to_ascii_lowercase().as_str() {
-                "worktype" => cfg.work_type = string(value, "worktype")?,
-                "command" => cfg.command = string(value, "command")?,
-                "params" => cfg.params = string(value, "params")?,
-                "allowruntimeparams" => {
-                    cfg.allow_runtime_params = boolean(value, "allowruntimeparams")?
-                }
-                "verifysignature" => cfg.verify_signature = boolean(value, "verifysignature")?,
-                _ => return Err(ConfigError::UnknownKey { key: key.clone() }),
-            }
+    /// The work type's properties as the host sees them.
+    pub fn info(&self) -> WorkTypeInfo {
+        WorkTypeInfo {
+            name: self.work_type.clone(),
+            verify_signature: self.verify_signature,
+            allow_runtime_params: self.allow_runtime_params,
         }
-        if cfg.work_type.is_empty() {
-            return Err(ConfigError::Missing("worktype"));
-        }
-        if cfg.command.is_empty() {
-            return Err(ConfigError::Missing("command"));
-        }
-        Ok(cfg)
-    }
-}
-
-fn string(value: &Value, key: &'static str) -> Result<String, ConfigError> {
-    match value {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
-        other => Err(ConfigError::BadValue {
-            key,
-            expected: "a string",
-            got: other.to_string(),
-        }),
-    }
-}
-
-fn boolean(value: &Value, key: &'static str) -> Result<bool, ConfigError> {
-    match value {
-        Value::Bool(b) => Ok(*b),
-        Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
-        Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(false),
-        other => Err(ConfigError::BadValue {
-            key,
-            expected: "true or false",
-            got: other.to_string(),
-        }),
     }
 }
 
@@ -130,13 +66,18 @@ fn boolean(value: &Value, key: &'static str) -> Result<bool, ConfigError> {
 mod tests {
     use super::*;
 
+    fn parse(json: &str) -> Result<CommandConfig, String> {
+        Section::parse("work-command", json.as_bytes())
+            .and_then(|s| CommandConfig::from_section(&s))
+            .map_err(|e| e.to_string())
+    }
+
     #[test]
     fn reads_sections() {
-        let cfg = CommandConfig::from_json(
-            br#"{"workType":"echoint","command":"bash","params":"-c \"echo hi\"","allowruntimeparams":"true"}"#,
-        );
         assert_eq!(
-            cfg,
+            parse(
+                r#"{"workType":"echoint","command":"bash","params":"-c \"echo hi\"","allowruntimeparams":"true"}"#
+            ),
             Ok(CommandConfig {
                 work_type: "echoint".into(),
                 command: "bash".into(),
@@ -145,18 +86,13 @@ mod tests {
                 verify_signature: false,
             })
         );
-        assert_eq!(
-            CommandConfig::from_json(br#"{"command":"cat"}"#),
-            Err(ConfigError::Missing("worktype"))
-        );
-        let err = CommandConfig::from_json(br#"{"worktype":"a","command":"cat","bogus":1}"#);
-        assert!(matches!(err, Err(ConfigError::UnknownKey { .. })));
-        let err = CommandConfig::from_json(
-            br#"{"worktype":"a","command":"cat","verifysignature":"yes"}"#,
-        );
-        assert_eq!(
-            err.map_err(|e| e.to_string()),
-            Err("work-command: key verifysignature: expected true or false, got \"yes\"".into())
+        assert!(parse(r#"{"command":"cat"}"#).is_err_and(|e| e.contains("worktype")));
+        assert!(parse(r#"{"worktype":"a"}"#).is_err_and(|e| e.contains("command")));
+        assert!(parse(r#"{"worktype":"a","command":"cat","bogus":1}"#)
+            .is_err_and(|e| e.contains("unknown key \"bogus\"")));
+        assert!(
+            parse(r#"{"worktype":"a","command":"cat","verifysignature":"maybe"}"#)
+                .is_err_and(|e| e.contains("verifysignature"))
         );
     }
 }

@@ -20,41 +20,27 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use receptor_plugin_sdk::WorkState;
 use serde_json::{json, Value};
 
 use crate::config::CommandConfig;
 use crate::shlex;
 use crate::spawn::{self, SpawnError};
 
-/// Unit states (the numbers Go receptor stores are in the host).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Not started yet.
-    Pending,
-    /// The command runs.
-    Running,
-    /// Exited with status 0.
-    Succeeded,
-    /// Exited otherwise, or could not start.
-    Failed,
-    /// Cancelled.
-    Canceled,
-}
-
 /// One progress report.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Progress {
+pub struct Report {
     /// State.
-    pub state: State,
+    pub state: WorkState,
     /// Detail text.
     pub detail: String,
     /// `ExtraData` (`None` = null).
     pub extra: Option<Value>,
 }
 
-impl Progress {
-    fn new(state: State, detail: impl Into<String>, extra: Option<Value>) -> Progress {
-        Progress {
+impl Report {
+    fn new(state: WorkState, detail: impl Into<String>, extra: Option<Value>) -> Report {
+        Report {
             state,
             detail: detail.into(),
             extra,
@@ -63,7 +49,7 @@ impl Progress {
 }
 
 /// Where a unit's progress goes (called from any thread; the latest report wins).
-pub type Reporter = Arc<dyn Fn(Progress) + Send + Sync>;
+pub type Reporter = Arc<dyn Fn(Report) + Send + Sync>;
 
 /// A configured `work-command` type.
 #[derive(Debug, Clone)]
@@ -174,14 +160,14 @@ impl CommandWork {
         let words = match shlex::split(&params) {
             Ok(words) => words,
             Err(e) => {
-                report(Progress::new(State::Failed, e, None));
+                report(Report::new(WorkState::Failed, e, None));
                 return Ok(RunningCommand::finished());
             }
         };
         let program = match resolve_program(&self.cfg.command) {
             Ok(program) => program,
             Err(detail) => {
-                report(Progress::new(State::Failed, detail, None));
+                report(Report::new(WorkState::Failed, detail, None));
                 return Ok(RunningCommand::finished());
             }
         };
@@ -193,15 +179,15 @@ impl CommandWork {
         let spawned = match spawn::spawn(&program, &argv, &unit_dir, &stdin, &stdout) {
             Ok(spawned) => spawned,
             Err(e @ SpawnError::Exec { .. }) => {
-                report(Progress::new(State::Failed, e.to_string(), None));
+                report(Report::new(WorkState::Failed, e.to_string(), None));
                 return Ok(RunningCommand::finished());
             }
             Err(e) => return Err(e.to_string()),
         };
         drop(stdin);
         drop(stdout);
-        report(Progress::new(
-            State::Running,
+        report(Report::new(
+            WorkState::Running,
             format!("Running: PID {}", spawned.command),
             Some(json!({"Pid": spawned.supervisor, "Params": params})),
         ));
@@ -279,24 +265,24 @@ fn spawn_waiter(f: impl FnOnce() + Send + 'static) -> io::Result<()> {
 }
 
 /// The report for a command that ended with wait status `status`.
-fn ended(status: i32) -> Progress {
+fn ended(status: i32) -> Report {
     let (success, detail) = spawn::describe_wait_status(status);
     let state = if success {
-        State::Succeeded
+        WorkState::Succeeded
     } else {
-        State::Failed
+        WorkState::Failed
     };
-    Progress::new(state, detail, None)
+    Report::new(state, detail, None)
 }
 
 /// The final report once the supervisor is gone.
-fn final_report(cancelled: bool, unit_dir: &Path) -> Progress {
+fn final_report(cancelled: bool, unit_dir: &Path) -> Report {
     if cancelled {
-        return Progress::new(State::Canceled, "Canceled", None);
+        return Report::new(WorkState::Canceled, "Canceled", None);
     }
     match spawn::read_wait_status(unit_dir) {
         Some(status) => ended(status),
-        None => Progress::new(State::Failed, "Killed", None),
+        None => Report::new(WorkState::Failed, "Killed", None),
     }
 }
 

@@ -9,7 +9,9 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
 
 use crate::config::CommandConfig;
-use crate::runner::{CommandWork, Progress, Reporter, RunningCommand, State};
+use receptor_plugin_sdk::WorkState as State;
+
+use crate::runner::{CommandWork, Report as Progress, Reporter, RunningCommand};
 
 const WAIT: Duration = Duration::from_secs(20);
 
