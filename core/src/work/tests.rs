@@ -830,3 +830,59 @@ fn status_file_replacement_is_atomic() -> Result<()> {
     assert_eq!(dir_entries(&path)?, ["status"]);
     Ok(())
 }
+
+/// A whole control session (the real session loop) with the `work` command registered.
+async fn session(node: &Node, client_bytes: &[u8]) -> Result<String> {
+    use crate::control::registry::CommandRegistry;
+    use crate::control::service::ControlService;
+    let registry = CommandRegistry::new();
+    registry.register(node.cmd.clone())?;
+    let service = ControlService::new("foo-1.x", registry);
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    let task = tokio::spawn(async move { service.serve_stream(server, PeerKind::Unix).await });
+    client.write_all(client_bytes).await?;
+    client.shutdown().await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, client.read_to_end(&mut out)).await??;
+    tokio::time::timeout(WAIT, task).await??;
+    Ok(String::from_utf8(out)?)
+}
+
+#[tokio::test]
+async fn transcripts_through_the_session_loop() -> Result<()> {
+    let node = Node::new().await?;
+    // Pipelined submit: command and payload in one write, then EOF.
+    let out = session(&node, b"work submit localhost copy\npipelined payload\n").await?;
+    let id = out
+        .strip_prefix("Receptor Control, node foo-1.x\nWork unit created with ID ")
+        .and_then(|r| r.split_once('.'))
+        .map(|(id, _)| id.to_owned())
+        .ok_or_else(|| anyhow!("{out}"))?;
+    assert_eq!(
+        out,
+        format!(
+            "Receptor Control, node foo-1.x\nWork unit created with ID {id}. Send stdin data and EOF.\n{{\"result\":\"Job Started\",\"unitid\":\"{id}\"}}\n"
+        )
+    );
+    node.wait_state(&id, UnitState::Succeeded).await?;
+    // Results return to command mode: a second command on the same session is answered.
+    let out = session(&node, format!("work results {id} 10\nwork list {id}\n").as_bytes()).await?;
+    assert_eq!(
+        out,
+        format!(
+            "Receptor Control, node foo-1.x\nStreaming results for work unit {id}\npayload\n{{\"{id}\":{{\"Detail\":\"exit status 0\",\"ExtraData\":null,\"State\":2,\"StateName\":\"Succeeded\",\"StdoutSize\":18,\"WorkType\":\"copy\"}}}}\n"
+        )
+    );
+    // After a failed submit the payload is read as commands, as with Go receptor.
+    let out = session(&node, b"work submit localhost nosuchtype\nwork bogus\n").await?;
+    assert_eq!(
+        out,
+        "Receptor Control, node foo-1.x\nERROR: unknown work type nosuchtype\nERROR: bad command\n"
+    );
+    let out = session(&node, b"{\"command\":\"work\",\"subcommand\":\"status\"}\nwork list nosuch\n").await?;
+    assert_eq!(
+        out,
+        "Receptor Control, node foo-1.x\nERROR: field unitid missing\nERROR: unknown work unit nosuch\n"
+    );
+    Ok(())
+}
