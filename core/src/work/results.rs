@@ -3,7 +3,7 @@
 //! The stream sends the unit's `stdout` from a byte offset and, while the unit runs,
 //! follows it until the unit has ended and every byte was sent. It never polls: new
 //! output is announced by an inotify watch on the file (a command's child writes to it
-//! directly), and state changes by the unit's status channel. Both are armed before the
+//! directly; see [`super::inotify`]), and state changes by the unit's status channel. Both are armed before the
 //! file is read, so nothing written or decided in between is missed.
 //!
 //! The stream ends when the unit succeeded or failed and all of its `StdoutSize` bytes
@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::inotify::FileWatch;
 use super::store::Unit;
 
 /// Bytes read from the results file per chunk.
@@ -33,9 +32,9 @@ pub async fn stream_results<W: AsyncWrite + Unpin + ?Sized>(
     let mut status_rx = unit.subscribe();
     let path = unit.stdout_path();
     // Wait for the results file to exist (it is created just before the work starts).
-    let watch = loop {
+    let mut watch = loop {
         let status = status_rx.borrow_and_update().clone();
-        match FileWatch::new(&path) {
+        match unit.watcher().watch(&path) {
             Ok(watch) => break watch,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -78,7 +77,9 @@ pub async fn stream_results<W: AsyncWrite + Unpin + ?Sized>(
         tokio::select! {
             changed = watch.changed() => {
                 if let Err(e) = changed {
-                    tracing::warn!(unit = %unit.id(), "results watch failed: {e}");
+                    if !unit.is_released() {
+                        tracing::warn!(unit = %unit.id(), "results watch ended: {e}");
+                    }
                     return Ok(sent);
                 }
             }

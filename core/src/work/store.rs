@@ -25,6 +25,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::inotify::FileWatcher;
 use super::status::{self, UnitStatus};
 use super::unitid;
 use super::worktype::{
@@ -105,6 +106,7 @@ pub struct Unit {
     writer: tokio::sync::Mutex<()>,
     handle: Mutex<Option<Arc<dyn WorkHandle>>>,
     released: CancellationToken,
+    watcher: Arc<FileWatcher>,
 }
 
 impl std::fmt::Debug for Unit {
@@ -123,6 +125,7 @@ impl Unit {
         dir: PathBuf,
         work_type: Option<Arc<dyn WorkType>>,
         status: UnitStatus,
+        watcher: Arc<FileWatcher>,
     ) -> Unit {
         Unit {
             id,
@@ -132,7 +135,13 @@ impl Unit {
             writer: tokio::sync::Mutex::new(()),
             handle: Mutex::new(None),
             released: CancellationToken::new(),
+            watcher,
         }
+    }
+
+    /// The store's file watcher (for following the results file).
+    pub fn watcher(&self) -> &FileWatcher {
+        &self.watcher
     }
 
     /// The unit id.
@@ -251,6 +260,7 @@ pub struct Workceptor {
     node_dir: PathBuf,
     work_types: Vec<Arc<dyn WorkType>>,
     units: Mutex<HashMap<String, Arc<Unit>>>,
+    watcher: Arc<FileWatcher>,
     /// Cancelled when the store is dropped (node shutdown): monitors stop recording;
     /// the units' processes keep running and are picked up by the next start.
     shutdown: CancellationToken,
@@ -285,11 +295,14 @@ impl Workceptor {
             .mode(0o700)
             .create(&node_dir)
             .map_err(io_error(format!("cannot create {}", node_dir.display())))?;
+        let watcher =
+            FileWatcher::new().map_err(io_error("cannot watch results files (inotify)"))?;
         let store = Arc::new(Workceptor {
             node_id: node_id.to_owned(),
             node_dir,
             work_types,
             units: Mutex::new(HashMap::new()),
+            watcher: Arc::new(watcher),
             shutdown: CancellationToken::new(),
         });
         store.load_all().await?;
@@ -391,7 +404,13 @@ impl Workceptor {
             let _ = fs::remove_dir_all(&dir);
             return Err(io_error(format!("cannot create unit in {}", dir.display()))(e));
         }
-        let unit = Arc::new(Unit::new(id.clone(), dir, Some(wt), status));
+        let unit = Arc::new(Unit::new(
+            id.clone(),
+            dir,
+            Some(wt),
+            status,
+            self.watcher.clone(),
+        ));
         self.table().insert(id, unit.clone());
         Ok(unit)
     }
@@ -538,6 +557,7 @@ impl Workceptor {
             dir.clone(),
             wt.clone(),
             status.clone(),
+            self.watcher.clone(),
         ));
         if loaded.is_err() {
             unit.update_logged(|_| {}).await;

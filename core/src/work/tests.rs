@@ -866,7 +866,11 @@ async fn transcripts_through_the_session_loop() -> Result<()> {
     );
     node.wait_state(&id, UnitState::Succeeded).await?;
     // Results return to command mode: a second command on the same session is answered.
-    let out = session(&node, format!("work results {id} 10\nwork list {id}\n").as_bytes()).await?;
+    let out = session(
+        &node,
+        format!("work results {id} 10\nwork list {id}\n").as_bytes(),
+    )
+    .await?;
     assert_eq!(
         out,
         format!(
@@ -879,7 +883,11 @@ async fn transcripts_through_the_session_loop() -> Result<()> {
         out,
         "Receptor Control, node foo-1.x\nERROR: unknown work type nosuchtype\nERROR: bad command\n"
     );
-    let out = session(&node, b"{\"command\":\"work\",\"subcommand\":\"status\"}\nwork list nosuch\n").await?;
+    let out = session(
+        &node,
+        b"{\"command\":\"work\",\"subcommand\":\"status\"}\nwork list nosuch\n",
+    )
+    .await?;
     assert_eq!(
         out,
         "Receptor Control, node foo-1.x\nERROR: field unitid missing\nERROR: unknown work unit nosuch\n"
