@@ -289,12 +289,7 @@ mod tests {
         std::fs::remove_file(&path)?;
         // First the delete event, then the end of the watch.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match tokio::time::timeout_at(deadline, w.changed()).await? {
-                Ok(()) => continue,
-                Err(_) => break,
-            }
-        }
+        while tokio::time::timeout_at(deadline, w.changed()).await?.is_ok() {}
         Ok(())
     }
 
