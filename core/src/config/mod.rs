@@ -92,8 +92,20 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Invocatio
 /// Reads one configuration file (either form) into a [`Config`], as `--config path`
 /// alone would. A file holding only `--version`-like exclusive commands is refused.
 pub fn load_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
-    let path = path.as_ref();
-    let items = yaml::load_items(path)?;
+    config_from_items(yaml::load_items(path.as_ref())?)
+}
+
+/// Parses configuration text (either form); `name` stands for the file in messages.
+/// Relative `plugins:` paths stay relative to the working directory.
+pub fn load_str(text: &str, name: &str) -> Result<Config, ConfigError> {
+    let items = yaml::parse_items(text, name).map_err(|e| match e {
+        yaml::ParseFailure::Yaml(message) => ConfigError::Yaml { path: PathBuf::from(name), message },
+        yaml::ParseFailure::Config(e) => e,
+    })?;
+    config_from_items(items)
+}
+
+fn config_from_items(items: Vec<item::RawItem>) -> Result<Config, ConfigError> {
     if let Some(item) = items.iter().find(|i| schema::kind(&i.kind).is_some_and(|k| k.exclusive)) {
         return Err(ConfigError::Format {
             origin: item.origin.clone(),
@@ -102,6 +114,9 @@ pub fn load_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
     }
     build::build_config(&items)
 }
+
+#[cfg(test)]
+mod fuzz_tests;
 
 /// The `--help` text for a program called `program`.
 pub fn help_text(program: &str) -> String {
