@@ -31,9 +31,15 @@ const MAX_SERVICE_NAME: usize = 8;
 
 /// Builds the outcome of a whole invocation (command line and files, in order).
 pub(crate) fn build(items: Vec<RawItem>) -> Result<Outcome, ConfigError> {
-    if let Some(item) = items.iter().find(|i| schema::kind(&i.kind).is_some_and(|k| k.exclusive)) {
+    if let Some(item) = items
+        .iter()
+        .find(|i| schema::kind(&i.kind).is_some_and(|k| k.exclusive))
+    {
         if items.len() > 1 {
-            return Err(ConfigError::Exclusive { kind: item.kind.clone(), origin: item.origin.clone() });
+            return Err(ConfigError::Exclusive {
+                kind: item.kind.clone(),
+                origin: item.origin.clone(),
+            });
         }
         return exclusive_outcome(item);
     }
@@ -114,7 +120,9 @@ pub(crate) fn build_config(items: &[RawItem]) -> Result<Config, ConfigError> {
             "trace" => config.trace = true,
             "log-level" => config.log_level = log_level(&fields)?,
             "control-service" => config.control_services.push(control_service(&fields)?),
-            "plugins" => config.plugins.extend(fields.str_list("path").into_iter().map(PathBuf::from)),
+            "plugins" => config
+                .plugins
+                .extend(fields.str_list("path").into_iter().map(PathBuf::from)),
             "tls-server" => config.tls_servers.push(tls_server(&fields)?),
             "tls-client" => config.tls_clients.push(tls_client(&fields)?),
             "work-signing" => config.work_signing = Some(work_signing(&fields)?),
@@ -209,7 +217,11 @@ pub(crate) fn plugin_section(item: &RawItem) -> Result<Section, ConfigError> {
             }
         }
     }
-    Ok(Section { kind: item.kind.clone(), value: serde_json::Value::Object(object), origin: item.origin.clone() })
+    Ok(Section {
+        kind: item.kind.clone(),
+        value: serde_json::Value::Object(object),
+        origin: item.origin.clone(),
+    })
 }
 
 fn no_bare_value(item: &RawItem, spec: &KindSpec) -> ConfigError {
@@ -219,7 +231,11 @@ fn no_bare_value(item: &RawItem, spec: &KindSpec) -> ConfigError {
         message: format!(
             "{} does not take a bare value; write key=value (keys: {})",
             item.kind,
-            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
         ),
     }
 }
@@ -248,11 +264,13 @@ pub(crate) fn coerce_item(spec: &'static KindSpec, item: &RawItem) -> Result<Fie
             None => spec.bare_field().ok_or_else(|| no_bare_value(item, spec))?,
         };
         let existing = values.remove(field.name);
-        let value = coerce::coerce(field.ty, &entry.value, existing).map_err(|message| ConfigError::BadValue {
-            origin: item.origin.clone(),
-            kind: spec.name.to_owned(),
-            key: field.name.to_owned(),
-            message,
+        let value = coerce::coerce(field.ty, &entry.value, existing).map_err(|message| {
+            ConfigError::BadValue {
+                origin: item.origin.clone(),
+                kind: spec.name.to_owned(),
+                key: field.name.to_owned(),
+                message,
+            }
         })?;
         values.insert(field.name.to_owned(), value);
     }
@@ -263,16 +281,28 @@ pub(crate) fn coerce_item(spec: &'static KindSpec, item: &RawItem) -> Result<Fie
         .map(|f| f.name.to_owned())
         .collect();
     if !missing.is_empty() {
-        return Err(ConfigError::MissingKey { origin: item.origin.clone(), kind: spec.name.to_owned(), keys: missing });
+        return Err(ConfigError::MissingKey {
+            origin: item.origin.clone(),
+            kind: spec.name.to_owned(),
+            keys: missing,
+        });
     }
-    Ok(Fields { spec, origin: item.origin.clone(), values })
+    Ok(Fields {
+        spec,
+        origin: item.origin.clone(),
+        values,
+    })
 }
 
 fn known_keys(spec: &KindSpec) -> String {
     if spec.fields.is_empty() {
         "none".to_owned()
     } else {
-        spec.fields.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
+        spec.fields
+            .iter()
+            .map(|f| f.name)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -320,15 +350,20 @@ impl Fields {
 
     fn str_list(&self, key: &str) -> Vec<String> {
         match self.get(key) {
-            Some(serde_json::Value::Array(items)) => {
-                items.into_iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
-            }
+            Some(serde_json::Value::Array(items)) => items
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
             _ => Vec::new(),
         }
     }
 
     fn invalid(&self, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid { origin: self.origin.clone(), kind: self.spec.name.to_owned(), message: message.into() }
+        ConfigError::Invalid {
+            origin: self.origin.clone(),
+            kind: self.spec.name.to_owned(),
+            message: message.into(),
+        }
     }
 
     fn bad(&self, key: &str, message: impl Into<String>) -> ConfigError {
@@ -341,12 +376,14 @@ impl Fields {
     }
 
     fn non_empty(&self, key: &str) -> Result<String, ConfigError> {
-        self.opt_str(key).ok_or_else(|| self.bad(key, "must not be empty"))
+        self.opt_str(key)
+            .ok_or_else(|| self.bad(key, "must not be empty"))
     }
 
     fn port(&self, key: &str) -> Result<u16, ConfigError> {
         let port = self.int(key);
-        u16::try_from(port).map_err(|_| self.bad(key, format!("expected a port number (0-65535), got {port}")))
+        u16::try_from(port)
+            .map_err(|_| self.bad(key, format!("expected a port number (0-65535), got {port}")))
     }
 
     fn service_name(&self, key: &str) -> Result<String, ConfigError> {
@@ -356,7 +393,9 @@ impl Fields {
     }
 
     fn duration(&self, key: &str, what: &str) -> Result<Option<Duration>, ConfigError> {
-        let Some(text) = self.opt_str(key) else { return Ok(None) };
+        let Some(text) = self.opt_str(key) else {
+            return Ok(None);
+        };
         match coerce::parse_go_duration(&text) {
             Some(nanos) if nanos >= 0 => Ok(Some(Duration::from_nanos(nanos.unsigned_abs()))),
             Some(_) => Err(self.bad(key, format!("{what} must not be negative, got {text:?}"))),
@@ -377,7 +416,9 @@ impl Fields {
 
 fn check_service_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_SERVICE_NAME {
-        Err(format!("service name {name:?} is too long (at most {MAX_SERVICE_NAME} bytes)"))
+        Err(format!(
+            "service name {name:?} is too long (at most {MAX_SERVICE_NAME} bytes)"
+        ))
     } else {
         Ok(())
     }
@@ -386,15 +427,21 @@ fn check_service_name(name: &str) -> Result<(), String> {
 /// A pinned certificate fingerprint: hex, colons allowed, SHA-256 or SHA-512 length.
 fn decode_fingerprint(text: &str) -> Result<Vec<u8>, String> {
     let hex: Vec<u8> = text.bytes().filter(|&b| b != b':').collect();
-    if hex.len() % 2 != 0 {
-        return Err(format!("error decoding fingerprint {text:?}: odd number of hex digits"));
+    if !hex.len().is_multiple_of(2) {
+        return Err(format!(
+            "error decoding fingerprint {text:?}: odd number of hex digits"
+        ));
     }
     let mut bytes = Vec::with_capacity(hex.len() / 2);
     for pair in hex.chunks(2) {
         let digit = |b: u8| char::from(b).to_digit(16);
         match (digit(pair[0]), pair.get(1).copied().and_then(digit)) {
             (Some(hi), Some(lo)) => bytes.push(u8::try_from(hi * 16 + lo).unwrap_or_default()),
-            _ => return Err(format!("error decoding fingerprint {text:?}: not hexadecimal")),
+            _ => {
+                return Err(format!(
+                    "error decoding fingerprint {text:?}: not hexadecimal"
+                ))
+            }
         }
     }
     if bytes.len() != 32 && bytes.len() != 64 {
@@ -426,7 +473,8 @@ fn go_file_mode(value: i64) -> u32 {
 
 /// Characters Go receptor 1.6.9 allows in a node ID.
 fn valid_node_id(id: &str) -> bool {
-    id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@' | b':'))
+    id.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@' | b':'))
 }
 
 fn host_name() -> Option<String> {
@@ -438,13 +486,16 @@ fn host_name() -> Option<String> {
         return None;
     }
     let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8(buf[..len].to_vec()).ok().filter(|h| !h.is_empty())
+    String::from_utf8(buf[..len].to_vec())
+        .ok()
+        .filter(|h| !h.is_empty())
 }
 
 fn node_config(fields: &Fields) -> Result<NodeConfig, ConfigError> {
     let mut id = fields.str("id");
     if id.is_empty() {
-        let host = host_name().ok_or_else(|| fields.invalid("no node ID specified and the host name is unknown"))?;
+        let host = host_name()
+            .ok_or_else(|| fields.invalid("no node ID specified and the host name is unknown"))?;
         let lower = host.to_lowercase();
         if lower == "localhost" || lower.starts_with("localhost.") {
             return Err(fields.invalid("no node ID specified and local host name is localhost"));
@@ -459,7 +510,9 @@ fn node_config(fields: &Fields) -> Result<NodeConfig, ConfigError> {
             "node id can only contain a-z, A-Z, 0-9 or special characters . - _ @ : but received: {id}"
         )));
     }
-    let datadir = fields.opt_str("datadir").unwrap_or_else(|| "/tmp/receptor".to_owned());
+    let datadir = fields
+        .opt_str("datadir")
+        .unwrap_or_else(|| "/tmp/receptor".to_owned());
     let firewall_rules = match fields.get("firewallrules") {
         Some(serde_json::Value::Array(rules)) => rules
             .into_iter()
@@ -470,7 +523,8 @@ fn node_config(fields: &Fields) -> Result<NodeConfig, ConfigError> {
             .collect(),
         _ => Vec::new(),
     };
-    let max_idle_connection_timeout = fields.duration("maxidleconnectiontimeout", "MaxIdleConnectionTimeout")?;
+    let max_idle_connection_timeout =
+        fields.duration("maxidleconnectiontimeout", "MaxIdleConnectionTimeout")?;
     if let Some(timeout) = max_idle_connection_timeout {
         if timeout < MIN_IDLE_TIMEOUT {
             return Err(fields.bad(
@@ -486,7 +540,13 @@ fn node_config(fields: &Fields) -> Result<NodeConfig, ConfigError> {
         .filter(|f| f.name.starts_with("receptorkube"))
         .filter_map(|f| fields.opt_str(f.name).map(|v| (f.name.to_owned(), v)))
         .collect();
-    Ok(NodeConfig { id, datadir: PathBuf::from(datadir), firewall_rules, max_idle_connection_timeout, kube_settings })
+    Ok(NodeConfig {
+        id,
+        datadir: PathBuf::from(datadir),
+        firewall_rules,
+        max_idle_connection_timeout,
+        kube_settings,
+    })
 }
 
 fn log_level(fields: &Fields) -> Result<LogLevel, ConfigError> {
@@ -498,7 +558,9 @@ fn log_level(fields: &Fields) -> Result<LogLevel, ConfigError> {
         "debug" => Ok(LogLevel::Debug),
         _ => Err(fields.bad(
             "level",
-            format!("{name} is not a valid log level name (expected Error, Warning, Info or Debug)"),
+            format!(
+                "{name} is not a valid log level name (expected Error, Warning, Info or Debug)"
+            ),
         )),
     }
 }
@@ -561,13 +623,19 @@ fn work_signing(fields: &Fields) -> Result<WorkSigningConfig, ConfigError> {
 }
 
 fn work_verification(fields: &Fields) -> Result<WorkVerificationConfig, ConfigError> {
-    Ok(WorkVerificationConfig { public_key: PathBuf::from(fields.non_empty("publickey")?) })
+    Ok(WorkVerificationConfig {
+        public_key: PathBuf::from(fields.non_empty("publickey")?),
+    })
 }
 
 /// Every TLS name a core item refers to must be defined (Go: `unknown TLS config <name>`).
 fn check_tls_references(config: &Config, items: &[RawItem]) -> Result<(), ConfigError> {
     let origin_of = |kind: &str, index: usize| {
-        items.iter().filter(|i| i.kind == kind).nth(index).map_or_else(String::new, |i| i.origin.clone())
+        items
+            .iter()
+            .filter(|i| i.kind == kind)
+            .nth(index)
+            .map_or_else(String::new, |i| i.origin.clone())
     };
     let mut refs: Vec<(&str, usize, &str, &str, bool)> = Vec::new();
     for (i, c) in config.control_services.iter().enumerate() {
@@ -607,7 +675,11 @@ fn check_tls_references(config: &Config, items: &[RawItem]) -> Result<(), Config
         }
     }
     for (kind, index, key, name, server) in refs {
-        let found = if server { config.tls_server(name).is_some() } else { config.tls_client(name).is_some() };
+        let found = if server {
+            config.tls_server(name).is_some()
+        } else {
+            config.tls_client(name).is_some()
+        };
         if !found {
             return Err(ConfigError::BadValue {
                 origin: origin_of(kind, index),
@@ -640,7 +712,9 @@ fn duplicate_tls(kind: &str, name: &str, items: &[RawItem]) -> ConfigError {
         .filter(|i| i.kind == kind)
         .filter(|i| {
             i.entries.iter().any(|e| {
-                e.key.as_deref().is_some_and(|k| k.eq_ignore_ascii_case("name"))
+                e.key
+                    .as_deref()
+                    .is_some_and(|k| k.eq_ignore_ascii_case("name"))
                     && coerce::to_str(&e.value).is_ok_and(|v| v == name)
             })
         })

@@ -42,13 +42,22 @@ pub(crate) fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Invocat
     let mut args = args.into_iter();
     let program = args
         .next()
-        .and_then(|p| Path::new(&p).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .and_then(|p| {
+            Path::new(&p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "receptor".to_owned());
     let mut words = Vec::new();
     for (index, arg) in args.enumerate() {
         match arg.into_string() {
             Ok(word) => words.push(word),
-            Err(_) => return Err(ConfigError::CommandLine(format!("argument {} is not valid UTF-8", index + 1))),
+            Err(_) => {
+                return Err(ConfigError::CommandLine(format!(
+                    "argument {} is not valid UTF-8",
+                    index + 1
+                )))
+            }
         }
     }
     words.retain(|w| w != "--config-v2");
@@ -66,7 +75,10 @@ pub(crate) fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Invocat
     let occurrences = group_with_clap(&program, &tokens, &normalised)?;
     let (items, config_file) = items_in_order(&tokens, occurrences)?;
     Ok(match build::build(items)? {
-        Outcome::Run(config) => Invocation::Run { config: *config, config_file },
+        Outcome::Run(config) => Invocation::Run {
+            config: *config,
+            config_file,
+        },
         Outcome::Version => Invocation::Version,
         Outcome::CertInit(s) => Invocation::CertInit(s),
         Outcome::CertMakeReq(s) => Invocation::CertMakeReq(s),
@@ -81,17 +93,29 @@ fn normalise(words: &[String]) -> Result<(Vec<Token>, Vec<String>), ConfigError>
     let mut normalised = Vec::with_capacity(words.len());
     for (index, word) in words.iter().enumerate() {
         if word.is_empty() {
-            return Err(ConfigError::CommandLine(format!("argument {} is empty", index + 1)));
+            return Err(ConfigError::CommandLine(format!(
+                "argument {} is empty",
+                index + 1
+            )));
         }
         if let Some(stripped) = word.strip_prefix('-') {
-            let name = stripped.strip_prefix('-').unwrap_or(stripped).to_lowercase();
+            let name = stripped
+                .strip_prefix('-')
+                .unwrap_or(stripped)
+                .to_lowercase();
             let valid = !name.is_empty()
                 && !name.starts_with('-')
-                && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                && name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
             if !valid || name == STRAY {
                 return Err(ConfigError::CommandLine(format!("unknown option {word:?}")));
             }
-            let name = if name == "c" { "config".to_owned() } else { name };
+            let name = if name == "c" {
+                "config".to_owned()
+            } else {
+                name
+            };
             normalised.push(format!("--{name}"));
             tokens.push(Token::Flag(name));
         } else {
@@ -122,9 +146,18 @@ fn group_with_clap(
         .disable_help_flag(true)
         .disable_version_flag(true)
         .disable_help_subcommand(true)
-        .arg(Arg::new(STRAY).num_args(1..).action(ArgAction::Append).hide(true));
+        .arg(
+            Arg::new(STRAY)
+                .num_args(1..)
+                .action(ArgAction::Append)
+                .hide(true),
+        );
     for name in &names {
-        let values = if name == "config" { 0..=1 } else { 0..=usize::MAX };
+        let values = if name == "config" {
+            0..=1
+        } else {
+            0..=usize::MAX
+        };
         command = command.arg(
             Arg::new(name.clone())
                 .long(name.clone())
@@ -156,7 +189,9 @@ fn one_line(message: &str) -> String {
     message
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
         .collect::<Vec<_>>()
         .join(" ")
         .trim_start_matches("error: ")
@@ -198,11 +233,22 @@ fn items_in_order(
         let entries = words
             .into_iter()
             .map(|word| match word.split_once('=') {
-                Some((key, value)) => Entry { key: Some(key.to_owned()), value: Value::Str(value.to_owned()) },
-                None => Entry { key: None, value: Value::Str(word) },
+                Some((key, value)) => Entry {
+                    key: Some(key.to_owned()),
+                    value: Value::Str(value.to_owned()),
+                },
+                None => Entry {
+                    key: None,
+                    value: Value::Str(word),
+                },
             })
             .collect();
-        items.push(RawItem { kind: name.clone(), entries, origin, from_command_line: true });
+        items.push(RawItem {
+            kind: name.clone(),
+            entries,
+            origin,
+            from_command_line: true,
+        });
     }
     Ok((items, config_file))
 }
@@ -210,12 +256,16 @@ fn items_in_order(
 /// The `--help` text, laid out like Go receptor's.
 pub(crate) fn help_text(program: &str) -> String {
     let mut out = String::new();
-    out.push_str(&format!("Usage: {program} [--<action> [<param>=<value> ...] ...]\n\n"));
+    out.push_str(&format!(
+        "Usage: {program} [--<action> [<param>=<value> ...] ...]\n\n"
+    ));
     out.push_str("   --help: Show this help\n\n");
     out.push_str("   --config <filename>: Load additional config options from a YAML file\n");
     out.push_str("         (a list of items, or a map with \"version: 2\"; -c for short)\n\n");
     out.push_str("   --bash-completion: Generate a completion script for the bash shell\n");
-    out.push_str(&format!("         Run \". <({program} --bash-completion)\" to activate now\n\n"));
+    out.push_str(&format!(
+        "         Run \". <({program} --bash-completion)\" to activate now\n\n"
+    ));
     for group in Group::ALL {
         if !group.heading().is_empty() {
             out.push_str(group.heading());
@@ -228,7 +278,11 @@ pub(crate) fn help_text(program: &str) -> String {
             }
             out.push('\n');
             for field in kind.fields {
-                out.push_str(&format!("      {}=<{}>", field.name, schema::type_label(field.ty)));
+                out.push_str(&format!(
+                    "      {}=<{}>",
+                    field.name,
+                    schema::type_label(field.ty)
+                ));
                 if !field.description.is_empty() {
                     out.push_str(&format!(": {}", field.description));
                 }
@@ -254,10 +308,23 @@ pub(crate) fn help_text(program: &str) -> String {
 pub(crate) fn bash_completion(program: &str) -> String {
     let function = format!(
         "_{}",
-        program.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect::<String>()
+        program
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect::<String>()
     );
-    let mut actions = vec!["--help".to_owned(), "--bash-completion".to_owned(), "--config".to_owned(), "-c".to_owned()];
-    actions.extend(KINDS.iter().filter(|k| !k.hidden).map(|k| format!("--{}", k.name)));
+    let mut actions = vec![
+        "--help".to_owned(),
+        "--bash-completion".to_owned(),
+        "--config".to_owned(),
+        "-c".to_owned(),
+    ];
+    actions.extend(
+        KINDS
+            .iter()
+            .filter(|k| !k.hidden)
+            .map(|k| format!("--{}", k.name)),
+    );
     let mut out = String::new();
     out.push_str(&format!("{function}()\n{{\n"));
     out.push_str("  local cur prevdashed count DASHCMDS\n");
@@ -278,7 +345,10 @@ pub(crate) fn bash_completion(program: &str) -> String {
     for kind in KINDS.iter().filter(|k| !k.hidden) {
         let keys: Vec<String> = kind.fields.iter().map(|f| format!("{}=", f.name)).collect();
         out.push_str(&format!("      --{})\n", kind.name));
-        out.push_str(&format!("        COMPREPLY=($(compgen -W \"{}\" -- ${{cur}}))\n", keys.join(" ")));
+        out.push_str(&format!(
+            "        COMPREPLY=($(compgen -W \"{}\" -- ${{cur}}))\n",
+            keys.join(" ")
+        ));
         out.push_str("        ;;\n");
     }
     out.push_str("      *)\n");

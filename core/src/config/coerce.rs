@@ -90,7 +90,9 @@ pub(crate) fn to_int(value: &Value) -> Result<i64, String> {
         Value::Int(i) => i64::try_from(*i).map_err(|_| format!("integer {i} is out of range")),
         // Go converts float64 to int by truncation.
         Value::Float(f) if f.is_finite() && f.abs() < 9.2e18 => Ok(f.trunc() as i64),
-        Value::Str(s) => parse_go_int(s).map_err(|e| format!("expected an integer, got {s:?} ({e})")),
+        Value::Str(s) => {
+            parse_go_int(s).map_err(|e| format!("expected an integer, got {s:?} ({e})"))
+        }
         Value::Null => Err("expected an integer, got null".to_owned()),
         other => Err(format!("expected an integer, got {}", got(other))),
     }
@@ -118,7 +120,10 @@ pub(crate) fn to_float(value: &Value) -> Result<f64, String> {
     }
 }
 
-fn to_str_list(value: &Value, existing: Option<serde_json::Value>) -> Result<serde_json::Value, String> {
+fn to_str_list(
+    value: &Value,
+    existing: Option<serde_json::Value>,
+) -> Result<serde_json::Value, String> {
     let items = match value {
         Value::Null => Vec::new(),
         Value::Seq(items) => items
@@ -140,7 +145,9 @@ fn to_str_list(value: &Value, existing: Option<serde_json::Value>) -> Result<ser
                 .into_iter()
                 .map(|item| match item {
                     serde_json::Value::String(s) => Ok(s),
-                    other => Err(format!("expected a JSON list of strings, but it holds {other}")),
+                    other => Err(format!(
+                        "expected a JSON list of strings, but it holds {other}"
+                    )),
                 })
                 .collect::<Result<Vec<_>, _>>()?
         }
@@ -155,7 +162,9 @@ fn to_str_list(value: &Value, existing: Option<serde_json::Value>) -> Result<ser
         }
         other => return Err(format!("expected a list of strings, got {}", got(other))),
     };
-    Ok(serde_json::Value::Array(items.into_iter().map(serde_json::Value::String).collect()))
+    Ok(serde_json::Value::Array(
+        items.into_iter().map(serde_json::Value::String).collect(),
+    ))
 }
 
 fn to_map_list(value: &Value) -> Result<serde_json::Value, String> {
@@ -193,8 +202,8 @@ fn to_map(ty: FieldType, value: &Value) -> Result<serde_json::Value, String> {
         Value::Null => return Ok(serde_json::Value::Object(serde_json::Map::new())),
         Value::Map(_) => value.clone(),
         Value::Str(s) if s.starts_with('{') => {
-            let parsed: serde_json::Value =
-                serde_json::from_str(s).map_err(|e| format!("expected a JSON map, got {s:?} ({e})"))?;
+            let parsed: serde_json::Value = serde_json::from_str(s)
+                .map_err(|e| format!("expected a JSON map, got {s:?} ({e})"))?;
             Value::from_json(&parsed)
         }
         other => return Err(format!("expected a map, got {}", got(other))),
@@ -279,8 +288,11 @@ fn underscores_ok(s: &str) -> bool {
     }
     let mut saw = b'^';
     let mut hex = false;
-    if b.len() >= i + 2 && b[i] == b'0' && matches!(b[i + 1].to_ascii_lowercase(), b'b' | b'o' | b'x') {
-        hex = b[i + 1].to_ascii_lowercase() == b'x';
+    if b.len() >= i + 2
+        && b[i] == b'0'
+        && matches!(b[i + 1].to_ascii_lowercase(), b'b' | b'o' | b'x')
+    {
+        hex = b[i + 1].eq_ignore_ascii_case(&b'x');
         i += 2;
         saw = b'0';
     }
@@ -369,7 +381,11 @@ pub(crate) fn parse_go_duration(s: &str) -> Option<i64> {
             _ => return None,
         };
         rest = &rest[unit_len..];
-        let whole: u128 = if int_part.is_empty() { 0 } else { int_part.parse().ok()? };
+        let whole: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().ok()?
+        };
         let mut value = whole.checked_mul(unit)?;
         if !frac_part.is_empty() {
             // Keep at most 18 fractional digits: enough below a nanosecond.
@@ -412,7 +428,10 @@ mod tests {
         assert_eq!(parse_go_int(""), Err("invalid syntax"));
         assert_eq!(parse_go_int("-"), Err("invalid syntax"));
         assert_eq!(parse_go_int("0x"), Err("invalid syntax"));
-        assert_eq!(parse_go_int("99999999999999999999"), Err("value out of range"));
+        assert_eq!(
+            parse_go_int("99999999999999999999"),
+            Err("value out of range")
+        );
         assert_eq!(parse_go_int("-9223372036854775808"), Ok(i64::MIN));
     }
 

@@ -99,14 +99,26 @@ fn pick(list: &'static [&'static str]) -> impl Strategy<Value = &'static str> {
 /// A document assembled from configuration-shaped fragments, in list or map form.
 fn yamlish() -> impl Strategy<Value = String> {
     let entry = (pick(KEYS), pick(VALUES)).prop_map(|(k, v)| format!("{k}: {v}"));
-    let item = (pick(KINDS), prop::collection::vec(entry, 0..4), 0..4u8).prop_map(|(kind, entries, shape)| {
-        match shape {
+    let item = (pick(KINDS), prop::collection::vec(entry, 0..4), 0..4u8).prop_map(
+        |(kind, entries, shape)| match shape {
             0 => format!("- {kind}"),
             1 => format!("- {kind}: {{{}}}", entries.join(", ")),
-            2 => format!("- {kind}:\n{}", entries.iter().map(|e| format!("    {e}\n")).collect::<String>()),
-            _ => format!("{kind}:\n{}", entries.iter().map(|e| format!("  - {e}\n")).collect::<String>()),
-        }
-    });
+            2 => format!(
+                "- {kind}:\n{}",
+                entries
+                    .iter()
+                    .map(|e| format!("    {e}\n"))
+                    .collect::<String>()
+            ),
+            _ => format!(
+                "{kind}:\n{}",
+                entries
+                    .iter()
+                    .map(|e| format!("  - {e}\n"))
+                    .collect::<String>()
+            ),
+        },
+    );
     prop::collection::vec(item, 0..8).prop_map(|items| items.join("\n"))
 }
 
@@ -150,7 +162,11 @@ proptest! {
 
 #[test]
 fn deep_nesting_is_refused_not_a_stack_overflow() {
-    let deep = format!("- node: {{id: foo, firewallrules: {}{}}}", "[".repeat(5000), "]".repeat(5000));
+    let deep = format!(
+        "- node: {{id: foo, firewallrules: {}{}}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
     assert!(load_str(&deep, "deep.yml").is_err());
     let deep_json = format!("firewallrules={}{}", "[".repeat(5000), "]".repeat(5000));
     let args = ["receptor", "--node", "id=foo", deep_json.as_str()].map(OsString::from);
@@ -159,7 +175,9 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
 
 #[test]
 fn alias_bombs_are_refused() {
-    let mut text = String::from("- node: {id: foo}\n- my-worktype:\n    a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    let mut text = String::from(
+        "- node: {id: foo}\n- my-worktype:\n    a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n",
+    );
     for i in 1..30 {
         let prev = i - 1;
         text.push_str(&format!(

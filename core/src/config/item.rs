@@ -29,7 +29,11 @@ pub(crate) struct RawItem {
 
 /// Builds an item from the value under its kind: nothing (`- local-only`), a bare string
 /// (`- log-level: debug`), or a map of settings. `plugins` also takes a list of paths.
-pub(crate) fn item_from_value(kind: &str, value: Value, origin: String) -> Result<RawItem, ConfigError> {
+pub(crate) fn item_from_value(
+    kind: &str,
+    value: Value,
+    origin: String,
+) -> Result<RawItem, ConfigError> {
     let entries = match value {
         Value::Null => Vec::new(),
         Value::Str(_) => vec![Entry { key: None, value }],
@@ -41,7 +45,10 @@ pub(crate) fn item_from_value(kind: &str, value: Value, origin: String) -> Resul
             let mut entries = Vec::with_capacity(pairs.len());
             for (k, v) in pairs {
                 match k {
-                    Value::Str(key) => entries.push(Entry { key: Some(key), value: v }),
+                    Value::Str(key) => entries.push(Entry {
+                        key: Some(key),
+                        value: v,
+                    }),
                     other => {
                         return Err(ConfigError::Format {
                             origin,
@@ -66,5 +73,10 @@ pub(crate) fn item_from_value(kind: &str, value: Value, origin: String) -> Resul
             })
         }
     };
-    Ok(RawItem { kind: kind.to_owned(), entries, origin, from_command_line: false })
+    Ok(RawItem {
+        kind: kind.to_owned(),
+        entries,
+        origin,
+        from_command_line: false,
+    })
 }

@@ -46,9 +46,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ReloadError};
 pub use model::{
-    Config, ControlServiceConfig, LogLevel, NodeConfig, Section, TcpClientConfig, TcpServerConfig, TlsClientConfig,
-    TlsServerConfig, UdpClientConfig, UdpServerConfig, UnixSocketClientConfig, UnixSocketServerConfig,
-    WorkSigningConfig, WorkVerificationConfig,
+    Config, ControlServiceConfig, LogLevel, NodeConfig, Section, TcpClientConfig, TcpServerConfig,
+    TlsClientConfig, TlsServerConfig, UdpClientConfig, UdpServerConfig, UnixSocketClientConfig,
+    UnixSocketServerConfig, WorkSigningConfig, WorkVerificationConfig,
 };
 pub use reload::reload_check;
 
@@ -57,6 +57,7 @@ pub const VERSION: &str = "1.6.9";
 
 /// What the command line asks the `receptor` binary to do.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // made once per process; `Run` is the common case
 pub enum Invocation {
     /// Run a node.
     Run {
@@ -99,14 +100,20 @@ pub fn load_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
 /// Relative `plugins:` paths stay relative to the working directory.
 pub fn load_str(text: &str, name: &str) -> Result<Config, ConfigError> {
     let items = yaml::parse_items(text, name).map_err(|e| match e {
-        yaml::ParseFailure::Yaml(message) => ConfigError::Yaml { path: PathBuf::from(name), message },
+        yaml::ParseFailure::Yaml(message) => ConfigError::Yaml {
+            path: PathBuf::from(name),
+            message,
+        },
         yaml::ParseFailure::Config(e) => e,
     })?;
     config_from_items(items)
 }
 
 fn config_from_items(items: Vec<item::RawItem>) -> Result<Config, ConfigError> {
-    if let Some(item) = items.iter().find(|i| schema::kind(&i.kind).is_some_and(|k| k.exclusive)) {
+    if let Some(item) = items
+        .iter()
+        .find(|i| schema::kind(&i.kind).is_some_and(|k| k.exclusive))
+    {
         return Err(ConfigError::Format {
             origin: item.origin.clone(),
             message: format!("{} is a command, not a configuration item", item.kind),

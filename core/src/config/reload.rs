@@ -30,10 +30,17 @@ fn fixed_items(config: &Config) -> Vec<(String, serde_json::Value)> {
     fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
         serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
     }
-    fn each<T: serde::Serialize>(out: &mut Vec<(String, serde_json::Value)>, kind: &str, items: &[T]) {
+    fn each<T: serde::Serialize>(
+        out: &mut Vec<(String, serde_json::Value)>,
+        kind: &str,
+        items: &[T],
+    ) {
         out.extend(items.iter().map(|item| (kind.to_owned(), json(item))));
     }
-    let mut out = vec![("node".to_owned(), json(&config.node)), ("log-level".to_owned(), json(&config.log_level))];
+    let mut out = vec![
+        ("node".to_owned(), json(&config.node)),
+        ("log-level".to_owned(), json(&config.log_level)),
+    ];
     if config.trace {
         out.push(("trace".to_owned(), serde_json::Value::Bool(true)));
     }

@@ -43,10 +43,14 @@ impl Group {
         match self {
             Group::General => "",
             Group::Resources => "Commands that define resources other commands refer to:",
-            Group::Backends => "Commands that configure back-ends, which connect Receptor nodes together:",
+            Group::Backends => {
+                "Commands that configure back-ends, which connect Receptor nodes together:"
+            }
             Group::Services => "Commands that configure services running over the Receptor mesh:",
             Group::Workers => "Commands that configure workers, which process units of work:",
-            Group::Certificates => "Commands that create certificates and run a certificate authority:",
+            Group::Certificates => {
+                "Commands that create certificates and run a certificate authority:"
+            }
         }
     }
 }
@@ -97,19 +101,52 @@ pub(crate) fn kind(name: &str) -> Option<&'static KindSpec> {
 }
 
 /// Kinds whose changes `reload` applies (everything else needs a restart).
-pub(crate) const RELOADABLE: [&str; 7] =
-    ["tcp-peer", "tcp-listener", "ws-peer", "ws-listener", "udp-peer", "udp-listener", "local-only"];
+pub(crate) const RELOADABLE: [&str; 7] = [
+    "tcp-peer",
+    "tcp-listener",
+    "ws-peer",
+    "ws-listener",
+    "udp-peer",
+    "udp-listener",
+    "local-only",
+];
 
 const fn f(name: &'static str, ty: FieldType, description: &'static str) -> FieldSpec {
-    FieldSpec { name, ty, required: false, bare: false, default: None, description }
+    FieldSpec {
+        name,
+        ty,
+        required: false,
+        bare: false,
+        default: None,
+        description,
+    }
 }
 
 const fn req(name: &'static str, ty: FieldType, description: &'static str) -> FieldSpec {
-    FieldSpec { name, ty, required: true, bare: false, default: None, description }
+    FieldSpec {
+        name,
+        ty,
+        required: true,
+        bare: false,
+        default: None,
+        description,
+    }
 }
 
-const fn def(name: &'static str, ty: FieldType, default: &'static str, description: &'static str) -> FieldSpec {
-    FieldSpec { name, ty, required: false, bare: false, default: Some(default), description }
+const fn def(
+    name: &'static str,
+    ty: FieldType,
+    default: &'static str,
+    description: &'static str,
+) -> FieldSpec {
+    FieldSpec {
+        name,
+        ty,
+        required: false,
+        bare: false,
+        default: Some(default),
+        description,
+    }
 }
 
 const fn bare(mut spec: FieldSpec) -> FieldSpec {
@@ -124,7 +161,16 @@ const fn kind_spec(
     group: Group,
     fields: &'static [FieldSpec],
 ) -> KindSpec {
-    KindSpec { name, description, owner, group, singleton: false, exclusive: false, hidden: false, fields }
+    KindSpec {
+        name,
+        description,
+        owner,
+        group,
+        singleton: false,
+        exclusive: false,
+        hidden: false,
+        fields,
+    }
 }
 
 const fn singleton(mut spec: KindSpec) -> KindSpec {
@@ -148,7 +194,11 @@ use Owner::{Core, Plugin};
 
 const COST: FieldSpec = def("cost", Float, "1.0", "Connection cost (weight)");
 const NODECOST: FieldSpec = f("nodecost", FloatMap, "Per-node costs");
-const ALLOWEDPEERS: FieldSpec = f("allowedpeers", StrList, "Node IDs of the peers allowed on this connection");
+const ALLOWEDPEERS: FieldSpec = f(
+    "allowedpeers",
+    StrList,
+    "Node IDs of the peers allowed on this connection",
+);
 const REDIAL: FieldSpec = def("redial", Bool, "true", "Redial when the connection is lost");
 const BINDADDR: FieldSpec = def("bindaddr", Str, "0.0.0.0", "Local address to bind to");
 
@@ -161,8 +211,17 @@ pub(crate) static KINDS: &[KindSpec] = &[
         General,
         &[
             bare(f("id", Str, "Node ID (default: the local host name)")),
-            def("datadir", Str, "/tmp/receptor", "Directory for the node's data (work units)"),
-            f("firewallrules", MapList, "Firewall rules (see the documentation)"),
+            def(
+                "datadir",
+                Str,
+                "/tmp/receptor",
+                "Directory for the node's data (work units)",
+            ),
+            f(
+                "firewallrules",
+                MapList,
+                "Firewall rules (see the documentation)",
+            ),
             f(
                 "maxidleconnectiontimeout",
                 Str,
@@ -181,15 +240,32 @@ pub(crate) static KINDS: &[KindSpec] = &[
         General,
         &[f("local", Bool, "")],
     )),
-    exclusive(kind_spec("version", "Print the Receptor version", Core, General, &[])),
+    exclusive(kind_spec(
+        "version",
+        "Print the Receptor version",
+        Core,
+        General,
+        &[],
+    )),
     singleton(kind_spec(
         "log-level",
         "Verbosity of the log output",
         Core,
         General,
-        &[bare(def("level", Str, "error", "Error, Warning, Info or Debug"))],
+        &[bare(def(
+            "level",
+            Str,
+            "error",
+            "Error, Warning, Info or Debug",
+        ))],
     )),
-    singleton(kind_spec("trace", "Log every packet (tracing)", Core, General, &[])),
+    singleton(kind_spec(
+        "trace",
+        "Log every packet (tracing)",
+        Core,
+        General,
+        &[],
+    )),
     kind_spec(
         "control-service",
         "Run a control service (receptorctl talks to it)",
@@ -199,9 +275,17 @@ pub(crate) static KINDS: &[KindSpec] = &[
             def("service", Str, "control", "Mesh service name to listen on"),
             f("filename", Str, "Path of a unix socket to listen on"),
             def("permissions", Int, "0600", "Permissions of the socket file"),
-            f("tls", Str, "Name of the tls-server used on the mesh listener"),
+            f(
+                "tls",
+                Str,
+                "Name of the tls-server used on the mesh listener",
+            ),
             f("tcplisten", Str, "TCP port or host:port to listen on"),
-            f("tcptls", Str, "Name of the tls-server used on the TCP listener"),
+            f(
+                "tcptls",
+                Str,
+                "Name of the tls-server used on the TCP listener",
+            ),
         ],
     ),
     kind_spec(
@@ -209,7 +293,11 @@ pub(crate) static KINDS: &[KindSpec] = &[
         "Plugin files or folders to load (receptor-rs extension)",
         Core,
         General,
-        &[bare(f("path", StrList, "Path of a plugin library or of a folder of plugins"))],
+        &[bare(f(
+            "path",
+            StrList,
+            "Path of a plugin library or of a folder of plugins",
+        ))],
     ),
     kind_spec(
         "tls-server",
@@ -220,16 +308,34 @@ pub(crate) static KINDS: &[KindSpec] = &[
             req("name", Str, "Name of this configuration"),
             req("cert", Str, "Server certificate file"),
             req("key", Str, "Server private key file"),
-            def("requireclientcert", Bool, "false", "Require a client certificate"),
-            f("clientcas", Str, "CA bundle that client certificates are verified against"),
-            f("pinnedclientcert", StrList, "Fingerprint (SHA-256 or SHA-512) a client certificate must have"),
+            def(
+                "requireclientcert",
+                Bool,
+                "false",
+                "Require a client certificate",
+            ),
+            f(
+                "clientcas",
+                Str,
+                "CA bundle that client certificates are verified against",
+            ),
+            f(
+                "pinnedclientcert",
+                StrList,
+                "Fingerprint (SHA-256 or SHA-512) a client certificate must have",
+            ),
             def(
                 "skipreceptornamescheck",
                 Bool,
                 "false",
                 "Do not check the node ID in the certificate at startup",
             ),
-            def("mintls13", Bool, "true", "Require TLS 1.3 (otherwise 1.2 is the minimum)"),
+            def(
+                "mintls13",
+                Bool,
+                "true",
+                "Require TLS 1.3 (otherwise 1.2 is the minimum)",
+            ),
         ],
     ),
     kind_spec(
@@ -242,10 +348,28 @@ pub(crate) static KINDS: &[KindSpec] = &[
             req("cert", Str, "Client certificate file"),
             req("key", Str, "Client private key file"),
             f("rootcas", Str, "CA bundle to trust instead of the system's"),
-            def("insecureskipverify", Bool, "false", "Accept any server certificate"),
-            f("pinnedservercert", StrList, "Fingerprint (SHA-256 or SHA-512) the server certificate must have"),
-            f("skipreceptornamescheck", Bool, "Do not check the node ID in the certificate at startup"),
-            def("mintls13", Bool, "true", "Require TLS 1.3 (otherwise 1.2 is the minimum)"),
+            def(
+                "insecureskipverify",
+                Bool,
+                "false",
+                "Accept any server certificate",
+            ),
+            f(
+                "pinnedservercert",
+                StrList,
+                "Fingerprint (SHA-256 or SHA-512) the server certificate must have",
+            ),
+            f(
+                "skipreceptornamescheck",
+                Bool,
+                "Do not check the node ID in the certificate at startup",
+            ),
+            def(
+                "mintls13",
+                Bool,
+                "true",
+                "Require TLS 1.3 (otherwise 1.2 is the minimum)",
+            ),
         ],
     ),
     kind_spec(
@@ -280,14 +404,25 @@ pub(crate) static KINDS: &[KindSpec] = &[
         "Accept backend connections on a UDP port",
         Plugin,
         Backends,
-        &[BINDADDR, bare(req("port", Int, "UDP port to listen on")), COST, NODECOST, ALLOWEDPEERS],
+        &[
+            BINDADDR,
+            bare(req("port", Int, "UDP port to listen on")),
+            COST,
+            NODECOST,
+            ALLOWEDPEERS,
+        ],
     ),
     kind_spec(
         "udp-peer",
         "Connect to a peer's UDP listener",
         Plugin,
         Backends,
-        &[bare(req("address", Str, "host:port to connect to")), REDIAL, COST, ALLOWEDPEERS],
+        &[
+            bare(req("address", Str, "host:port to connect to")),
+            REDIAL,
+            COST,
+            ALLOWEDPEERS,
+        ],
     ),
     kind_spec(
         "ws-listener",
@@ -312,7 +447,11 @@ pub(crate) static KINDS: &[KindSpec] = &[
         &[
             bare(req("address", Str, "URL to connect to")),
             REDIAL,
-            f("extraheader", Str, "Extra HTTP header (Name:value) sent when connecting"),
+            f(
+                "extraheader",
+                Str,
+                "Extra HTTP header (Name:value) sent when connecting",
+            ),
             f("tls", Str, "Name of a tls-client configuration"),
             COST,
             ALLOWEDPEERS,
@@ -351,8 +490,16 @@ pub(crate) static KINDS: &[KindSpec] = &[
             def("bindaddr", Str, "0.0.0.0", "Local address to bind to"),
             req("remotenode", Str, "Node to forward to"),
             req("remoteservice", Str, "Service to forward to"),
-            f("tlsserver", Str, "Name of a tls-server for the TCP listener"),
-            f("tlsclient", Str, "Name of a tls-client for the mesh connection"),
+            f(
+                "tlsserver",
+                Str,
+                "Name of a tls-server for the TCP listener",
+            ),
+            f(
+                "tlsclient",
+                Str,
+                "Name of a tls-client for the mesh connection",
+            ),
         ],
     ),
     kind_spec(
@@ -363,8 +510,16 @@ pub(crate) static KINDS: &[KindSpec] = &[
         &[
             req("service", Str, "Mesh service name to listen on"),
             req("address", Str, "host:port to connect to"),
-            f("tlsserver", Str, "Name of a tls-server for the mesh service"),
-            f("tlsclient", Str, "Name of a tls-client for the TCP connection"),
+            f(
+                "tlsserver",
+                Str,
+                "Name of a tls-server for the mesh service",
+            ),
+            f(
+                "tlsclient",
+                Str,
+                "Name of a tls-client for the TCP connection",
+            ),
         ],
     ),
     kind_spec(
@@ -384,7 +539,10 @@ pub(crate) static KINDS: &[KindSpec] = &[
         "Listen on a mesh service and forward datagrams over UDP",
         Core,
         Services,
-        &[req("service", Str, "Mesh service name to listen on"), req("address", Str, "host:port to send to")],
+        &[
+            req("service", Str, "Mesh service name to listen on"),
+            req("address", Str, "host:port to send to"),
+        ],
     ),
     kind_spec(
         "unix-socket-server",
@@ -417,7 +575,11 @@ pub(crate) static KINDS: &[KindSpec] = &[
         Workers,
         &[
             bare(f("privatekey", Str, "PEM file of the RSA private key")),
-            f("tokenexpiration", Str, "Lifetime of a signature, e.g. 3h or 3h30m (default: 5m)"),
+            f(
+                "tokenexpiration",
+                Str,
+                "Lifetime of a signature, e.g. 3h or 3h30m (default: 5m)",
+            ),
         ],
     )),
     singleton(kind_spec(
@@ -436,8 +598,18 @@ pub(crate) static KINDS: &[KindSpec] = &[
             req("worktype", Str, "Name of the work type"),
             req("command", Str, "Command that processes a unit of work"),
             f("params", Str, "Command-line parameters"),
-            def("allowruntimeparams", Bool, "false", "Let submitters add parameters"),
-            def("verifysignature", Bool, "false", "Require signed work submissions"),
+            def(
+                "allowruntimeparams",
+                Bool,
+                "false",
+                "Let submitters add parameters",
+            ),
+            def(
+                "verifysignature",
+                Bool,
+                "false",
+                "Require signed work submissions",
+            ),
         ],
     ),
     kind_spec(
@@ -451,16 +623,51 @@ pub(crate) static KINDS: &[KindSpec] = &[
             f("image", Str, "Container image of the worker pod"),
             f("command", Str, "Command run in the container"),
             f("params", Str, "Parameters passed to the entrypoint"),
-            def("authmethod", Str, "incluster", "kubeconfig, incluster or runtime"),
+            def(
+                "authmethod",
+                Str,
+                "incluster",
+                "kubeconfig, incluster or runtime",
+            ),
             f("kubeconfig", Str, "Kubeconfig file (authmethod=kubeconfig)"),
             f("pod", Str, "Pod definition file (JSON or YAML)"),
-            def("allowruntimeauth", Bool, "false", "Let submitters pass API parameters"),
-            def("allowruntimecommand", Bool, "false", "Let submitters choose image and command"),
-            def("allowruntimeparams", Bool, "false", "Let submitters add parameters"),
-            def("allowruntimepod", Bool, "false", "Let submitters pass a pod definition"),
-            def("deletepodonrestart", Bool, "true", "Delete pending pods on restart"),
+            def(
+                "allowruntimeauth",
+                Bool,
+                "false",
+                "Let submitters pass API parameters",
+            ),
+            def(
+                "allowruntimecommand",
+                Bool,
+                "false",
+                "Let submitters choose image and command",
+            ),
+            def(
+                "allowruntimeparams",
+                Bool,
+                "false",
+                "Let submitters add parameters",
+            ),
+            def(
+                "allowruntimepod",
+                Bool,
+                "false",
+                "Let submitters pass a pod definition",
+            ),
+            def(
+                "deletepodonrestart",
+                Bool,
+                "true",
+                "Delete pending pods on restart",
+            ),
             def("streammethod", Str, "logger", "logger or tcp"),
-            def("verifysignature", Bool, "false", "Require signed work submissions"),
+            def(
+                "verifysignature",
+                Bool,
+                "false",
+                "Require signed work submissions",
+            ),
         ],
     ),
     kind_spec(
@@ -510,7 +717,11 @@ pub(crate) static KINDS: &[KindSpec] = &[
             f("bits", Int, "Length of the RSA key in bits"),
             f("dnsname", StrList, "DNS name to add to the certificate"),
             f("ipaddress", StrList, "IP address to add to the certificate"),
-            f("nodeid", StrList, "Receptor node ID to add to the certificate"),
+            f(
+                "nodeid",
+                StrList,
+                "Receptor node ID to add to the certificate",
+            ),
             req("outreq", Str, "File the request is written to"),
             f("inkey", Str, "Existing private key to use"),
             f("outkey", Str, "File a new private key is written to"),
@@ -528,7 +739,12 @@ pub(crate) static KINDS: &[KindSpec] = &[
             f("notbefore", Str, "Start of validity (RFC 3339)"),
             f("notafter", Str, "End of validity (RFC 3339)"),
             req("outcert", Str, "File the signed certificate is written to"),
-            def("verify", Bool, "false", "Sign without asking for confirmation"),
+            def(
+                "verify",
+                Bool,
+                "false",
+                "Sign without asking for confirmation",
+            ),
         ],
     )),
 ];

@@ -33,7 +33,10 @@ const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 pub(crate) fn load_items(path: &Path) -> Result<Vec<RawItem>, ConfigError> {
     let text = read_text(path)?;
     let mut items = parse_items(&text, &path.display().to_string()).map_err(|e| match e {
-        ParseFailure::Yaml(message) => ConfigError::Yaml { path: path.to_path_buf(), message },
+        ParseFailure::Yaml(message) => ConfigError::Yaml {
+            path: path.to_path_buf(),
+            message,
+        },
         ParseFailure::Config(e) => e,
     })?;
     if let Some(folder) = path.parent() {
@@ -52,17 +55,24 @@ fn resolve_plugin_paths(value: &mut Value, folder: &Path) {
         Value::Str(path) if Path::new(path.as_str()).is_relative() => {
             *path = folder.join(path.as_str()).display().to_string();
         }
-        Value::Seq(items) => items.iter_mut().for_each(|v| resolve_plugin_paths(v, folder)),
+        Value::Seq(items) => items
+            .iter_mut()
+            .for_each(|v| resolve_plugin_paths(v, folder)),
         _ => {}
     }
 }
 
 fn read_text(path: &Path) -> Result<String, ConfigError> {
     use std::io::Read;
-    let read_err = |source| ConfigError::Read { path: path.to_path_buf(), source };
+    let read_err = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(read_err)?;
     let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(read_err)?;
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(read_err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -72,7 +82,10 @@ fn read_text(path: &Path) -> Result<String, ConfigError> {
     String::from_utf8(bytes).map_err(|e| {
         read_err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
         ))
     })
 }
@@ -114,17 +127,33 @@ pub(crate) fn parse_items(text: &str, name: &str) -> Result<Vec<RawItem>, ParseF
 }
 
 fn one_line(message: &str) -> String {
-    message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn list_items(items: Vec<Spanned<Value>>, name: &str) -> Result<Vec<RawItem>, ConfigError> {
     let mut out = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let origin = format!("{name} item {} (line {})", index + 1, item.referenced.line());
+        let origin = format!(
+            "{name} item {} (line {})",
+            index + 1,
+            item.referenced.line()
+        );
         match item.value {
-            Value::Str(kind) => out.push(RawItem { kind, entries: Vec::new(), origin, from_command_line: false }),
+            Value::Str(kind) => out.push(RawItem {
+                kind,
+                entries: Vec::new(),
+                origin,
+                from_command_line: false,
+            }),
             Value::Map(mut pairs) if pairs.len() == 1 => {
-                let Some((key, value)) = pairs.pop() else { continue };
+                let Some((key, value)) = pairs.pop() else {
+                    continue;
+                };
                 let Value::Str(kind) = key else {
                     return Err(ConfigError::Format {
                         origin,
@@ -162,7 +191,10 @@ fn list_items(items: Vec<Spanned<Value>>, name: &str) -> Result<Vec<RawItem>, Co
     Ok(out)
 }
 
-fn map_items(entries: Vec<(Value, Spanned<MapValue>)>, name: &str) -> Result<Vec<RawItem>, ConfigError> {
+fn map_items(
+    entries: Vec<(Value, Spanned<MapValue>)>,
+    name: &str,
+) -> Result<Vec<RawItem>, ConfigError> {
     let mut out = Vec::new();
     for (key, value) in entries {
         let line = value.referenced.line();
@@ -180,12 +212,20 @@ fn map_items(entries: Vec<(Value, Spanned<MapValue>)>, name: &str) -> Result<Vec
         match value.value {
             MapValue::List(items) => {
                 let kind = schema::v2_kind(&key).map_or_else(
-                    || key.strip_suffix('s').filter(|k| !k.is_empty()).unwrap_or(&key).to_owned(),
+                    || {
+                        key.strip_suffix('s')
+                            .filter(|k| !k.is_empty())
+                            .unwrap_or(&key)
+                            .to_owned()
+                    },
                     str::to_owned,
                 );
                 for (index, item) in items.into_iter().enumerate() {
-                    let origin =
-                        format!("{name} key {key} item {} (line {})", index + 1, item.referenced.line());
+                    let origin = format!(
+                        "{name} key {key} item {} (line {})",
+                        index + 1,
+                        item.referenced.line()
+                    );
                     out.push(item_from_value(&kind, item.value, origin)?);
                 }
             }
