@@ -258,21 +258,35 @@ fn plugin_sections_keep_values_and_accumulate_repeated_keys() {
         "AllowedPeers=a",
         "allowedpeers=b",
         "nodecost={\"a\":2}",
+        "port=3333",
         "--my-worktype",
         "Depth=3",
         "free text",
+        "depth=4",
+        "--udp-peer",
+        "allowedpeers=[\"x\",\"y\"]",
+        "host:1",
     ]);
+    // Go's kinds: a repeated scalar keeps its last value, list fields accumulate.
     assert_eq!(
         config.sections[0].value,
-        json!({"port": "2222", "allowedpeers": ["a", "b"], "nodecost": "{\"a\":2}"})
+        json!({"port": "3333", "allowedpeers": ["a", "b"], "nodecost": "{\"a\":2}"})
     );
+    // Kinds unknown here: a repeated key becomes a list, a bare value goes under "".
     assert_eq!(config.sections[1].kind, "my-worktype");
     assert_eq!(
         config.sections[1].value,
-        json!({"depth": "3", "": "free text"})
+        json!({"depth": ["3", "4"], "": "free text"})
+    );
+    assert_eq!(
+        config.sections[2].value,
+        json!({"allowedpeers": ["x", "y"], "address": "host:1"})
     );
 
-    let yaml = "- node: {id: n}\n- tcp-listener: {Port: 2222, cost: 1.5, allowedpeers: [a, b], nodecost: {Bar: 2}}\n- my-worktype:\n    Nested: {Keep: Case}\n";
+    let yaml = "- node: {id: n}\n\
+                - tcp-listener: {Port: 2222, cost: 1.5, allowedpeers: [a, b], nodecost: {Bar: 2}}\n\
+                - my-worktype:\n    Nested: {Keep: Case}\n\
+                - tcp-peer: {address: h:1, allowedpeers: a, redial: no}\n";
     let config = config::load_str(yaml, "inline.yml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         config.sections[0].value,
@@ -283,6 +297,27 @@ fn plugin_sections_keep_values_and_accumulate_repeated_keys() {
         json!({"nested": {"Keep": "Case"}})
     );
     assert_eq!(config.sections[1].origin, "inline.yml item 3 (line 3)");
+    assert_eq!(
+        config.sections[2].value,
+        json!({"address": "h:1", "allowedpeers": ["a"], "redial": false})
+    );
+}
+
+#[test]
+fn only_the_first_yaml_document_counts() {
+    // yaml.v2's Unmarshal reads the first document of a stream, and so do we.
+    let config = config::load_str(
+        "---\n- node: {id: a}\n---\n- node: {id: b}\n- local-only\n",
+        "multi.yml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.node.id, "a");
+    assert!(!config.local_only);
+    // Comments only, or an empty document: nothing configured.
+    for text in ["# nothing\n", "---\n", ""] {
+        let config = config::load_str(text, "empty.yml").unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.sections.is_empty() && config.control_services.is_empty());
+    }
 }
 
 #[test]

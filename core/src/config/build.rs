@@ -188,7 +188,10 @@ pub(crate) fn build_config(items: &[RawItem]) -> Result<Config, ConfigError> {
 }
 
 /// The JSON value of a plugin's item. Keys are lower-cased; a bare value goes to the
-/// kind's bare key (or `""` for kinds unknown here).
+/// kind's bare key (or `""` for kinds unknown here). For Go's own plugin kinds, the
+/// `[]string` fields (`allowedpeers`) follow Go's list rules and a repeated scalar key
+/// keeps its last value; for other kinds a key repeated on the command line becomes a
+/// list of its values.
 pub(crate) fn plugin_section(item: &RawItem) -> Result<Section, ConfigError> {
     let spec = schema::kind(&item.kind);
     let mut object = serde_json::Map::new();
@@ -203,9 +206,27 @@ pub(crate) fn plugin_section(item: &RawItem) -> Result<Section, ConfigError> {
                 None => String::new(),
             },
         };
+        let list_field = spec
+            .and_then(|s| s.field(&key))
+            .filter(|f| f.ty == coerce::FieldType::StrList);
+        if let Some(field) = list_field {
+            // Go's []string rules: a list, a JSON list in a string, or one more string.
+            let existing = object.remove(&key);
+            let value = coerce::coerce(field.ty, &entry.value, existing).map_err(|message| {
+                ConfigError::BadValue {
+                    origin: item.origin.clone(),
+                    kind: item.kind.clone(),
+                    key: key.clone(),
+                    message,
+                }
+            })?;
+            object.insert(key, value);
+            continue;
+        }
         let value = entry.value.to_json();
         match object.get_mut(&key) {
-            Some(existing) if item.from_command_line => match existing {
+            // Kinds unknown here: a key repeated on the command line becomes a list.
+            Some(existing) if item.from_command_line && spec.is_none() => match existing {
                 serde_json::Value::Array(list) => list.push(value),
                 other => {
                     let first = other.take();

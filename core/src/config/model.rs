@@ -74,7 +74,9 @@ pub struct Section {
     /// Canonical singular kind, e.g. `tcp-listener`, `work-command`, `my-worktype`.
     pub kind: String,
     /// A JSON object; top-level keys are lower-cased. Values from YAML keep their YAML
-    /// type; values from the command line are strings, and a key repeated on the command
+    /// type; values from the command line are strings. List fields of Go's kinds
+    /// (`allowedpeers`) are always lists of strings (`a`, `["a","b"]` and repeated
+    /// keys all work, as in Go); for kinds unknown here, a key repeated on the command
     /// line becomes a list of strings. A bare value (`--tcp-peer host:port`) is stored
     /// under the kind's bare key for Go's kinds (`address`, `port`) and under `""` for
     /// kinds this module does not know.

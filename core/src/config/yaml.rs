@@ -2,7 +2,10 @@
 //!
 //! This is the only place that touches the YAML library. serde-saphyr is used with
 //! yaml.v2-compatible settings: YAML 1.1 booleans (`yes`, `off`), legacy octal integers
-//! (`permissions: 0660` is 432) and "last key wins" for repeated keys.
+//! (`permissions: 0660` is 432) and "last key wins" for repeated keys. One difference
+//! remains: serde-saphyr reads YAML 1.1 booleans in any letter case (`YeS`), yaml.v2
+//! only in the three usual spellings (`yes`, `Yes`, `YES`); a plain `YeS` in a string
+//! field therefore becomes `"true"` here and stays `"YeS"` in Go receptor.
 //!
 //! * List form (what Go receptor reads with `--config`): a sequence whose items are
 //!   `- kind` or `- kind: value`.
@@ -110,9 +113,10 @@ fn yaml_options() -> Options {
 
 /// Parses YAML text; `name` is used in origins (`<name> item 3 (line 7)`).
 pub(crate) fn parse_items(text: &str, name: &str) -> Result<Vec<RawItem>, ParseFailure> {
-    let doc: Document = serde_saphyr::from_str_with_options(text, yaml_options())
+    // Like yaml.v2's Unmarshal, only the first document of a stream counts.
+    let docs: Vec<Document> = serde_saphyr::from_multiple_with_options(text, yaml_options())
         .map_err(|e| ParseFailure::Yaml(one_line(&e.to_string())))?;
-    match doc {
+    match docs.into_iter().next().unwrap_or(Document::Empty) {
         Document::Empty => Ok(Vec::new()),
         Document::List(items) => list_items(items, name).map_err(ParseFailure::Config),
         Document::Map(entries) => map_items(entries, name).map_err(ParseFailure::Config),
