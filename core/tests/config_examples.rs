@@ -2,13 +2,12 @@
 //! expected model, the list form, the map form and the command line agree, and the
 //! reference Go receptor accepts the example files too.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use receptor_core::config::{
-    self, Config, ControlServiceConfig, Invocation, LogLevel, NodeConfig, Section, TcpClientConfig,
+    self, Config, ControlServiceConfig, Invocation, LogLevel, Section, TcpClientConfig,
     TcpServerConfig, TlsClientConfig, TlsServerConfig, UdpClientConfig, UdpServerConfig,
     UnixSocketClientConfig, UnixSocketServerConfig, WorkSigningConfig, WorkVerificationConfig,
 };
@@ -47,36 +46,8 @@ fn run(args: &[&str]) -> (Config, Option<PathBuf>) {
     }
 }
 
-fn node(id: &str) -> NodeConfig {
-    NodeConfig {
-        id: id.to_owned(),
-        datadir: PathBuf::from("/tmp/receptor"),
-        firewall_rules: Vec::new(),
-        max_idle_connection_timeout: None,
-        kube_settings: BTreeMap::new(),
-    }
-}
-
 fn empty(id: &str) -> Config {
-    Config {
-        node: node(id),
-        log_level: LogLevel::Info,
-        trace: false,
-        local_only: false,
-        control_services: Vec::new(),
-        plugins: Vec::new(),
-        tls_servers: Vec::new(),
-        tls_clients: Vec::new(),
-        work_signing: None,
-        work_verification: None,
-        tcp_servers: Vec::new(),
-        tcp_clients: Vec::new(),
-        udp_servers: Vec::new(),
-        udp_clients: Vec::new(),
-        unix_socket_servers: Vec::new(),
-        unix_socket_clients: Vec::new(),
-        sections: Vec::new(),
-    }
+    Config::with_node_id(id)
 }
 
 fn control(filename: Option<&str>) -> ControlServiceConfig {

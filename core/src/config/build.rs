@@ -73,31 +73,7 @@ fn spec_of(item: &RawItem) -> Result<&'static KindSpec, ConfigError> {
 pub(crate) fn build_config(items: &[RawItem]) -> Result<Config, ConfigError> {
     let mut singletons: BTreeMap<&str, &str> = BTreeMap::new();
     let mut node = None;
-    let mut config = Config {
-        node: NodeConfig {
-            id: String::new(),
-            datadir: PathBuf::new(),
-            firewall_rules: Vec::new(),
-            max_idle_connection_timeout: None,
-            kube_settings: BTreeMap::new(),
-        },
-        log_level: LogLevel::Info,
-        trace: false,
-        local_only: false,
-        control_services: Vec::new(),
-        plugins: Vec::new(),
-        tls_servers: Vec::new(),
-        tls_clients: Vec::new(),
-        work_signing: None,
-        work_verification: None,
-        tcp_servers: Vec::new(),
-        tcp_clients: Vec::new(),
-        udp_servers: Vec::new(),
-        udp_clients: Vec::new(),
-        unix_socket_servers: Vec::new(),
-        unix_socket_clients: Vec::new(),
-        sections: Vec::new(),
-    };
+    let mut config = Config::with_node_id("");
     for item in items {
         let spec = schema::kind(&item.kind).filter(|k| k.owner == Owner::Core);
         let Some(spec) = spec else {

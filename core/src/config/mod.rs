@@ -52,6 +52,9 @@ pub use model::{
 };
 pub use reload::reload_check;
 
+/// The kinds whose items `reload` restarts (everything else needs a process restart).
+pub const RELOADABLE_KINDS: [&str; 7] = schema::RELOADABLE;
+
 /// The version `receptor --version` prints (the Go release this project is compatible with).
 pub const VERSION: &str = "1.6.9";
 

@@ -49,6 +49,36 @@ pub struct Config {
 }
 
 impl Config {
+    /// A configuration with nothing but the node `id` (not validated) and Go's defaults:
+    /// what `receptor --node id=<id>` gives.
+    pub fn with_node_id(id: &str) -> Config {
+        Config {
+            node: NodeConfig {
+                id: id.to_owned(),
+                datadir: PathBuf::from("/tmp/receptor"),
+                firewall_rules: Vec::new(),
+                max_idle_connection_timeout: None,
+                kube_settings: BTreeMap::new(),
+            },
+            log_level: LogLevel::Info,
+            trace: false,
+            local_only: false,
+            control_services: Vec::new(),
+            plugins: Vec::new(),
+            tls_servers: Vec::new(),
+            tls_clients: Vec::new(),
+            work_signing: None,
+            work_verification: None,
+            tcp_servers: Vec::new(),
+            tcp_clients: Vec::new(),
+            udp_servers: Vec::new(),
+            udp_clients: Vec::new(),
+            unix_socket_servers: Vec::new(),
+            unix_socket_clients: Vec::new(),
+            sections: Vec::new(),
+        }
+    }
+
     /// The `tls-server` named `name`.
     pub fn tls_server(&self, name: &str) -> Option<&TlsServerConfig> {
         self.tls_servers.iter().find(|t| t.name == name)
