@@ -64,7 +64,13 @@ fn run_node(
 }
 
 fn init_logging(level: LogLevel) {
-    let filter = std::env::var("RECEPTOR_LOG").unwrap_or_else(|_| level.name().to_owned());
+    let default = match level {
+        LogLevel::Error => "error",
+        LogLevel::Warning => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+    };
+    let filter = std::env::var("RECEPTOR_LOG").unwrap_or_else(|_| default.to_owned());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

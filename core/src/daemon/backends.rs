@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Section;
+use crate::config::{Config, Section, TlsClientConfig, TlsServerConfig};
 use crate::mesh::{Mesh, SessionParams};
 use crate::plugin_host::{BackendHandle, BackendInstance, PluginHost};
 
@@ -37,14 +37,16 @@ impl Backends {
     pub fn start(
         plugins: &PluginHost,
         mesh: &Mesh,
+        config: &Config,
         sections: &[&Section],
     ) -> anyhow::Result<Backends> {
         let cancel = CancellationToken::new();
         let mut handles = Vec::new();
         for section in sections {
             let params = session_params(section)?;
+            let value = with_tls_config(config, section)?;
             let instance = plugins
-                .start_backend(&section.kind, &section.value)
+                .start_backend(&section.kind, &value)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", section.origin))?;
             tracing::info!("started backend {} ({})", section.kind, section.origin);
             handles.push(instance.handle.clone());
@@ -167,4 +169,55 @@ fn number(v: &Value) -> Option<f64> {
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
+}
+
+/// Backends that do their own TLS (websockets: TLS sits below HTTP) get the named
+/// `tls-server` / `tls-client` inlined as `tlsconfig`, with file paths and hex pins.
+fn with_tls_config(config: &Config, section: &Section) -> anyhow::Result<Value> {
+    let mut value = section.value.clone();
+    let Some(name) = section.value.get("tls").and_then(Value::as_str) else {
+        return Ok(value);
+    };
+    if name.is_empty() || !section.kind.starts_with("ws-") {
+        return Ok(value);
+    }
+    let inlined = if section.kind.ends_with("-listener") {
+        config.tls_server(name).map(server_json)
+    } else {
+        config.tls_client(name).map(client_json)
+    };
+    let inlined =
+        inlined.ok_or_else(|| anyhow::anyhow!("{}: unknown TLS config {name}", section.origin))?;
+    if let Value::Object(map) = &mut value {
+        map.insert("tlsconfig".to_owned(), inlined);
+    }
+    Ok(value)
+}
+
+fn server_json(c: &TlsServerConfig) -> Value {
+    serde_json::json!({
+        "cert": c.cert,
+        "key": c.key,
+        "requireclientcert": c.require_client_cert,
+        "clientcas": c.client_cas,
+        "pinnedclientcert": c.pinned_client_certs.iter().map(|p| hex(p)).collect::<Vec<_>>(),
+        "skipreceptornamescheck": c.skip_receptor_names_check,
+        "mintls13": c.min_tls13,
+    })
+}
+
+fn client_json(c: &TlsClientConfig) -> Value {
+    serde_json::json!({
+        "cert": c.cert,
+        "key": c.key,
+        "rootcas": c.root_cas,
+        "insecureskipverify": c.insecure_skip_verify,
+        "pinnedservercert": c.pinned_server_certs.iter().map(|p| hex(p)).collect::<Vec<_>>(),
+        "skipreceptornamescheck": c.skip_receptor_names_check,
+        "mintls13": c.min_tls13,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -82,7 +82,7 @@ impl Node {
         .await;
 
         let backend_sections = sections_claimed(&plugins, &config, ClaimType::Backend);
-        let backends = Backends::start(&plugins, &mesh, &backend_sections)?;
+        let backends = Backends::start(&plugins, &mesh, &config, &backend_sections)?;
 
         let node = Arc::new(Node {
             mesh,
@@ -173,11 +173,12 @@ impl Node {
         let sections = sections_claimed(&self.plugins, &fresh, ClaimType::Backend);
         let mut backends = self.backends.lock().await;
         backends.stop();
-        *backends =
-            Backends::start(&self.plugins, &self.mesh, &sections).map_err(|e| ReloadFailure {
+        *backends = Backends::start(&self.plugins, &self.mesh, &fresh, &sections).map_err(|e| {
+            ReloadFailure {
                 message: format!("error starting backends: {e:#}"),
                 code: ERRORCODE_CONFIG,
-            })?;
+            }
+        })?;
         *current = fresh;
         tracing::info!("configuration reloaded");
         Ok(())
