@@ -51,6 +51,10 @@ log "RECEPTOR_REFERENCE_BIN=$RECEPTOR_REFERENCE_BIN ($("$RECEPTOR_REFERENCE_BIN"
 log "RECEPTORCTL=$RECEPTORCTL"
 log "RECEPTORCTL_TESTS_DIR=$RECEPTORCTL_TESTS_DIR"
 
+# anyhow errors returned by tests print their chain; a backtrace of the test harness adds
+# nothing but noise (RUST_BACKTRACE still applies to panics).
+export RUST_LIB_BACKTRACE="${RUST_LIB_BACKTRACE:-0}"
+
 # --- run -----------------------------------------------------------------------------------
 # Profile settings (timeouts, no retries, no fail-fast) are in .config/nextest.toml.
 cargo nextest run --workspace "$@"

@@ -1,0 +1,137 @@
+//! The harness itself, checked against the reference receptor: ports, node start-up, the raw
+//! control client, and clean-up of a node's whole process group on drop.
+
+use std::collections::HashSet;
+use std::fs::{self, OpenOptions, TryLockError};
+use std::net::{Ipv4Addr, TcpListener};
+
+use anyhow::{ensure, Context, Result};
+use receptor_tests::ports::{block_lock_path, PORT_RANGE};
+use receptor_tests::wait::wait_until;
+use receptor_tests::{free_port, Implementation, Node, NodeConfig};
+
+#[test]
+fn ports_are_distinct_in_range_and_bindable() -> Result<()> {
+    let ports = (0..40).map(|_| free_port()).collect::<Result<Vec<u16>>>()?;
+    let distinct: HashSet<u16> = ports.iter().copied().collect();
+    ensure!(
+        distinct.len() == ports.len(),
+        "duplicate ports in {ports:?}"
+    );
+    for port in ports {
+        ensure!(
+            PORT_RANGE.contains(&port),
+            "port {port} outside {PORT_RANGE:?}"
+        );
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+            .with_context(|| format!("binding {port}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_claimed_port_block_is_locked_against_other_processes() -> Result<()> {
+    let port = free_port()?;
+    // flock conflicts between open file descriptions, so a second open of the lock file
+    // stands for another test process trying to claim the same block.
+    let other = OpenOptions::new()
+        .write(true)
+        .open(block_lock_path(port)?)?;
+    match other.try_lock() {
+        Err(TryLockError::WouldBlock) => Ok(()),
+        Ok(()) => anyhow::bail!("the block of port {port} could be claimed twice"),
+        Err(TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
+#[test]
+fn node_greets_with_its_id_and_answers_commands() -> Result<()> {
+    // Go receptor refuses to run without a backend.
+    let node = Node::start(
+        Implementation::Go,
+        NodeConfig::new("solo").tcp_listener(free_port()?),
+    )?;
+    let mut ctl = node.control()?;
+    ensure!(ctl.node_id() == "solo", "greeting named {}", ctl.node_id());
+    let status = ctl.command_json("status")?;
+    ensure!(
+        status["NodeID"] == "solo" && status["Version"] == "1.6.9",
+        "status: {status}"
+    );
+    // Several commands on one connection, including an error line.
+    ensure!(ctl.command("nosuch")? == "ERROR: Unknown command, nosuch");
+    let ping = ctl.command_json("ping localhost")?;
+    ensure!(
+        ping["Success"] == true && ping["From"] == "solo",
+        "ping: {ping}"
+    );
+    Ok(())
+}
+
+#[test]
+fn start_fails_with_the_log_when_the_node_cannot_start() -> Result<()> {
+    let config = NodeConfig::new("broken").entry("no-such-config-item", serde_json::json!({}));
+    let Err(error) = Node::start(Implementation::Go, config) else {
+        anyhow::bail!("a node with an invalid config started");
+    };
+    let message = format!("{error:#}");
+    ensure!(
+        message.contains("did not start") && message.contains("no-such-config-item"),
+        "{message}"
+    );
+    Ok(())
+}
+
+/// True while `pid` names a live (not zombie) process.
+fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn dropping_a_node_kills_it_and_its_work_processes() -> Result<()> {
+    let node = Node::start(
+        Implementation::Go,
+        NodeConfig::new("worker")
+            .tcp_listener(free_port()?)
+            .work_command("sleeper", "sleep", Some("300")),
+    )?;
+    let node_pid = node.pid().context("node has no pid")?;
+    let mut ctl = node.control()?;
+    let created = ctl.command("work submit localhost sleeper")?;
+    ensure!(
+        created.starts_with("Work unit created with ID"),
+        "{created}"
+    );
+    ctl.shutdown_write()?;
+    let submitted: serde_json::Value = serde_json::from_str(&ctl.read_line()?)?;
+    let unit = submitted["unitid"]
+        .as_str()
+        .context("no unitid")?
+        .to_string();
+    let work_pid = wait_until(
+        receptor_tests::wait::CONVERGE_TIMEOUT,
+        "the unit's pid",
+        || {
+            let status = node.command_json(&format!("work status {unit}"))?;
+            Ok(status["ExtraData"]["Pid"].as_u64().filter(|pid| *pid > 0))
+        },
+    )? as u32;
+    ensure!(
+        alive(node_pid) && alive(work_pid),
+        "node or work process not running"
+    );
+
+    drop(node);
+    ensure!(!alive(node_pid), "node process {node_pid} survived drop");
+    wait_until(
+        receptor_tests::wait::CONVERGE_TIMEOUT,
+        "the work process to die",
+        || Ok((!alive(work_pid)).then_some(())),
+    )
+}
