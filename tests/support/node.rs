@@ -170,6 +170,32 @@ impl Node {
         })
     }
 
+    /// Polls `ping <target>` until it succeeds (a routing table can still show a link that
+    /// is gone, e.g. just after `reload` restarted the backends); returns the ping reply.
+    pub fn wait_for_ping(&self, target: &str) -> Result<Value> {
+        let mut last = None;
+        let result = wait_until(
+            CONVERGE_TIMEOUT,
+            &format!("a ping reply from {target}"),
+            || {
+                let reply = self.command_json(&format!("ping {target}"))?;
+                if reply.get("Success") == Some(&Value::Bool(true)) {
+                    return Ok(Some(reply));
+                }
+                last = Some(reply);
+                Ok(None)
+            },
+        );
+        result.map_err(|e| match last {
+            Some(reply) => anyhow!(
+                "node {}: {e:#}
+last reply: {reply}",
+                self.id()
+            ),
+            None => anyhow!("node {}: {e:#}", self.id()),
+        })
+    }
+
     /// Runs `receptorctl --socket <this node's socket> <args...>`.
     pub fn receptorctl(&self, args: &[&str]) -> Result<CtlOutput> {
         receptorctl::run_receptorctl(&self.socket(), args)
