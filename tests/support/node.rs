@@ -27,6 +27,9 @@ use crate::wait::{wait_until, CONVERGE_TIMEOUT};
 /// How long a node gets from spawn to answering on its control socket.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long [`Node::wait_for_ping`] keeps trying.
+pub const PING_WAIT_TIMEOUT: Duration = Duration::from_secs(45);
+
 /// Log lines shown when a test fails.
 const LOG_TAIL_LINES: usize = 40;
 
