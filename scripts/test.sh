@@ -23,6 +23,10 @@ apt_install() {
 }
 
 # --- prerequisites -------------------------------------------------------------------------
+# rustup's default location, for shells whose PATH lacks it.
+if ! command -v cargo >/dev/null && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+  PATH="$HOME/.cargo/bin:$PATH"
+fi
 command -v cargo >/dev/null || die "cargo not found (install a Rust toolchain with rustup)"
 # A C compiler: the tests build a C plugin, and some crates compile C.
 command -v cc >/dev/null || apt_install gcc libc6-dev || die "no C compiler (cc) found"
