@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, TcpListener};
 
 use anyhow::{ensure, Context, Result};
 use receptor_tests::ports::{block_lock_path, PORT_RANGE};
-use receptor_tests::wait::wait_until;
+use receptor_tests::wait::{wait_until, CONVERGE_TIMEOUT};
 use receptor_tests::{free_port, Implementation, Node, NodeConfig};
 
 #[test]
@@ -94,8 +94,8 @@ fn alive(pid: u32) -> bool {
 }
 
 #[test]
-fn dropping_a_node_kills_it_and_its_work_processes() -> Result<()> {
-    let node = Node::start(
+fn killing_a_node_kills_its_work_processes_too() -> Result<()> {
+    let mut node = Node::start(
         Implementation::Go,
         NodeConfig::new("worker")
             .tcp_listener(free_port()?)
@@ -114,24 +114,28 @@ fn dropping_a_node_kills_it_and_its_work_processes() -> Result<()> {
         .as_str()
         .context("no unitid")?
         .to_string();
-    let work_pid = wait_until(
-        receptor_tests::wait::CONVERGE_TIMEOUT,
-        "the unit's pid",
-        || {
-            let status = node.command_json(&format!("work status {unit}"))?;
-            Ok(status["ExtraData"]["Pid"].as_u64().filter(|pid| *pid > 0))
-        },
-    )? as u32;
+    // Go runs `sleep` under a runner process in a session of its own, out of the node's
+    // process group: the runner's pid is ExtraData.Pid, the command's is in Detail.
+    let (runner_pid, command_pid) = wait_until(CONVERGE_TIMEOUT, "the unit's processes", || {
+        let status = node.command_json(&format!("work status {unit}"))?;
+        let runner = status["ExtraData"]["Pid"].as_u64().filter(|pid| *pid > 0);
+        let command = status["Detail"]
+            .as_str()
+            .and_then(|d| d.strip_prefix("Running: PID "))
+            .and_then(|pid| pid.parse::<u64>().ok());
+        Ok(runner.zip(command))
+    })?;
+    let work = [u32::try_from(runner_pid)?, u32::try_from(command_pid)?];
     ensure!(
-        alive(node_pid) && alive(work_pid),
-        "node or work process not running"
+        alive(node_pid) && work.iter().all(|p| alive(*p)),
+        "node or work not running"
     );
 
-    drop(node);
-    ensure!(!alive(node_pid), "node process {node_pid} survived drop");
-    wait_until(
-        receptor_tests::wait::CONVERGE_TIMEOUT,
-        "the work process to die",
-        || Ok((!alive(work_pid)).then_some(())),
-    )
+    // Kill without removing the node's folder: the runner must not get away by noticing that
+    // its unit folder disappeared.
+    node.kill();
+    ensure!(!alive(node_pid), "node process {node_pid} survived");
+    wait_until(CONVERGE_TIMEOUT, "the work processes to die", || {
+        Ok(work.iter().all(|p| !alive(*p)).then_some(()))
+    })
 }

@@ -2,8 +2,8 @@
 //!
 //! Each node gets its own temp folder holding its config (`receptor.yaml`), data folder
 //! (`data/`), control socket (`control.sock`) and log (`node.log`: the process's stdout and
-//! stderr). The process runs in its own process group; dropping the [`Node`] kills that group
-//! by id (the node and any work-unit children it started), never by name. When the test is
+//! stderr). The process runs in its own process group; dropping the [`Node`] kills it, that
+//! group and all its descendants (work units too) by process id, never by name. When the test is
 //! panicking, the folder is kept and the end of the log is printed, so a failed test shows
 //! what each node said.
 
@@ -215,10 +215,11 @@ last reply: {reply}",
         fs::write(self.config_path(), text).context("writing the config file")
     }
 
-    /// Kills the node (SIGKILL to its process group) and reaps it.
+    /// Kills the node, its process group and every process it started (work units included),
+    /// and reaps it. The node's folder stays until the [`Node`] is dropped.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            kill_process_group(child.id());
+            kill_tree(child.id());
             let _ = child.wait();
         }
     }
@@ -313,16 +314,89 @@ impl Drop for Node {
     }
 }
 
-/// Sends SIGKILL to the process group led by `pid` (a child this harness spawned with its own
-/// process group and has not reaped yet).
-pub(crate) fn kill_process_group(pid: u32) {
-    let Ok(pgid) = libc::pid_t::try_from(pid) else {
+/// Kills `pid` (a child this harness spawned in its own process group and has not reaped
+/// yet), its process group, and every process descended from it.
+///
+/// The group alone is not enough: Go receptor starts each work unit's runner in a new session
+/// (so that work survives a node restart), and such runners would outlive the test. The tree
+/// is first frozen with SIGSTOP, top down and repeatedly until no new descendant shows up, so
+/// nothing can fork or exit while it is being collected; then everything gets SIGKILL.
+pub(crate) fn kill_tree(pid: u32) {
+    signal(pid, libc::SIGSTOP);
+    let mut stopped: Vec<u32> = Vec::new();
+    for _ in 0..MAX_SWEEPS {
+        let new: Vec<u32> = descendants(pid)
+            .into_iter()
+            .filter(|p| !stopped.contains(p))
+            .collect();
+        if new.is_empty() {
+            break;
+        }
+        for p in new {
+            signal(p, libc::SIGSTOP);
+            stopped.push(p);
+        }
+    }
+    if let Ok(pgid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) touches no memory of ours. The negative id names the process group
+        // created for our own, not yet reaped child, so it cannot have been reused.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+    for p in stopped {
+        signal(p, libc::SIGKILL);
+    }
+}
+
+/// Rounds of the descendant sweep in [`kill_tree`] (a work tree is a few levels deep).
+const MAX_SWEEPS: usize = 16;
+
+fn signal(pid: u32, sig: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
         return;
     };
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours. The group id is that
-    // of our own child, created with process_group(0); the child is not reaped yet, so its id
-    // (and the group id) cannot have been reused by an unrelated process.
+    // SAFETY: kill(2) touches no memory of ours. `pid` is our unreaped child or one of its
+    // descendants found just now and stopped since, which cannot exit or be replaced.
     unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
+        libc::kill(pid, sig);
     }
+}
+
+/// Every process descended from `root`, parents before their children, read from /proc.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut children: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(ppid) = parent_of(pid) {
+                children.push((ppid, pid));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for &(ppid, pid) in &children {
+            if ppid == parent && !out.contains(&pid) {
+                out.push(pid);
+                frontier.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// The parent pid of `pid`: the second field after the parenthesised command name in
+/// /proc/<pid>/stat.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    rest.split(' ').nth(1)?.parse().ok()
 }

@@ -65,7 +65,7 @@ pub fn run_python(script: &str, args: &[&str]) -> Result<CtlOutput> {
     run(cmd)
 }
 
-/// Runs `cmd` (stdin closed) in its own process group; kills the group after
+/// Runs `cmd` (stdin closed) in its own process group; kills it and its descendants after
 /// [`RUN_TIMEOUT`].
 pub fn run(mut cmd: Command) -> Result<CtlOutput> {
     let command = format!("{cmd:?}");
@@ -87,7 +87,7 @@ pub fn run(mut cmd: Command) -> Result<CtlOutput> {
             break status;
         }
         if Instant::now() >= deadline {
-            crate::node::kill_process_group(child.id());
+            crate::node::kill_tree(child.id());
             let _ = child.wait();
             bail!(
                 "{command} did not finish within {RUN_TIMEOUT:?}; stdout so far: {}",
