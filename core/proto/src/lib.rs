@@ -18,5 +18,7 @@ pub mod gojson;
 pub mod gotime;
 pub mod hash;
 pub mod message;
+pub mod node;
+pub mod routing;
 pub mod svcad;
 pub mod update;
