@@ -1,0 +1,1 @@
+//! Mixed meshes with the reference Go receptor 1.6.9.
