@@ -6,5 +6,6 @@
 //! driven by explicit inputs (`now`, received bytes) and yields outputs to transmit,
 //! so it can be tested deterministically with a simulated clock.
 
+pub mod firewall;
 pub mod gojson;
 pub mod svcad;
