@@ -684,3 +684,234 @@ fn registry_lookups() {
         Some("error in tls-server : required parameter missing: name")
     );
 }
+
+/// Interoperability with the Go receptor 1.6.9 binary's TLS backends (no Rust
+/// daemon needed: our side is a bare rustls endpoint that reads Go's first frame).
+mod go_interop {
+    use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
+
+    use super::*;
+
+    fn go_receptor() -> Option<PathBuf> {
+        let path = std::env::var_os("RECEPTOR_GO_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from("/root/.cache/receptor-reference/root/usr/bin/receptor")
+            });
+        if path.exists() {
+            Some(path)
+        } else {
+            eprintln!("skipping Go interop test: {} not found", path.display());
+            None
+        }
+    }
+
+    /// A Go node killed on drop.
+    struct GoNode(Child);
+
+    impl Drop for GoNode {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn start_go(bin: &Path, dir: &Path, yaml: &str) -> GoNode {
+        let cfg = dir.join("go.yml");
+        ok(std::fs::write(&cfg, yaml));
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting Go receptor: {e}"));
+        GoNode(child)
+    }
+
+    fn free_port() -> u16 {
+        let l = ok(TcpListener::bind("127.0.0.1:0"));
+        ok(l.local_addr()).port()
+    }
+
+    fn connect_with_deadline(port: u16) -> TcpStream {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => return s,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("Go node did not listen on {port}: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Reads one backend frame (u16 LE length, then the message) and returns it.
+    fn read_frame(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
+        let mut len = [0u8; 2];
+        r.read_exact(&mut len)?;
+        let mut msg = vec![0u8; u16::from_le_bytes(len) as usize];
+        r.read_exact(&mut msg)?;
+        Ok(msg)
+    }
+
+    fn is_route_from(msg: &[u8], node: &str) -> bool {
+        msg.first() == Some(&1)
+            && String::from_utf8_lossy(&msg[1..]).contains(&format!("\"NodeID\":\"{node}\""))
+    }
+
+    /// A certificate for the Go node, issued by our ca1.
+    fn go_identity(d: &Path) -> (String, String) {
+        let f = fixture();
+        let p = |n: &str| d.join(n).to_string_lossy().into_owned();
+        ok(certs::cert_makereq(&json!({
+            "commonname": "gonode", "bits": 2048, "dnsname": "localhost", "ipaddress": "127.0.0.1",
+            "nodeid": "gonode", "outreq": p("gonode.csr"), "outkey": p("gonode.key"),
+        })));
+        ok(certs::cert_signreq(&json!({
+            "req": p("gonode.csr"), "cacert": f.path("ca1.crt"), "cakey": f.path("ca1.key"),
+            "outcert": p("gonode.crt"), "verify": true,
+        })));
+        (p("gonode.crt"), p("gonode.key"))
+    }
+
+    #[test]
+    fn rust_client_against_go_tls_listener() {
+        let Some(bin) = go_receptor() else { return };
+        let f = fixture();
+        let dir = ok(tempfile::tempdir());
+        let (cert, key) = go_identity(dir.path());
+        let port = free_port();
+        let _go = start_go(
+            &bin,
+            dir.path(),
+            &format!(
+                "- node:\n    id: gonode\n    datadir: {d}/data\n- tls-server:\n    name: srv\n    cert: {cert}\n    key: {key}\n    \
+                 requireclientcert: true\n    clientcas: {ca}\n- tcp-listener:\n    bindaddr: 127.0.0.1\n    port: {port}\n    tls: srv\n",
+                d = dir.path().display(),
+                ca = f.path("ca1.crt"),
+            ),
+        );
+        let cli = client("client", json!({}));
+        let go_leaf = leaf_der(&cert);
+
+        // accepted: mutual auth, then Go's first ROUTE arrives over TLS
+        let sock = connect_with_deadline(port);
+        ok(sock.set_read_timeout(Some(Duration::from_secs(10))));
+        let name = ok(ServerName::try_from("127.0.0.1"));
+        let mut tls = StreamOwned::new(ok(ClientConnection::new(cli.backend_config(), name)), sock);
+        let msg = ok(read_frame(&mut tls));
+        assert!(
+            is_route_from(&msg, "gonode"),
+            "{}",
+            String::from_utf8_lossy(&msg)
+        );
+        assert_eq!(tls.conn.protocol_version(), Some(ProtocolVersion::TLSv1_3));
+        let peer: Vec<CertificateDer<'static>> = tls
+            .conn
+            .peer_certificates()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.clone().into_owned())
+            .collect();
+        assert!(cli.check_peer_node(Some(&peer), "gonode").is_ok());
+        drop(tls);
+
+        // refused by us: the pin names another certificate
+        let pinned = client(
+            "client",
+            json!({"pinnedservercert": sha256_hex(&leaf_der(&f.path("server.crt")), true)}),
+        );
+        let sock = connect_with_deadline(port);
+        ok(sock.set_read_timeout(Some(Duration::from_secs(10))));
+        let name = ok(ServerName::try_from("127.0.0.1"));
+        let mut tls = StreamOwned::new(
+            ok(ClientConnection::new(pinned.backend_config(), name)),
+            sock,
+        );
+        let e = read_frame(&mut tls)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("pinned fingerprint"), "{e}");
+
+        // the right pin (SHA-512 of Go's certificate) is accepted
+        let d = ring::digest::digest(&ring::digest::SHA512, &go_leaf);
+        let pin: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let pinned = client(
+            "client",
+            json!({"pinnedservercert": pin, "mintls13": false}),
+        );
+        let sock = connect_with_deadline(port);
+        ok(sock.set_read_timeout(Some(Duration::from_secs(10))));
+        let name = ok(ServerName::try_from("localhost"));
+        let mut tls = StreamOwned::new(
+            ok(ClientConnection::new(pinned.backend_config(), name)),
+            sock,
+        );
+        assert!(is_route_from(&ok(read_frame(&mut tls)), "gonode"));
+        drop(tls);
+
+        // refused by Go: our client certificate comes from a CA it does not trust
+        let stranger = ok(ClientTls::from_section(
+            "client",
+            &json!({"name": "x", "cert": f.path("stranger.crt"), "key": f.path("stranger.key"), "rootcas": f.path("ca1.crt")}),
+        ));
+        let sock = connect_with_deadline(port);
+        ok(sock.set_read_timeout(Some(Duration::from_secs(10))));
+        let name = ok(ServerName::try_from("127.0.0.1"));
+        let mut tls = StreamOwned::new(
+            ok(ClientConnection::new(stranger.backend_config(), name)),
+            sock,
+        );
+        assert!(read_frame(&mut tls).is_err());
+    }
+
+    #[test]
+    fn go_client_against_rust_tls_server() {
+        let Some(bin) = go_receptor() else { return };
+        let f = fixture();
+        let dir = ok(tempfile::tempdir());
+        let (cert, key) = go_identity(dir.path());
+        for min_tls13 in [true, false] {
+            let srv = server(
+                "server",
+                json!({"requireclientcert": true, "clientcas": f.path("ca1.crt"), "mintls13": min_tls13}),
+            );
+            let listener = ok(TcpListener::bind("127.0.0.1:0"));
+            let port = ok(listener.local_addr()).port();
+            let _go = start_go(
+                &bin,
+                dir.path(),
+                &format!(
+                    "- node:\n    id: gonode\n    datadir: {d}/data\n- tls-client:\n    name: cli\n    cert: {cert}\n    key: {key}\n    \
+                     rootcas: {ca}\n    mintls13: {min_tls13}\n- tcp-peer:\n    address: 127.0.0.1:{port}\n    tls: cli\n",
+                    d = dir.path().display(),
+                    ca = f.path("ca1.crt"),
+                ),
+            );
+            let (sock, _) = ok(listener.accept());
+            ok(sock.set_read_timeout(Some(Duration::from_secs(10))));
+            let mut tls = StreamOwned::new(ok(ServerConnection::new(srv.backend_config())), sock);
+            let msg = ok(read_frame(&mut tls));
+            assert!(
+                is_route_from(&msg, "gonode"),
+                "{}",
+                String::from_utf8_lossy(&msg)
+            );
+            assert_eq!(tls.conn.protocol_version(), Some(ProtocolVersion::TLSv1_3));
+            let peer: Vec<CertificateDer<'static>> = tls
+                .conn
+                .peer_certificates()
+                .unwrap_or_default()
+                .iter()
+                .map(|c| c.clone().into_owned())
+                .collect();
+            assert_eq!(ok(receptor_names(&peer[0])), vec!["gonode"]);
+            assert!(srv.check_peer_node(Some(&peer), "gonode").is_ok());
+            assert!(srv.check_peer_node(Some(&peer), "impostor").is_err());
+        }
+    }
+}
