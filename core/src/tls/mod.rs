@@ -25,12 +25,18 @@
 //!   client node ID as ReceptorName and checks no pins
 //!   ([`ServerTls::quic_config_for_peer`]).
 //!
+//! * QUIC ConnType 1 (no user TLS, section 8.3): [`insecure_server_config`] and
+//!   [`insecure_client_config`].
+//!
 //! Beyond 1.6.9, [`ServerTls::check_peer_node`] / [`ClientTls::check_peer_node`] let
 //! the mesh compare a backend peer's certificate with the node ID the peer announces
 //! in its first ROUTE message (disabled by `skipreceptornamescheck`).
 
+mod insecure;
 pub mod section;
 mod verify;
+
+pub use insecure::{insecure_client_config, insecure_server_config, INSECURE_COMMON_NAME};
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};

@@ -915,3 +915,58 @@ mod go_interop {
         }
     }
 }
+
+#[test]
+fn conn_type_1_insecure_streams() {
+    let server_cfg = ok(insecure_server_config());
+    let (s, c) = handshake(
+        server_cfg.clone(),
+        ok(insecure_client_config()),
+        "my-node-id",
+    );
+    assert!(s.ok() && c.ok(), "{s:?} {c:?}");
+    assert_eq!(c.alpn.as_deref(), Some(NETCEPTOR_ALPN));
+    assert_eq!(c.version, Some(ProtocolVersion::TLSv1_3));
+    let leaf = c.peer.unwrap_or_default().remove(0);
+    let (_, cert) = ok(x509_parser::prelude::X509Certificate::from_der(&leaf));
+    assert_eq!(
+        cert.subject().to_string(),
+        format!("CN={INSECURE_COMMON_NAME}")
+    );
+    assert_eq!(
+        cert.issuer().to_string(),
+        format!("CN={INSECURE_COMMON_NAME}")
+    );
+    assert_eq!(cert.raw_serial(), &[1]);
+    assert!(cert.extensions().is_empty());
+    let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+    assert_eq!(lifetime, 24 * 3600 + 60);
+    // a plain client refuses a service with a user certificate (ConnType 2)
+    let user = server("server", json!({}));
+    let (_, c) = handshake(
+        ok(user.quic_config_for_peer("x")),
+        ok(insecure_client_config()),
+        "my-node-id",
+    );
+    assert!(c
+        .error
+        .unwrap_or_default()
+        .contains("insecure connection to secure service"));
+}
+
+#[test]
+fn quic_configs_are_accepted_by_quinn() {
+    use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+    let f = fixture();
+    for min_tls13 in [true, false] {
+        let srv = server(
+            "server",
+            json!({"requireclientcert": true, "clientcas": f.path("ca1.crt"), "mintls13": min_tls13}),
+        );
+        let cli = client("client", json!({"mintls13": min_tls13}));
+        assert!(QuicServerConfig::try_from(ok(srv.quic_config_for_peer("client"))).is_ok());
+        assert!(QuicClientConfig::try_from(ok(cli.quic_config("server"))).is_ok());
+    }
+    assert!(QuicServerConfig::try_from(ok(insecure_server_config())).is_ok());
+    assert!(QuicClientConfig::try_from(ok(insecure_client_config())).is_ok());
+}
