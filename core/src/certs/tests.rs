@@ -47,7 +47,19 @@ fn pem_der(path: &str, want_tag: &str) -> Vec<u8> {
     block.into_contents()
 }
 
+/// True when the `openssl` command is installed (its checks are skipped otherwise).
+fn have_openssl() -> bool {
+    let found = Command::new("openssl").arg("version").output().is_ok();
+    if !found {
+        eprintln!("skipping openssl checks: openssl is not installed");
+    }
+    found
+}
+
 fn openssl_verify(ca: &str, cert: &str) {
+    if !have_openssl() {
+        return;
+    }
     let out = Command::new("openssl")
         .args(["verify", "-CAfile", ca, "-purpose", "sslserver", cert])
         .output()
@@ -329,6 +341,9 @@ fn go_signs_our_request_and_we_sign_go_requests() {
 fn makereq_with_existing_keys() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let d = dir.path();
+    if !have_openssl() {
+        return;
+    }
     let ca = make_ca(d, "CA");
     // PKCS#8 key written by openssl
     let pk8 = p(d, "k8.pem");

@@ -525,6 +525,24 @@ fn quic_conn_type_2_receptor_name_rules() {
     // the backend config of the same server still checks pins (and no name)
     let (s, _) = handshake(srv.backend_config(), cli.backend_config(), "127.0.0.1");
     assert!(s.error.unwrap_or_default().contains("pinned fingerprint"));
+    // clientcas only: backend-style check (chain and pins, no name) on QUIC too
+    let if_given = server("server", json!({"clientcas": f.path("ca1.crt")}));
+    let (s, c) = handshake(
+        ok(if_given.quic_config_for_peer("anyone")),
+        ok(cli.quic_config("server")),
+        "x",
+    );
+    assert!(s.ok() && c.ok(), "{s:?} {c:?}");
+    let if_given = server(
+        "server",
+        json!({"clientcas": f.path("ca1.crt"), "pinnedclientcert": "00".repeat(64)}),
+    );
+    let (s, _) = handshake(
+        ok(if_given.quic_config_for_peer("client")),
+        ok(cli.quic_config("server")),
+        "x",
+    );
+    assert!(s.error.unwrap_or_default().contains("pinned fingerprint"));
     // a certificate without ReceptorNames fails the client-side name check
     let noname = ok(ServerTls::from_section(
         "server",
