@@ -13,6 +13,7 @@
 //! * [`gojson`], [`gotime`]: JSON and timestamps exactly as Go encodes them.
 
 pub mod data;
+pub mod firewall;
 pub mod frame;
 pub mod gojson;
 pub mod gotime;
