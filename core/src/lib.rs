@@ -17,4 +17,5 @@ pub mod config;
 pub mod control;
 pub mod mesh;
 pub mod plugin_host;
+pub mod streams;
 pub mod work;
