@@ -36,6 +36,8 @@ pub mod tls;
 mod transport;
 
 #[cfg(test)]
+mod interop_tests;
+#[cfg(test)]
 mod memory;
 #[cfg(test)]
 mod tests;
