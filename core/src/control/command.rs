@@ -54,6 +54,10 @@ pub struct ControlConn {
 pub enum Reply {
     /// A JSON object, written Go-style on one line.
     Json(serde_json::Value),
+    /// A JSON document already encoded Go-style (`receptor_proto::gojson`), without the
+    /// trailing newline. For replies whose nested structs must keep their declaration
+    /// order (a `serde_json::Value` sorts every object's keys).
+    Encoded(String),
     /// The command wrote its own output; the session goes on reading commands.
     Done,
     /// The command wrote its own output and the session must end now.

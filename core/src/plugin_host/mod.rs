@@ -1,1 +1,434 @@
 //! Loading plugins through the C ABI and keeping the registry of what they provide.
+//!
+//! Backends (how nodes connect) and work types (what units run) come from plugins:
+//! shared libraries speaking the ABI of `receptor-plugin-sdk`. The host
+//!
+//! * finds them: the paths given in the config (files or folders) plus a default search
+//!   path ([`default_search_path`]): `RECEPTOR_PLUGIN_PATH`, the folder of the running
+//!   executable (so `cargo build` output works with no config) and
+//!   `/usr/lib/receptor/plugins`;
+//! * loads each once and never unloads it, checks its ABI major (a wrong major is refused
+//!   naming the file and both versions) and logs its path, name and version;
+//! * keeps a registry of which plugin claims which config section kind (two plugins
+//!   claiming one kind is an error; a section nobody claims is an error listing what is
+//!   available);
+//! * adapts the C vtables to the daemon's Rust world: a backend instance delivers
+//!   connected descriptors on a bounded channel ([`BackendInstance`]); a work type is an
+//!   `Arc<dyn WorkType>` whose progress callbacks feed the unit's `watch` channel.
+//!
+//! Plugin code runs on the plugin's own threads. Host callbacks never panic across the
+//! boundary and never block a thread of the host's async runtime.
+
+mod backend;
+mod ffi;
+mod loader;
+mod worktype;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use receptor_plugin_sdk::abi;
+
+pub use backend::{BackendConnection, BackendHandle, BackendInstance};
+pub use loader::default_search_path;
+pub use receptor_plugin_sdk::SessionToken;
+
+use crate::work::worktype::WorkType;
+
+/// Errors of loading plugins and of using what they provide.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// A configured plugin path does not exist or cannot be read.
+    #[error("plugin path {path}: {reason}")]
+    Path {
+        /// The path as configured.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The dynamic loader refused the file, or the file is not a plugin.
+    #[error("cannot load plugin {path}: {reason}")]
+    Load {
+        /// The plugin file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The plugin was built for another ABI major.
+    #[error(
+        "plugin {path} was built for plugin ABI {plugin_major}.{plugin_minor}, \
+         this receptor supports ABI {host_major}.{host_minor}"
+    )]
+    AbiMismatch {
+        /// The plugin file.
+        path: PathBuf,
+        /// The plugin's ABI major.
+        plugin_major: u32,
+        /// The plugin's ABI minor (0 if unknown).
+        plugin_minor: u32,
+        /// The host's ABI major.
+        host_major: u32,
+        /// The host's ABI minor.
+        host_minor: u32,
+    },
+    /// The plugin's descriptor breaks the ABI's rules.
+    #[error("plugin {path}: bad descriptor: {reason}")]
+    BadDescriptor {
+        /// The plugin file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Two plugins claim the same config section kind.
+    #[error("config section {kind:?} is claimed by two plugins: {first} and {second}")]
+    DuplicateClaim {
+        /// The section kind.
+        kind: String,
+        /// The plugin that claimed it first.
+        first: String,
+        /// The plugin that claimed it again.
+        second: String,
+    },
+    /// Two plugin files have the same plugin name.
+    #[error("plugin {name} is loaded twice: from {first} and from {second}")]
+    DuplicatePlugin {
+        /// The plugin name.
+        name: String,
+        /// The first file.
+        first: PathBuf,
+        /// The second file.
+        second: PathBuf,
+    },
+    /// No loaded plugin claims a config section kind.
+    #[error("unknown config section {kind:?}: no loaded plugin handles it (sections plugins handle: {available}; plugins loaded: {plugins})")]
+    Unclaimed {
+        /// The section kind.
+        kind: String,
+        /// The section kinds that are claimed, comma-separated.
+        available: String,
+        /// The plugins loaded (`name version (path)`), comma-separated.
+        plugins: String,
+    },
+    /// The section kind is claimed, but as the other kind of thing.
+    #[error("config section {kind:?} configures a {actual}, not a {expected}")]
+    WrongClaimType {
+        /// The section kind.
+        kind: String,
+        /// What the caller wanted.
+        expected: &'static str,
+        /// What the plugin provides.
+        actual: &'static str,
+    },
+    /// A plugin call failed (a configuration error, a failure, or a panic).
+    #[error("plugin {plugin}: {message}")]
+    Call {
+        /// The plugin name.
+        plugin: String,
+        /// The plugin's message.
+        message: String,
+    },
+}
+
+/// Where to look for plugins.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Plugin files or folders named in the config; each must exist.
+    pub paths: Vec<PathBuf>,
+    /// Also load from [`default_search_path`] (missing folders there are skipped).
+    pub default_search: bool,
+}
+
+/// A loaded plugin, as logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its ABI version (major, minor).
+    pub abi: (u32, u32),
+}
+
+/// What a config section kind configures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimType {
+    /// A backend (`tcp-listener`, `tcp-peer`, ...).
+    Backend,
+    /// A work type (`echo-worktype`, `work-command`, ...).
+    WorkType,
+}
+
+impl ClaimType {
+    fn noun(self) -> &'static str {
+        match self {
+            ClaimType::Backend => "backend",
+            ClaimType::WorkType => "work type",
+        }
+    }
+}
+
+/// A raw pointer the ABI declares thread-safe (plugin contexts and handles).
+#[derive(Debug, Clone, Copy)]
+struct SendPtr(*mut std::ffi::c_void);
+
+// SAFETY: the ABI requires plugin handles and contexts to be usable from any thread.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+/// The validated functions of a claim.
+#[derive(Clone, Copy)]
+enum ClaimFns {
+    Backend(backend::BackendFns),
+    WorkType(worktype::WorkTypeFns),
+}
+
+/// One claimed section kind.
+#[derive(Clone)]
+struct Claim {
+    /// Index into `PluginHost::plugins`.
+    plugin: usize,
+    ctx: SendPtr,
+    fns: ClaimFns,
+}
+
+/// The loaded plugins and the registry of section kinds they claim.
+pub struct PluginHost {
+    plugins: Vec<PluginInfo>,
+    claims: BTreeMap<String, Claim>,
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHost")
+            .field("plugins", &self.plugins)
+            .field("claims", &self.claims.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl PluginHost {
+    /// Loads the plugins named in `opts` (and the default search path if asked) and
+    /// builds the registry. A plugin found again on the default search path under a
+    /// name already loaded is skipped (earlier locations win: config paths, then
+    /// `RECEPTOR_PLUGIN_PATH`, the executable's folder, the system folder).
+    pub fn load(opts: &LoadOptions) -> Result<PluginHost, PluginError> {
+        let mut host = PluginHost {
+            plugins: Vec::new(),
+            claims: BTreeMap::new(),
+        };
+        let mut seen_files = Vec::new();
+        for path in &opts.paths {
+            for file in loader::plugin_files(path, loader::Origin::Config)? {
+                host.load_file(&file, true, &mut seen_files)?;
+            }
+        }
+        if opts.default_search {
+            for (dir, origin) in loader::default_search_locations() {
+                let files = match loader::plugin_files(&dir, origin) {
+                    Ok(files) => files,
+                    Err(e) => {
+                        tracing::debug!("skipping plugin folder {}: {e}", dir.display());
+                        continue;
+                    }
+                };
+                for file in files {
+                    host.load_file(&file, false, &mut seen_files)?;
+                }
+            }
+        }
+        Ok(host)
+    }
+
+    fn load_file(
+        &mut self,
+        file: &Path,
+        explicit: bool,
+        seen_files: &mut Vec<PathBuf>,
+    ) -> Result<(), PluginError> {
+        let canonical = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+        if seen_files.contains(&canonical) {
+            return Ok(());
+        }
+        seen_files.push(canonical);
+        let loaded = match loader::load_plugin(file) {
+            Ok(loaded) => loaded,
+            Err(PluginError::Load { path, reason }) if !explicit => {
+                tracing::warn!("skipping {}: {reason}", path.display());
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(prev) = self.plugins.iter().find(|p| p.name == loaded.info.name) {
+            if explicit {
+                return Err(PluginError::DuplicatePlugin {
+                    name: loaded.info.name,
+                    first: prev.path.clone(),
+                    second: loaded.info.path,
+                });
+            }
+            tracing::info!(
+                "plugin {} from {} ignored: already loaded from {}",
+                loaded.info.name,
+                loaded.info.path.display(),
+                prev.path.display()
+            );
+            return Ok(());
+        }
+        let index = self.plugins.len();
+        for (kind, _) in &loaded.claims {
+            if let Some(existing) = self.claims.get(kind) {
+                return Err(PluginError::DuplicateClaim {
+                    kind: kind.clone(),
+                    first: self.describe(existing.plugin),
+                    second: format!("{} ({})", loaded.info.name, loaded.info.path.display()),
+                });
+            }
+        }
+        tracing::info!(
+            path = %loaded.info.path.display(),
+            name = %loaded.info.name,
+            version = %loaded.info.version,
+            sections = %loaded.claims.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(","),
+            "loaded plugin"
+        );
+        for (kind, (ctx, fns)) in loaded.claims {
+            self.claims.insert(
+                kind,
+                Claim {
+                    plugin: index,
+                    ctx,
+                    fns,
+                },
+            );
+        }
+        self.plugins.push(loaded.info);
+        Ok(())
+    }
+
+    fn describe(&self, plugin: usize) -> String {
+        self.plugins
+            .get(plugin)
+            .map(|p| format!("{} ({})", p.name, p.path.display()))
+            .unwrap_or_default()
+    }
+
+    /// The plugins loaded, in load order.
+    pub fn plugins(&self) -> &[PluginInfo] {
+        &self.plugins
+    }
+
+    /// Every claimed section kind, sorted.
+    pub fn section_kinds(&self) -> impl Iterator<Item = &str> {
+        self.claims.keys().map(String::as_str)
+    }
+
+    /// What `kind` configures and which plugin claims it, if any plugin does.
+    pub fn claims(&self, kind: &str) -> Option<(ClaimType, &PluginInfo)> {
+        let claim = self.claims.get(&kind.to_ascii_lowercase())?;
+        let plugin = self.plugins.get(claim.plugin)?;
+        let t = match claim.fns {
+            ClaimFns::Backend(_) => ClaimType::Backend,
+            ClaimFns::WorkType(_) => ClaimType::WorkType,
+        };
+        Some((t, plugin))
+    }
+
+    /// Like [`PluginHost::claims`], but an unclaimed kind is an error that lists the
+    /// section kinds available and the plugins loaded.
+    pub fn require(&self, kind: &str) -> Result<ClaimType, PluginError> {
+        self.claims(kind)
+            .map(|(t, _)| t)
+            .ok_or_else(|| self.unclaimed(kind))
+    }
+
+    fn unclaimed(&self, kind: &str) -> PluginError {
+        let available = self.section_kinds().collect::<Vec<_>>().join(", ");
+        let plugins = self
+            .plugins
+            .iter()
+            .map(|p| format!("{} {} ({})", p.name, p.version, p.path.display()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        PluginError::Unclaimed {
+            kind: kind.to_owned(),
+            available: if available.is_empty() {
+                "none".to_owned()
+            } else {
+                available
+            },
+            plugins: if plugins.is_empty() {
+                "none".to_owned()
+            } else {
+                plugins
+            },
+        }
+    }
+
+    fn claim(&self, kind: &str, expected: ClaimType) -> Result<(&Claim, &PluginInfo), PluginError> {
+        let claim = self
+            .claims
+            .get(&kind.to_ascii_lowercase())
+            .ok_or_else(|| self.unclaimed(kind))?;
+        let plugin = self
+            .plugins
+            .get(claim.plugin)
+            .ok_or_else(|| self.unclaimed(kind))?;
+        let actual = match claim.fns {
+            ClaimFns::Backend(_) => ClaimType::Backend,
+            ClaimFns::WorkType(_) => ClaimType::WorkType,
+        };
+        if actual != expected {
+            return Err(PluginError::WrongClaimType {
+                kind: kind.to_owned(),
+                expected: expected.noun(),
+                actual: actual.noun(),
+            });
+        }
+        Ok((claim, plugin))
+    }
+
+    /// Starts a backend instance for one config section (a JSON object with lower-case
+    /// keys, core keys such as `cost` included: plugins ignore them). Connections arrive
+    /// on the instance's bounded channel.
+    pub fn start_backend(
+        &self,
+        kind: &str,
+        config: &serde_json::Value,
+    ) -> Result<BackendInstance, PluginError> {
+        let (claim, plugin) = self.claim(kind, ClaimType::Backend)?;
+        let ClaimFns::Backend(fns) = claim.fns else {
+            return Err(self.unclaimed(kind));
+        };
+        backend::start(
+            &plugin.name,
+            &kind.to_ascii_lowercase(),
+            claim.ctx,
+            fns,
+            config,
+        )
+    }
+
+    /// Builds the work type one config section describes.
+    pub fn work_type(
+        &self,
+        kind: &str,
+        config: &serde_json::Value,
+    ) -> Result<Arc<dyn WorkType>, PluginError> {
+        let (claim, plugin) = self.claim(kind, ClaimType::WorkType)?;
+        let ClaimFns::WorkType(fns) = claim.fns else {
+            return Err(self.unclaimed(kind));
+        };
+        let wt = worktype::create(&plugin.name, claim.ctx, fns, config)?;
+        Ok(Arc::new(wt))
+    }
+}
+
+/// The ABI version this host speaks.
+pub const HOST_ABI: (u32, u32) = (abi::ABI_MAJOR, abi::ABI_MINOR);

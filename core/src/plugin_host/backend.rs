@@ -1,0 +1,354 @@
+//! Running backend instances: connections from the plugin arrive on a bounded channel.
+//!
+//! The host context given to the plugin is an `Arc<BackendCtx>` shared with the
+//! [`BackendHandle`]; the plugin holds one reference until it calls `release`. Handing
+//! over a connection never blocks a thread of the host's runtime: if the channel is
+//! full, a plugin thread waits for room (back-pressure) until the instance is stopped.
+
+use std::ffi::c_void;
+use std::future::Future;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll, Wake, Waker};
+
+use receptor_plugin_sdk::abi;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{ffi::ErrorSlot, PluginError, SendPtr, SessionToken};
+use crate::mesh::Framing;
+
+/// How many connections may wait for the daemon before a plugin thread blocks.
+const CONNECTION_QUEUE: usize = 16;
+
+/// Session tokens are unique across every backend instance of the process (never 0).
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+/// The validated functions of a backend vtable.
+#[derive(Clone, Copy)]
+pub(super) struct BackendFns {
+    start: unsafe extern "C" fn(
+        *mut c_void,
+        abi::Str,
+        *const abi::BackendHost,
+        *const abi::ErrorSink,
+        *mut *mut c_void,
+    ) -> abi::Status,
+    session_closed: unsafe extern "C" fn(*mut c_void, u64),
+    stop: unsafe extern "C" fn(*mut c_void),
+}
+
+impl BackendFns {
+    /// Checks a plugin's vtable.
+    ///
+    /// # Safety
+    /// `vt` must point to a vtable of at least its `struct_size` bytes.
+    pub(super) unsafe fn from_vtable(vt: *const abi::BackendVtable) -> Result<BackendFns, String> {
+        // SAFETY: a vtable starts with struct_size.
+        let size = unsafe { std::ptr::addr_of!((*vt).struct_size).read() };
+        if size < std::mem::size_of::<abi::BackendVtable>() {
+            return Err(format!("backend vtable of {size} bytes is too small"));
+        }
+        // SAFETY: the full v1 vtable is present.
+        let vt = unsafe { *vt };
+        match (vt.start, vt.session_closed, vt.stop) {
+            (Some(start), Some(session_closed), Some(stop)) => Ok(BackendFns {
+                start,
+                session_closed,
+                stop,
+            }),
+            _ => Err("backend vtable has a null function".to_owned()),
+        }
+    }
+}
+
+/// A connected socket a backend plugin handed over.
+#[derive(Debug)]
+pub struct BackendConnection {
+    /// The connected descriptor (now owned by the daemon), in non-blocking mode.
+    pub fd: OwnedFd,
+    /// How messages are delimited on it.
+    pub framing: Framing,
+    /// The other end, for logs (e.g. `127.0.0.1:2222`).
+    pub peer: String,
+    /// True if accepted by a listener, false if dialed.
+    pub inbound: bool,
+    /// Pass this to [`BackendHandle::session_closed`] when the session ends; unique
+    /// among all connections of all backends.
+    pub token: SessionToken,
+}
+
+/// A running backend instance: its connections and a handle to control it.
+#[derive(Debug)]
+pub struct BackendInstance {
+    /// Connections as the plugin establishes them. Ends when the instance stops.
+    pub connections: mpsc::Receiver<BackendConnection>,
+    /// Controls the instance; dropping every clone stops it.
+    pub handle: BackendHandle,
+}
+
+/// Controls a running backend instance; cheap to clone. The instance stops when
+/// [`BackendHandle::stop`] is called or the last clone is dropped.
+#[derive(Clone)]
+pub struct BackendHandle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for BackendHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendHandle")
+            .field("plugin", &self.inner.ctx.plugin)
+            .field("kind", &self.inner.ctx.kind)
+            .finish()
+    }
+}
+
+struct Inner {
+    /// The plugin's instance; `None` once stopped.
+    instance: RwLock<Option<SendPtr>>,
+    fns: BackendFns,
+    ctx: Arc<BackendCtx>,
+}
+
+/// What the plugin's `BackendHost.ctx` points to.
+struct BackendCtx {
+    /// Taken out at stop, so that the receiver ends once in-flight hand-overs finish.
+    tx: std::sync::Mutex<Option<mpsc::Sender<BackendConnection>>>,
+    stopped: CancellationToken,
+    plugin: String,
+    kind: String,
+}
+
+impl BackendHandle {
+    /// Tells the plugin that the session with `token` ended (a dialer then redials).
+    /// Does nothing after the instance stopped.
+    pub fn session_closed(&self, token: SessionToken) {
+        let guard = self
+            .inner
+            .instance
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(instance) = *guard {
+            // SAFETY: the instance is alive until stop takes it out under the write lock.
+            unsafe { (self.inner.fns.session_closed)(instance.0, token.0) };
+        }
+    }
+
+    /// Stops the instance: no new connections are accepted from it (sessions already
+    /// handed over are the daemon's and keep running). Idempotent.
+    pub fn stop(&self) {
+        self.inner.stop();
+    }
+
+    /// Whether the instance was stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.ctx.stopped.is_cancelled()
+    }
+
+    /// The config section kind of the instance (e.g. `tcp-peer`).
+    pub fn kind(&self) -> &str {
+        &self.inner.ctx.kind
+    }
+}
+
+impl Inner {
+    fn stop(&self) {
+        self.ctx.stopped.cancel();
+        drop(self.ctx.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let taken = self
+            .instance
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(instance) = taken {
+            // SAFETY: the instance was taken out, so this is its only stop and no
+            // session_closed call can use it afterwards.
+            unsafe { (self.fns.stop)(instance.0) };
+            tracing::debug!(plugin = %self.ctx.plugin, kind = %self.ctx.kind, "backend stopped");
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts one instance.
+pub(super) fn start(
+    plugin: &str,
+    kind: &str,
+    claim_ctx: SendPtr,
+    fns: BackendFns,
+    config: &serde_json::Value,
+) -> Result<BackendInstance, PluginError> {
+    let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
+    let ctx = Arc::new(BackendCtx {
+        tx: std::sync::Mutex::new(Some(tx)),
+        stopped: CancellationToken::new(),
+        plugin: plugin.to_owned(),
+        kind: kind.to_owned(),
+    });
+    let host = abi::BackendHost {
+        struct_size: std::mem::size_of::<abi::BackendHost>(),
+        ctx: Arc::into_raw(Arc::clone(&ctx)) as *mut c_void,
+        connection: Some(host_connection),
+        release: Some(host_release),
+    };
+    let json = config.to_string();
+    let slot = ErrorSlot::default();
+    let sink = slot.sink();
+    let mut instance: *mut c_void = std::ptr::null_mut();
+    // SAFETY: every pointer passed is valid for the call; the plugin takes over the
+    // context reference created above (and releases it, also on failure).
+    let status = unsafe {
+        (fns.start)(
+            claim_ctx.0,
+            abi::Str::new(&json),
+            &host,
+            &sink,
+            &mut instance,
+        )
+    };
+    if status != abi::STATUS_OK || instance.is_null() {
+        ctx.stopped.cancel();
+        return Err(PluginError::Call {
+            plugin: plugin.to_owned(),
+            message: if status == abi::STATUS_OK {
+                format!("{kind}: start returned no instance")
+            } else {
+                slot.message(status)
+            },
+        });
+    }
+    let handle = BackendHandle {
+        inner: Arc::new(Inner {
+            instance: RwLock::new(Some(SendPtr(instance))),
+            fns,
+            ctx,
+        }),
+    };
+    Ok(BackendInstance {
+        connections: rx,
+        handle,
+    })
+}
+
+unsafe extern "C" fn host_release(ctx: *mut c_void) {
+    if !ctx.is_null() {
+        // SAFETY: the plugin gives back the reference created by Arc::into_raw in start.
+        drop(unsafe { Arc::from_raw(ctx as *const BackendCtx) });
+    }
+}
+
+unsafe extern "C" fn host_connection(
+    ctx: *mut c_void,
+    fd: std::ffi::c_int,
+    framing: u32,
+    peer: abi::Str,
+    inbound: u32,
+) -> u64 {
+    if fd < 0 || ctx.is_null() {
+        return 0;
+    }
+    // SAFETY: the descriptor's ownership moves to the host with this call.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: the plugin holds a reference to ctx until it calls release; the peer
+    // string is borrowed for this call.
+    let (ctx, peer) = unsafe { (&*(ctx as *const BackendCtx), peer.to_string_lossy()) };
+    catch_unwind(AssertUnwindSafe(|| {
+        deliver(ctx, fd, framing, peer, inbound != 0)
+    }))
+    .unwrap_or(0)
+}
+
+fn deliver(ctx: &BackendCtx, fd: OwnedFd, framing: u32, peer: String, inbound: bool) -> u64 {
+    let Some(framing) = framing_from_abi(framing) else {
+        tracing::warn!(plugin = %ctx.plugin, kind = %ctx.kind, "connection with unknown framing {framing} refused");
+        return 0;
+    };
+    if let Err(e) = set_nonblocking(&fd) {
+        tracing::warn!(plugin = %ctx.plugin, kind = %ctx.kind, "connection from {peer} refused: {e}");
+        return 0;
+    }
+    let Some(tx) = ctx.tx.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+        return 0;
+    };
+    let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+    let conn = BackendConnection {
+        fd,
+        framing,
+        peer,
+        inbound,
+        token: SessionToken(token),
+    };
+    let conn = match tx.try_send(conn) {
+        Ok(()) => return token,
+        Err(mpsc::error::TrySendError::Closed(_)) => return 0,
+        Err(mpsc::error::TrySendError::Full(conn)) => conn,
+    };
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // Never block a thread of the host's runtime: refuse instead.
+        tracing::warn!(plugin = %ctx.plugin, kind = %ctx.kind, "connection refused: queue full");
+        return 0;
+    }
+    let sent = block_on(async {
+        tokio::select! {
+            r = tx.send(conn) => r.is_ok(),
+            _ = ctx.stopped.cancelled() => false,
+        }
+    });
+    if sent {
+        token
+    } else {
+        0
+    }
+}
+
+/// Puts a descriptor in non-blocking mode, as the async runtime needs.
+fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0
+        || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn framing_from_abi(code: u32) -> Option<Framing> {
+    match code {
+        abi::FRAMING_LEN16LE => Some(Framing::Len16Le),
+        abi::FRAMING_DATAGRAM => Some(Framing::Datagram),
+        _ => None,
+    }
+}
+
+/// Wakes a parked plugin thread.
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs a future to completion on the calling (plugin) thread.
+fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}

@@ -1,0 +1,98 @@
+//! Host-side callbacks shared by every plugin: the error sink and the log sink.
+//!
+//! Callbacks are `extern "C"` functions called from plugin threads; each catches panics
+//! so that nothing unwinds into plugin code.
+
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
+
+use receptor_plugin_sdk::abi;
+
+/// Collects the message a plugin reports through an [`abi::ErrorSink`] during one call.
+#[derive(Default)]
+pub(super) struct ErrorSlot {
+    message: Mutex<Option<String>>,
+}
+
+impl ErrorSlot {
+    /// The sink to pass to the plugin; valid while `self` is.
+    pub(super) fn sink(&self) -> abi::ErrorSink {
+        abi::ErrorSink {
+            struct_size: std::mem::size_of::<abi::ErrorSink>(),
+            ctx: self as *const ErrorSlot as *mut c_void,
+            set: Some(error_set),
+        }
+    }
+
+    /// The error for a failed call that returned `status`.
+    pub(super) fn message(&self, status: abi::Status) -> String {
+        let taken = self
+            .message
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        match (taken, status) {
+            (Some(m), _) => m,
+            (None, abi::STATUS_PANIC) => "plugin panicked".to_owned(),
+            (None, s) => format!("failed without a reason (status {s})"),
+        }
+    }
+}
+
+unsafe extern "C" fn error_set(ctx: *mut c_void, message: abi::Str) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if ctx.is_null() {
+            return;
+        }
+        // SAFETY: ctx is the ErrorSlot that lives for the whole call; the message is
+        // borrowed for this call and copied here.
+        let (slot, text) = unsafe { (&*(ctx as *const ErrorSlot), message.to_string_lossy()) };
+        *slot
+            .message
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(text);
+    }));
+}
+
+/// The log context of one plugin (leaked: plugins are never unloaded).
+pub(super) struct LogCtx {
+    /// Set once the plugin told its name; until then the file name is used.
+    pub(super) name: std::sync::OnceLock<String>,
+    pub(super) file: String,
+}
+
+/// Builds the [`abi::HostApi`] for one plugin; it and its context live forever.
+pub(super) fn host_api(file: &std::path::Path) -> (&'static abi::HostApi, &'static LogCtx) {
+    let ctx: &'static LogCtx = Box::leak(Box::new(LogCtx {
+        name: std::sync::OnceLock::new(),
+        file: file.display().to_string(),
+    }));
+    let api: &'static abi::HostApi = Box::leak(Box::new(abi::HostApi {
+        struct_size: std::mem::size_of::<abi::HostApi>(),
+        abi_major: abi::ABI_MAJOR,
+        abi_minor: abi::ABI_MINOR,
+        ctx: ctx as *const LogCtx as *mut c_void,
+        log: Some(plugin_log),
+    }));
+    (api, ctx)
+}
+
+unsafe extern "C" fn plugin_log(ctx: *mut c_void, level: u32, message: abi::Str) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if ctx.is_null() {
+            return;
+        }
+        // SAFETY: ctx is the leaked LogCtx of this plugin; the message is borrowed for
+        // this call.
+        let (ctx, text) = unsafe { (&*(ctx as *const LogCtx), message.to_string_lossy()) };
+        let plugin = ctx.name.get().unwrap_or(&ctx.file);
+        match level {
+            abi::LOG_ERROR => tracing::error!(target: "receptor::plugin", %plugin, "{text}"),
+            abi::LOG_WARN => tracing::warn!(target: "receptor::plugin", %plugin, "{text}"),
+            abi::LOG_INFO => tracing::info!(target: "receptor::plugin", %plugin, "{text}"),
+            abi::LOG_DEBUG => tracing::debug!(target: "receptor::plugin", %plugin, "{text}"),
+            _ => tracing::trace!(target: "receptor::plugin", %plugin, "{text}"),
+        }
+    }));
+}

@@ -1,0 +1,272 @@
+//! Finding plugin files, loading them and validating their descriptors.
+
+use std::ffi::OsStr;
+use std::mem::{offset_of, size_of};
+use std::path::{Path, PathBuf};
+
+use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+use receptor_plugin_sdk::abi;
+
+use super::{
+    backend::BackendFns, ffi, worktype::WorkTypeFns, ClaimFns, PluginError, PluginInfo, SendPtr,
+};
+
+/// The environment variable listing extra plugin files or folders (`:`-separated).
+pub const PLUGIN_PATH_ENV: &str = "RECEPTOR_PLUGIN_PATH";
+/// The system folder searched by default.
+pub const SYSTEM_PLUGIN_DIR: &str = "/usr/lib/receptor/plugins";
+/// Plugins in the executable's folder must be named `libreceptor_*` (the folder also
+/// holds unrelated files, e.g. in a cargo target folder).
+const EXE_DIR_PREFIX: &str = "libreceptor_";
+/// More claims than this in one descriptor means the descriptor is garbage.
+const MAX_CLAIMS: usize = 4096;
+
+/// Where a plugin path came from, which decides which files in a folder are plugins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// Named in the config or `RECEPTOR_PLUGIN_PATH`, or the system folder: every shared
+    /// library in a folder is a plugin.
+    Config,
+    /// The executable's folder: only `libreceptor_*` shared libraries.
+    ExeDir,
+}
+
+/// The default search path, in priority order: `RECEPTOR_PLUGIN_PATH`, the folder of
+/// the running executable, `/usr/lib/receptor/plugins`.
+pub fn default_search_path() -> Vec<PathBuf> {
+    default_search_locations()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
+}
+
+pub(super) fn default_search_locations() -> Vec<(PathBuf, Origin)> {
+    let mut locations = Vec::new();
+    if let Some(var) = std::env::var_os(PLUGIN_PATH_ENV) {
+        locations.extend(
+            std::env::split_paths(&var)
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(|p| (p, Origin::Config)),
+        );
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    {
+        locations.push((dir, Origin::ExeDir));
+    }
+    locations.push((PathBuf::from(SYSTEM_PLUGIN_DIR), Origin::Config));
+    locations
+}
+
+fn is_shared_library(name: &OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.ends_with(".so") || name.contains(".so.") || name.ends_with(".dylib")
+}
+
+/// The plugin files a configured path names: the file itself, or the shared
+/// libraries in a folder (sorted, not recursive).
+pub(super) fn plugin_files(path: &Path, origin: Origin) -> Result<Vec<PathBuf>, PluginError> {
+    let err = |reason: String| PluginError::Path {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(|e| err(e.to_string()))? {
+        let entry = entry.map_err(|e| err(e.to_string()))?;
+        let name = entry.file_name();
+        let wanted = is_shared_library(&name)
+            && (origin == Origin::Config || name.to_string_lossy().starts_with(EXE_DIR_PREFIX));
+        if wanted && entry.path().is_file() {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A plugin that passed every check.
+pub(super) struct LoadedPlugin {
+    pub(super) info: PluginInfo,
+    pub(super) claims: Vec<(String, (SendPtr, ClaimFns))>,
+}
+
+/// Loads one plugin file (never unloaded), calls its entry point and validates what it
+/// returns.
+pub(super) fn load_plugin(path: &Path) -> Result<LoadedPlugin, PluginError> {
+    let load_err = |reason: String| PluginError::Load {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // SAFETY: loading a library runs its initialisers. Only files the operator put on
+    // the configured or default plugin path are loaded.
+    let lib = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
+        .map_err(|e| load_err(e.to_string()))?;
+    // Never unloaded: descriptors, vtables and threads of the plugin must stay valid.
+    let lib: &'static Library = Box::leak(Box::new(lib));
+    let symbol = format!("{}\0", abi::ENTRY_SYMBOL_V1);
+    // SAFETY: the symbol, if present, has the ABI v1 entry signature by contract.
+    let entry = match unsafe { lib.get::<abi::EntryFnV1>(symbol.as_bytes()) } {
+        Ok(entry) => *entry,
+        Err(_) => return Err(missing_entry(path, lib)),
+    };
+    let (api, log_ctx) = ffi::host_api(path);
+    // SAFETY: calling the plugin's entry point with a HostApi that lives forever.
+    let desc = unsafe { entry(api) };
+    if desc.is_null() {
+        return Err(load_err(
+            "its entry point refused to initialise (returned null)".to_owned(),
+        ));
+    }
+    // SAFETY: the descriptor is valid forever by contract; every field read below is
+    // checked against its struct_size first.
+    let loaded = unsafe { read_descriptor(path, desc) }?;
+    let _ = log_ctx.name.set(loaded.info.name.clone());
+    Ok(loaded)
+}
+
+/// The error for a library without the v1 entry symbol: an ABI mismatch if it exports
+/// the entry of another major, else "not a plugin".
+fn missing_entry(path: &Path, lib: &Library) -> PluginError {
+    for major in (2..=16).chain(std::iter::once(0)) {
+        let symbol = format!("receptor_plugin_entry_v{major}\0");
+        // SAFETY: the symbol is only looked up, never called.
+        if unsafe { lib.get::<*const ()>(symbol.as_bytes()) }.is_ok() {
+            return PluginError::AbiMismatch {
+                path: path.to_path_buf(),
+                plugin_major: major,
+                plugin_minor: 0,
+                host_major: abi::ABI_MAJOR,
+                host_minor: abi::ABI_MINOR,
+            };
+        }
+    }
+    PluginError::Load {
+        path: path.to_path_buf(),
+        reason: format!("not a receptor plugin (no symbol {})", abi::ENTRY_SYMBOL_V1),
+    }
+}
+
+/// Validates a descriptor and copies what the host needs out of it.
+///
+/// # Safety
+/// `desc` must point to a descriptor at least as large as its leading `struct_size`,
+/// `abi_major` and `abi_minor` fields, valid forever.
+unsafe fn read_descriptor(
+    path: &Path,
+    desc: *const abi::PluginDescriptor,
+) -> Result<LoadedPlugin, PluginError> {
+    let bad = |reason: String| PluginError::BadDescriptor {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // Read the header fields one by one: a descriptor of another major may be shorter.
+    // SAFETY: every descriptor starts with struct_size, abi_major, abi_minor.
+    let size = unsafe { std::ptr::addr_of!((*desc).struct_size).read() };
+    if size < offset_of!(abi::PluginDescriptor, abi_minor) + size_of::<u32>() {
+        return Err(bad(format!("descriptor of {size} bytes is too small")));
+    }
+    // SAFETY: covered by struct_size, checked above.
+    let (major, minor) = unsafe {
+        (
+            std::ptr::addr_of!((*desc).abi_major).read(),
+            std::ptr::addr_of!((*desc).abi_minor).read(),
+        )
+    };
+    if major != abi::ABI_MAJOR {
+        return Err(PluginError::AbiMismatch {
+            path: path.to_path_buf(),
+            plugin_major: major,
+            plugin_minor: minor,
+            host_major: abi::ABI_MAJOR,
+            host_minor: abi::ABI_MINOR,
+        });
+    }
+    if size < size_of::<abi::PluginDescriptor>() {
+        return Err(bad(format!(
+            "descriptor of {size} bytes, ABI {major}.0 needs {}",
+            size_of::<abi::PluginDescriptor>()
+        )));
+    }
+    // SAFETY: the full v1 descriptor is present.
+    let d = unsafe { *desc };
+    // SAFETY: descriptor strings are valid forever.
+    let (name, version) = unsafe { (d.name.to_string_lossy(), d.version.to_string_lossy()) };
+    if name.is_empty() {
+        return Err(bad("the plugin has no name".to_owned()));
+    }
+    if d.claim_count > MAX_CLAIMS || (d.claim_count > 0 && d.claims.is_null()) {
+        return Err(bad(format!("bad claim list ({} claims)", d.claim_count)));
+    }
+    let mut claims: Vec<(String, (SendPtr, ClaimFns))> = Vec::with_capacity(d.claim_count);
+    for i in 0..d.claim_count {
+        // SAFETY: the array has claim_count entries by contract.
+        let claim = unsafe { *d.claims.add(i) };
+        // SAFETY: entries are null or valid claims (checked and read in read_claim).
+        let (kind, entry) =
+            unsafe { read_claim(claim) }.map_err(|r| bad(format!("claim {i}: {r}")))?;
+        if claims.iter().any(|(k, _)| *k == kind) {
+            return Err(bad(format!("section {kind:?} is claimed twice")));
+        }
+        claims.push((kind, entry));
+    }
+    Ok(LoadedPlugin {
+        info: PluginInfo {
+            path: path.to_path_buf(),
+            name,
+            version,
+            abi: (major, minor),
+        },
+        claims,
+    })
+}
+
+/// Validates one claim.
+///
+/// # Safety
+/// `claim` must be null or point to a claim of at least its `struct_size` bytes whose
+/// vtables are valid forever.
+unsafe fn read_claim(
+    claim: *const abi::SectionClaim,
+) -> Result<(String, (SendPtr, ClaimFns)), String> {
+    if claim.is_null() {
+        return Err("null claim".to_owned());
+    }
+    // SAFETY: a claim starts with struct_size.
+    let size = unsafe { std::ptr::addr_of!((*claim).struct_size).read() };
+    if size < size_of::<abi::SectionClaim>() {
+        return Err(format!(
+            "claim of {size} bytes, ABI 1.0 needs {}",
+            size_of::<abi::SectionClaim>()
+        ));
+    }
+    // SAFETY: the full v1 claim is present.
+    let c = unsafe { *claim };
+    // SAFETY: claim strings are valid forever.
+    let kind = unsafe { c.section_kind.to_string_lossy() }.to_ascii_lowercase();
+    if kind.is_empty() {
+        return Err("empty section kind".to_owned());
+    }
+    let fns = match c.claim_type {
+        abi::CLAIM_BACKEND if !c.backend.is_null() => {
+            // SAFETY: non-null vtable, valid forever; from_vtable checks its size.
+            ClaimFns::Backend(
+                unsafe { BackendFns::from_vtable(c.backend) }
+                    .map_err(|r| format!("{kind}: {r}"))?,
+            )
+        }
+        abi::CLAIM_WORK_TYPE if !c.work_type.is_null() => {
+            // SAFETY: non-null vtable, valid forever; from_vtable checks its size.
+            ClaimFns::WorkType(
+                unsafe { WorkTypeFns::from_vtable(c.work_type) }
+                    .map_err(|r| format!("{kind}: {r}"))?,
+            )
+        }
+        t => return Err(format!("{kind}: claim type {t} without its vtable")),
+    };
+    Ok((kind, (SendPtr(c.claim_ctx), fns)))
+}

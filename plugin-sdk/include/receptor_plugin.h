@@ -1,0 +1,210 @@
+/*
+ * receptor_plugin.h - the C ABI of receptor plugins, version 1.
+ *
+ * A plugin is a shared library exporting
+ *
+ *     const ReceptorPluginDescriptor *receptor_plugin_entry_v1(const ReceptorHostApi *host);
+ *
+ * The host calls it once after loading; the returned descriptor (and everything it points
+ * to) must stay valid for the life of the process: plugins are never unloaded. Return
+ * NULL to refuse to initialise.
+ *
+ * Rules (the same as the Rust definitions in receptor-plugin-sdk's `abi` module, which a
+ * test checks field by field against this header):
+ *  - Every struct starts with struct_size, its size as known to whoever filled it in,
+ *    and only grows at the end within a major version. Read a field only if struct_size
+ *    covers it; in an out-struct, write only the fields covered by the struct_size the
+ *    host set.
+ *  - ReceptorStr is borrowed UTF-8 {ptr, len} (not NUL-terminated), valid for the call.
+ *  - Whoever allocates frees. Plugin handles are freed by the plugin when the host calls
+ *    stop / free_unit / destroy; host contexts (ReceptorBackendHost.ctx,
+ *    ReceptorProgress.ctx) by the host when the plugin calls their release() exactly once.
+ *  - Errors: call err->set(err->ctx, message) and return a non-zero status.
+ *  - Nothing may unwind or throw across these functions.
+ *  - The plugin owns its threads; host callbacks are thread-safe. Vtable functions return
+ *    promptly.
+ *  - File descriptors passed across change owner: the receiver closes them, even when it
+ *    refuses them or the call fails.
+ */
+#ifndef RECEPTOR_PLUGIN_H
+#define RECEPTOR_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RECEPTOR_PLUGIN_ABI_MAJOR 1
+#define RECEPTOR_PLUGIN_ABI_MINOR 0
+#define RECEPTOR_PLUGIN_ENTRY_V1 "receptor_plugin_entry_v1"
+
+typedef int32_t ReceptorStatus;
+#define RECEPTOR_STATUS_OK 0
+#define RECEPTOR_STATUS_ERROR 1
+#define RECEPTOR_STATUS_PANIC 2
+
+/* Framing of a connection handed to the host. */
+#define RECEPTOR_FRAMING_LEN16LE 1  /* byte stream, u16 little-endian length prefix (TCP) */
+#define RECEPTOR_FRAMING_DATAGRAM 2 /* one message per datagram (UDP, SOCK_SEQPACKET) */
+
+/* ReceptorSectionClaim.claim_type */
+#define RECEPTOR_CLAIM_BACKEND 1
+#define RECEPTOR_CLAIM_WORK_TYPE 2
+
+/* ReceptorWorkTypeInfo.flags */
+#define RECEPTOR_WORK_TYPE_VERIFY_SIGNATURE 1u
+#define RECEPTOR_WORK_TYPE_ALLOW_RUNTIME_PARAMS 2u
+
+/* Unit states (the numbers in receptor's status files). */
+#define RECEPTOR_STATE_PENDING 0
+#define RECEPTOR_STATE_RUNNING 1
+#define RECEPTOR_STATE_SUCCEEDED 2
+#define RECEPTOR_STATE_FAILED 3
+#define RECEPTOR_STATE_CANCELED 4
+
+/* Log levels. */
+#define RECEPTOR_LOG_ERROR 1
+#define RECEPTOR_LOG_WARN 2
+#define RECEPTOR_LOG_INFO 3
+#define RECEPTOR_LOG_DEBUG 4
+#define RECEPTOR_LOG_TRACE 5
+
+/* A borrowed UTF-8 string; len == 0 is the empty string whatever ptr is. */
+typedef struct ReceptorStr {
+    const uint8_t *ptr;
+    size_t len;
+} ReceptorStr;
+
+/* Given to the entry point; valid for the life of the process. */
+typedef struct ReceptorHostApi {
+    size_t struct_size;
+    uint32_t abi_major;
+    uint32_t abi_minor;
+    void *ctx;
+    /* Logs a message at a RECEPTOR_LOG_* level. Thread-safe. */
+    void (*log)(void *ctx, uint32_t level, ReceptorStr message);
+} ReceptorHostApi;
+
+/* Where a plugin reports why a call failed; borrowed for the call. */
+typedef struct ReceptorErrorSink {
+    size_t struct_size;
+    void *ctx;
+    /* Records the message (copied; the last call wins). */
+    void (*set)(void *ctx, ReceptorStr message);
+} ReceptorErrorSink;
+
+/* The host side of a running backend instance. The struct is borrowed for start() (copy
+ * it); ctx stays valid until the plugin calls release(ctx), exactly once, also when
+ * start() fails. */
+typedef struct ReceptorBackendHost {
+    size_t struct_size;
+    void *ctx;
+    /* Hands over a connected fd (the host owns it in every case) with its framing, a peer
+     * description for logs and inbound = 1 if accepted, 0 if dialed. Returns the session
+     * token (never 0), or 0 if the host refused the connection (backend stopping). May
+     * block while the host has no room; thread-safe. */
+    uint64_t (*connection)(void *ctx, int fd, uint32_t framing, ReceptorStr peer, uint32_t inbound);
+    void (*release)(void *ctx);
+} ReceptorBackendHost;
+
+typedef struct ReceptorBackendVtable {
+    size_t struct_size;
+    /* Validates config_json (the section as a JSON object, keys lower case), starts
+     * dialing/accepting on the plugin's threads and stores the instance. */
+    ReceptorStatus (*start)(void *claim_ctx, ReceptorStr config_json, const ReceptorBackendHost *host,
+                            const ReceptorErrorSink *err, void **out_instance);
+    /* The session with this token ended (a dialer may redial). */
+    void (*session_closed)(void *instance, uint64_t token);
+    /* Stops and frees the instance; it is not used afterwards. */
+    void (*stop)(void *instance);
+} ReceptorBackendVtable;
+
+/* Properties of a configured work type, written by create(). */
+typedef struct ReceptorWorkTypeInfo {
+    size_t struct_size;    /* set by the host */
+    ReceptorStr name;      /* owned by the plugin while the work type lives; the host copies it */
+    uint32_t flags;        /* RECEPTOR_WORK_TYPE_* bits */
+    uint32_t reserved;     /* 0 */
+} ReceptorWorkTypeInfo;
+
+/* How a unit reports progress. The struct is borrowed for the call (copy it); ctx stays
+ * valid until the plugin calls release(ctx), exactly once, also when the call fails. */
+typedef struct ReceptorProgress {
+    size_t struct_size;
+    void *ctx;
+    /* Replaces state (RECEPTOR_STATE_*), detail and extra data (JSON text, empty = null).
+     * Thread-safe, never blocks; the latest report wins. */
+    void (*report)(void *ctx, uint32_t state, ReceptorStr detail, ReceptorStr extra_json);
+    void (*release)(void *ctx);
+} ReceptorProgress;
+
+/* Borrowed for start(); the fds belong to the plugin in every case. */
+typedef struct ReceptorStartRequest {
+    size_t struct_size;
+    ReceptorStr unit_id;
+    ReceptorStr unit_dir;
+    int stdin_fd;   /* the payload, open for reading */
+    int stdout_fd;  /* the results file, open for appending */
+    ReceptorStr params;            /* runtime params, empty if none */
+    ReceptorStr extra_params_json; /* other submit params, a JSON object of strings */
+} ReceptorStartRequest;
+
+/* Borrowed for reattach(). */
+typedef struct ReceptorReattachRequest {
+    size_t struct_size;
+    ReceptorStr unit_id;
+    ReceptorStr unit_dir;
+    ReceptorStr extra_json; /* ExtraData as last saved, empty = null */
+} ReceptorReattachRequest;
+
+typedef struct ReceptorWorkTypeVtable {
+    size_t struct_size;
+    ReceptorStatus (*create)(void *claim_ctx, ReceptorStr config_json, const ReceptorErrorSink *err,
+                             ReceptorWorkTypeInfo *out_info, void **out_work_type);
+    ReceptorStatus (*start)(void *work_type, const ReceptorStartRequest *request,
+                            const ReceptorProgress *progress, const ReceptorErrorSink *err, void **out_unit);
+    /* An error means the unit cannot be followed; the host marks it failed. */
+    ReceptorStatus (*reattach)(void *work_type, const ReceptorReattachRequest *request,
+                               const ReceptorProgress *progress, const ReceptorErrorSink *err,
+                               void **out_unit);
+    /* Asks the unit to stop; it then reports Canceled (or a final state reached first). */
+    ReceptorStatus (*cancel)(void *unit, const ReceptorErrorSink *err);
+    /* Frees a unit handle (the unit may still be finishing and reporting). */
+    void (*free_unit)(void *unit);
+    /* Frees a work type; only after all of its unit handles were freed. */
+    void (*destroy)(void *work_type);
+} ReceptorWorkTypeVtable;
+
+/* One config section kind the plugin claims. */
+typedef struct ReceptorSectionClaim {
+    size_t struct_size;
+    ReceptorStr section_kind; /* as written in the config, lower case, e.g. "tcp-listener" */
+    uint32_t claim_type;      /* RECEPTOR_CLAIM_* */
+    uint32_t reserved;        /* 0 */
+    void *claim_ctx;          /* passed back to start()/create() */
+    const ReceptorBackendVtable *backend;    /* for RECEPTOR_CLAIM_BACKEND, else NULL */
+    const ReceptorWorkTypeVtable *work_type; /* for RECEPTOR_CLAIM_WORK_TYPE, else NULL */
+} ReceptorSectionClaim;
+
+typedef struct ReceptorPluginDescriptor {
+    size_t struct_size;
+    uint32_t abi_major; /* RECEPTOR_PLUGIN_ABI_MAJOR */
+    uint32_t abi_minor; /* RECEPTOR_PLUGIN_ABI_MINOR */
+    ReceptorStr name;
+    ReceptorStr version;
+    const ReceptorSectionClaim *const *claims;
+    size_t claim_count;
+} ReceptorPluginDescriptor;
+
+typedef const ReceptorPluginDescriptor *(*ReceptorPluginEntryV1)(const ReceptorHostApi *host);
+
+/* Builds a ReceptorStr from a NUL-terminated literal. */
+#define RECEPTOR_STR(literal) ((ReceptorStr){(const uint8_t *)(literal), sizeof(literal) - 1})
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RECEPTOR_PLUGIN_H */

@@ -1,0 +1,396 @@
+//! The C ABI, version 1: every type and constant that crosses the plugin boundary.
+//!
+//! `include/receptor_plugin.h` declares exactly the same layout for C plugins (a test
+//! compiles it and compares every size and offset with this module).
+//!
+//! # Rules of the contract
+//!
+//! * **Entry point.** A plugin exports one symbol per ABI major it speaks; for major 1
+//!   that is [`ENTRY_SYMBOL_V1`] with the signature [`EntryFnV1`]. The host calls it once,
+//!   right after loading, with a [`HostApi`] that stays valid for the life of the process,
+//!   and gets back a [`PluginDescriptor`] that must also stay valid forever (plugins are
+//!   never unloaded). A null return means the plugin refused to initialise.
+//! * **Growth.** Every struct begins with `struct_size` (its size as known to whoever
+//!   filled it in) and only ever grows at the end within a major version. A reader uses a
+//!   field only if `struct_size` covers it; a writer of an out-struct (such as
+//!   [`WorkTypeInfo`]) writes only the fields covered by the `struct_size` the host set.
+//!   Version 1.0 has no optional fields: the minimum size of each struct is its full size.
+//! * **Strings** are borrowed [`Str`] (`{ptr, len}`, UTF-8, not NUL-terminated), valid
+//!   only for the duration of the call that passes them, unless documented otherwise.
+//!   Whoever keeps one copies it.
+//! * **Memory.** Whoever allocates frees: plugin handles (backend instances, work types,
+//!   units) are freed by the plugin when the host calls `stop`, `destroy` or `free_unit`;
+//!   host contexts (backend host, progress) are freed by the host when the plugin calls
+//!   their `release` exactly once.
+//! * **Errors** are reported by calling the [`ErrorSink`] passed to the call (the host
+//!   copies the message) and returning a non-zero [`Status`].
+//! * **Panics and exceptions never cross the boundary.** A Rust plugin catches them at
+//!   every exported function (the safe layer of this crate does) and returns
+//!   [`STATUS_PANIC`]; host callbacks do the same on their side.
+//! * **Threads.** A plugin never runs on, and never blocks, the host's async runtime: it
+//!   owns its threads (or its own runtime). Host callbacks are thread-safe and may be
+//!   called from any plugin thread. Vtable functions return promptly.
+//! * **File descriptors** handed across (connections, unit stdin/stdout) change owner:
+//!   the receiver closes them, even when it refuses them or the call fails.
+
+use std::ffi::{c_int, c_void};
+
+/// The ABI major version this crate speaks. A host refuses plugins of another major.
+pub const ABI_MAJOR: u32 = 1;
+/// The ABI minor version this crate speaks (additions at the end of structs only).
+pub const ABI_MINOR: u32 = 0;
+/// Name of the entry symbol for ABI major 1 (without the trailing NUL).
+pub const ENTRY_SYMBOL_V1: &str = "receptor_plugin_entry_v1";
+
+/// Signature of [`ENTRY_SYMBOL_V1`].
+pub type EntryFnV1 = unsafe extern "C" fn(host: *const HostApi) -> *const PluginDescriptor;
+
+/// Result code of a fallible ABI call.
+pub type Status = i32;
+/// The call succeeded.
+pub const STATUS_OK: Status = 0;
+/// The call failed; the error sink received the reason.
+pub const STATUS_ERROR: Status = 1;
+/// The plugin panicked (or threw); the error sink received what is known.
+pub const STATUS_PANIC: Status = 2;
+
+/// [`BackendHost::connection`] framing: a byte stream, each message preceded by its
+/// length as a little-endian u16 (receptor's TCP framing).
+pub const FRAMING_LEN16LE: u32 = 1;
+/// [`BackendHost::connection`] framing: a message-preserving socket (UDP,
+/// `SOCK_SEQPACKET`), one message per datagram.
+pub const FRAMING_DATAGRAM: u32 = 2;
+
+/// [`SectionClaim::claim_type`]: the section configures a backend.
+pub const CLAIM_BACKEND: u32 = 1;
+/// [`SectionClaim::claim_type`]: the section configures a work type.
+pub const CLAIM_WORK_TYPE: u32 = 2;
+
+/// [`WorkTypeInfo::flags`]: submissions must carry a valid signature (`verifysignature`).
+pub const WORK_TYPE_VERIFY_SIGNATURE: u32 = 1;
+/// [`WorkTypeInfo::flags`]: clients may pass runtime `params` (`allowruntimeparams`).
+pub const WORK_TYPE_ALLOW_RUNTIME_PARAMS: u32 = 2;
+
+/// Unit state Pending (the numbers are the ones in receptor's `status` files).
+pub const STATE_PENDING: u32 = 0;
+/// Unit state Running.
+pub const STATE_RUNNING: u32 = 1;
+/// Unit state Succeeded.
+pub const STATE_SUCCEEDED: u32 = 2;
+/// Unit state Failed.
+pub const STATE_FAILED: u32 = 3;
+/// Unit state Canceled.
+pub const STATE_CANCELED: u32 = 4;
+
+/// Log level: error.
+pub const LOG_ERROR: u32 = 1;
+/// Log level: warning.
+pub const LOG_WARN: u32 = 2;
+/// Log level: information.
+pub const LOG_INFO: u32 = 3;
+/// Log level: debugging detail.
+pub const LOG_DEBUG: u32 = 4;
+/// Log level: tracing detail.
+pub const LOG_TRACE: u32 = 5;
+
+/// A borrowed UTF-8 string: `len` bytes at `ptr` (no NUL terminator). `len == 0` is the
+/// empty string whatever `ptr` is.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Str {
+    /// First byte (may be null when `len` is 0).
+    pub ptr: *const u8,
+    /// Number of bytes.
+    pub len: usize,
+}
+
+impl Str {
+    /// The empty string.
+    pub const EMPTY: Str = Str {
+        ptr: std::ptr::null(),
+        len: 0,
+    };
+
+    /// Borrows `s`; the result is valid as long as `s` is.
+    pub const fn new(s: &str) -> Str {
+        Str {
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
+    }
+
+    /// Borrows raw bytes (for paths, which need not be UTF-8).
+    pub const fn from_bytes(b: &[u8]) -> Str {
+        Str {
+            ptr: b.as_ptr(),
+            len: b.len(),
+        }
+    }
+
+    /// The bytes.
+    ///
+    /// # Safety
+    /// `ptr` must point to `len` readable bytes that stay valid and unmodified for `'a`.
+    pub unsafe fn as_bytes<'a>(self) -> &'a [u8] {
+        if self.len == 0 || self.ptr.is_null() {
+            return &[];
+        }
+        // SAFETY: the caller guarantees `len` readable bytes at `ptr` for 'a.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// The string, with invalid UTF-8 replaced.
+    ///
+    /// # Safety
+    /// As for [`Str::as_bytes`].
+    pub unsafe fn to_string_lossy(self) -> String {
+        // SAFETY: forwarded to the caller.
+        String::from_utf8_lossy(unsafe { self.as_bytes() }).into_owned()
+    }
+}
+
+/// Callbacks the host gives a plugin at entry; valid for the life of the process.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HostApi {
+    /// Size of this struct as filled in by the host.
+    pub struct_size: usize,
+    /// ABI major of the host.
+    pub abi_major: u32,
+    /// ABI minor of the host.
+    pub abi_minor: u32,
+    /// Host context for `log`.
+    pub ctx: *mut c_void,
+    /// Logs a message from the plugin at a `LOG_*` level. Thread-safe.
+    pub log: Option<unsafe extern "C" fn(ctx: *mut c_void, level: u32, message: Str)>,
+}
+
+/// What a plugin is and what it provides. Returned by the entry point; must stay valid
+/// (with everything it points to) for the life of the process.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct PluginDescriptor {
+    /// Size of this struct as built by the plugin.
+    pub struct_size: usize,
+    /// ABI major the plugin was built for.
+    pub abi_major: u32,
+    /// ABI minor the plugin was built for.
+    pub abi_minor: u32,
+    /// Plugin name (e.g. `tcp`).
+    pub name: Str,
+    /// Plugin version (e.g. `0.1.0`).
+    pub version: Str,
+    /// `claim_count` pointers to the config section kinds the plugin claims.
+    pub claims: *const *const SectionClaim,
+    /// Number of entries in `claims`.
+    pub claim_count: usize,
+}
+
+/// One config section kind a plugin claims (e.g. `tcp-listener`) and what handles it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct SectionClaim {
+    /// Size of this struct as built by the plugin.
+    pub struct_size: usize,
+    /// The section kind, as written in the config (lower case).
+    pub section_kind: Str,
+    /// [`CLAIM_BACKEND`] or [`CLAIM_WORK_TYPE`].
+    pub claim_type: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
+    /// Opaque plugin context passed back to `start` / `create`.
+    pub claim_ctx: *mut c_void,
+    /// The backend functions (set for [`CLAIM_BACKEND`], else null).
+    pub backend: *const BackendVtable,
+    /// The work-type functions (set for [`CLAIM_WORK_TYPE`], else null).
+    pub work_type: *const WorkTypeVtable,
+}
+
+/// Where a plugin reports why a call failed. Borrowed for the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorSink {
+    /// Size of this struct as filled in by the host.
+    pub struct_size: usize,
+    /// Host context for `set`.
+    pub ctx: *mut c_void,
+    /// Records the error message (copied by the host; the last call wins).
+    pub set: Option<unsafe extern "C" fn(ctx: *mut c_void, message: Str)>,
+}
+
+/// The host side of one running backend instance.
+///
+/// The struct itself is borrowed for the `start` call (copy it); `ctx` stays valid until
+/// the plugin calls `release(ctx)`, which it does exactly once, when it will make no more
+/// calls (at the latest after `stop`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct BackendHost {
+    /// Size of this struct as filled in by the host.
+    pub struct_size: usize,
+    /// Host context for the callbacks below.
+    pub ctx: *mut c_void,
+    /// Hands the host a connected descriptor (ownership moves to the host in every case)
+    /// with its framing (`FRAMING_*`), a peer description for logs and whether it was
+    /// accepted (`inbound` = 1) or dialed (0). Returns the session token (never 0), or 0
+    /// if the host refused the connection (it is shutting down or stopped this backend).
+    /// May block while the host has no room for new connections; thread-safe.
+    pub connection: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            fd: c_int,
+            framing: u32,
+            peer: Str,
+            inbound: u32,
+        ) -> u64,
+    >,
+    /// Gives up the plugin's reference to `ctx`.
+    pub release: Option<unsafe extern "C" fn(ctx: *mut c_void)>,
+}
+
+/// Functions of a backend section kind.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct BackendVtable {
+    /// Size of this struct as built by the plugin.
+    pub struct_size: usize,
+    /// Validates `config_json` (the section as a JSON object, keys lower case), starts
+    /// listening or dialing on the plugin's own threads and stores the instance in
+    /// `*out_instance`. The plugin owns the reference to `host.ctx` in every case, so
+    /// it releases it also when `start` fails.
+    pub start: Option<
+        unsafe extern "C" fn(
+            claim_ctx: *mut c_void,
+            config_json: Str,
+            host: *const BackendHost,
+            err: *const ErrorSink,
+            out_instance: *mut *mut c_void,
+        ) -> Status,
+    >,
+    /// The session of the connection with this token ended (a dialer may redial).
+    pub session_closed: Option<unsafe extern "C" fn(instance: *mut c_void, token: u64)>,
+    /// Stops the instance and frees it; no call uses `instance` afterwards.
+    pub stop: Option<unsafe extern "C" fn(instance: *mut c_void)>,
+}
+
+/// Properties of a configured work type, written by `create`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct WorkTypeInfo {
+    /// Size of this struct as allocated by the host (write only fields it covers).
+    pub struct_size: usize,
+    /// The name clients use in `work submit` (owned by the plugin, valid while the work
+    /// type lives; the host copies it).
+    pub name: Str,
+    /// `WORK_TYPE_*` bits.
+    pub flags: u32,
+    /// Reserved, 0.
+    pub reserved: u32,
+}
+
+/// How the host reports a unit's progress. The struct is borrowed for the call (copy
+/// it); `ctx` stays valid until the plugin calls `release(ctx)`, exactly once, whether
+/// or not the call that passed it succeeded.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Size of this struct as filled in by the host.
+    pub struct_size: usize,
+    /// Host context for the callbacks below.
+    pub ctx: *mut c_void,
+    /// Replaces the unit's state (`STATE_*`), detail and extra data (a JSON value, or
+    /// empty for null). Thread-safe, never blocks; the latest report wins.
+    pub report:
+        Option<unsafe extern "C" fn(ctx: *mut c_void, state: u32, detail: Str, extra_json: Str)>,
+    /// Gives up the plugin's reference to `ctx`.
+    pub release: Option<unsafe extern "C" fn(ctx: *mut c_void)>,
+}
+
+/// Everything a work type needs to start one unit. Borrowed for the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct StartRequest {
+    /// Size of this struct as filled in by the host.
+    pub struct_size: usize,
+    /// The unit ID.
+    pub unit_id: Str,
+    /// The unit's folder (path bytes).
+    pub unit_dir: Str,
+    /// The payload, open for reading from the start; owned by the plugin from now on.
+    pub stdin_fd: c_int,
+    /// The results file, open for appending; owned by the plugin from now on.
+    pub stdout_fd: c_int,
+    /// Runtime command-line parameters (`params`), empty if none.
+    pub params: Str,
+    /// Every other submit parameter as a JSON object of strings.
+    pub extra_params_json: Str,
+}
+
+/// Everything a work type needs to pick up a unit that was running when the node
+/// stopped. Borrowed for the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ReattachRequest {
+    /// Size of this struct as filled in by the host.
+    pub struct_size: usize,
+    /// The unit ID.
+    pub unit_id: Str,
+    /// The unit's folder (path bytes).
+    pub unit_dir: Str,
+    /// The unit's `ExtraData` as last saved (JSON), empty for null.
+    pub extra_json: Str,
+}
+
+/// Functions of a work-type section kind.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct WorkTypeVtable {
+    /// Size of this struct as built by the plugin.
+    pub struct_size: usize,
+    /// Validates `config_json` (the section, keys lower case), fills `*out_info` and
+    /// stores the work type in `*out_work_type`.
+    pub create: Option<
+        unsafe extern "C" fn(
+            claim_ctx: *mut c_void,
+            config_json: Str,
+            err: *const ErrorSink,
+            out_info: *mut WorkTypeInfo,
+            out_work_type: *mut *mut c_void,
+        ) -> Status,
+    >,
+    /// Starts a unit and stores its handle in `*out_unit`. The descriptors and the
+    /// progress reference belong to the plugin in every case.
+    pub start: Option<
+        unsafe extern "C" fn(
+            work_type: *mut c_void,
+            request: *const StartRequest,
+            progress: *const Progress,
+            err: *const ErrorSink,
+            out_unit: *mut *mut c_void,
+        ) -> Status,
+    >,
+    /// Re-attaches to a unit that was running when the node stopped; an error means it
+    /// cannot (the host then marks the unit failed with the message). The progress
+    /// reference belongs to the plugin in every case.
+    pub reattach: Option<
+        unsafe extern "C" fn(
+            work_type: *mut c_void,
+            request: *const ReattachRequest,
+            progress: *const Progress,
+            err: *const ErrorSink,
+            out_unit: *mut *mut c_void,
+        ) -> Status,
+    >,
+    /// Asks a unit to stop; it then reports Canceled (or a final state reached first).
+    pub cancel: Option<unsafe extern "C" fn(unit: *mut c_void, err: *const ErrorSink) -> Status>,
+    /// Frees a unit handle (the unit itself may still be finishing and reporting).
+    pub free_unit: Option<unsafe extern "C" fn(unit: *mut c_void)>,
+    /// Frees a work type; called only after every unit handle of it was freed.
+    pub destroy: Option<unsafe extern "C" fn(work_type: *mut c_void)>,
+}
+
+/// Whether a struct whose `struct_size` is `size` contains the field that ends at
+/// `offset + field_size`.
+pub const fn covers(size: usize, offset: usize, field_size: usize) -> bool {
+    size >= offset + field_size
+}

@@ -1,0 +1,122 @@
+//! Backends: plugins that dial or accept connections and hand them to the core.
+//!
+//! A backend only moves connections. The core owns everything that happens on them
+//! (framing, TLS, keepalive, costs, `allowedpeers`), so a plugin's job is: validate its
+//! section, open sockets on its own threads, call [`ConnectionSink::connection`] with
+//! each connected descriptor, and, for a dialer, redial when the host reports through
+//! [`Backend::session_closed`] that the session ended.
+
+use std::os::fd::{IntoRawFd, OwnedFd};
+
+use crate::abi;
+
+/// How a connection delimits messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// A byte stream, each message preceded by its u16 little-endian length (TCP).
+    Len16Le,
+    /// A message-preserving socket (UDP, `SOCK_SEQPACKET`): one message per datagram.
+    Datagram,
+}
+
+impl Framing {
+    /// The ABI code (`FRAMING_*`).
+    pub fn to_abi(self) -> u32 {
+        match self {
+            Framing::Len16Le => abi::FRAMING_LEN16LE,
+            Framing::Datagram => abi::FRAMING_DATAGRAM,
+        }
+    }
+
+    /// Decodes an ABI code.
+    pub fn from_abi(code: u32) -> Option<Framing> {
+        match code {
+            abi::FRAMING_LEN16LE => Some(Framing::Len16Le),
+            abi::FRAMING_DATAGRAM => Some(Framing::Datagram),
+            _ => None,
+        }
+    }
+}
+
+/// The host's name for one session, returned when a connection is handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionToken(pub u64);
+
+/// Where a backend delivers its connections; cheap to clone, thread-safe. The host's
+/// reference is released when the last clone is dropped, so keep clones only in the
+/// threads of the instance and let them end when the instance stops.
+#[derive(Clone)]
+pub struct ConnectionSink {
+    inner: std::sync::Arc<SinkInner>,
+}
+
+struct SinkInner {
+    host: abi::BackendHost,
+}
+
+// SAFETY: the ABI requires the host's backend callbacks and context to be thread-safe.
+unsafe impl Send for SinkInner {}
+// SAFETY: as above; the struct is only read.
+unsafe impl Sync for SinkInner {}
+
+impl Drop for SinkInner {
+    fn drop(&mut self) {
+        if let Some(release) = self.host.release {
+            // SAFETY: this is the plugin's one reference to ctx, given up exactly once.
+            unsafe { release(self.host.ctx) };
+        }
+    }
+}
+
+impl ConnectionSink {
+    /// Takes over the plugin's reference to a host context.
+    ///
+    /// # Safety
+    /// `host` must come from the host's `start` call and be taken over only once.
+    pub(crate) unsafe fn from_abi(host: abi::BackendHost) -> ConnectionSink {
+        ConnectionSink {
+            inner: std::sync::Arc::new(SinkInner { host }),
+        }
+    }
+
+    /// Hands a connected socket to the host. `peer` describes the other end for logs
+    /// (e.g. `127.0.0.1:2222`); `inbound` is true for an accepted connection. Returns
+    /// the session token, or `None` if the host refused it (the descriptor is then
+    /// closed; the instance is being stopped). May block while the host is busy.
+    pub fn connection(
+        &self,
+        fd: OwnedFd,
+        framing: Framing,
+        peer: &str,
+        inbound: bool,
+    ) -> Option<SessionToken> {
+        let host = &self.inner.host;
+        let Some(connection) = host.connection else {
+            drop(fd);
+            return None;
+        };
+        let raw = fd.into_raw_fd();
+        // SAFETY: ctx is alive while this sink holds its reference; the descriptor's
+        // ownership moves to the host; `peer` is borrowed for the call.
+        let token = unsafe {
+            connection(
+                host.ctx,
+                raw,
+                framing.to_abi(),
+                abi::Str::new(peer),
+                u32::from(inbound),
+            )
+        };
+        (token != 0).then_some(SessionToken(token))
+    }
+}
+
+/// A running backend instance (one configured `tcp-listener`, `tcp-peer`, ...).
+pub trait Backend: Send + Sync + 'static {
+    /// The session that started with `token` has ended. A dialer may now redial.
+    fn session_closed(&self, token: SessionToken);
+
+    /// Stops accepting or dialing. Must return promptly; threads may finish on their own
+    /// afterwards, dropping their [`ConnectionSink`] clones.
+    fn stop(&self);
+}
