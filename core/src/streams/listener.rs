@@ -9,7 +9,6 @@ use quinn::{Endpoint, VarInt};
 use receptor_proto::svcad::ServiceAdvertisement;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
 
 use super::socket::{lock, spawn_socket, AddressTable, PeerEvent};
 use super::stream::{MeshStream, Role, StreamParts, CODE_ERROR};
@@ -60,14 +59,13 @@ type Accepted = (MeshStream, String);
 
 /// A service accepting stream connections.
 ///
-/// Dropping it stops accepting (new connections are refused); streams already accepted
-/// keep working, and the service stays registered until the last of them ends.
+/// Dropping it stops accepting (new connections are refused with CONNECTION_REFUSED);
+/// streams already accepted keep working, and the service stays registered until the
+/// last of them ends.
 pub struct StreamListener {
     accepted: mpsc::Receiver<Accepted>,
-    endpoint: Endpoint,
     service: String,
     conn_type: u8,
-    accept_task: JoinHandle<()>,
 }
 
 /// Listens on `service` (ConnType 1 if `tls` is `None`, else ConnType 2), without
@@ -135,13 +133,11 @@ pub async fn listen_with<N: DatagramNetwork>(
         peer_check: opts.peer_check,
         local_service: service.clone(),
     });
-    let accept_task = tokio::spawn(accept_loop(endpoint.clone(), events_rx, ctx));
+    tokio::spawn(accept_loop(endpoint, events_rx, ctx));
     Ok(StreamListener {
         accepted,
-        endpoint,
         service,
         conn_type,
-        accept_task,
     })
 }
 
@@ -166,13 +162,6 @@ impl StreamListener {
     }
 }
 
-impl Drop for StreamListener {
-    fn drop(&mut self) {
-        self.accept_task.abort();
-        self.endpoint.set_server_config(None);
-    }
-}
-
 impl std::fmt::Debug for StreamListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StreamListener")
@@ -192,17 +181,49 @@ struct AcceptCtx {
     local_service: String,
 }
 
-/// Takes incoming QUIC connections and sets each up in its own task.
+/// Whether a peer event means the mesh socket is gone.
+fn is_shutdown(ev: &Result<PeerEvent, broadcast::error::RecvError>) -> bool {
+    matches!(
+        ev,
+        Ok(PeerEvent::Shutdown) | Err(broadcast::error::RecvError::Closed)
+    )
+}
+
+/// Takes incoming QUIC connections and sets each up in its own task; once the
+/// [`StreamListener`] is dropped, refuses new ones until the accepted connections are
+/// gone, then lets the endpoint (and with it the service) go.
 async fn accept_loop(
     endpoint: Endpoint,
     mut events: broadcast::Receiver<PeerEvent>,
     ctx: Arc<AcceptCtx>,
 ) {
+    if !accept_until_dropped(&endpoint, &mut events, &ctx).await {
+        return;
+    }
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming.refuse(),
+                None => return,
+            },
+            () = endpoint.wait_idle() => return,
+            ev = events.recv() => if is_shutdown(&ev) { return },
+        }
+    }
+}
+
+/// Accepts until the listener is dropped (returns `true`) or the endpoint or the mesh
+/// socket ends (`false`).
+async fn accept_until_dropped(
+    endpoint: &Endpoint,
+    events: &mut broadcast::Receiver<PeerEvent>,
+    ctx: &Arc<AcceptCtx>,
+) -> bool {
     let pending = Arc::new(Semaphore::new(MAX_PENDING));
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
-                let Some(incoming) = incoming else { return };
+                let Some(incoming) = incoming else { return false };
                 match pending.clone().try_acquire_owned() {
                     Ok(permit) => {
                         tokio::spawn(set_up(incoming, permit, ctx.clone()));
@@ -214,12 +235,12 @@ async fn accept_loop(
                 }
             }
             ev = events.recv() => {
-                if matches!(ev, Ok(PeerEvent::Shutdown) | Err(broadcast::error::RecvError::Closed)) {
+                if is_shutdown(&ev) {
                     // The mesh socket is gone: `accept()` reports the listener closed.
-                    return;
+                    return false;
                 }
             }
-            () = ctx.tx.closed() => return,
+            () = ctx.tx.closed() => return true,
         }
     }
 }

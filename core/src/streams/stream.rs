@@ -193,6 +193,12 @@ impl MeshStream {
             .close(VarInt::from_u32(CODE_NORMAL), b"normal close");
     }
 
+    /// The underlying QUIC connection.
+    #[cfg(test)]
+    pub(crate) fn connection(&self) -> &quinn::Connection {
+        &self.read.guard.conn
+    }
+
     /// Statistics of the underlying QUIC connection (path MTU, RTT, losses).
     pub fn connection_stats(&self) -> quinn::ConnectionStats {
         self.read.guard.conn.stats()

@@ -655,3 +655,251 @@ fn address_table_maps_both_ways_and_forgets_silent_peers() {
     let x2 = t.address_of("n1", "s1", false);
     assert_ne!(x2, Some(x));
 }
+
+/// The server name the client sent (SNI) and the negotiated ALPN, seen by the server.
+fn server_side_tls(s: &MeshStream) -> (Option<String>, Option<Vec<u8>>) {
+    s.connection()
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .map(|d| (d.server_name, d.protocol))
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn insecure_client_sends_its_own_node_id_as_sni() -> TestResult {
+    let (_net, a, b) = pair().await?;
+    let mut listener = listen_fast(&b, "sni").await?;
+    let _client = dial_fast(&a, "beta", "sni").await?;
+    let (s, _) = tokio::time::timeout(WAIT, listener.accept()).await??;
+    let (sni, alpn) = server_side_tls(&s);
+    assert_eq!(sni.as_deref(), Some("alpha"));
+    assert_eq!(alpn.as_deref(), Some(&b"netceptor"[..]));
+    Ok(())
+}
+
+/// A CA, and certificates it signs.
+struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    fn new() -> anyhow::Result<Self> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test ca");
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.self_signed(&key)?;
+        Ok(Self { cert, key })
+    }
+
+    fn issue(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<(
+        rustls::pki_types::CertificateDer<'static>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )> {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()])?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.signed_by(&key, &self.cert, &self.key)?;
+        Ok((
+            cert.der().clone(),
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        ))
+    }
+
+    fn roots(&self) -> anyhow::Result<Arc<rustls::RootCertStore>> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.der().clone())?;
+        Ok(Arc::new(roots))
+    }
+}
+
+#[tokio::test]
+async fn user_tls_service_with_client_certificates_and_peer_check() -> TestResult {
+    let (_net, a, b) = pair().await?;
+    let ca = TestCa::new()?;
+    let (server_cert, server_key) = ca.issue("beta")?;
+    let client_verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(ca.roots()?, tls::provider())
+            .build()?;
+    let server_tls = rustls::ServerConfig::builder_with_provider(tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(vec![server_cert], server_key)?;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen_in_check = seen.clone();
+    let check: PeerCheck = Arc::new(
+        move |node: &str, chain: &[rustls::pki_types::CertificateDer<'static>]| {
+            super::socket::lock(&seen_in_check).push((node.to_owned(), chain.len()));
+            if node == "alpha" {
+                Ok(())
+            } else {
+                Err(format!("certificate does not name {node}"))
+            }
+        },
+    );
+    let mut listener = listen_with(
+        &b,
+        "secure",
+        ListenOptions {
+            tls: Some(server_tls),
+            peer_check: Some(check),
+            config: fast_config(),
+            ..ListenOptions::default()
+        },
+    )
+    .await?;
+    assert_eq!(listener.conn_type(), CONN_TYPE_STREAM_TLS);
+
+    let client_tls = |node: &str| -> anyhow::Result<rustls::ClientConfig> {
+        let (cert, key) = ca.issue(node)?;
+        Ok(rustls::ClientConfig::builder_with_provider(tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(ca.roots()?)
+            .with_client_auth_cert(vec![cert], key)?)
+    };
+    // The verifier gets the target node ID as server name (the certificate names "beta").
+    let mut s = dial_with(
+        &a,
+        "beta",
+        "secure",
+        DialOptions {
+            tls: Some(client_tls("alpha")?),
+            config: fast_config(),
+        },
+    )
+    .await?;
+    s.write_all(b"hi").await?;
+    let (mut server, node) = tokio::time::timeout(WAIT, listener.accept()).await??;
+    assert_eq!(node, "alpha");
+    let (sni, _) = server_side_tls(&server);
+    assert_eq!(sni, None, "user TLS sends no SNI");
+    let mut buf = [0u8; 2];
+    server.read_exact(&mut buf).await?;
+    assert_eq!(&buf, b"hi");
+    assert_eq!(
+        super::socket::lock(&seen).as_slice(),
+        &[("alpha".to_owned(), 1)]
+    );
+
+    // A node the check refuses gets its connection closed.
+    let gamma = _net.node("gamma");
+    // (The refusal may already hit the dial, or else the first read.)
+    let refused = dial_with(
+        &gamma,
+        "beta",
+        "secure",
+        DialOptions {
+            tls: Some(client_tls("gamma")?),
+            config: fast_config(),
+        },
+    )
+    .await;
+    let err = match refused {
+        Err(e) => e.to_string(),
+        Ok(mut s) => {
+            let mut byte = [0u8; 1];
+            tokio::time::timeout(WAIT, s.read(&mut byte))
+                .await?
+                .err()
+                .context("refused client could read")?
+                .to_string()
+        }
+    };
+    assert!(err.contains("certificate does not name gamma"), "{err}");
+
+    // A server certificate for another node fails verification against the target ID.
+    let (other_cert, other_key) = ca.issue("delta")?;
+    let other_tls = rustls::ServerConfig::builder_with_provider(tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(vec![other_cert], other_key)?;
+    let _other = listen(&b, "other", Some(other_tls)).await?;
+    let err = dial_with(
+        &a,
+        "beta",
+        "other",
+        DialOptions {
+            tls: Some(client_tls("alpha")?),
+            config: fast_config(),
+        },
+    )
+    .await
+    .err()
+    .context("dial to a wrongly named server succeeded")?;
+    assert!(err.to_string().contains("certificate"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn dropping_a_listener_releases_its_service() -> TestResult {
+    let (net, a, b) = pair().await?;
+    let listener = listen_fast(&b, "once").await?;
+    assert!(net.is_registered("beta", "once"));
+    drop(listener);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while net.is_registered("beta", "once") {
+        anyhow::ensure!(Instant::now() < deadline, "service still registered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The name can be listened on again, and dials reach the new listener.
+    let _echo = spawn_echo(listen_fast(&b, "once").await?);
+    let s = dial_fast(&a, "beta", "once").await?;
+    assert_eq!(
+        echo_through(s, Arc::new(b"again".to_vec())).await?,
+        b"again"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn accepted_streams_outlive_their_listener() -> TestResult {
+    let (net, a, b) = pair().await?;
+    let mut listener = listen_fast(&b, "keep").await?;
+    let mut client = dial_fast(&a, "beta", "keep").await?;
+    let (mut server, _) = tokio::time::timeout(WAIT, listener.accept()).await??;
+    drop(listener);
+    // New connections are refused...
+    let started = Instant::now();
+    let err = dial_fast(&a, "beta", "keep").await.err();
+    assert!(
+        matches!(
+            err,
+            Some(StreamError::Connection(
+                quinn::ConnectionError::ConnectionClosed(_)
+            ))
+        ),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // ...while the accepted stream keeps working.
+    client.write_all(b"still").await?;
+    client.shutdown().await?;
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, server.read_to_end(&mut got)).await??;
+    assert_eq!(got, b"still");
+    server.write_all(b"bye").await?;
+    drop(server);
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, client.read_to_end(&mut got)).await??;
+    assert_eq!(got, b"bye");
+    client.close().await;
+    // With the last stream gone, the service is released.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while net.is_registered("beta", "keep") {
+        anyhow::ensure!(Instant::now() < deadline, "service still registered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
