@@ -23,6 +23,31 @@
 //! send keep-alives every 15 s), when either side closes it, or when the mesh reports the
 //! peer's service gone.
 //!
+//! ```no_run
+//! # async fn demo(mesh: receptor_core::mesh::Mesh) -> Result<(), receptor_core::streams::StreamError> {
+//! use receptor_core::streams::{dial, listen};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! // Node "bar": serve "echo" (ConnType 1).
+//! let mut listener = listen(&mesh, "echo", None).await?;
+//! tokio::spawn(async move {
+//!     while let Ok((stream, _from_node)) = listener.accept().await {
+//!         let (mut r, mut w) = stream.into_split();
+//!         let _ = tokio::io::copy(&mut r, &mut w).await;
+//!         let _ = w.shutdown().await; // FIN; dropping `w` lingers until delivered
+//!     }
+//! });
+//!
+//! // Node "foo": talk to it.
+//! let mut s = dial(&mesh, "bar", "echo", None).await?;
+//! s.write_all(b"hello").await?;
+//! s.shutdown().await?; // half-close: "bar" reads EOF and can still answer
+//! let mut answer = Vec::new();
+//! s.read_to_end(&mut answer).await?;
+//! s.close().await; // CONNECTION_CLOSE 0 "normal close"
+//! # Ok(()) }
+//! ```
+//!
 //! Datagram size: quinn probes the path MTU up to [`StreamConfig::max_datagram_size`]
 //! (16 KiB by default), capped by the peer's `max_udp_payload_size` transport parameter:
 //! Go peers advertise 1452 bytes, so connections with them never exceed what quic-go

@@ -179,6 +179,10 @@ impl MeshStream {
 
     /// Ends the connection (application error 0 "normal close") after the data written so
     /// far has been acknowledged (waiting at most the idle timeout). Go's `CloseConnection`.
+    ///
+    /// Meant for the dialing side once the exchange is over. An accepting side should
+    /// rather shut down or drop the stream: an acknowledgement only means the peer's QUIC
+    /// stack has the data, and quic-go discards unread data when the connection closes.
     pub async fn close(self) {
         let MeshStream { read, mut write } = self;
         let guard = read.guard.clone();
