@@ -903,3 +903,68 @@ async fn accepted_streams_outlive_their_listener() -> TestResult {
     }
     Ok(())
 }
+
+/// Throughput of one stream over the in-memory network (a measurement, not a check):
+/// `cargo test --release -p receptor-core --lib streams::tests::throughput -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run explicitly in release mode"]
+async fn throughput() -> TestResult {
+    for size in [1452u16, 16384] {
+        let (net, a, b) = pair().await?;
+        let cfg = StreamConfig {
+            max_datagram_size: size,
+            ..fast_config()
+        };
+        let mut listener = listen_with(
+            &b,
+            "sink",
+            ListenOptions {
+                config: cfg.clone(),
+                ..ListenOptions::default()
+            },
+        )
+        .await?;
+        let sink = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await?;
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut total = 0usize;
+            loop {
+                let n = s.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                total += n;
+            }
+            Ok::<_, anyhow::Error>(total)
+        });
+        let mut s = dial_with(
+            &a,
+            "beta",
+            "sink",
+            DialOptions {
+                config: cfg,
+                ..DialOptions::default()
+            },
+        )
+        .await?;
+        let chunk = vec![0x5au8; 256 * 1024];
+        let total = 200 * 1024 * 1024;
+        let started = Instant::now();
+        let mut sent = 0;
+        while sent < total {
+            s.write_all(&chunk).await?;
+            sent += chunk.len();
+        }
+        s.shutdown().await?;
+        let got = sink.await??;
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!(got, total);
+        eprintln!(
+            "max datagram {size}: {:.0} MB/s, largest datagram {}, lost {}",
+            total as f64 / secs / 1e6,
+            net.max_seen.load(Ordering::Relaxed),
+            net.lost.load(Ordering::Relaxed)
+        );
+    }
+    Ok(())
+}
