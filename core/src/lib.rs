@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod mesh;
 pub mod plugin_host;
 pub mod streams;

@@ -1,2 +1,81 @@
-//! The `receptor` daemon.
-fn main() {}
+//! The `receptor` daemon: runs a mesh node, or one of the certificate commands.
+//!
+//! Flags and configuration files are those of Go receptor 1.6.9
+//! (`receptor --node id=foo --tcp-listener port=2222 ...`, `receptor --config foo.yml`).
+
+use std::process::ExitCode;
+
+use receptor_core::config::{self, Invocation, LogLevel};
+
+fn main() -> ExitCode {
+    let argv: Vec<_> = std::env::args_os().collect();
+    let invocation = match config::parse_args(argv.clone()) {
+        Ok(inv) => inv,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match invocation {
+        Invocation::Version => {
+            println!("{}", config::VERSION);
+            ExitCode::SUCCESS
+        }
+        Invocation::Help(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Invocation::Run {
+            config,
+            config_file,
+        } => run_node(config, config_file, argv),
+        Invocation::CertInit(_) | Invocation::CertMakeReq(_) | Invocation::CertSignReq(_) => {
+            eprintln!("Error: certificate commands are not available in this build");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_node(
+    config: config::Config,
+    config_file: Option<std::path::PathBuf>,
+    argv: Vec<std::ffi::OsString>,
+) -> ExitCode {
+    init_logging(config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("receptor")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(receptor_core::daemon::run(config, config_file, argv)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: LogLevel) {
+    let default = match level {
+        LogLevel::Error => "error",
+        LogLevel::Warning => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+    };
+    let filter = std::env::var("RECEPTOR_LOG").unwrap_or_else(|_| default.to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,363 @@
+//! The command line: `receptor --node id=foo --tcp-listener port=2222 --config foo.yml`.
+//!
+//! Go receptor's syntax (from `ghjm/cmdline`) is a sequence of actions, each a flag
+//! followed by `key=value` words or a bare value (`--log-level debug`,
+//! `--tcp-peer host:2222`). Flags are case-insensitive and may use one dash
+//! (`-node`); `-c`/`--config FILE` reads a YAML file whose items take that position;
+//! `-h`/`--help` anywhere prints the help; no arguments at all also prints it.
+//! `--config-v2` (Go's switch to the map-form reader) is accepted and ignored, since the
+//! form of a file is recognised from its content.
+//!
+//! The words are first normalised to `--<lower-case name>`, then clap groups the values
+//! of every occurrence of every flag (each kind is a repeatable option taking any number
+//! of values; flags that no built-in kind has are registered on the fly, because a plugin
+//! may provide them), and the occurrences are put back in command-line order.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::{Arg, ArgAction, Command};
+
+use super::build::{self, Outcome};
+use super::error::ConfigError;
+use super::item::{Entry, RawItem};
+use super::schema::{self, Group, KINDS};
+use super::value::Value;
+use super::yaml;
+use super::Invocation;
+
+/// One normalised word.
+enum Token {
+    /// `--name` (lower case, without dashes).
+    Flag(String),
+    /// Anything else.
+    Word,
+}
+
+const STRAY: &str = "parameters-before-command";
+
+/// See [`super::parse_args`].
+pub(crate) fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Invocation, ConfigError> {
+    let mut args = args.into_iter();
+    let program = args
+        .next()
+        .and_then(|p| {
+            Path::new(&p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "receptor".to_owned());
+    let mut words = Vec::new();
+    for (index, arg) in args.enumerate() {
+        match arg.into_string() {
+            Ok(word) => words.push(word),
+            Err(_) => {
+                return Err(ConfigError::CommandLine(format!(
+                    "argument {} is not valid UTF-8",
+                    index + 1
+                )))
+            }
+        }
+    }
+    words.retain(|w| w != "--config-v2");
+    if words.is_empty() {
+        return Ok(Invocation::Help(help_text(&program)));
+    }
+    for word in &words {
+        match word.to_lowercase().as_str() {
+            "-h" | "--help" => return Ok(Invocation::Help(help_text(&program))),
+            "--bash-completion" => return Ok(Invocation::Help(bash_completion(&program))),
+            _ => {}
+        }
+    }
+    let (tokens, normalised) = normalise(&words)?;
+    let occurrences = group_with_clap(&program, &tokens, &normalised)?;
+    let (items, config_file) = items_in_order(&tokens, occurrences)?;
+    Ok(match build::build(items)? {
+        Outcome::Run(config) => Invocation::Run {
+            config: *config,
+            config_file,
+        },
+        Outcome::Version => Invocation::Version,
+        Outcome::CertInit(s) => Invocation::CertInit(s),
+        Outcome::CertMakeReq(s) => Invocation::CertMakeReq(s),
+        Outcome::CertSignReq(s) => Invocation::CertSignReq(s),
+    })
+}
+
+/// Rewrites flags to `--<lower-case name>` (`-c` → `--config`) and rejects words Go
+/// receptor cannot parse either.
+fn normalise(words: &[String]) -> Result<(Vec<Token>, Vec<String>), ConfigError> {
+    let mut tokens = Vec::with_capacity(words.len());
+    let mut normalised = Vec::with_capacity(words.len());
+    for (index, word) in words.iter().enumerate() {
+        if word.is_empty() {
+            return Err(ConfigError::CommandLine(format!(
+                "argument {} is empty",
+                index + 1
+            )));
+        }
+        if let Some(stripped) = word.strip_prefix('-') {
+            let name = stripped
+                .strip_prefix('-')
+                .unwrap_or(stripped)
+                .to_lowercase();
+            let valid = !name.is_empty()
+                && !name.starts_with('-')
+                && name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid || name == STRAY {
+                return Err(ConfigError::CommandLine(format!("unknown option {word:?}")));
+            }
+            let name = if name == "c" {
+                "config".to_owned()
+            } else {
+                name
+            };
+            normalised.push(format!("--{name}"));
+            tokens.push(Token::Flag(name));
+        } else {
+            normalised.push(word.clone());
+            tokens.push(Token::Word);
+        }
+    }
+    Ok((tokens, normalised))
+}
+
+/// Lets clap split the words into occurrences of each flag.
+fn group_with_clap(
+    program: &str,
+    tokens: &[Token],
+    normalised: &[String],
+) -> Result<BTreeMap<String, Vec<Vec<String>>>, ConfigError> {
+    let mut names: Vec<String> = vec!["config".to_owned()];
+    names.extend(KINDS.iter().map(|k| k.name.to_owned()));
+    for token in tokens {
+        if let Token::Flag(name) = token {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    let mut command = Command::new(program.to_owned())
+        .no_binary_name(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .disable_help_subcommand(true)
+        .arg(
+            Arg::new(STRAY)
+                .num_args(1..)
+                .action(ArgAction::Append)
+                .hide(true),
+        );
+    for name in &names {
+        let values = if name == "config" {
+            0..=1
+        } else {
+            0..=usize::MAX
+        };
+        command = command.arg(
+            Arg::new(name.clone())
+                .long(name.clone())
+                .num_args(values)
+                .action(ArgAction::Append)
+                .value_name("KEY=VALUE"),
+        );
+    }
+    let matches = command
+        .try_get_matches_from(normalised)
+        .map_err(|e| ConfigError::CommandLine(one_line(&e.to_string())))?;
+    if let Some(mut stray) = matches.get_many::<String>(STRAY) {
+        let first = stray.next().cloned().unwrap_or_default();
+        return Err(ConfigError::CommandLine(format!(
+            "parameter {first:?} specified before command (expected --<kind> first)"
+        )));
+    }
+    let mut occurrences = BTreeMap::new();
+    for name in names {
+        if let Some(found) = matches.get_occurrences::<String>(&name) {
+            let list: Vec<Vec<String>> = found.map(|values| values.cloned().collect()).collect();
+            occurrences.insert(name, list);
+        }
+    }
+    Ok(occurrences)
+}
+
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches("error: ")
+        .to_owned()
+}
+
+/// Turns the occurrences back into items, in command-line order, reading `--config`
+/// files where they appear.
+fn items_in_order(
+    tokens: &[Token],
+    mut occurrences: BTreeMap<String, Vec<Vec<String>>>,
+) -> Result<(Vec<RawItem>, Option<PathBuf>), ConfigError> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut items = Vec::new();
+    let mut config_file = None;
+    for token in tokens {
+        let Token::Flag(name) = token else { continue };
+        let count = seen.entry(name.clone()).or_insert(0);
+        *count += 1;
+        let words = occurrences
+            .get_mut(name)
+            .and_then(|list| list.get_mut(*count - 1))
+            .map(std::mem::take)
+            .unwrap_or_default();
+        if name == "config" {
+            // Go ignores a trailing `--config` without a file name.
+            if let Some(path) = words.into_iter().next() {
+                let path = PathBuf::from(path);
+                items.extend(yaml::load_items(&path)?);
+                config_file.get_or_insert(path);
+            }
+            continue;
+        }
+        let origin = if *count == 1 {
+            format!("command line --{name}")
+        } else {
+            format!("command line --{name} (occurrence {count})")
+        };
+        let entries = words
+            .into_iter()
+            .map(|word| match word.split_once('=') {
+                Some((key, value)) => Entry {
+                    key: Some(key.to_owned()),
+                    value: Value::Str(value.to_owned()),
+                },
+                None => Entry {
+                    key: None,
+                    value: Value::Str(word),
+                },
+            })
+            .collect();
+        items.push(RawItem {
+            kind: name.clone(),
+            entries,
+            origin,
+            from_command_line: true,
+        });
+    }
+    Ok((items, config_file))
+}
+
+/// The `--help` text, laid out like Go receptor's.
+pub(crate) fn help_text(program: &str) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Usage: {program} [--<action> [<param>=<value> ...] ...]\n\n"
+    ));
+    out.push_str("   --help: Show this help\n\n");
+    out.push_str("   --config <filename>: Load additional config options from a YAML file\n");
+    out.push_str("         (a list of items, or a map with \"version: 2\"; -c for short)\n\n");
+    out.push_str("   --bash-completion: Generate a completion script for the bash shell\n");
+    out.push_str(&format!(
+        "         Run \". <({program} --bash-completion)\" to activate now\n\n"
+    ));
+    for group in Group::ALL {
+        if !group.heading().is_empty() {
+            out.push_str(group.heading());
+            out.push_str("\n\n");
+        }
+        for kind in KINDS.iter().filter(|k| k.group == group && !k.hidden) {
+            out.push_str(&format!("   --{}: {}", kind.name, kind.description));
+            if kind.name == "node" {
+                out.push_str(" (required)");
+            }
+            out.push('\n');
+            for field in kind.fields {
+                out.push_str(&format!(
+                    "      {}=<{}>",
+                    field.name,
+                    schema::type_label(field.ty)
+                ));
+                if !field.description.is_empty() {
+                    out.push_str(&format!(": {}", field.description));
+                }
+                let mut extras = Vec::new();
+                if field.required {
+                    extras.push("required".to_owned());
+                }
+                if let Some(default) = field.default {
+                    extras.push(format!("default: {default}"));
+                }
+                if !extras.is_empty() {
+                    out.push_str(&format!(" ({})", extras.join(", ")));
+                }
+                out.push('\n');
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A bash completion script for the flags and their keys.
+pub(crate) fn bash_completion(program: &str) -> String {
+    let function = format!(
+        "_{}",
+        program
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect::<String>()
+    );
+    let mut actions = vec![
+        "--help".to_owned(),
+        "--bash-completion".to_owned(),
+        "--config".to_owned(),
+        "-c".to_owned(),
+    ];
+    actions.extend(
+        KINDS
+            .iter()
+            .filter(|k| !k.hidden)
+            .map(|k| format!("--{}", k.name)),
+    );
+    let mut out = String::new();
+    out.push_str(&format!("{function}()\n{{\n"));
+    out.push_str("  local cur prevdashed count DASHCMDS\n");
+    out.push_str("  cur=${COMP_WORDS[COMP_CWORD]}\n");
+    out.push_str("  count=$((COMP_CWORD-1))\n");
+    out.push_str("  while [[ $count > 1 && ! ${COMP_WORDS[$count]} == -* ]]; do\n");
+    out.push_str("    count=$((count-1))\n");
+    out.push_str("  done\n");
+    out.push_str("  prevdashed=${COMP_WORDS[$count]}\n");
+    out.push_str(&format!("  DASHCMDS=\"{}\"\n", actions.join(" ")));
+    out.push_str("  if [[ $cur == -* ]]; then\n");
+    out.push_str("    COMPREPLY=($(compgen -W \"$DASHCMDS\" -- ${cur}))\n");
+    out.push_str("  else\n");
+    out.push_str("    case ${prevdashed} in\n");
+    out.push_str("      -c|--config)\n");
+    out.push_str("        COMPREPLY=($(compgen -f -- ${cur}))\n");
+    out.push_str("        ;;\n");
+    for kind in KINDS.iter().filter(|k| !k.hidden) {
+        let keys: Vec<String> = kind.fields.iter().map(|f| format!("{}=", f.name)).collect();
+        out.push_str(&format!("      --{})\n", kind.name));
+        out.push_str(&format!(
+            "        COMPREPLY=($(compgen -W \"{}\" -- ${{cur}}))\n",
+            keys.join(" ")
+        ));
+        out.push_str("        ;;\n");
+    }
+    out.push_str("      *)\n");
+    out.push_str("        COMPREPLY=($(compgen -W \"$DASHCMDS\" -- ${cur}))\n");
+    out.push_str("        ;;\n");
+    out.push_str("    esac\n");
+    out.push_str("  fi\n");
+    out.push_str("  [[ $COMPREPLY == *= ]] && compopt -o nospace\n");
+    out.push_str("}\n");
+    out.push_str(&format!("complete -F {function} {program}\n"));
+    out
+}

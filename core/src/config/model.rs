@@ -1,0 +1,317 @@
+//! The typed configuration the daemon runs from.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A node's whole configuration: the core-owned settings, typed and validated, plus the
+/// sections that plugins claim (backends, work types, and anything a third-party plugin
+/// may understand).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    /// `node`: identity and data folder.
+    pub node: NodeConfig,
+    /// `log-level` (Info when absent, Error when present without a level, as in Go).
+    pub log_level: LogLevel,
+    /// `trace`: packet tracing.
+    pub trace: bool,
+    /// `local-only`: run without backends.
+    pub local_only: bool,
+    /// `control-service` items.
+    pub control_services: Vec<ControlServiceConfig>,
+    /// `plugins`: plugin files or folders (receptor-rs extension). Relative paths from a
+    /// file are resolved against the file's folder.
+    pub plugins: Vec<PathBuf>,
+    /// `tls-server` items.
+    pub tls_servers: Vec<TlsServerConfig>,
+    /// `tls-client` items.
+    pub tls_clients: Vec<TlsClientConfig>,
+    /// `work-signing`.
+    pub work_signing: Option<WorkSigningConfig>,
+    /// `work-verification`.
+    pub work_verification: Option<WorkVerificationConfig>,
+    /// `tcp-server` proxies.
+    pub tcp_servers: Vec<TcpServerConfig>,
+    /// `tcp-client` proxies.
+    pub tcp_clients: Vec<TcpClientConfig>,
+    /// `udp-server` proxies.
+    pub udp_servers: Vec<UdpServerConfig>,
+    /// `udp-client` proxies.
+    pub udp_clients: Vec<UdpClientConfig>,
+    /// `unix-socket-server` proxies.
+    pub unix_socket_servers: Vec<UnixSocketServerConfig>,
+    /// `unix-socket-client` proxies.
+    pub unix_socket_clients: Vec<UnixSocketClientConfig>,
+    /// Everything plugins provide (backends, work types, unknown kinds), in order.
+    pub sections: Vec<Section>,
+}
+
+impl Config {
+    /// A configuration with nothing but the node `id` (not validated) and Go's defaults:
+    /// what `receptor --node id=<id>` gives.
+    pub fn with_node_id(id: &str) -> Config {
+        Config {
+            node: NodeConfig {
+                id: id.to_owned(),
+                datadir: PathBuf::from("/tmp/receptor"),
+                firewall_rules: Vec::new(),
+                max_idle_connection_timeout: None,
+                kube_settings: BTreeMap::new(),
+            },
+            log_level: LogLevel::Info,
+            trace: false,
+            local_only: false,
+            control_services: Vec::new(),
+            plugins: Vec::new(),
+            tls_servers: Vec::new(),
+            tls_clients: Vec::new(),
+            work_signing: None,
+            work_verification: None,
+            tcp_servers: Vec::new(),
+            tcp_clients: Vec::new(),
+            udp_servers: Vec::new(),
+            udp_clients: Vec::new(),
+            unix_socket_servers: Vec::new(),
+            unix_socket_clients: Vec::new(),
+            sections: Vec::new(),
+        }
+    }
+
+    /// The `tls-server` named `name`.
+    pub fn tls_server(&self, name: &str) -> Option<&TlsServerConfig> {
+        self.tls_servers.iter().find(|t| t.name == name)
+    }
+
+    /// The `tls-client` named `name`.
+    pub fn tls_client(&self, name: &str) -> Option<&TlsClientConfig> {
+        self.tls_clients.iter().find(|t| t.name == name)
+    }
+
+    /// The sections of one kind, in order.
+    pub fn sections_of<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Section> + 'a {
+        self.sections.iter().filter(move |s| s.kind == kind)
+    }
+}
+
+/// A configuration item handed to plugins.
+///
+/// Equality compares `kind` and `value` only: the same setting read from a YAML list,
+/// the map form or the command line is the same section.
+#[derive(Debug, Clone, Serialize)]
+pub struct Section {
+    /// Canonical singular kind, e.g. `tcp-listener`, `work-command`, `my-worktype`.
+    pub kind: String,
+    /// A JSON object; top-level keys are lower-cased. Values from YAML keep their YAML
+    /// type; values from the command line are strings. List fields of Go's kinds
+    /// (`allowedpeers`) are always lists of strings (`a`, `["a","b"]` and repeated
+    /// keys all work, as in Go); for kinds unknown here, a key repeated on the command
+    /// line becomes a list of strings. A bare value (`--tcp-peer host:port`) is stored
+    /// under the kind's bare key for Go's kinds (`address`, `port`) and under `""` for
+    /// kinds this module does not know.
+    pub value: serde_json::Value,
+    /// Where it was written, e.g. `foo.yml item 3 (line 7)` or `command line --tcp-listener`.
+    pub origin: String,
+}
+
+impl PartialEq for Section {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.value == other.value
+    }
+}
+
+/// `node`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeConfig {
+    /// Node ID: `id`, or the host name when absent (as Go receptor does).
+    pub id: String,
+    /// `datadir` (default `/tmp/receptor`).
+    pub datadir: PathBuf,
+    /// `firewallrules`, unparsed (a list of maps; see the wire-protocol spec §9).
+    pub firewall_rules: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// `maxidleconnectiontimeout` (at least 21 s); `None` = the default 21 s.
+    pub max_idle_connection_timeout: Option<Duration>,
+    /// The `receptorkube*` settings (accepted for compatibility, unused).
+    pub kube_settings: BTreeMap<String, String>,
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warning,
+    /// The default.
+    Info,
+    /// Everything.
+    Debug,
+}
+
+impl LogLevel {
+    /// Go receptor's name (`--log-level` of a command runner uses it).
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warning => "warning",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+        }
+    }
+}
+
+/// `control-service`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ControlServiceConfig {
+    /// Mesh service name (default `control`; empty = no mesh listener).
+    pub service: String,
+    /// Unix socket path.
+    pub filename: Option<PathBuf>,
+    /// chmod mode of the socket file (default 0600). `0660` in YAML is octal; the value
+    /// is reduced to permission bits the way Go's `os.FileMode` conversion does.
+    pub permissions: u32,
+    /// `tls`: name of the `tls-server` of the mesh listener.
+    pub tls: Option<String>,
+    /// `tcplisten`: `port` (all interfaces) or `host:port`.
+    pub tcp_listen: Option<String>,
+    /// `tcptls`: name of the `tls-server` of the TCP listener.
+    pub tcp_tls: Option<String>,
+}
+
+/// `tls-server`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TlsServerConfig {
+    /// Name other items refer to.
+    pub name: String,
+    /// Certificate file.
+    pub cert: PathBuf,
+    /// Private key file.
+    pub key: PathBuf,
+    /// `requireclientcert`.
+    pub require_client_cert: bool,
+    /// `clientcas`: CA bundle for client certificates.
+    pub client_cas: Option<PathBuf>,
+    /// `pinnedclientcert`, decoded (32 or 64 bytes each).
+    pub pinned_client_certs: Vec<Vec<u8>>,
+    /// `skipreceptornamescheck`.
+    pub skip_receptor_names_check: bool,
+    /// `mintls13` (default true in 1.6.9).
+    pub min_tls13: bool,
+}
+
+/// `tls-client`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TlsClientConfig {
+    /// Name other items refer to.
+    pub name: String,
+    /// Client certificate file (absent: no client certificate).
+    pub cert: Option<PathBuf>,
+    /// Client private key file (present exactly when `cert` is).
+    pub key: Option<PathBuf>,
+    /// `rootcas`: CA bundle to trust instead of the system's.
+    pub root_cas: Option<PathBuf>,
+    /// `insecureskipverify`.
+    pub insecure_skip_verify: bool,
+    /// `pinnedservercert`, decoded (32 or 64 bytes each).
+    pub pinned_server_certs: Vec<Vec<u8>>,
+    /// `skipreceptornamescheck`.
+    pub skip_receptor_names_check: bool,
+    /// `mintls13` (default true in 1.6.9).
+    pub min_tls13: bool,
+}
+
+/// `work-signing`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkSigningConfig {
+    /// RSA private key (PEM).
+    pub private_key: PathBuf,
+    /// Lifetime of a signature (`tokenexpiration`; default 5 minutes, the value Go
+    /// receptor intends: 1.6.9 crashes when it is missing).
+    pub token_expiration: Duration,
+}
+
+/// `work-verification`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkVerificationConfig {
+    /// RSA public key (PEM).
+    pub public_key: PathBuf,
+}
+
+/// `tcp-server`: accept TCP and forward over the mesh.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TcpServerConfig {
+    /// Local port.
+    pub port: u16,
+    /// Local address (default `0.0.0.0`).
+    pub bind_addr: String,
+    /// Node to forward to.
+    pub remote_node: String,
+    /// Service to forward to.
+    pub remote_service: String,
+    /// `tlsserver` for the TCP listener.
+    pub tls_server: Option<String>,
+    /// `tlsclient` for the mesh connection.
+    pub tls_client: Option<String>,
+}
+
+/// `tcp-client`: listen on a mesh service and forward to a TCP address.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TcpClientConfig {
+    /// Mesh service to listen on.
+    pub service: String,
+    /// `host:port` to connect to.
+    pub address: String,
+    /// `tlsserver` for the mesh service.
+    pub tls_server: Option<String>,
+    /// `tlsclient` for the TCP connection.
+    pub tls_client: Option<String>,
+}
+
+/// `udp-server`: accept UDP and forward over the mesh.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UdpServerConfig {
+    /// Local port.
+    pub port: u16,
+    /// Local address (default `0.0.0.0`).
+    pub bind_addr: String,
+    /// Node to forward to.
+    pub remote_node: String,
+    /// Service to forward to.
+    pub remote_service: String,
+}
+
+/// `udp-client`: listen on a mesh service and forward to a UDP address.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UdpClientConfig {
+    /// Mesh service to listen on.
+    pub service: String,
+    /// `host:port` to send to.
+    pub address: String,
+}
+
+/// `unix-socket-server`: accept on a unix socket and forward over the mesh.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnixSocketServerConfig {
+    /// Socket path (replaced if it exists).
+    pub filename: PathBuf,
+    /// chmod mode of the socket (default 0600).
+    pub permissions: u32,
+    /// Node to forward to.
+    pub remote_node: String,
+    /// Service to forward to.
+    pub remote_service: String,
+    /// `tls`: a `tls-client` for the mesh connection.
+    pub tls: Option<String>,
+}
+
+/// `unix-socket-client`: listen on a mesh service and forward to a unix socket.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnixSocketClientConfig {
+    /// Mesh service to listen on.
+    pub service: String,
+    /// Existing socket to connect to.
+    pub filename: PathBuf,
+    /// `tls`: a `tls-server` for the mesh service.
+    pub tls: Option<String>,
+}

@@ -1,0 +1,799 @@
+//! The configuration kinds Go receptor 1.6.9 knows, with their fields.
+//!
+//! Each kind is one `--flag` on the command line and one `- kind:` item in a YAML list.
+//! Kinds owned by the core (node, control services, TLS, signing, proxies, certificate
+//! commands) are validated and typed here. Backend and work-type kinds belong to
+//! plugins: the table still describes them, for `--help`, for the bare value of
+//! `--tcp-peer host:port`, and so that the list of kinds matches Go receptor's, but their
+//! fields are checked by the plugin that claims them.
+
+use super::coerce::FieldType;
+
+/// Who validates a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// Typed and validated by this module.
+    Core,
+    /// Passed to plugins as a [`super::Section`].
+    Plugin,
+}
+
+/// Help-output groups, in display order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Group {
+    General,
+    Resources,
+    Backends,
+    Services,
+    Workers,
+    Certificates,
+}
+
+impl Group {
+    pub(crate) const ALL: [Group; 6] = [
+        Group::General,
+        Group::Resources,
+        Group::Backends,
+        Group::Services,
+        Group::Workers,
+        Group::Certificates,
+    ];
+
+    pub(crate) fn heading(self) -> &'static str {
+        match self {
+            Group::General => "",
+            Group::Resources => "Commands that define resources other commands refer to:",
+            Group::Backends => {
+                "Commands that configure back-ends, which connect Receptor nodes together:"
+            }
+            Group::Services => "Commands that configure services running over the Receptor mesh:",
+            Group::Workers => "Commands that configure workers, which process units of work:",
+            Group::Certificates => {
+                "Commands that create certificates and run a certificate authority:"
+            }
+        }
+    }
+}
+
+/// One field of a kind.
+#[derive(Debug)]
+pub(crate) struct FieldSpec {
+    /// Lower-case key.
+    pub(crate) name: &'static str,
+    pub(crate) ty: FieldType,
+    pub(crate) required: bool,
+    /// Receives a value given without `key=` (`--tcp-peer host:port`, `- log-level: debug`).
+    pub(crate) bare: bool,
+    /// Default shown in `--help`.
+    pub(crate) default: Option<&'static str>,
+    pub(crate) description: &'static str,
+}
+
+/// One configuration kind.
+#[derive(Debug)]
+pub(crate) struct KindSpec {
+    pub(crate) name: &'static str,
+    pub(crate) description: &'static str,
+    pub(crate) owner: Owner,
+    pub(crate) group: Group,
+    /// At most one item of this kind.
+    pub(crate) singleton: bool,
+    /// Must be the only item (`--version`, certificate commands).
+    pub(crate) exclusive: bool,
+    /// Not listed in `--help`.
+    pub(crate) hidden: bool,
+    pub(crate) fields: &'static [FieldSpec],
+}
+
+impl KindSpec {
+    pub(crate) fn field(&self, name: &str) -> Option<&'static FieldSpec> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    pub(crate) fn bare_field(&self) -> Option<&'static FieldSpec> {
+        self.fields.iter().find(|f| f.bare)
+    }
+}
+
+/// Looks a kind up by its canonical (lower-case) name.
+pub(crate) fn kind(name: &str) -> Option<&'static KindSpec> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
+/// Kinds whose changes `reload` applies (everything else needs a restart).
+pub(crate) const RELOADABLE: [&str; 7] = [
+    "tcp-peer",
+    "tcp-listener",
+    "ws-peer",
+    "ws-listener",
+    "udp-peer",
+    "udp-listener",
+    "local-only",
+];
+
+const fn f(name: &'static str, ty: FieldType, description: &'static str) -> FieldSpec {
+    FieldSpec {
+        name,
+        ty,
+        required: false,
+        bare: false,
+        default: None,
+        description,
+    }
+}
+
+const fn req(name: &'static str, ty: FieldType, description: &'static str) -> FieldSpec {
+    FieldSpec {
+        name,
+        ty,
+        required: true,
+        bare: false,
+        default: None,
+        description,
+    }
+}
+
+const fn def(
+    name: &'static str,
+    ty: FieldType,
+    default: &'static str,
+    description: &'static str,
+) -> FieldSpec {
+    FieldSpec {
+        name,
+        ty,
+        required: false,
+        bare: false,
+        default: Some(default),
+        description,
+    }
+}
+
+const fn bare(mut spec: FieldSpec) -> FieldSpec {
+    spec.bare = true;
+    spec
+}
+
+const fn kind_spec(
+    name: &'static str,
+    description: &'static str,
+    owner: Owner,
+    group: Group,
+    fields: &'static [FieldSpec],
+) -> KindSpec {
+    KindSpec {
+        name,
+        description,
+        owner,
+        group,
+        singleton: false,
+        exclusive: false,
+        hidden: false,
+        fields,
+    }
+}
+
+const fn singleton(mut spec: KindSpec) -> KindSpec {
+    spec.singleton = true;
+    spec
+}
+
+const fn exclusive(mut spec: KindSpec) -> KindSpec {
+    spec.exclusive = true;
+    spec
+}
+
+const fn hidden(mut spec: KindSpec) -> KindSpec {
+    spec.hidden = true;
+    spec
+}
+
+use FieldType::{AnyMap, Bool, Float, FloatMap, Int, MapList, Str, StrList};
+use Group::{Backends, Certificates, General, Resources, Services, Workers};
+use Owner::{Core, Plugin};
+
+const COST: FieldSpec = def("cost", Float, "1.0", "Connection cost (weight)");
+const NODECOST: FieldSpec = f("nodecost", FloatMap, "Per-node costs");
+const ALLOWEDPEERS: FieldSpec = f(
+    "allowedpeers",
+    StrList,
+    "Node IDs of the peers allowed on this connection",
+);
+const REDIAL: FieldSpec = def("redial", Bool, "true", "Redial when the connection is lost");
+const BINDADDR: FieldSpec = def("bindaddr", Str, "0.0.0.0", "Local address to bind to");
+
+/// Every kind, in the order `--help` lists them.
+pub(crate) static KINDS: &[KindSpec] = &[
+    singleton(kind_spec(
+        "node",
+        "Node configuration of this instance",
+        Core,
+        General,
+        &[
+            bare(f("id", Str, "Node ID (default: the local host name)")),
+            def(
+                "datadir",
+                Str,
+                "/tmp/receptor",
+                "Directory for the node's data (work units)",
+            ),
+            f(
+                "firewallrules",
+                MapList,
+                "Firewall rules (see the documentation)",
+            ),
+            f(
+                "maxidleconnectiontimeout",
+                Str,
+                "How long a backend connection may stay silent before it is dropped (at least 21s)",
+            ),
+            f("receptorkubesupportreconnect", Str, ""),
+            f("receptorkubeclientsetqps", Str, ""),
+            f("receptorkubeclientsetburst", Str, ""),
+            f("receptorkubeclientsetratelimiter", Str, ""),
+        ],
+    )),
+    singleton(kind_spec(
+        "local-only",
+        "Run a self-contained node without backends",
+        Core,
+        General,
+        &[f("local", Bool, "")],
+    )),
+    exclusive(kind_spec(
+        "version",
+        "Print the Receptor version",
+        Core,
+        General,
+        &[],
+    )),
+    singleton(kind_spec(
+        "log-level",
+        "Verbosity of the log output",
+        Core,
+        General,
+        &[bare(def(
+            "level",
+            Str,
+            "error",
+            "Error, Warning, Info or Debug",
+        ))],
+    )),
+    singleton(kind_spec(
+        "trace",
+        "Log every packet (tracing)",
+        Core,
+        General,
+        &[],
+    )),
+    kind_spec(
+        "control-service",
+        "Run a control service (receptorctl talks to it)",
+        Core,
+        General,
+        &[
+            def("service", Str, "control", "Mesh service name to listen on"),
+            f("filename", Str, "Path of a unix socket to listen on"),
+            def("permissions", Int, "0600", "Permissions of the socket file"),
+            f(
+                "tls",
+                Str,
+                "Name of the tls-server used on the mesh listener",
+            ),
+            f("tcplisten", Str, "TCP port or host:port to listen on"),
+            f(
+                "tcptls",
+                Str,
+                "Name of the tls-server used on the TCP listener",
+            ),
+        ],
+    ),
+    kind_spec(
+        "plugins",
+        "Plugin files or folders to load (receptor-rs extension)",
+        Core,
+        General,
+        &[bare(f(
+            "path",
+            StrList,
+            "Path of a plugin library or of a folder of plugins",
+        ))],
+    ),
+    kind_spec(
+        "tls-server",
+        "Define a named TLS server configuration",
+        Core,
+        Resources,
+        &[
+            req("name", Str, "Name of this configuration"),
+            req("cert", Str, "Server certificate file"),
+            req("key", Str, "Server private key file"),
+            def(
+                "requireclientcert",
+                Bool,
+                "false",
+                "Require a client certificate",
+            ),
+            f(
+                "clientcas",
+                Str,
+                "CA bundle that client certificates are verified against",
+            ),
+            f(
+                "pinnedclientcert",
+                StrList,
+                "Fingerprint (SHA-256 or SHA-512) a client certificate must have",
+            ),
+            def(
+                "skipreceptornamescheck",
+                Bool,
+                "false",
+                "Do not check the node ID in the certificate at startup",
+            ),
+            def(
+                "mintls13",
+                Bool,
+                "true",
+                "Require TLS 1.3 (otherwise 1.2 is the minimum)",
+            ),
+        ],
+    ),
+    kind_spec(
+        "tls-client",
+        "Define a named TLS client configuration",
+        Core,
+        Resources,
+        &[
+            req("name", Str, "Name of this configuration"),
+            req("cert", Str, "Client certificate file"),
+            req("key", Str, "Client private key file"),
+            f("rootcas", Str, "CA bundle to trust instead of the system's"),
+            def(
+                "insecureskipverify",
+                Bool,
+                "false",
+                "Accept any server certificate",
+            ),
+            f(
+                "pinnedservercert",
+                StrList,
+                "Fingerprint (SHA-256 or SHA-512) the server certificate must have",
+            ),
+            f(
+                "skipreceptornamescheck",
+                Bool,
+                "Do not check the node ID in the certificate at startup",
+            ),
+            def(
+                "mintls13",
+                Bool,
+                "true",
+                "Require TLS 1.3 (otherwise 1.2 is the minimum)",
+            ),
+        ],
+    ),
+    kind_spec(
+        "tcp-listener",
+        "Accept backend connections on a TCP port",
+        Plugin,
+        Backends,
+        &[
+            BINDADDR,
+            bare(req("port", Int, "TCP port to listen on")),
+            f("tls", Str, "Name of a tls-server configuration"),
+            COST,
+            NODECOST,
+            ALLOWEDPEERS,
+        ],
+    ),
+    kind_spec(
+        "tcp-peer",
+        "Connect to a peer's TCP listener",
+        Plugin,
+        Backends,
+        &[
+            bare(req("address", Str, "host:port to connect to")),
+            REDIAL,
+            f("tls", Str, "Name of a tls-client configuration"),
+            COST,
+            ALLOWEDPEERS,
+        ],
+    ),
+    kind_spec(
+        "udp-listener",
+        "Accept backend connections on a UDP port",
+        Plugin,
+        Backends,
+        &[
+            BINDADDR,
+            bare(req("port", Int, "UDP port to listen on")),
+            COST,
+            NODECOST,
+            ALLOWEDPEERS,
+        ],
+    ),
+    kind_spec(
+        "udp-peer",
+        "Connect to a peer's UDP listener",
+        Plugin,
+        Backends,
+        &[
+            bare(req("address", Str, "host:port to connect to")),
+            REDIAL,
+            COST,
+            ALLOWEDPEERS,
+        ],
+    ),
+    kind_spec(
+        "ws-listener",
+        "Accept backend connections over websockets (HTTP server)",
+        Plugin,
+        Backends,
+        &[
+            BINDADDR,
+            bare(req("port", Int, "TCP port of the HTTP server")),
+            def("path", Str, "/", "URI path of the websocket endpoint"),
+            f("tls", Str, "Name of a tls-server configuration"),
+            COST,
+            NODECOST,
+            ALLOWEDPEERS,
+        ],
+    ),
+    kind_spec(
+        "ws-peer",
+        "Connect to a peer's websocket listener",
+        Plugin,
+        Backends,
+        &[
+            bare(req("address", Str, "URL to connect to")),
+            REDIAL,
+            f(
+                "extraheader",
+                Str,
+                "Extra HTTP header (Name:value) sent when connecting",
+            ),
+            f("tls", Str, "Name of a tls-client configuration"),
+            COST,
+            ALLOWEDPEERS,
+        ],
+    ),
+    kind_spec(
+        "command-service",
+        "Serve an interactive command as a mesh service",
+        Plugin,
+        Services,
+        &[
+            req("service", Str, "Mesh service name"),
+            req("command", Str, "Command run for each connection"),
+            f("tls", Str, "Name of a tls-server configuration"),
+        ],
+    ),
+    kind_spec(
+        "ip-router",
+        "Route IP traffic through a tun interface",
+        Plugin,
+        Services,
+        &[
+            req("networkname", Str, "Name of the network and of its service"),
+            f("interface", Str, "Name of the local tun interface"),
+            req("localnet", Str, "Local /30 CIDR address"),
+            f("routes", Str, "Comma-separated CIDR subnets to advertise"),
+        ],
+    ),
+    kind_spec(
+        "tcp-server",
+        "Accept TCP connections and forward them over the mesh",
+        Core,
+        Services,
+        &[
+            req("port", Int, "Local TCP port"),
+            def("bindaddr", Str, "0.0.0.0", "Local address to bind to"),
+            req("remotenode", Str, "Node to forward to"),
+            req("remoteservice", Str, "Service to forward to"),
+            f(
+                "tlsserver",
+                Str,
+                "Name of a tls-server for the TCP listener",
+            ),
+            f(
+                "tlsclient",
+                Str,
+                "Name of a tls-client for the mesh connection",
+            ),
+        ],
+    ),
+    kind_spec(
+        "tcp-client",
+        "Listen on a mesh service and forward connections over TCP",
+        Core,
+        Services,
+        &[
+            req("service", Str, "Mesh service name to listen on"),
+            req("address", Str, "host:port to connect to"),
+            f(
+                "tlsserver",
+                Str,
+                "Name of a tls-server for the mesh service",
+            ),
+            f(
+                "tlsclient",
+                Str,
+                "Name of a tls-client for the TCP connection",
+            ),
+        ],
+    ),
+    kind_spec(
+        "udp-server",
+        "Accept UDP datagrams and forward them over the mesh",
+        Core,
+        Services,
+        &[
+            req("port", Int, "Local UDP port"),
+            def("bindaddr", Str, "0.0.0.0", "Local address to bind to"),
+            req("remotenode", Str, "Node to forward to"),
+            req("remoteservice", Str, "Service to forward to"),
+        ],
+    ),
+    kind_spec(
+        "udp-client",
+        "Listen on a mesh service and forward datagrams over UDP",
+        Core,
+        Services,
+        &[
+            req("service", Str, "Mesh service name to listen on"),
+            req("address", Str, "host:port to send to"),
+        ],
+    ),
+    kind_spec(
+        "unix-socket-server",
+        "Accept unix socket connections and forward them over the mesh",
+        Core,
+        Services,
+        &[
+            req("filename", Str, "Socket path (replaced if it exists)"),
+            def("permissions", Int, "0600", "Permissions of the socket file"),
+            req("remotenode", Str, "Node to forward to"),
+            req("remoteservice", Str, "Service to forward to"),
+            f("tls", Str, "Name of a tls-client for the mesh connection"),
+        ],
+    ),
+    kind_spec(
+        "unix-socket-client",
+        "Listen on a mesh service and forward connections to a unix socket",
+        Core,
+        Services,
+        &[
+            req("service", Str, "Mesh service name to listen on"),
+            req("filename", Str, "Path of an existing socket"),
+            f("tls", Str, "Name of a tls-server for the mesh service"),
+        ],
+    ),
+    singleton(kind_spec(
+        "work-signing",
+        "Private key that signs work submitted to other nodes",
+        Core,
+        Workers,
+        &[
+            bare(f("privatekey", Str, "PEM file of the RSA private key")),
+            f(
+                "tokenexpiration",
+                Str,
+                "Lifetime of a signature, e.g. 3h or 3h30m (default: 5m)",
+            ),
+        ],
+    )),
+    singleton(kind_spec(
+        "work-verification",
+        "Public key that verifies signed work submissions",
+        Core,
+        Workers,
+        &[bare(f("publickey", Str, "PEM file of the RSA public key"))],
+    )),
+    kind_spec(
+        "work-command",
+        "Work type that runs an external command",
+        Plugin,
+        Workers,
+        &[
+            req("worktype", Str, "Name of the work type"),
+            req("command", Str, "Command that processes a unit of work"),
+            f("params", Str, "Command-line parameters"),
+            def(
+                "allowruntimeparams",
+                Bool,
+                "false",
+                "Let submitters add parameters",
+            ),
+            def(
+                "verifysignature",
+                Bool,
+                "false",
+                "Require signed work submissions",
+            ),
+        ],
+    ),
+    kind_spec(
+        "work-kubernetes",
+        "Work type that runs pods on Kubernetes",
+        Plugin,
+        Workers,
+        &[
+            req("worktype", Str, "Name of the work type"),
+            f("namespace", Str, "Namespace of the pods"),
+            f("image", Str, "Container image of the worker pod"),
+            f("command", Str, "Command run in the container"),
+            f("params", Str, "Parameters passed to the entrypoint"),
+            def(
+                "authmethod",
+                Str,
+                "incluster",
+                "kubeconfig, incluster or runtime",
+            ),
+            f("kubeconfig", Str, "Kubeconfig file (authmethod=kubeconfig)"),
+            f("pod", Str, "Pod definition file (JSON or YAML)"),
+            def(
+                "allowruntimeauth",
+                Bool,
+                "false",
+                "Let submitters pass API parameters",
+            ),
+            def(
+                "allowruntimecommand",
+                Bool,
+                "false",
+                "Let submitters choose image and command",
+            ),
+            def(
+                "allowruntimeparams",
+                Bool,
+                "false",
+                "Let submitters add parameters",
+            ),
+            def(
+                "allowruntimepod",
+                Bool,
+                "false",
+                "Let submitters pass a pod definition",
+            ),
+            def(
+                "deletepodonrestart",
+                Bool,
+                "true",
+                "Delete pending pods on restart",
+            ),
+            def("streammethod", Str, "logger", "logger or tcp"),
+            def(
+                "verifysignature",
+                Bool,
+                "false",
+                "Require signed work submissions",
+            ),
+        ],
+    ),
+    kind_spec(
+        "work-python",
+        "Work type implemented by a Python plugin (deprecated, refused by receptor 1.6.9)",
+        Plugin,
+        Workers,
+        &[
+            req("worktype", Str, "Name of the work type"),
+            req("plugin", Str, "Python module of the plugin"),
+            req("function", Str, "Exported function to call"),
+            f("config", AnyMap, "Plugin-specific configuration"),
+        ],
+    ),
+    hidden(kind_spec(
+        "command-runner",
+        "Run one command of a work unit (internal)",
+        Plugin,
+        Workers,
+        &[
+            req("command", Str, "Command to run"),
+            req("params", Str, "Parameters"),
+            req("unitdir", Str, "Folder of the work unit"),
+        ],
+    )),
+    exclusive(kind_spec(
+        "cert-init",
+        "Create a certificate authority",
+        Core,
+        Certificates,
+        &[
+            req("commonname", Str, "Common name of the certificate"),
+            req("bits", Int, "Length of the RSA key in bits"),
+            f("notbefore", Str, "Start of validity (RFC 3339)"),
+            f("notafter", Str, "End of validity (RFC 3339)"),
+            req("outcert", Str, "File the CA certificate is written to"),
+            req("outkey", Str, "File the CA private key is written to"),
+        ],
+    )),
+    exclusive(kind_spec(
+        "cert-makereq",
+        "Create a certificate signing request",
+        Core,
+        Certificates,
+        &[
+            req("commonname", Str, "Common name of the certificate"),
+            f("bits", Int, "Length of the RSA key in bits"),
+            f("dnsname", StrList, "DNS name to add to the certificate"),
+            f("ipaddress", StrList, "IP address to add to the certificate"),
+            f(
+                "nodeid",
+                StrList,
+                "Receptor node ID to add to the certificate",
+            ),
+            req("outreq", Str, "File the request is written to"),
+            f("inkey", Str, "Existing private key to use"),
+            f("outkey", Str, "File a new private key is written to"),
+        ],
+    )),
+    exclusive(kind_spec(
+        "cert-signreq",
+        "Sign a certificate request",
+        Core,
+        Certificates,
+        &[
+            req("req", Str, "Certificate request file"),
+            req("cacert", Str, "CA certificate file"),
+            req("cakey", Str, "CA private key file"),
+            f("notbefore", Str, "Start of validity (RFC 3339)"),
+            f("notafter", Str, "End of validity (RFC 3339)"),
+            req("outcert", Str, "File the signed certificate is written to"),
+            def(
+                "verify",
+                Bool,
+                "false",
+                "Sign without asking for confirmation",
+            ),
+        ],
+    )),
+];
+
+/// `--help` type label of a field.
+pub(crate) fn type_label(ty: FieldType) -> &'static str {
+    match ty {
+        Str => "string",
+        Int => "int",
+        Bool => "bool",
+        Float => "float64",
+        StrList => "[]string (may be repeated)",
+        MapList => "JSON list of JSON dict of JSON data to JSON data",
+        FloatMap => "JSON dict of string to float64",
+        AnyMap => "JSON dict with string keys",
+    }
+}
+
+/// The singular kind of a key of the `version: 2` map form (`tcp-listeners` → `tcp-listener`).
+pub(crate) fn v2_kind(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "node" => "node",
+        "trace" => "trace",
+        "log-level" => "log-level",
+        "local-only" => "local-only",
+        "plugins" => "plugins",
+        "control-services" => "control-service",
+        "tls-clients" => "tls-client",
+        "tls-servers" => "tls-server",
+        "work-commands" => "work-command",
+        "work-kubernetes" => "work-kubernetes",
+        "work-signing" => "work-signing",
+        "work-verification" => "work-verification",
+        "iprouters" | "ip-routers" => "ip-router",
+        "tcp-clients" => "tcp-client",
+        "tcp-servers" => "tcp-server",
+        "udp-clients" => "udp-client",
+        "udp-servers" => "udp-server",
+        "unix-socket-clients" => "unix-socket-client",
+        "unix-socket-servers" => "unix-socket-server",
+        "cert-init" => "cert-init",
+        "cert-makereqs" => "cert-makereq",
+        "cert-signreqs" => "cert-signreq",
+        "tcp-listeners" => "tcp-listener",
+        "udp-listeners" => "udp-listener",
+        "ws-listeners" => "ws-listener",
+        "tcp-peers" => "tcp-peer",
+        "udp-peers" => "udp-peer",
+        "ws-peers" => "ws-peer",
+        _ => return None,
+    })
+}

@@ -1,0 +1,255 @@
+//! Running a node: the configuration decides which plugins load, which backends
+//! connect the node to the mesh, which work types it offers and where its control
+//! service listens. This module wires those pieces together and keeps them running
+//! until the process is told to stop.
+
+mod backends;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::Mutex;
+
+use crate::config::{self, Config, Invocation};
+use crate::control::reload::{ERRORCODE_CONFIG, ERRORCODE_NOT_RELOADABLE};
+use crate::control::{CommandRegistry, ControlListener, ControlService, ReloadFailure, ReloadFn};
+use crate::mesh::{Mesh, MeshOptions};
+use crate::plugin_host::{ClaimType, LoadOptions, PluginHost};
+use crate::work::control::WorkCommand;
+use crate::work::store::Workceptor;
+
+pub use backends::{session_params, BackendConfigError, Backends};
+
+/// Go receptor's floor for the idle timeout of backend sessions.
+const MIN_IDLE: Duration = Duration::from_secs(21);
+
+/// A running node and everything it owns.
+pub struct Node {
+    /// The mesh driver.
+    pub mesh: Mesh,
+    /// The unit store.
+    pub work: Arc<Workceptor>,
+    plugins: Arc<PluginHost>,
+    backends: Mutex<Backends>,
+    config: Mutex<Config>,
+    listeners: Mutex<Vec<ControlListener>>,
+    argv: Vec<OsString>,
+    config_file: Option<PathBuf>,
+}
+
+impl Node {
+    /// Starts a node from a parsed configuration. `argv` is the command line it came
+    /// from, re-read on `reload` together with `config_file`.
+    pub async fn start(
+        config: Config,
+        config_file: Option<PathBuf>,
+        argv: Vec<OsString>,
+    ) -> anyhow::Result<Arc<Node>> {
+        let plugins = Arc::new(load_plugins(&config)?);
+        let node_id = config.node.id.clone();
+        let max_idle = config
+            .node
+            .max_idle_connection_timeout
+            .unwrap_or(MIN_IDLE)
+            .max(MIN_IDLE);
+        let mesh = Mesh::start(MeshOptions {
+            node_id: node_id.clone(),
+            max_idle,
+        });
+
+        let mut work_types = Vec::new();
+        for section in sections_claimed(&plugins, &config, ClaimType::WorkType) {
+            let wt = plugins
+                .work_type(&section.kind, &section.value)
+                .with_context(|| section.origin.clone())?;
+            work_types.push(wt);
+        }
+        let work = Workceptor::open(&node_id, &config.node.datadir, work_types)
+            .await
+            .context("cannot open the work unit store")?;
+        mesh.set_work_commands(
+            work.work_types()
+                .into_iter()
+                .map(|w| receptor_proto::svcad::WorkCommand {
+                    work_type: w.name,
+                    secure: w.secure,
+                })
+                .collect(),
+        )
+        .await;
+
+        let backend_sections = sections_claimed(&plugins, &config, ClaimType::Backend);
+        let backends = Backends::start(&plugins, &mesh, &config, &backend_sections)?;
+
+        let node = Arc::new(Node {
+            mesh,
+            work,
+            plugins,
+            backends: Mutex::new(backends),
+            config: Mutex::new(config),
+            listeners: Mutex::new(Vec::new()),
+            argv,
+            config_file,
+        });
+        node.start_control_services().await?;
+        Ok(node)
+    }
+
+    async fn start_control_services(self: &Arc<Node>) -> anyhow::Result<()> {
+        let registry = CommandRegistry::new();
+        registry
+            .register(Arc::new(WorkCommand::new(self.work.clone())))
+            .context("registering the work command")?;
+        let reload = self.reload_fn();
+        let control = ControlService::for_mesh(&self.mesh, registry, reload)
+            .context("starting the control service")?;
+        let config = self.config.lock().await.clone();
+        let mut listeners = self.listeners.lock().await;
+        for cs in &config.control_services {
+            if let Some(path) = &cs.filename {
+                let l = control
+                    .serve_unix(path, cs.permissions)
+                    .await
+                    .with_context(|| format!("control service on {}", path.display()))?;
+                listeners.push(l);
+            }
+            if let Some(addr) = &cs.tcp_listen {
+                let l = control
+                    .serve_tcp(addr)
+                    .await
+                    .with_context(|| format!("control service on tcp {addr}"))?;
+                listeners.push(l);
+            }
+            tracing::info!("Running control service {}", cs.service);
+        }
+        Ok(())
+    }
+
+    /// The `reload` command: only available when the node was started from a file.
+    fn reload_fn(self: &Arc<Node>) -> Option<ReloadFn> {
+        self.config_file.as_ref()?;
+        let weak = Arc::downgrade(self);
+        Some(Arc::new(move || {
+            let weak = weak.clone();
+            Box::pin(async move {
+                match weak.upgrade() {
+                    Some(node) => node.reload().await,
+                    None => Err(ReloadFailure {
+                        message: "node is shutting down".to_owned(),
+                        code: ERRORCODE_CONFIG,
+                    }),
+                }
+            })
+        }))
+    }
+
+    /// Re-reads the configuration and restarts the backends.
+    pub async fn reload(&self) -> Result<(), ReloadFailure> {
+        let fresh = match config::parse_args(self.argv.clone()) {
+            Ok(Invocation::Run { config, .. }) => config,
+            Ok(_) => {
+                return Err(ReloadFailure {
+                    message: "error loading config file: not a node configuration".to_owned(),
+                    code: ERRORCODE_CONFIG,
+                })
+            }
+            Err(e) => {
+                return Err(ReloadFailure {
+                    message: format!("error loading config file: {e}"),
+                    code: ERRORCODE_CONFIG,
+                })
+            }
+        };
+        let mut current = self.config.lock().await;
+        if let Err(e) = config::reload_check(&current, &fresh) {
+            return Err(ReloadFailure {
+                message: e.to_string(),
+                code: ERRORCODE_NOT_RELOADABLE,
+            });
+        }
+        let sections = sections_claimed(&self.plugins, &fresh, ClaimType::Backend);
+        let mut backends = self.backends.lock().await;
+        backends.stop();
+        *backends = Backends::start(&self.plugins, &self.mesh, &fresh, &sections).map_err(|e| {
+            ReloadFailure {
+                message: format!("error starting backends: {e:#}"),
+                code: ERRORCODE_CONFIG,
+            }
+        })?;
+        *current = fresh;
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+
+    /// Stops backends, control listeners and the mesh.
+    pub async fn shutdown(&self) {
+        self.backends.lock().await.stop();
+        for l in self.listeners.lock().await.drain(..) {
+            l.close().await;
+        }
+        self.mesh.shutdown().await;
+    }
+}
+
+/// Loads the configured plugins plus the default search path, and checks that every
+/// plugin section of the configuration is claimed by one of them.
+fn load_plugins(config: &Config) -> anyhow::Result<PluginHost> {
+    let host = PluginHost::load(&LoadOptions {
+        paths: config.plugins.clone(),
+        default_search: true,
+    })?;
+    for p in host.plugins() {
+        tracing::info!(
+            "loaded plugin {} {} (ABI {}.{}) from {}",
+            p.name,
+            p.version,
+            p.abi.0,
+            p.abi.1,
+            p.path.display()
+        );
+    }
+    for section in &config.sections {
+        host.require(&section.kind)
+            .with_context(|| section.origin.clone())?;
+    }
+    Ok(host)
+}
+
+fn sections_claimed<'a>(
+    plugins: &PluginHost,
+    config: &'a Config,
+    want: ClaimType,
+) -> Vec<&'a config::Section> {
+    config
+        .sections
+        .iter()
+        .filter(|s| plugins.claims(&s.kind).is_some_and(|(t, _)| t == want))
+        .collect()
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub async fn run(
+    config: Config,
+    config_file: Option<PathBuf>,
+    argv: Vec<OsString>,
+) -> anyhow::Result<()> {
+    let node = Node::start(config, config_file, argv).await?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

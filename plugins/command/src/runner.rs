@@ -1,0 +1,382 @@
+//! Running one command unit: start, progress, end, cancel and re-attach after a restart.
+//!
+//! What a unit reports, as Go receptor's command runner does:
+//! * `Running: PID <command pid>` with `ExtraData` `{"Pid":<runner pid>,"Params":"<params>"}`
+//!   once the command runs (the runner is the supervisor of [`crate::spawn`]);
+//! * `exit status N` (Succeeded for 0, Failed otherwise), `signal: killed` and the like
+//!   (Failed), with `ExtraData` null, when it ends;
+//! * `Canceled` when cancelled: the whole process group is killed with SIGKILL;
+//! * start-up problems as a Failed unit with Go's texts
+//!   (`exec: "x": executable file not found in $PATH`, `fork/exec /x: no such file or
+//!   directory`, `EOF found when expecting closing quote`).
+//!
+//! Each running unit has one thread that waits for its supervisor (so the plugin never
+//! needs the host's async runtime); it reports the end through the [`Reporter`].
+
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use receptor_plugin_sdk::WorkState;
+use serde_json::{json, Value};
+
+use crate::config::CommandConfig;
+use crate::shlex;
+use crate::spawn::{self, SpawnError};
+
+/// One progress report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// State.
+    pub state: WorkState,
+    /// Detail text.
+    pub detail: String,
+    /// `ExtraData` (`None` = null).
+    pub extra: Option<Value>,
+}
+
+impl Report {
+    fn new(state: WorkState, detail: impl Into<String>, extra: Option<Value>) -> Report {
+        Report {
+            state,
+            detail: detail.into(),
+            extra,
+        }
+    }
+}
+
+/// Where a unit's progress goes (called from any thread; the latest report wins).
+pub type Reporter = Arc<dyn Fn(Report) + Send + Sync>;
+
+/// A configured `work-command` type.
+#[derive(Debug, Clone)]
+pub struct CommandWork {
+    cfg: CommandConfig,
+}
+
+/// What the waiter and `cancel` share about a running supervisor.
+#[derive(Debug, Default)]
+struct Phase {
+    finished: bool,
+    cancelled: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    pgid: libc::pid_t,
+    /// Set for re-attached units (the supervisor is not our child).
+    pidfd: Option<OwnedFd>,
+    phase: Mutex<Phase>,
+}
+
+impl Shared {
+    fn phase(&self) -> MutexGuard<'_, Phase> {
+        self.phase
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A unit started (or re-attached) by [`CommandWork`].
+#[derive(Debug, Clone)]
+pub struct RunningCommand {
+    shared: Option<Arc<Shared>>,
+}
+
+impl RunningCommand {
+    fn finished() -> RunningCommand {
+        RunningCommand { shared: None }
+    }
+
+    /// The supervisor's pid (also the process group id), if a process was started.
+    pub fn supervisor_pid(&self) -> Option<libc::pid_t> {
+        self.shared.as_ref().map(|s| s.pgid)
+    }
+
+    /// Kills the unit's whole process group; the unit then reports `Canceled`. A unit
+    /// that already ended is left alone.
+    pub fn cancel(&self) -> Result<(), String> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let mut phase = shared.phase();
+        if phase.finished {
+            return Ok(());
+        }
+        if let Some(pidfd) = &shared.pidfd {
+            // Not our child: make sure the group leader still exists before using its
+            // pid as a group id.
+            if pidfd_exited(pidfd) {
+                return Ok(());
+            }
+        }
+        phase.cancelled = true;
+        // SAFETY: kill has no memory preconditions; a negative pid names the group.
+        let r = unsafe { libc::kill(-shared.pgid, libc::SIGKILL) };
+        if r != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::ESRCH) {
+                return Err(format!("cannot kill process group {}: {err}", shared.pgid));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CommandWork {
+    /// A work type for `cfg`.
+    pub fn new(cfg: CommandConfig) -> CommandWork {
+        CommandWork { cfg }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CommandConfig {
+        &self.cfg
+    }
+
+    /// The parameters a unit runs with: the configured ones, then the runtime ones.
+    pub fn final_params(&self, runtime_params: &str) -> String {
+        match (self.cfg.params.is_empty(), runtime_params.is_empty()) {
+            (_, true) => self.cfg.params.clone(),
+            (true, false) => runtime_params.to_owned(),
+            (false, false) => format!("{} {}", self.cfg.params, runtime_params),
+        }
+    }
+
+    /// Starts a unit. Problems with the command itself are reported as a Failed unit (as
+    /// Go does); `Err` is for problems of the node (the unit folder is unusable).
+    pub fn start(
+        &self,
+        unit_dir: &Path,
+        stdin: File,
+        stdout: File,
+        runtime_params: &str,
+        report: Reporter,
+    ) -> Result<RunningCommand, String> {
+        let params = self.final_params(runtime_params);
+        let words = match shlex::split(&params) {
+            Ok(words) => words,
+            Err(e) => {
+                report(Report::new(WorkState::Failed, e, None));
+                return Ok(RunningCommand::finished());
+            }
+        };
+        let program = match resolve_program(&self.cfg.command) {
+            Ok(program) => program,
+            Err(detail) => {
+                report(Report::new(WorkState::Failed, detail, None));
+                return Ok(RunningCommand::finished());
+            }
+        };
+        let unit_dir = fs::canonicalize(unit_dir)
+            .map_err(|e| format!("cannot resolve {}: {e}", unit_dir.display()))?;
+        let mut argv = Vec::with_capacity(words.len() + 1);
+        argv.push(self.cfg.command.clone());
+        argv.extend(words);
+        let spawned = match spawn::spawn(&program, &argv, &unit_dir, &stdin, &stdout) {
+            Ok(spawned) => spawned,
+            Err(e @ SpawnError::Exec { .. }) => {
+                report(Report::new(WorkState::Failed, e.to_string(), None));
+                return Ok(RunningCommand::finished());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        drop(stdin);
+        drop(stdout);
+        report(Report::new(
+            WorkState::Running,
+            format!("Running: PID {}", spawned.command),
+            Some(json!({"Pid": spawned.supervisor, "Params": params})),
+        ));
+        let shared = Arc::new(Shared {
+            pgid: spawned.supervisor,
+            pidfd: None,
+            phase: Mutex::new(Phase::default()),
+        });
+        let waiter = shared.clone();
+        spawn_waiter(move || wait_for_child(&waiter, &unit_dir, &report))
+            .map_err(|e| format!("cannot start waiter thread: {e}"))?;
+        Ok(RunningCommand {
+            shared: Some(shared),
+        })
+    }
+
+    /// Picks up a unit that was running when the node stopped, from its `ExtraData`.
+    /// Works if the unit's runner still runs (it is this unit's: its working folder is
+    /// the unit folder) or has recorded how the command ended; `Err` otherwise.
+    pub fn reattach(
+        &self,
+        unit_dir: &Path,
+        extra: Option<&Value>,
+        report: Reporter,
+    ) -> Result<RunningCommand, String> {
+        let pid = extra
+            .and_then(|e| e.get("Pid"))
+            .and_then(Value::as_i64)
+            .and_then(|p| libc::pid_t::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or("no command runner process was recorded for this unit")?;
+        let unit_dir = fs::canonicalize(unit_dir)
+            .map_err(|e| format!("cannot resolve {}: {e}", unit_dir.display()))?;
+        if let Some(status) = spawn::read_wait_status(&unit_dir) {
+            report(ended(status));
+            return Ok(RunningCommand::finished());
+        }
+        let pidfd = match pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(_) => {
+                // It may have finished between the two checks.
+                if let Some(status) = spawn::read_wait_status(&unit_dir) {
+                    report(ended(status));
+                    return Ok(RunningCommand::finished());
+                }
+                return Err(format!("command runner process {pid} is gone"));
+            }
+        };
+        let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        if cwd.as_deref() != Some(unit_dir.as_path()) {
+            return Err(format!(
+                "process {pid} is not the command runner of this unit"
+            ));
+        }
+        let shared = Arc::new(Shared {
+            pgid: pid,
+            pidfd: Some(pidfd),
+            phase: Mutex::new(Phase::default()),
+        });
+        let waiter = shared.clone();
+        spawn_waiter(move || wait_for_pidfd(&waiter, &unit_dir, &report))
+            .map_err(|e| format!("cannot start waiter thread: {e}"))?;
+        Ok(RunningCommand {
+            shared: Some(shared),
+        })
+    }
+}
+
+fn spawn_waiter(f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("command-wait".to_owned())
+        .stack_size(128 * 1024)
+        .spawn(f)
+        .map(|_| ())
+}
+
+/// The report for a command that ended with wait status `status`.
+fn ended(status: i32) -> Report {
+    let (success, detail) = spawn::describe_wait_status(status);
+    let state = if success {
+        WorkState::Succeeded
+    } else {
+        WorkState::Failed
+    };
+    Report::new(state, detail, None)
+}
+
+/// The final report once the supervisor is gone.
+fn final_report(cancelled: bool, unit_dir: &Path) -> Report {
+    if cancelled {
+        return Report::new(WorkState::Canceled, "Canceled", None);
+    }
+    match spawn::read_wait_status(unit_dir) {
+        Some(status) => ended(status),
+        None => Report::new(WorkState::Failed, "Killed", None),
+    }
+}
+
+/// Waits for a supervisor that is our child. It is left a zombie until the phase is
+/// marked finished, so `cancel` never signals a recycled process group id.
+fn wait_for_child(shared: &Shared, unit_dir: &Path, report: &Reporter) {
+    loop {
+        // SAFETY: siginfo_t is plain old data; all zeroes is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid out-pointer; WNOWAIT leaves the child unreaped.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                shared.pgid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    let cancelled = {
+        let mut phase = shared.phase();
+        phase.finished = true;
+        phase.cancelled
+    };
+    let _ = spawn::wait_child(shared.pgid);
+    report(final_report(cancelled, unit_dir));
+}
+
+/// Waits for a supervisor that is not our child (after a restart).
+fn wait_for_pidfd(shared: &Shared, unit_dir: &Path, report: &Reporter) {
+    if let Some(pidfd) = &shared.pidfd {
+        loop {
+            let mut pfd = libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+            if r > 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break;
+            }
+        }
+    }
+    let cancelled = {
+        let mut phase = shared.phase();
+        phase.finished = true;
+        phase.cancelled
+    };
+    report(final_report(cancelled, unit_dir));
+}
+
+fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("bad descriptor"))?;
+    // SAFETY: the descriptor was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn pidfd_exited(pidfd: &OwnedFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+}
+
+/// Go's `exec.LookPath`: a name with a `/` is used as it is; others are searched in the
+/// absolute folders of `$PATH` for an executable regular file.
+pub fn resolve_program(command: &str) -> Result<PathBuf, String> {
+    if command.contains('/') {
+        return Ok(PathBuf::from(command));
+    }
+    let not_found = || format!("exec: {command:?}: executable file not found in $PATH");
+    let path = std::env::var_os("PATH").ok_or_else(not_found)?;
+    for dir in std::env::split_paths(&path) {
+        if !dir.is_absolute() {
+            continue;
+        }
+        let candidate = dir.join(command);
+        if let Ok(meta) = fs::metadata(&candidate) {
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(not_found())
+}

@@ -1,0 +1,471 @@
+//! Starting a command under a small supervisor process that outlives the node.
+//!
+//! A unit must survive a restart of the node and its exit status must not be lost, but
+//! only a parent can learn a process's exit status. So the command is started like this:
+//!
+//! ```text
+//! node ──fork──▶ supervisor (setsid: new session and process group, cwd = unit folder)
+//!                   └──fork+exec──▶ command (stdin = unit stdin, stdout+stderr = unit stdout)
+//! ```
+//!
+//! The supervisor waits for the command and writes its raw wait status to
+//! `<unitdir>/waitstatus` (through a temporary file and a rename), then exits. The node
+//! waits for the supervisor: directly while it is its child, through a pidfd after a
+//! restart. The supervisor's pid is also the process group id, so a cancel kills the whole
+//! group (the command and anything it forked) with one `kill(-pgid, SIGKILL)`.
+//!
+//! The supervisor is a fork of a multi-threaded process that does not exec, so after the
+//! fork it only makes raw system calls, on memory prepared before the fork.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Name of the file the supervisor writes the command's wait status to.
+pub const WAIT_STATUS_FILE: &str = "waitstatus";
+const WAIT_STATUS_TEMP: &str = "waitstatus.tmp";
+
+/// A started command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spawned {
+    /// The supervisor: a child of this process, leader of the command's process group.
+    pub supervisor: libc::pid_t,
+    /// The command.
+    pub command: libc::pid_t,
+}
+
+/// Why a command did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// `execv` of the command failed in the new process.
+    #[error("fork/exec {path}: {}", go_errno_text(*.errno))]
+    Exec {
+        /// The program path.
+        path: String,
+        /// `errno` of the failed `execv`.
+        errno: i32,
+    },
+    /// Setting up the processes failed.
+    #[error("cannot start command: {0}")]
+    Os(#[from] io::Error),
+}
+
+/// An errno as Go prints it (`no such file or directory`).
+pub fn go_errno_text(errno: i32) -> String {
+    let text = io::Error::from_raw_os_error(errno).to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text).to_owned();
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
+    }
+}
+
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument"))
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are new and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Reads exactly 4 bytes, or returns `None` at end of file.
+fn read_i32(fd: &OwnedFd) -> io::Result<Option<i32>> {
+    let mut buf = [0u8; 4];
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into the unfilled tail of a local buffer.
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                buf[got..].as_mut_ptr().cast(),
+                buf.len() - got,
+            )
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        got += n as usize;
+    }
+    Ok(Some(i32::from_ne_bytes(buf)))
+}
+
+/// Waits for a child and returns its raw wait status.
+pub fn wait_child(pid: libc::pid_t) -> io::Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Ok(status);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Everything the processes need after the fork, prepared before it.
+struct Prepared {
+    program: CString,
+    argv: Vec<CString>,
+    status_temp: CString,
+    status_file: CString,
+    unit_dir: CString,
+    max_fd: libc::c_int,
+}
+
+/// Starts `program` with `args` (argv[0] included) under a supervisor; the command's
+/// stdin is `stdin`, its stdout and stderr both `stdout`. `unit_dir` must be absolute.
+pub fn spawn(
+    program: &Path,
+    args: &[String],
+    unit_dir: &Path,
+    stdin: &File,
+    stdout: &File,
+) -> Result<Spawned, SpawnError> {
+    let prepared = Prepared {
+        program: cstring(program.as_os_str().as_bytes())?,
+        argv: args
+            .iter()
+            .map(|a| cstring(a.as_bytes()))
+            .collect::<io::Result<_>>()?,
+        status_temp: cstring(unit_dir.join(WAIT_STATUS_TEMP).as_os_str().as_bytes())?,
+        status_file: cstring(unit_dir.join(WAIT_STATUS_FILE).as_os_str().as_bytes())?,
+        unit_dir: cstring(unit_dir.as_os_str().as_bytes())?,
+        max_fd: max_fd(),
+    };
+    let mut argv_ptrs: Vec<*const libc::c_char> =
+        prepared.argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let (pid_read, pid_write) = pipe()?;
+    let (err_read, err_write) = pipe()?;
+
+    // SAFETY: fork has no memory-safety preconditions; in the child only the
+    // async-signal-safe code of `supervise` runs, which never returns.
+    let supervisor = unsafe { libc::fork() };
+    if supervisor < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    if supervisor == 0 {
+        // SAFETY: we are the freshly forked child; every pointer refers to memory
+        // prepared before the fork and still mapped in this copy of the process.
+        unsafe {
+            supervise(
+                &prepared,
+                &argv_ptrs,
+                [
+                    stdin.as_raw_fd(),
+                    stdout.as_raw_fd(),
+                    pid_write.as_raw_fd(),
+                    err_write.as_raw_fd(),
+                ],
+            )
+        }
+    }
+    drop(pid_write);
+    drop(err_write);
+
+    let command = match read_i32(&pid_read) {
+        Ok(Some(pid)) if pid > 0 => pid,
+        other => {
+            let _ = wait_child(supervisor);
+            let err = match other {
+                Ok(Some(errno)) => io::Error::from_raw_os_error(-errno),
+                Ok(None) => io::Error::other("command runner exited before starting the command"),
+                Err(e) => e,
+            };
+            return Err(err.into());
+        }
+    };
+    match read_i32(&err_read) {
+        Ok(None) => Ok(Spawned {
+            supervisor,
+            command,
+        }),
+        Ok(Some(errno)) => {
+            let _ = wait_child(supervisor);
+            Err(SpawnError::Exec {
+                path: program.display().to_string(),
+                errno,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn max_fd() -> libc::c_int {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid out-pointer.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if ok && limit.rlim_cur != libc::RLIM_INFINITY {
+        libc::c_int::try_from(limit.rlim_cur).unwrap_or(libc::c_int::MAX)
+    } else {
+        1 << 20
+    }
+}
+
+/// The supervisor, in the forked child. Only raw system calls from here on.
+///
+/// # Safety
+/// Must be called only in a freshly forked child, with `argv` a NULL-terminated array of
+/// pointers into `prepared`.
+unsafe fn supervise(prepared: &Prepared, argv: &[*const libc::c_char], fds: [RawFd; 4]) -> ! {
+    // SAFETY (whole function): only async-signal-safe system calls on memory prepared
+    // before the fork; the process ends with _exit and never returns to Rust code.
+    unsafe {
+        libc::setsid();
+        // Move the four descriptors we need to 0..=3 (stdin, stdout, pid pipe, error
+        // pipe), through temporaries above them so no dup2 clobbers another source.
+        let mut moved = [0 as RawFd; 4];
+        for (i, fd) in fds.iter().enumerate() {
+            moved[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+            if moved[i] < 0 {
+                report_and_exit(fds[2], -errno());
+            }
+        }
+        let targets: [(RawFd, RawFd); 5] = [
+            (moved[0], 0),
+            (moved[1], 1),
+            (moved[1], 2),
+            (moved[2], 3),
+            (moved[3], 4),
+        ];
+        for (from, to) in targets {
+            if libc::dup2(from, to) < 0 {
+                report_and_exit(moved[2], -errno());
+            }
+        }
+        close_from(5, prepared.max_fd);
+        libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(4, libc::F_SETFD, libc::FD_CLOEXEC);
+        reset_signals();
+
+        let command = libc::fork();
+        if command == 0 {
+            libc::execv(prepared.program.as_ptr(), argv.as_ptr());
+            let e = errno();
+            write_all(4, &e.to_ne_bytes());
+            libc::_exit(127);
+        }
+        if command < 0 {
+            report_and_exit(3, -errno());
+        }
+        libc::close(4);
+        libc::close(0);
+        libc::close(1);
+        libc::close(2);
+        libc::chdir(prepared.unit_dir.as_ptr());
+        write_all(3, &command.to_ne_bytes());
+        libc::close(3);
+
+        let mut status: libc::c_int = 0;
+        loop {
+            let r = libc::waitpid(command, &mut status, 0);
+            if r == command {
+                break;
+            }
+            if errno() != libc::EINTR {
+                libc::_exit(1);
+            }
+        }
+        write_status(prepared, status);
+        libc::_exit(0)
+    }
+}
+
+/// # Safety
+/// Async-signal-safe; called only in the supervisor.
+unsafe fn report_and_exit(fd: RawFd, value: i32) -> ! {
+    // SAFETY: raw writes of a local buffer, then _exit.
+    unsafe {
+        write_all(fd, &value.to_ne_bytes());
+        libc::_exit(126)
+    }
+}
+
+/// # Safety
+/// Async-signal-safe; called only in the supervisor.
+unsafe fn write_status(prepared: &Prepared, status: libc::c_int) {
+    // Decimal text of the status, built without allocating.
+    let mut text = [0u8; 16];
+    let mut len = 0;
+    let negative = status < 0;
+    let mut value = i64::from(status).unsigned_abs();
+    let mut digits = [0u8; 12];
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (value % 10) as u8;
+        n += 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    if negative {
+        text[len] = b'-';
+        len += 1;
+    }
+    while n > 0 {
+        n -= 1;
+        text[len] = digits[n];
+        len += 1;
+    }
+    text[len] = b'\n';
+    len += 1;
+    // SAFETY: NUL-terminated paths prepared before the fork; raw calls only.
+    unsafe {
+        let fd = libc::open(
+            prepared.status_temp.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o600,
+        );
+        if fd < 0 {
+            return;
+        }
+        write_all(fd, &text[..len]);
+        libc::fsync(fd);
+        libc::close(fd);
+        libc::rename(prepared.status_temp.as_ptr(), prepared.status_file.as_ptr());
+    }
+}
+
+/// # Safety
+/// Async-signal-safe.
+unsafe fn write_all(fd: RawFd, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: writing from a live slice of the given length.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}
+
+fn errno() -> i32 {
+    // SAFETY: __errno_location returns the calling thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// # Safety
+/// Async-signal-safe.
+unsafe fn close_from(first: RawFd, max_fd: libc::c_int) {
+    // SAFETY: closing descriptors of this (forked) process only.
+    unsafe {
+        let r = libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        );
+        if r == 0 {
+            return;
+        }
+        for fd in first..max_fd {
+            libc::close(fd);
+        }
+    }
+}
+
+/// # Safety
+/// Async-signal-safe.
+unsafe fn reset_signals() {
+    // SAFETY: plain signal-disposition and mask calls with valid arguments.
+    unsafe {
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}
+
+/// The wait status the supervisor recorded in `unit_dir`, if it finished.
+pub fn read_wait_status(unit_dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(unit_dir.join(WAIT_STATUS_FILE)).ok()?;
+    text.trim().parse().ok()
+}
+
+/// A wait status as Go's `ProcessState.String()` prints it, and whether it is a success.
+pub fn describe_wait_status(status: i32) -> (bool, String) {
+    if libc::WIFEXITED(status) {
+        let code = libc::WEXITSTATUS(status);
+        return (code == 0, format!("exit status {code}"));
+    }
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        let mut text = format!("signal: {}", signal_name(sig));
+        if libc::WCOREDUMP(status) {
+            text.push_str(" (core dumped)");
+        }
+        return (false, text);
+    }
+    (false, format!("exit status {}", -1))
+}
+
+/// Go's names for Linux signals.
+pub fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        1 => "hangup",
+        2 => "interrupt",
+        3 => "quit",
+        4 => "illegal instruction",
+        5 => "trace/breakpoint trap",
+        6 => "aborted",
+        7 => "bus error",
+        8 => "floating point exception",
+        9 => "killed",
+        10 => "user defined signal 1",
+        11 => "segmentation fault",
+        12 => "user defined signal 2",
+        13 => "broken pipe",
+        14 => "alarm clock",
+        15 => "terminated",
+        16 => "stack fault",
+        17 => "child exited",
+        18 => "continued",
+        19 => "stopped (signal)",
+        20 => "stopped",
+        21 => "stopped (tty input)",
+        22 => "stopped (tty output)",
+        23 => "urgent I/O condition",
+        24 => "CPU time limit exceeded",
+        25 => "file size limit exceeded",
+        26 => "virtual timer expired",
+        27 => "profiling timer expired",
+        28 => "window changed",
+        29 => "I/O possible",
+        30 => "power failure",
+        31 => "bad system call",
+        _ => return format!("signal {sig}"),
+    };
+    name.to_owned()
+}
