@@ -61,9 +61,9 @@ pub mod tls;
 mod transport;
 
 #[cfg(test)]
-mod interop_tests;
-#[cfg(test)]
 mod memory;
+#[cfg(test)]
+mod mesh_tests;
 #[cfg(test)]
 mod tests;
 
