@@ -42,7 +42,8 @@ pub async fn dial<N: DatagramNetwork>(
     .await
 }
 
-/// Connects to `service` on `node` with explicit options.
+/// Connects to `service` on `node` with explicit options (`node` may be this node, also
+/// spelt `localhost`).
 ///
 /// Opens a fresh ephemeral service and a private QUIC endpoint on it (as Go does), runs
 /// the handshake, opens the stream and writes the `0x00` preamble. Fails with
@@ -56,6 +57,12 @@ pub async fn dial_with<N: DatagramNetwork>(
     opts: DialOptions,
 ) -> Result<MeshStream, StreamError> {
     let cfg = opts.config;
+    // As in Go, `localhost` (any case) means this node.
+    let node = if node.eq_ignore_ascii_case("localhost") {
+        net.node_id()
+    } else {
+        node
+    };
     let (tls_cfg, server_name) = match opts.tls {
         // SNI = our own node ID, as Go sends it.
         None => (

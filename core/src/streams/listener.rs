@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Endpoint, VarInt};
-use receptor_proto::svcad::ServiceAdvertisement;
+use receptor_proto::svcad::{ServiceAdvertisement, WorkCommand};
 use rustls::pki_types::CertificateDer;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 
@@ -37,6 +37,8 @@ pub struct ListenOptions {
     pub advertise: bool,
     /// Tags of the advertisement.
     pub tags: Option<BTreeMap<String, String>>,
+    /// Work commands of the advertisement (the control service's).
+    pub work_commands: Option<Vec<WorkCommand>>,
     /// Check of the client's certificate against its node ID (ConnType 2 only).
     pub peer_check: Option<PeerCheck>,
     /// QUIC parameters.
@@ -49,6 +51,7 @@ impl std::fmt::Debug for ListenOptions {
             .field("tls", &self.tls.is_some())
             .field("advertise", &self.advertise)
             .field("tags", &self.tags)
+            .field("work_commands", &self.work_commands)
             .field("peer_check", &self.peer_check.is_some())
             .field("config", &self.config)
             .finish()
@@ -111,7 +114,7 @@ pub async fn listen_with<N: DatagramNetwork>(
         time: String::new(),
         conn_type,
         tags: opts.tags.clone(),
-        work_commands: None,
+        work_commands: opts.work_commands.clone(),
     });
     let name = (!service.is_empty()).then_some(service);
     let sock = net.open(name, advertise).await?;

@@ -151,6 +151,15 @@ async fn echo_between_two_meshes() -> TestResult {
     assert_eq!(got, b"half");
     s.close().await;
 
+    // A node can dial its own services, also as `localhost`.
+    spawn_echo(listen(&a, "mine", None).await?);
+    for name in ["alpha", "localhost"] {
+        let s = dial(&a, name, "mine", None).await?;
+        assert_eq!(s.remote_node(), "alpha");
+        let back = echo_through(s, Arc::new(b"self".to_vec())).await?;
+        assert_eq!(back, b"self");
+    }
+
     // Unknown services fail on the mesh's unreachable notice, at once.
     let started = Instant::now();
     let err = dial(&a, "beta", "nosuch", None).await.err();
