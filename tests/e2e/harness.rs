@@ -102,6 +102,8 @@ fn killing_a_node_kills_its_work_processes_too() -> Result<()> {
             .work_command("sleeper", "sleep", Some("300")),
     )?;
     let node_pid = node.pid().context("node has no pid")?;
+    // Go registers work types after its control socket greets: wait for the ad.
+    node.wait_for_status("sleeper advertised", |s| s.to_string().contains("\"sleeper\""))?;
     let mut ctl = node.control()?;
     let created = ctl.command("work submit localhost sleeper")?;
     ensure!(

@@ -62,19 +62,16 @@ mod rust_nodes {
     use super::*;
 
     #[test]
-    #[ignore = "waits for the Rust mesh"]
     fn go_rust_go() -> Result<()> {
         converges([Go, Rust, Go])
     }
 
     #[test]
-    #[ignore = "waits for the Rust mesh"]
     fn rust_go_rust() -> Result<()> {
         converges([Rust, Go, Rust])
     }
 
     #[test]
-    #[ignore = "waits for the Rust mesh"]
     fn rust_rust_rust() -> Result<()> {
         converges([Rust, Rust, Rust])
     }

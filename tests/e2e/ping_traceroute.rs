@@ -121,13 +121,11 @@ mod rust_nodes {
     use super::*;
 
     #[test]
-    #[ignore = "waits for the Rust mesh"]
     fn go_rust_go() -> Result<()> {
         ping_and_traceroute([Go, Rust, Go])
     }
 
     #[test]
-    #[ignore = "waits for the Rust mesh"]
     fn rust_go_rust() -> Result<()> {
         ping_and_traceroute([Rust, Go, Rust])
     }

@@ -93,7 +93,6 @@ mod rust_nodes {
     use super::*;
 
     #[test]
-    #[ignore = "waits for the Rust mesh and control service"]
     fn against_rust() -> Result<()> {
         python_api_against(Rust)
     }

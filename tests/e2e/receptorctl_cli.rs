@@ -152,7 +152,6 @@ mod rust_nodes {
     use super::*;
 
     #[test]
-    #[ignore = "waits for the Rust mesh and control service"]
     fn against_rust() -> Result<()> {
         receptorctl_against(Rust)
     }

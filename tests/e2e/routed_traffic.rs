@@ -119,7 +119,6 @@ mod rust_nodes {
     use super::*;
 
     #[test]
-    #[ignore = "waits for the Rust mesh"]
     fn through_rust() -> Result<()> {
         routed_between_go_nodes(Rust)
     }
