@@ -19,5 +19,6 @@ pub mod control;
 pub mod daemon;
 pub mod mesh;
 pub mod plugin_host;
+pub mod streams;
 pub mod tls;
 pub mod work;
