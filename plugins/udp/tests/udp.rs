@@ -63,22 +63,35 @@ fn recv_msg(fd: &impl AsRawFd, within: Duration) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// Sends one message, waiting for room while the descriptor (non-blocking) is full.
 fn send_msg(fd: &impl AsRawFd, msg: &[u8]) {
-    // SAFETY: msg is valid for its length.
-    let n = unsafe {
-        libc::send(
-            fd.as_raw_fd(),
-            msg.as_ptr().cast(),
-            msg.len(),
-            libc::MSG_NOSIGNAL,
-        )
-    };
-    assert_eq!(
-        usize::try_from(n).ok(),
-        Some(msg.len()),
-        "send failed: {}",
-        std::io::Error::last_os_error()
-    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        // SAFETY: msg is valid for its length.
+        let n = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                msg.as_ptr().cast(),
+                msg.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if usize::try_from(n).ok() == Some(msg.len()) {
+            return;
+        }
+        let e = std::io::Error::last_os_error();
+        assert!(
+            e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline,
+            "send failed: {e}"
+        );
+        let mut pfd = [libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        }];
+        // SAFETY: pfd is a valid array of one pollfd.
+        unsafe { libc::poll(pfd.as_mut_ptr(), 1, 100) };
+    }
 }
 
 fn socket_type(fd: &impl AsRawFd) -> libc::c_int {
