@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_util::sync::CancellationToken;
 
 use crate::session::{self, Io, Ws};
-use crate::{runtime, tls};
+use crate::{proxy, runtime, tls};
 
 /// First wait between dials, and the wait after a session that was established.
 pub const BACKOFF_START: Duration = Duration::from_secs(5);
@@ -62,6 +62,8 @@ struct Target {
     address: String,
     /// The URL with at least `/` as its path.
     uri: Uri,
+    /// Whether the URL is `wss`.
+    secure: bool,
     /// Host to connect to (IPv6 without brackets) and its port.
     host: String,
     port: u16,
@@ -84,7 +86,7 @@ pub fn start(section: &Section, sink: ConnectionSink) -> Result<Box<dyn Backend>
     if let Some(h) = section.string("extraheader")?.filter(|h| !h.is_empty()) {
         target.extra_header = Some(parse_header(&h)?);
     }
-    let secure = target.uri.scheme_str() == Some("wss");
+    let secure = target.secure;
     // Check a named TLS config even for ws:// (Go does), but use it only for wss://.
     let tls_config = if secure || section.get("tlsconfig").is_some() || section.get("tls").is_some()
     {
@@ -174,6 +176,7 @@ fn parse_url(address: &str) -> Result<Target, PluginError> {
     Ok(Target {
         address: address.to_owned(),
         uri,
+        secure,
         host: host.to_owned(),
         port,
         origin: format!("{}://{host_port}", if secure { "https" } else { "http" }),
@@ -259,9 +262,14 @@ async fn wait_session_end(
 
 /// Connects, does TLS for `wss`, and upgrades.
 async fn connect(target: &Target) -> Result<Ws, String> {
-    let tcp = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|e| e.to_string())?;
+    let tcp = match proxy::from_env(target.secure, &target.host, target.port)? {
+        Some(p) => proxy::connect(&p, &target.host, target.port)
+            .await
+            .map_err(|e| format!("through proxy {}:{}: {e}", p.host, p.port))?,
+        None => TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| e.to_string())?,
+    };
     if let Err(e) = tcp.set_nodelay(true) {
         log::debug(&format!("cannot set TCP_NODELAY: {e}"));
     }

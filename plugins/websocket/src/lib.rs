@@ -8,7 +8,8 @@
 //!   on one path; see [`listener`] for the checks it makes (Go receptor's, i.e.
 //!   gorilla/websocket's).
 //! * `ws-peer` (`address` `ws://host:port/path` or `wss://...`, `extraheader`
-//!   `Name:value`, `redial`, `tls`) dials and redials with receptor's backoff.
+//!   `Name:value`, `redial`, `tls`) dials and redials with receptor's backoff, through
+//!   the HTTP proxy the environment names, if any ([`proxy`]).
 //!
 //! The core wants descriptors, not websockets: each session is handed over as one end
 //! of a `SOCK_SEQPACKET` socket pair with `DATAGRAM` framing, and the plugin pumps
@@ -20,6 +21,7 @@
 mod dialer;
 pub mod listener;
 mod pair;
+pub mod proxy;
 pub mod runtime;
 pub mod session;
 pub mod tls;
