@@ -282,8 +282,19 @@ impl Pump {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
                 // The host closed the session: this datagram starts a new one.
-                Err(_) => {
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN)
+                    ) =>
+                {
                     self.sessions.remove(&peer);
+                }
+                Err(e) => {
+                    if self.read_warning.ready() {
+                        log::warn(&format!("datagram from {peer} dropped: {e}"));
+                    }
+                    return;
                 }
             }
         }
