@@ -10,7 +10,7 @@
 //!
 //! A connection that is not a websocket upgrade is closed; TLS and the HTTP request must
 //! complete within [`HANDSHAKE_TIMEOUT`] each. At most [`MAX_HANDSHAKES`] connections
-//! are in the handshake at once; more are closed at once. None of this affects
+//! are in the handshake or waiting for the host to take them; more are closed at once. None of this affects
 //! sessions already running.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -185,8 +185,11 @@ async fn accept(
             return None;
         }
     };
+    // The permit is held until the host took the session, so a host that does not take
+    // sessions also bounds how many wait for it.
+    let handed = session::hand_over(&server.sink, &addr.to_string(), true).await;
     drop(permit);
-    match session::hand_over(&server.sink, &addr.to_string(), true).await {
+    match handed {
         Ok(Some((_token, end))) => Some((ws, end)),
         Ok(None) => None,
         Err(e) => {
