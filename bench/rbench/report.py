@@ -1,0 +1,164 @@
+"""The comparison tables printed at the end of a run.
+
+Every ratio is Rust / Go of the same figure. For "higher is better" figures (rates,
+throughput) a ratio above 1 means ours is better; for "lower is better" figures (times,
+memory, CPU) a ratio below 1 does. Where the mission sets a target the table shows it and
+whether this run met it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Row:
+    """One figure of the main table."""
+
+    label: str
+    #: Workload holding the figure on our side.
+    workload: str
+    #: Keys into the workload's `metrics`.
+    path: tuple[str, ...]
+    #: True if a higher value is better.
+    higher_better: bool
+    #: Target for the Rust/Go ratio (>= for higher_better, <= otherwise), if the mission sets one.
+    target: float | None = None
+    #: Workload holding Go's figure when it differs (Go has no echo-worktype: compare with cat).
+    go_workload: str | None = None
+
+
+ROWS = [
+    Row("start to greeting, median (ms)", "startup_idle", ("startup_ms", "median_ms"), False),
+    Row("idle RSS (MiB)", "startup_idle", ("idle_rss_mib",), False, 0.3),
+    Row("idle CPU over the window (ms)", "startup_idle", ("idle_cpu_ms",), False),
+    Row("local units/s, cat", "local_units_cat", ("units_per_s",), True, 5.0),
+    Row("local units/s, echo (Go: cat)", "local_units_echo", ("units_per_s",), True, 5.0,
+        "local_units_cat"),
+    Row("local unit latency median (ms), cat", "local_units_cat", ("latency", "median_ms"), False,
+        0.02),
+    Row("local unit latency p95 (ms), cat", "local_units_cat", ("latency", "p95_ms"), False, 0.02),
+    Row("local unit latency median (ms), echo (Go: cat)", "local_units_echo",
+        ("latency", "median_ms"), False, 0.02, "local_units_cat"),
+    Row("local unit latency p95 (ms), echo (Go: cat)", "local_units_echo", ("latency", "p95_ms"),
+        False, 0.02, "local_units_cat"),
+    Row("submits/s without results, cat", "submit_rate", ("submits_per_s",), True),
+    Row("local results (MB/s)", "local_results", ("mb_per_s",), True),
+    Row("results through 2 hops (MB/s)", "remote_results", ("mb_per_s",), True, 20.0),
+    Row("results through 2 hops, first byte (ms)", "remote_results", ("first_byte_ms",), False),
+    Row("stream through 2 hops, tcp-server (MB/s)", "stream_tcp_server", ("mb_per_s",), True),
+    Row("stream through 2 hops, connect (MB/s)", "stream_connect", ("mb_per_s",), True),
+    Row("remote unit latency median (ms), cat", "remote_latency_cat", ("latency", "median_ms"),
+        False, 0.02),
+    Row("remote unit latency p95 (ms), cat", "remote_latency_cat", ("latency", "p95_ms"), False,
+        0.02),
+    Row("remote unit latency median (ms), echo (Go: cat)", "remote_latency_echo",
+        ("latency", "median_ms"), False, 0.02, "remote_latency_cat"),
+]
+
+
+def _dig(results: dict, workload: str, impl: str, path: tuple[str, ...]):
+    """(value, note): the figure, or None and why it is missing."""
+    entry = results.get(workload, {}).get(impl)
+    if entry is None:
+        return None, "not run"
+    if "skipped" in entry:
+        return None, "skipped"
+    if "error" in entry:
+        return None, "error"
+    value = entry.get("metrics", {})
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value, "n/a" if value is None else ""
+
+
+def _fmt(value, note: str) -> str:
+    if value is None:
+        return note
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def _ratio(rust, go) -> float | None:
+    if rust is None or go is None or go == 0:
+        return None
+    return rust / go
+
+
+def main_table(results: dict) -> tuple[str, list[dict]]:
+    """The figures table (text) and its rows (for the JSON document)."""
+    header = ("figure", "Go 1.6.9", "Rust", "Rust/Go", "target", "met")
+    lines, rows = [], []
+    for row in ROWS:
+        go, go_note = _dig(results, row.go_workload or row.workload, "go", row.path)
+        rust, rust_note = _dig(results, row.workload, "rust", row.path)
+        ratio = _ratio(rust, go)
+        target = "" if row.target is None else ((">= " if row.higher_better else "<= ")
+                                                + f"{row.target:g}")
+        met = ""
+        if row.target is not None and ratio is not None:
+            ok = ratio >= row.target if row.higher_better else ratio <= row.target
+            met = "yes" if ok else "no"
+        lines.append((row.label, _fmt(go, go_note), _fmt(rust, rust_note),
+                      "" if ratio is None else f"{ratio:.3g}", target, met))
+        rows.append({"figure": row.label, "go": go, "rust": rust,
+                     "ratio_rust_over_go": ratio, "higher_is_better": row.higher_better,
+                     "target": row.target, "met": met or None})
+    return _render(header, lines), rows
+
+
+def resources_table(results: dict) -> str:
+    """For each workload that reported resources and each of its nodes: the CPU seconds
+    (user+sys, the node's own plus its reaped children's) and that CPU per unit of work, and
+    the node's peak RSS during the workload."""
+    header = ("workload", "node", "work (Go / Rust)", "Go CPU", "Rust CPU", "Go CPU/op",
+              "Rust CPU/op", "Rust/Go", "Go peak RSS", "Rust peak RSS", "Rust/Go")
+    lines = []
+    for workload, per_impl in results.items():
+        go, rust = per_impl.get("go", {}), per_impl.get("rust", {})
+        res = [e.get("resources", {}).get("nodes", {}) for e in (go, rust)]
+        work = [_work(e) for e in (go, rust)]
+        work_text = " / ".join(f"{w[0]:g} {w[1]}" if w else "-" for w in work)
+        for node in sorted(set(res[0]) | set(res[1])):
+            stats = [r.get(node) for r in res]
+            cpu = [None if st is None else st["cpu_self_s"] + st["cpu_children_s"]
+                   for st in stats]
+            per_op = [None if c is None or not w else (c * 1000 / w[0], "ms/" + w[1].rstrip("s"))
+                      for c, w in zip(cpu, work)]
+            peak = [None if st is None else st["peak_rss_mib"] for st in stats]
+            cells = [workload, node, work_text]
+            cells += ["-" if c is None else f"{c:.3g} s" for c in cpu]
+            cells += ["-" if p is None else f"{p[0]:.3g} {p[1]}" for p in per_op]
+            r = _ratio(per_op[1][0] if per_op[1] else None, per_op[0][0] if per_op[0] else None)
+            cells.append("" if r is None else f"{r:.3g}")
+            cells += ["-" if p is None else f"{p:.1f} MiB" for p in peak]
+            r = _ratio(peak[1], peak[0])
+            cells.append("" if r is None else f"{r:.3g}")
+            lines.append(tuple(cells))
+            workload, work_text = "", ""
+    return _render(header, lines)
+
+
+def _work(entry: dict) -> tuple[float, str] | None:
+    """How much work the workload did: (count, what)."""
+    m = entry.get("metrics")
+    if not m:
+        return None
+    for key, what in (("units", "units"), ("submits", "submits")):
+        if key in m:
+            return m[key], what
+    if "bytes" in m:
+        return m["bytes"] / 1e6, "MB"
+    return None
+
+
+def _render(header: tuple, lines: list[tuple]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
+    out = []
+    for i, line in enumerate([header] + lines):
+        out.append("  ".join(str(c).ljust(w) if j == 0 else str(c).rjust(w)
+                             for j, (c, w) in enumerate(zip(line, widths))).rstrip())
+        if i == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)

@@ -1,0 +1,404 @@
+"""The workloads. Each runs on fresh nodes of one implementation and returns its figures
+(`metrics`) plus the CPU time and peak RSS of every node over the workload (`resources`,
+see `Meter`).
+
+A workload that an implementation cannot run yet (a feature not there) raises `Skip` with the
+reason, which the report shows instead of figures.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from . import control
+from .node import MIB, Node, free_port, reset_peak_rss
+from .topology import Impl, Line, single_node
+
+MB = 1_000_000
+
+#: Mesh service name of the byte sink on node C (a tcp-client proxy to the benchmark's sink).
+SINK_SERVICE = "sink"
+
+#: How long the first remote unit gets before remote work is declared not working.
+REMOTE_PROBE_TIMEOUT = 30.0
+
+#: How long a proxy gets to bring the first connection to the sink.
+SINK_ACCEPT_TIMEOUT = 10.0
+
+#: Longest pause in a byte stream before the stream is declared stuck.
+STREAM_IDLE_TIMEOUT = 30.0
+
+#: Send/receive block size of the stream workloads.
+BLOCK = 1 << 20
+
+
+class Skip(Exception):
+    """The implementation cannot run this workload (yet); the message says why."""
+
+
+@dataclass
+class Settings:
+    """Sizes and bounds of a run (command-line options)."""
+
+    startups: int = 5
+    idle_settle_s: float = 3.0
+    units: int = 200
+    unit_budget_s: float = 40.0
+    submits: int = 200
+    results_mb: int = 200
+    remote_runs: int = 10
+    remote_budget_s: float = 40.0
+    stream_mb: int = 100
+
+
+class Meter:
+    """CPU seconds (user+sys: the node's own, and its reaped children's such as work-unit
+    runners) and peak RSS of each node between construction and `stop()`. The peak is reset
+    at the start where the kernel allows it (`/proc/<pid>/clear_refs`), so it covers the
+    workload rather than the start-up."""
+
+    def __init__(self, nodes: list[Node]):
+        self.nodes = nodes
+        self.peak_reset = all([reset_peak_rss(n.pid) for n in nodes])
+        self.before = {n.node_id: n.usage() for n in nodes}
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> dict:
+        wall = time.perf_counter() - self.t0
+        per_node = {}
+        for n in self.nodes:
+            after, before = n.usage(), self.before[n.node_id]
+            per_node[n.node_id] = {
+                "cpu_self_s": round(after.cpu_self - before.cpu_self, 3),
+                "cpu_children_s": round(after.cpu_children - before.cpu_children, 3),
+                "peak_rss_mib": round(after.peak_rss / MIB, 2),
+                "rss_end_mib": round(after.rss / MIB, 2),
+            }
+        return {
+            "wall_s": round(wall, 3),
+            "peak_reset": self.peak_reset,
+            "nodes": per_node,
+            "cpu_total_s": round(sum(v["cpu_self_s"] + v["cpu_children_s"]
+                                     for v in per_node.values()), 3),
+            "peak_rss_max_mib": max(v["peak_rss_mib"] for v in per_node.values()),
+        }
+
+
+def latency_stats(samples: list[float]) -> dict:
+    """Milliseconds over `samples` (seconds): median, p95 (nearest rank), min, max, mean."""
+    ordered = sorted(samples)
+    p95 = ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+    return {
+        "n": len(ordered),
+        "median_ms": round(statistics.median(ordered) * 1000, 3),
+        "p95_ms": round(p95 * 1000, 3),
+        "min_ms": round(ordered[0] * 1000, 3),
+        "max_ms": round(ordered[-1] * 1000, 3),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 3),
+    }
+
+
+def payload(i: int) -> bytes:
+    """The stdin of the i-th small unit."""
+    return b"receptor benchmark unit %d\n" % i
+
+
+def run_unit(sock: str, node: str, worktype: str, i: int,
+             timeout: float = control.DEFAULT_TIMEOUT) -> float:
+    """Submits one small unit on `node` through the control socket `sock` and follows its
+    results to their end; returns the seconds taken. The results must equal the payload
+    (`cat` and `echo` copy stdin to stdout)."""
+    data = payload(i)
+    t0 = time.perf_counter()
+    unit = control.submit(sock, node, worktype, data, timeout)
+    res = control.results(sock, unit, keep=True, timeout=timeout)
+    elapsed = time.perf_counter() - t0
+    if res.data != data:
+        raise control.ControlError(f"unit {unit}: results {res.data[:100]!r} instead of {data!r}")
+    return elapsed
+
+
+def bounded_loop(count: int, budget_s: float, step: Callable[[int], float]) -> tuple[list[float], float]:
+    """Runs `step(i)` for i in 0..count, stopping early once `budget_s` has passed; returns the
+    samples and the wall time of the loop."""
+    samples = []
+    t0 = time.perf_counter()
+    for i in range(count):
+        if i and time.perf_counter() - t0 > budget_s:
+            break
+        samples.append(step(i))
+    return samples, time.perf_counter() - t0
+
+
+# --- 1. start-up and idle memory ----------------------------------------------------------
+
+def startup_idle(impl: Impl, s: Settings) -> dict:
+    """Spawn to greeting (over `startups` fresh starts), then the RSS and the CPU used by the
+    last node while idle for `idle_settle_s`."""
+    times = []
+    node = None
+    for _ in range(s.startups):
+        if node is not None:
+            node.remove()
+        node = single_node(impl, minimal=True)
+        times.append(node.startup_s)
+    assert node is not None
+    try:
+        before = node.usage()
+        time.sleep(s.idle_settle_s)  # the idle window being measured
+        after = node.usage()
+    finally:
+        node.remove()
+    return {"metrics": {
+        "startup_ms": latency_stats(times),
+        "idle_rss_mib": round(after.rss / MIB, 2),
+        "idle_cpu_ms": round((after.cpu_self - before.cpu_self) * 1000, 1),
+        "idle_window_s": s.idle_settle_s,
+    }}
+
+
+# --- 2./3. local units: rate and latency --------------------------------------------------
+
+def local_units(worktype: str) -> Callable[[Impl, Settings], dict]:
+    """Sequential small units of `worktype` on one node, each followed to the end of its
+    results: units per second and the per-unit latency (submit to end of results)."""
+
+    def run(impl: Impl, s: Settings) -> dict:
+        if worktype == "echo" and not impl.has_echo_worktype:
+            raise Skip("no echo-worktype plugin in Go receptor")
+        node = single_node(impl)
+        try:
+            for i in range(3):  # warm-up, not measured
+                run_unit(node.socket, "localhost", worktype, i)
+            meter = Meter([node])
+            samples, wall = bounded_loop(
+                s.units, s.unit_budget_s, lambda i: run_unit(node.socket, "localhost", worktype, i))
+            resources = meter.stop()
+        finally:
+            node.remove()
+        return {"metrics": {
+            "units": len(samples),
+            "wall_s": round(wall, 3),
+            "units_per_s": round(len(samples) / wall, 2),
+            "latency": latency_stats(samples),
+        }, "resources": resources}
+
+    return run
+
+
+def submit_rate(impl: Impl, s: Settings) -> dict:
+    """Sequential `work submit` of small `cat` units without waiting for their results."""
+    node = single_node(impl)
+    try:
+        meter = Meter([node])
+
+        def step(i: int) -> float:
+            t0 = time.perf_counter()
+            control.submit(node.socket, "localhost", "cat", payload(i))
+            return time.perf_counter() - t0
+
+        samples, wall = bounded_loop(s.submits, s.unit_budget_s, step)
+        resources = meter.stop()
+    finally:
+        node.remove()
+    return {"metrics": {
+        "submits": len(samples),
+        "submits_per_s": round(len(samples) / wall, 2),
+        "latency": latency_stats(samples),
+    }, "resources": resources}
+
+
+# --- 4. results throughput ----------------------------------------------------------------
+
+def _big_unit(sock: str, node: str, size: int, timeout: float) -> dict:
+    """Submits a `zeros` unit (`head -c size /dev/zero`) on `node` and streams its results
+    through `sock`; MB/s over submit-to-last-byte."""
+    t0 = time.perf_counter()
+    unit = control.submit(sock, node, "zeros", b"", timeout)
+    res = control.results(sock, unit, keep=False, timeout=timeout)
+    if res.size != size:
+        raise control.ControlError(f"unit {unit}: {res.size} result bytes instead of {size}")
+    total = res.end_at - t0
+    return {
+        "bytes": size,
+        "seconds": round(total, 3),
+        "mb_per_s": round(size / MB / total, 2),
+        "first_byte_ms": round((res.first_byte_at - t0) * 1000, 1) if res.first_byte_at else None,
+    }
+
+
+def local_results(impl: Impl, s: Settings) -> dict:
+    """One local unit producing `results_mb` MB, its results streamed by the same node."""
+    size = s.results_mb * MB
+    node = single_node(impl, zeros_bytes=size)
+    try:
+        meter = Meter([node])
+        metrics = _big_unit(node.socket, "localhost", size, control.DEFAULT_TIMEOUT)
+        return {"metrics": metrics, "resources": meter.stop()}
+    finally:
+        node.remove()
+
+
+def _probe_remote(line: Line) -> None:
+    """One small remote unit from A to C; Skip with the node's own words if that fails."""
+    try:
+        run_unit(line.a.socket, "C", "cat", 0, timeout=REMOTE_PROBE_TIMEOUT)
+    except control.ControlError as e:
+        raise Skip(f"remote work from A to C does not work: {e}") from e
+    except socket.timeout as e:
+        raise Skip(f"a remote unit from A to C gave no result in {REMOTE_PROBE_TIMEOUT:.0f}s") from e
+
+
+def remote_results(impl: Impl, s: Settings) -> dict:
+    """A unit on C producing `results_mb` MB, submitted and streamed at A through B."""
+    size = s.results_mb * MB
+    line = Line(impl, zeros_bytes=size)
+    try:
+        _probe_remote(line)
+        meter = Meter(line.nodes)
+        metrics = _big_unit(line.a.socket, "C", size, control.DEFAULT_TIMEOUT)
+        return {"metrics": metrics, "resources": meter.stop()}
+    finally:
+        line.remove()
+
+
+# --- 5. remote unit latency ---------------------------------------------------------------
+
+def remote_latency(worktype: str) -> Callable[[Impl, Settings], dict]:
+    """Small units on C submitted at A, each followed to the end of its results at A."""
+
+    def run(impl: Impl, s: Settings) -> dict:
+        if worktype == "echo" and not impl.has_echo_worktype:
+            raise Skip("no echo-worktype plugin in Go receptor")
+        line = Line(impl)
+        try:
+            _probe_remote(line)
+            meter = Meter(line.nodes)
+            samples, wall = bounded_loop(
+                s.remote_runs, s.remote_budget_s,
+                lambda i: run_unit(line.a.socket, "C", worktype, i))
+            resources = meter.stop()
+        finally:
+            line.remove()
+        return {"metrics": {
+            "units": len(samples),
+            "units_per_s": round(len(samples) / wall, 2),
+            "latency": latency_stats(samples),
+        }, "resources": resources}
+
+    return run
+
+
+# --- raw streams over the mesh ------------------------------------------------------------
+
+class Sink:
+    """A TCP server on 127.0.0.1 that takes one connection and counts `expected` bytes,
+    noting when the last one arrived."""
+
+    def __init__(self, expected: int):
+        self.expected = expected
+        self.received = 0
+        self.done_at: float | None = None
+        self.error: BaseException | None = None
+        self.accepted = threading.Event()
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.listener.settimeout(SINK_ACCEPT_TIMEOUT + STREAM_IDLE_TIMEOUT)
+            conn, _ = self.listener.accept()
+            self.accepted.set()
+            with conn:
+                conn.settimeout(STREAM_IDLE_TIMEOUT)
+                view = memoryview(bytearray(BLOCK))
+                while self.received < self.expected:
+                    n = conn.recv_into(view)
+                    if n == 0:
+                        break
+                    self.received += n
+                self.done_at = time.perf_counter()
+        except BaseException as e:  # reported by wait()
+            self.error = e
+        finally:
+            self.listener.close()
+
+    def wait(self) -> float:
+        """Waits for the stream's end; returns when the last byte arrived."""
+        self.thread.join(SINK_ACCEPT_TIMEOUT + 2 * STREAM_IDLE_TIMEOUT)
+        if self.error is not None:
+            raise control.ControlError(f"sink: {self.error}")
+        if self.done_at is None or self.received != self.expected:
+            raise control.ControlError(f"sink got {self.received} of {self.expected} bytes")
+        return self.done_at
+
+
+def _send(sock: socket.socket, size: int, sink: Sink) -> dict:
+    """Sends `size` bytes; MB/s from the first byte sent to the last byte at the sink."""
+    block = bytes(BLOCK)
+    sock.settimeout(STREAM_IDLE_TIMEOUT)
+    t0 = time.perf_counter()
+    sent = 0
+    while sent < size:
+        n = min(BLOCK, size - sent)
+        sock.sendall(block[:n] if n < BLOCK else block)
+        sent += n
+        if sent == n and not sink.accepted.wait(SINK_ACCEPT_TIMEOUT):
+            raise Skip(f"no connection reached the sink on C within {SINK_ACCEPT_TIMEOUT:.0f}s "
+                       "(tcp-client proxy missing?)")
+    total = sink.wait() - t0
+    return {"bytes": size, "seconds": round(total, 3), "mb_per_s": round(size / MB / total, 2)}
+
+
+def stream(via: str) -> Callable[[Impl, Settings], dict]:
+    """`stream_mb` MB from A to a TCP sink behind C, through B. `via`: `tcp-server` (a
+    tcp-server proxy on A, a tcp-client proxy on C) or `connect` (the control command
+    `connect C sink` on A, the same tcp-client proxy on C)."""
+
+    def run(impl: Impl, s: Settings) -> dict:
+        size = s.stream_mb * MB
+        sink = Sink(size)
+        a_port = free_port()
+        a_extra = [("tcp-server", {"port": a_port, "bindaddr": "127.0.0.1",
+                                   "remotenode": "C", "remoteservice": SINK_SERVICE})]
+        c_extra = [("tcp-client", {"service": SINK_SERVICE, "address": f"127.0.0.1:{sink.port}"})]
+        line = Line(impl, a_extra=a_extra if via == "tcp-server" else [], c_extra=c_extra)
+        try:
+            meter = Meter(line.nodes)
+            if via == "tcp-server":
+                metrics = _via_tcp_server(a_port, size, sink)
+            else:
+                metrics = _via_connect(line.a.socket, size, sink)
+            return {"metrics": metrics, "resources": meter.stop()}
+        finally:
+            line.remove()
+
+    return run
+
+
+def _via_tcp_server(port: int, size: int, sink: Sink) -> dict:
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    except ConnectionRefusedError as e:
+        raise Skip("nothing listens on A's tcp-server port (tcp-server proxy missing?)") from e
+    with sock:
+        return _send(sock, size, sink)
+
+
+def _via_connect(path: str, size: int, sink: Sink) -> dict:
+    with control.Control(path) as ctl:
+        ctl.sock.sendall(f"connect C {SINK_SERVICE}\n".encode())
+        line = ctl.read_line()
+        if line != b"Connecting":
+            raise Skip(f"`connect C {SINK_SERVICE}` answered {line.decode(errors='replace')!r}")
+        return _send(ctl.sock, size, sink)

@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Runs every workload on the reference Go receptor and on ours, one after the other in the
+same run, prints the comparison tables and writes the results as JSON.
+
+Usually started through `bench/run.sh`, which builds our release binary and finds the
+reference one. See bench/README.md for what each workload measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from rbench import report, workloads  # noqa: E402
+from rbench.topology import Impl  # noqa: E402
+from rbench.workloads import Settings, Skip  # noqa: E402
+
+#: name -> (title, function), in the order they run.
+WORKLOADS = {
+    "startup_idle": ("1. start to greeting, idle RSS", workloads.startup_idle),
+    "local_units_cat": ("2+3. local units (work-command cat)", workloads.local_units("cat")),
+    "local_units_echo": ("2+3. local units (echo-worktype)", workloads.local_units("echo")),
+    "submit_rate": ("2b. submits without results (cat)", workloads.submit_rate),
+    "local_results": ("4a. results of a local unit", workloads.local_results),
+    "remote_results": ("4. results through 2 hops", workloads.remote_results),
+    "stream_tcp_server": ("4b. stream through 2 hops (tcp-server)", workloads.stream("tcp-server")),
+    "stream_connect": ("4c. stream through 2 hops (connect)", workloads.stream("connect")),
+    "remote_latency_cat": ("5. remote units (cat)", workloads.remote_latency("cat")),
+    "remote_latency_echo": ("5. remote units (echo-worktype)", workloads.remote_latency("echo")),
+}
+
+QUICK = dict(startups=2, idle_settle_s=1.0, units=20, unit_budget_s=10.0, submits=20,
+             results_mb=20, remote_runs=3, remote_budget_s=10.0, stream_mb=20)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rust", required=True, help="our receptor binary (release build)")
+    p.add_argument("--go", required=True, help="the reference Go receptor 1.6.9 binary")
+    p.add_argument("--only", help="comma-separated workloads to run (default: all): "
+                   + ", ".join(WORKLOADS))
+    p.add_argument("--impl", default="go,rust", help="implementations to run (default go,rust)")
+    p.add_argument("--json", help="where to write the results "
+                   "(default bench/results/run-<UTC time>.json)")
+    p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    for field in dataclasses.fields(Settings):
+        p.add_argument("--" + field.name.replace("_", "-"), type=type(field.default),
+                       help=f"(default {field.default}; --quick: {QUICK[field.name]})")
+    return p.parse_args()
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    s = Settings(**QUICK) if args.quick else Settings()
+    for field in dataclasses.fields(Settings):
+        value = getattr(args, field.name)
+        if value is not None:
+            setattr(s, field.name, value)
+    return s
+
+
+def version(binary: str) -> str:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or out.stderr.strip()
+    except OSError as e:
+        return f"unknown ({e})"
+
+
+def git_revision() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "-C", here, "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def summary(entry: dict) -> str:
+    """One progress line for a finished workload."""
+    if "skipped" in entry:
+        return "skipped: " + entry["skipped"]
+    if "error" in entry:
+        return "ERROR: " + entry["error"].splitlines()[0]
+    m = entry["metrics"]
+    parts = []
+    for key in ("units_per_s", "submits_per_s", "mb_per_s", "idle_rss_mib"):
+        if key in m:
+            parts.append(f"{key}={m[key]}")
+    for key in ("latency", "startup_ms"):
+        if key in m:
+            parts.append(f"{key} median={m[key]['median_ms']}ms p95={m[key]['p95_ms']}ms "
+                         f"n={m[key]['n']}")
+    return ", ".join(parts)
+
+
+def main() -> int:
+    args = parse_args()
+    settings = settings_from(args)
+    impls = [Impl(name, getattr(args, name)) for name in args.impl.split(",")]
+    selected = args.only.split(",") if args.only else list(WORKLOADS)
+    unknown = [w for w in selected if w not in WORKLOADS]
+    if unknown:
+        print(f"unknown workloads: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+
+    started = time.time()
+    results: dict = {}
+    failed = False
+    for name in selected:
+        title, run = WORKLOADS[name]
+        results[name] = {}
+        for impl in impls:
+            print(f"[{impl.name:4}] {title} ...", end=" ", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            try:
+                entry = run(impl, settings)
+            except Skip as e:
+                entry = {"skipped": str(e)}
+            except Exception as e:  # a failing workload must not stop the others
+                failed = True
+                entry = {"error": f"{type(e).__name__}: {e}",
+                         "traceback": traceback.format_exc()}
+            entry["duration_s"] = round(time.perf_counter() - t0, 2)
+            results[name][impl.name] = entry
+            print(f"{summary(entry)} ({entry['duration_s']}s)", file=sys.stderr, flush=True)
+
+    table, rows = report.main_table(results)
+    resources = report.resources_table(results)
+    print()
+    print(table)
+    print()
+    print("Resources per node and workload (CPU = user+sys of the node and its reaped "
+          "children; op = one unit of the work column):")
+    print(resources)
+    notes = [(n, i, e["skipped"]) for n, per in results.items() for i, e in per.items()
+             if "skipped" in e]
+    notes += [(n, i, e["error"]) for n, per in results.items() for i, e in per.items()
+              if "error" in e]
+    if notes:
+        print()
+        for name, impl, why in notes:
+            print(f"{name} [{impl}]: {why}")
+
+    doc = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": round(time.time() - started, 1),
+        "command": sys.argv,
+        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                    "load_average_at_end": os.getloadavg()},
+        "go": {"binary": args.go, "version": version(args.go)},
+        "rust": {"binary": args.rust, "version": version(args.rust),
+                 "git": git_revision()},
+        "settings": dataclasses.asdict(settings),
+        "table": rows,
+        "workloads": results,
+    }
+    path = args.json or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "results",
+        "run-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + ".json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    print(f"\nresults written to {path} (run took {doc['duration_s']}s)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
