@@ -40,7 +40,8 @@ WORKLOADS = {
 }
 
 QUICK = dict(startups=2, idle_settle_s=1.0, units=20, unit_budget_s=10.0, submits=20,
-             results_mb=20, remote_runs=3, remote_budget_s=10.0, stream_mb=20)
+             results_mb=20, remote_runs=3, remote_budget_s=10.0, stream_mb=20,
+             transfer_budget_s=20.0)
 
 
 def parse_args() -> argparse.Namespace:

@@ -85,9 +85,9 @@ class Control:
         self.sock.sendall(line.encode() + b"\n")
         return parse_reply(self.read_line())
 
-    def read_to_eof(self, keep: bool = True) -> tuple[bytes | None, int, float | None]:
-        """Everything left until the node closes: (the bytes, or None unless `keep`; their
-        count; perf_counter() when the first of them arrived, None if there were none)."""
+    def read_to_eof(self, keep: bool = True, deadline: float | None = None) -> "Results":
+        """Everything left until the node closes, or until perf_counter() passes `deadline`
+        (then `partial`). With `keep=False` the bytes are only counted."""
         out = bytearray(self._buf) if keep else None
         total = len(self._buf)
         first = time.perf_counter() if total else None
@@ -96,13 +96,16 @@ class Control:
         view = memoryview(bytearray(65536 if keep else CHUNK))
         while True:
             n = self.sock.recv_into(view)
+            now = time.perf_counter()
             if n == 0:
-                return (bytes(out) if out is not None else None), total, first
+                return Results(total, None if out is None else bytes(out), first, now, False)
             if first is None:
-                first = time.perf_counter()
+                first = now
             total += n
             if out is not None:
                 out += view[:n]
+            if deadline is not None and now > deadline:
+                return Results(total, None if out is None else bytes(out), first, now, True)
 
 
 def parse_reply(line: bytes) -> dict:
@@ -152,17 +155,20 @@ class Results:
     data: bytes | None
     #: perf_counter() when the first result byte arrived (None for empty results).
     first_byte_at: float | None
-    #: perf_counter() when the node closed the stream.
+    #: perf_counter() when the node closed the stream (or the reading stopped).
     end_at: float
+    #: True if the reading stopped at the deadline, before the end of the results.
+    partial: bool = False
 
 
 def results(path: str, unit_id: str, keep: bool = True,
-            timeout: float = DEFAULT_TIMEOUT) -> Results:
+            timeout: float = DEFAULT_TIMEOUT, budget_s: float | None = None) -> Results:
     """Streams a unit's results to their end (the node closes after the unit is complete).
 
     With `keep=False` the bytes are only counted (for large results). `timeout` bounds each
-    wait for data, not the whole stream.
+    wait for data; `budget_s` (from the call) the whole stream, which then ends `partial`.
     """
+    deadline = None if budget_s is None else time.perf_counter() + budget_s
     with Control(path, timeout) as ctl:
         ctl.sock.sendall(f"work results {unit_id}\n".encode())
         ctl.sock.shutdown(socket.SHUT_WR)
@@ -170,8 +176,7 @@ def results(path: str, unit_id: str, keep: bool = True,
         if not header.startswith(RESULTS_PREFIX):
             parse_reply(header)
             raise ControlError(f"unexpected results answer {header!r}")
-        data, size, first = ctl.read_to_eof(keep)
-        return Results(size, data, first, time.perf_counter())
+        return ctl.read_to_eof(keep, deadline)
 
 
 def wait_greeting(path: str, deadline: float, alive) -> float:

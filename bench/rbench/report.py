@@ -66,18 +66,25 @@ def _dig(results: dict, workload: str, impl: str, path: tuple[str, ...]):
         return None, "skipped"
     if "error" in entry:
         return None, "error"
-    value = entry.get("metrics", {})
+    metrics = entry.get("metrics", {})
+    value = metrics
     for key in path:
         value = value.get(key) if isinstance(value, dict) else None
-    return value, "n/a" if value is None else ""
+    if value is None:
+        return None, "n/a"
+    return value, "*" if metrics.get("partial") else ""
 
 
 def _fmt(value, note: str) -> str:
+    """The value (3 significant digits), or the note saying why there is none; a partial
+    measure (stopped by its time budget) gets a `*`."""
     if value is None:
         return note
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
-    return str(value)
+        text = f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    else:
+        text = str(value)
+    return text + note
 
 
 def _ratio(rust, go) -> float | None:
@@ -91,6 +98,8 @@ def main_table(results: dict) -> tuple[str, list[dict]]:
     header = ("figure", "Go 1.6.9", "Rust", "Rust/Go", "target", "met")
     lines, rows = [], []
     for row in ROWS:
+        if row.workload not in results:
+            continue
         go, go_note = _dig(results, row.go_workload or row.workload, "go", row.path)
         rust, rust_note = _dig(results, row.workload, "rust", row.path)
         ratio = _ratio(rust, go)
@@ -105,7 +114,11 @@ def main_table(results: dict) -> tuple[str, list[dict]]:
         rows.append({"figure": row.label, "go": go, "rust": rust,
                      "ratio_rust_over_go": ratio, "higher_is_better": row.higher_better,
                      "target": row.target, "met": met or None})
-    return _render(header, lines), rows
+    text = _render(header, lines)
+    if any("*" in cell for line in lines for cell in line[1:3]):
+        text += ("\n* partial: the transfer was stopped by its time budget "
+                 "(--transfer-budget-s); the rate is over the bytes moved until then")
+    return text, rows
 
 
 def resources_table(results: dict) -> str:
@@ -119,7 +132,7 @@ def resources_table(results: dict) -> str:
         go, rust = per_impl.get("go", {}), per_impl.get("rust", {})
         res = [e.get("resources", {}).get("nodes", {}) for e in (go, rust)]
         work = [_work(e) for e in (go, rust)]
-        work_text = " / ".join(f"{w[0]:g} {w[1]}" if w else "-" for w in work)
+        work_text = " / ".join(f"{w[0]:.4g} {w[1]}" if w else "-" for w in work)
         for node in sorted(set(res[0]) | set(res[1])):
             stats = [r.get(node) for r in res]
             cpu = [None if st is None else st["cpu_self_s"] + st["cpu_children_s"]

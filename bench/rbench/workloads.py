@@ -55,6 +55,7 @@ class Settings:
     remote_runs: int = 10
     remote_budget_s: float = 40.0
     stream_mb: int = 100
+    transfer_budget_s: float = 45.0
 
 
 class Meter:
@@ -124,7 +125,8 @@ def run_unit(sock: str, node: str, worktype: str, i: int,
     return elapsed
 
 
-def bounded_loop(count: int, budget_s: float, step: Callable[[int], float]) -> tuple[list[float], float]:
+def bounded_loop(count: int, budget_s: float,
+                 step: Callable[[int], float]) -> tuple[list[float], float]:
     """Runs `step(i)` for i in 0..count, stopping early once `budget_s` has passed; returns the
     samples and the wall time of the loop."""
     samples = []
@@ -216,19 +218,21 @@ def submit_rate(impl: Impl, s: Settings) -> dict:
 
 # --- 4. results throughput ----------------------------------------------------------------
 
-def _big_unit(sock: str, node: str, size: int, timeout: float) -> dict:
+def _big_unit(sock: str, node: str, size: int, budget_s: float) -> dict:
     """Submits a `zeros` unit (`head -c size /dev/zero`) on `node` and streams its results
-    through `sock`; MB/s over submit-to-last-byte."""
+    through `sock`; MB/s over submit-to-last-byte. After `budget_s` the reading stops and the
+    rate is that of the bytes received so far (`partial`)."""
     t0 = time.perf_counter()
-    unit = control.submit(sock, node, "zeros", b"", timeout)
-    res = control.results(sock, unit, keep=False, timeout=timeout)
-    if res.size != size:
+    unit = control.submit(sock, node, "zeros", b"")
+    res = control.results(sock, unit, keep=False, budget_s=budget_s - (time.perf_counter() - t0))
+    if not res.partial and res.size != size:
         raise control.ControlError(f"unit {unit}: {res.size} result bytes instead of {size}")
     total = res.end_at - t0
     return {
-        "bytes": size,
+        "bytes": res.size,
+        "partial": res.partial,
         "seconds": round(total, 3),
-        "mb_per_s": round(size / MB / total, 2),
+        "mb_per_s": round(res.size / MB / total, 2),
         "first_byte_ms": round((res.first_byte_at - t0) * 1000, 1) if res.first_byte_at else None,
     }
 
@@ -239,7 +243,7 @@ def local_results(impl: Impl, s: Settings) -> dict:
     node = single_node(impl, zeros_bytes=size)
     try:
         meter = Meter([node])
-        metrics = _big_unit(node.socket, "localhost", size, control.DEFAULT_TIMEOUT)
+        metrics = _big_unit(node.socket, "localhost", size, s.transfer_budget_s)
         return {"metrics": metrics, "resources": meter.stop()}
     finally:
         node.remove()
@@ -262,7 +266,7 @@ def remote_results(impl: Impl, s: Settings) -> dict:
     try:
         _probe_remote(line)
         meter = Meter(line.nodes)
-        metrics = _big_unit(line.a.socket, "C", size, control.DEFAULT_TIMEOUT)
+        metrics = _big_unit(line.a.socket, "C", size, s.transfer_budget_s)
         return {"metrics": metrics, "resources": meter.stop()}
     finally:
         line.remove()
@@ -298,13 +302,12 @@ def remote_latency(worktype: str) -> Callable[[Impl, Settings], dict]:
 # --- raw streams over the mesh ------------------------------------------------------------
 
 class Sink:
-    """A TCP server on 127.0.0.1 that takes one connection and counts `expected` bytes,
-    noting when the last one arrived."""
+    """A TCP server on 127.0.0.1 that takes one connection and counts what arrives, noting
+    when the latest bytes arrived."""
 
-    def __init__(self, expected: int):
-        self.expected = expected
+    def __init__(self):
         self.received = 0
-        self.done_at: float | None = None
+        self.last_at: float | None = None
         self.error: BaseException | None = None
         self.accepted = threading.Event()
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -322,42 +325,49 @@ class Sink:
             with conn:
                 conn.settimeout(STREAM_IDLE_TIMEOUT)
                 view = memoryview(bytearray(BLOCK))
-                while self.received < self.expected:
+                while True:
                     n = conn.recv_into(view)
                     if n == 0:
                         break
                     self.received += n
-                self.done_at = time.perf_counter()
-        except BaseException as e:  # reported by wait()
+                    self.last_at = time.perf_counter()
+        except BaseException as e:  # reported by wait_for()
             self.error = e
         finally:
             self.listener.close()
 
-    def wait(self) -> float:
-        """Waits for the stream's end; returns when the last byte arrived."""
-        self.thread.join(SINK_ACCEPT_TIMEOUT + 2 * STREAM_IDLE_TIMEOUT)
-        if self.error is not None:
-            raise control.ControlError(f"sink: {self.error}")
-        if self.done_at is None or self.received != self.expected:
-            raise control.ControlError(f"sink got {self.received} of {self.expected} bytes")
-        return self.done_at
+    def wait_for(self, count: int) -> float:
+        """Waits (polling; fails once nothing arrives for STREAM_IDLE_TIMEOUT) until `count`
+        bytes arrived; returns when the last of them did."""
+        seen, deadline = self.received, time.monotonic() + STREAM_IDLE_TIMEOUT
+        while self.received < count:
+            if self.received != seen:
+                seen, deadline = self.received, time.monotonic() + STREAM_IDLE_TIMEOUT
+            if self.error is not None or not self.thread.is_alive() or time.monotonic() > deadline:
+                raise control.ControlError(
+                    f"sink got {self.received} of {count} bytes ({self.error or 'stream ended'})")
+            time.sleep(0.005)
+        assert self.last_at is not None
+        return self.last_at
 
 
-def _send(sock: socket.socket, size: int, sink: Sink) -> dict:
-    """Sends `size` bytes; MB/s from the first byte sent to the last byte at the sink."""
+def _send(sock: socket.socket, size: int, sink: Sink, budget_s: float) -> dict:
+    """Sends `size` bytes (fewer if `budget_s` runs out: `partial`); MB/s from the first byte
+    sent to the last byte at the sink."""
     block = bytes(BLOCK)
     sock.settimeout(STREAM_IDLE_TIMEOUT)
     t0 = time.perf_counter()
     sent = 0
-    while sent < size:
+    while sent < size and time.perf_counter() - t0 < budget_s:
         n = min(BLOCK, size - sent)
-        sock.sendall(block[:n] if n < BLOCK else block)
+        sock.sendall(block if n == BLOCK else block[:n])
         sent += n
         if sent == n and not sink.accepted.wait(SINK_ACCEPT_TIMEOUT):
             raise Skip(f"no connection reached the sink on C within {SINK_ACCEPT_TIMEOUT:.0f}s "
                        "(tcp-client proxy missing?)")
-    total = sink.wait() - t0
-    return {"bytes": size, "seconds": round(total, 3), "mb_per_s": round(size / MB / total, 2)}
+    total = sink.wait_for(sent) - t0
+    return {"bytes": sent, "partial": sent < size, "seconds": round(total, 3),
+            "mb_per_s": round(sent / MB / total, 2)}
 
 
 def stream(via: str) -> Callable[[Impl, Settings], dict]:
@@ -367,7 +377,7 @@ def stream(via: str) -> Callable[[Impl, Settings], dict]:
 
     def run(impl: Impl, s: Settings) -> dict:
         size = s.stream_mb * MB
-        sink = Sink(size)
+        sink = Sink()
         a_port = free_port()
         a_extra = [("tcp-server", {"port": a_port, "bindaddr": "127.0.0.1",
                                    "remotenode": "C", "remoteservice": SINK_SERVICE})]
@@ -376,9 +386,9 @@ def stream(via: str) -> Callable[[Impl, Settings], dict]:
         try:
             meter = Meter(line.nodes)
             if via == "tcp-server":
-                metrics = _via_tcp_server(a_port, size, sink)
+                metrics = _via_tcp_server(a_port, size, sink, s.transfer_budget_s)
             else:
-                metrics = _via_connect(line.a.socket, size, sink)
+                metrics = _via_connect(line.a.socket, size, sink, s.transfer_budget_s)
             return {"metrics": metrics, "resources": meter.stop()}
         finally:
             line.remove()
@@ -386,19 +396,19 @@ def stream(via: str) -> Callable[[Impl, Settings], dict]:
     return run
 
 
-def _via_tcp_server(port: int, size: int, sink: Sink) -> dict:
+def _via_tcp_server(port: int, size: int, sink: Sink, budget_s: float) -> dict:
     try:
         sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     except ConnectionRefusedError as e:
         raise Skip("nothing listens on A's tcp-server port (tcp-server proxy missing?)") from e
     with sock:
-        return _send(sock, size, sink)
+        return _send(sock, size, sink, budget_s)
 
 
-def _via_connect(path: str, size: int, sink: Sink) -> dict:
+def _via_connect(path: str, size: int, sink: Sink, budget_s: float) -> dict:
     with control.Control(path) as ctl:
         ctl.sock.sendall(f"connect C {SINK_SERVICE}\n".encode())
         line = ctl.read_line()
         if line != b"Connecting":
             raise Skip(f"`connect C {SINK_SERVICE}` answered {line.decode(errors='replace')!r}")
-        return _send(ctl.sock, size, sink)
+        return _send(ctl.sock, size, sink, budget_s)
