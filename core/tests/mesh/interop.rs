@@ -162,6 +162,8 @@ async fn go_lists_and_pings_a_rust_node() {
             && status["KnownConnectionCosts"]["rustnode"]["gonode"].as_f64() == Some(1.0)
     })
     .await;
+    // Replies need the Rust node's route back.
+    wait_routes(&rust, &["gonode"]).await;
     let ping = go.json(r#"{"command":"ping","target":"rustnode"}"#).await;
     assert_eq!(ping["Success"], true, "{ping}\n{}", go.log());
     assert_eq!(ping["From"], "rustnode");
@@ -227,6 +229,7 @@ async fn rust_traceroutes_through_a_go_node() {
     let _s1 = go.connect(&r1, 1.0).await;
     let _s2 = go.connect(&r2, 1.0).await;
     wait_routes(&r1, &["gohub", "rust2"]).await;
+    wait_routes(&r2, &["gohub", "rust1"]).await;
     assert_eq!(r1.status().await.routing_table["rust2"], "gohub");
     let hops: Vec<(String, Option<String>)> = {
         let mut v = Vec::new();
@@ -266,9 +269,14 @@ async fn two_go_nodes_talk_through_a_rust_node() {
     let rust = start("rustmid");
     let _s1 = go1.connect(&rust, 1.0).await;
     let _s2 = go2.connect(&rust, 1.0).await;
-    wait_until("goleft to route to goright via rustmid", 20, || async {
-        go1.status().await["RoutingTable"]["goright"] == "rustmid"
-    })
+    wait_until(
+        "the Go nodes to route to each other via rustmid",
+        20,
+        || async {
+            go1.status().await["RoutingTable"]["goright"] == "rustmid"
+                && go2.status().await["RoutingTable"]["goleft"] == "rustmid"
+        },
+    )
     .await;
     let ping = go1.json(r#"{"command":"ping","target":"goright"}"#).await;
     assert_eq!(ping["Success"], true, "{ping}");
@@ -337,6 +345,7 @@ async fn go_node_costs_must_agree() {
         lists_connection(&st, "rust25", 2.5),
         "the good link survives: {st}"
     );
+    wait_routes(&r25, &["gocost"]).await;
     let r = r25.ping("gocost", 30).await;
     assert_eq!(r.error, None);
 }
