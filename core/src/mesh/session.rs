@@ -28,7 +28,7 @@ use super::{MeshError, MeshInner, SessionParams};
 /// Control messages a session may have queued (ROUTE floods, SVCAD, REJECT).
 const CONTROL_QUEUE: usize = 256;
 /// DATA messages a session may have queued before senders wait.
-const DATA_QUEUE: usize = 1024;
+const DATA_QUEUE: usize = 512;
 /// A writer batch ends at this many bytes...
 const BATCH_BYTES: usize = 256 * 1024;
 /// ...or this many messages.

@@ -383,3 +383,34 @@ async fn stream_sessions_work_over_any_async_stream() {
     let r = a.ping("hb", 30).await;
     assert_eq!((r.from.as_str(), r.error), ("hb", None));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_node_id_shuts_one_node_down() {
+    // dup - h1 - h2 - dup: the copy with the newer epoch must stop.
+    let d1 = start("dup");
+    let h1 = start("h1");
+    let h2 = start("h2");
+    let d2 = start("dup");
+    let _l1 = link(&d1, &h1, 1.0);
+    let _l2 = link(&h1, &h2, 1.0);
+    let _l3 = link(&h2, &d2, 1.0);
+    let stopped = tokio::time::timeout(Duration::from_secs(15), async {
+        tokio::select! {
+            () = d1.closed() => 1,
+            () = d2.closed() => 2,
+        }
+    })
+    .await
+    .expect("one duplicate shuts down");
+    let survivor = if stopped == 1 { &d2 } else { &d1 };
+    let neighbour = if stopped == 1 { "h2" } else { "h1" };
+    wait_routes(survivor, &[neighbour]).await;
+    let r = survivor.ping(neighbour, 30).await;
+    assert_eq!(r.error, None);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), survivor.closed())
+            .await
+            .is_err(),
+        "only one of them stops"
+    );
+}
