@@ -56,6 +56,10 @@ class Usage:
     rss: int
     #: peak resident set size since start (or since the last peak reset), bytes.
     peak_rss: int
+    #: the part of `rss` that is anonymous memory (heap, stacks), bytes.
+    rss_anon: int = 0
+    #: the part of `rss` that is mapped files (the binary, shared libraries, plugins), bytes.
+    rss_file: int = 0
 
 
 def read_usage(pid: int) -> Usage:
@@ -68,13 +72,15 @@ def read_usage(pid: int) -> Usage:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
                 mem[key] = int(rest.split()[0]) * 1024
     return Usage(
         cpu_self=(utime + stime) / CLOCK_TICKS,
         cpu_children=(cutime + cstime) / CLOCK_TICKS,
         rss=mem.get("VmRSS", 0),
         peak_rss=mem.get("VmHWM", 0),
+        rss_anon=mem.get("RssAnon", 0),
+        rss_file=mem.get("RssFile", 0),
     )
 
 

@@ -31,6 +31,8 @@ class Row:
 ROWS = [
     Row("start to greeting, median (ms)", "startup_idle", ("startup_ms", "median_ms"), False),
     Row("idle RSS (MiB)", "startup_idle", ("idle_rss_mib",), False, 0.3),
+    Row("idle RSS: anonymous (MiB)", "startup_idle", ("idle_rss_anon_mib",), False),
+    Row("idle RSS: mapped files (MiB)", "startup_idle", ("idle_rss_file_mib",), False),
     Row("idle CPU over the window (ms)", "startup_idle", ("idle_cpu_ms",), False),
     Row("local units/s, cat", "local_units_cat", ("units_per_s",), True, 5.0),
     Row("local units/s, echo (Go: cat)", "local_units_echo", ("units_per_s",), True, 5.0,
@@ -72,7 +74,8 @@ def _dig(results: dict, workload: str, impl: str, path: tuple[str, ...]):
         value = value.get(key) if isinstance(value, dict) else None
     if value is None:
         return None, "n/a"
-    return value, "*" if metrics.get("partial") else ""
+    # Only the rate of a transfer stopped by its time budget is partial.
+    return value, "*" if metrics.get("partial") and path[-1] == "mb_per_s" else ""
 
 
 def _fmt(value, note: str) -> str:

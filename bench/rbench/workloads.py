@@ -160,6 +160,8 @@ def startup_idle(impl: Impl, s: Settings) -> dict:
     return {"metrics": {
         "startup_ms": latency_stats(times),
         "idle_rss_mib": round(after.rss / MIB, 2),
+        "idle_rss_anon_mib": round(after.rss_anon / MIB, 2),
+        "idle_rss_file_mib": round(after.rss_file / MIB, 2),
         "idle_cpu_ms": round((after.cpu_self - before.cpu_self) * 1000, 1),
         "idle_window_s": s.idle_settle_s,
     }}
