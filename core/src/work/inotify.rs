@@ -289,7 +289,10 @@ mod tests {
         std::fs::remove_file(&path)?;
         // First the delete event, then the end of the watch.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::time::timeout_at(deadline, w.changed()).await?.is_ok() {}
+        while tokio::time::timeout_at(deadline, w.changed())
+            .await?
+            .is_ok()
+        {}
         Ok(())
     }
 
