@@ -13,9 +13,12 @@
 //!   `receptor-plugin-sdk`.
 //! * [`config`] reads receptor's YAML files and command-line flags.
 
+pub mod certs;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod mesh;
 pub mod plugin_host;
+pub mod streams;
+pub mod tls;
 pub mod work;

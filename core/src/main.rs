@@ -5,6 +5,7 @@
 
 use std::process::ExitCode;
 
+use receptor_core::certs;
 use receptor_core::config::{self, Invocation, LogLevel};
 
 fn main() -> ExitCode {
@@ -29,8 +30,17 @@ fn main() -> ExitCode {
             config,
             config_file,
         } => run_node(config, config_file, argv),
-        Invocation::CertInit(_) | Invocation::CertMakeReq(_) | Invocation::CertSignReq(_) => {
-            eprintln!("Error: certificate commands are not available in this build");
+        Invocation::CertInit(section) => cert_command(certs::cert_init(&section.value)),
+        Invocation::CertMakeReq(section) => cert_command(certs::cert_makereq(&section.value)),
+        Invocation::CertSignReq(section) => cert_command(certs::cert_signreq(&section.value)),
+    }
+}
+
+fn cert_command(outcome: Result<(), certs::CertError>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -76,6 +86,7 @@ fn init_logging(level: LogLevel) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

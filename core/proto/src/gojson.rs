@@ -29,6 +29,13 @@ impl serde_json::ser::Formatter for GoFormatter {
         writer: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
+        // Fast path: nothing to escape (U+2028 and U+2029 both start with 0xE2).
+        if !fragment
+            .bytes()
+            .any(|b| matches!(b, b'<' | b'>' | b'&' | 0xE2))
+        {
+            return writer.write_all(fragment.as_bytes());
+        }
         let mut start = 0;
         for (i, ch) in fragment.char_indices() {
             let escape = match ch {
@@ -81,6 +88,58 @@ pub fn to_string<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String>
     String::from_utf8(bytes).map_err(|e| serde::ser::Error::custom(e.to_string()))
 }
 
+/// Whether an object key received in JSON selects the struct field `field`, using
+/// Go's `encoding/json` rule: keys match case-insensitively under Unicode simple
+/// case folding. `field` must be ASCII; besides ASCII letters only the Kelvin sign
+/// (U+212A, folds with `k`) and the long s (U+017F, folds with `s`) can match it.
+pub fn key_matches(key: &str, field: &str) -> bool {
+    let mut want = field.bytes();
+    for ch in key.chars() {
+        let folded = match ch {
+            '\u{212A}' => b'K',
+            '\u{017F}' => b'S',
+            c if c.is_ascii() => (c as u8).to_ascii_uppercase(),
+            _ => return false,
+        };
+        match want.next() {
+            Some(w) if w.to_ascii_uppercase() == folded => {}
+            _ => return false,
+        }
+    }
+    want.next().is_none()
+}
+
+/// Reads an object key and resolves it against a struct's field names with
+/// [`key_matches`]: yields `Some(index)` of the field, or `None` for an unknown key
+/// (whose value the caller must skip). Used by the hand-written `Deserialize`
+/// impls that decode protocol messages with Go's rules.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldSeed(pub &'static [&'static str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldSeed {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldSeed {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        // An exact match wins, as in Go; field names never fold onto each other.
+        if let Some(i) = self.0.iter().position(|f| *f == key) {
+            return Ok(Some(i));
+        }
+        Ok(self.0.iter().position(|f| key_matches(key, f)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +155,18 @@ mod tests {
         assert_eq!(format_float(1e-10), "1e-10");
         assert_eq!(format_float(123456789.0), "123456789");
         assert_eq!(format_float(0.0), "0");
+    }
+
+    #[test]
+    fn keys_fold_like_go() {
+        assert!(key_matches("NodeID", "NodeID"));
+        assert!(key_matches("nodeid", "NodeID"));
+        assert!(key_matches("NODEID", "NodeID"));
+        assert!(key_matches("\u{17F}ervice", "Service"));
+        assert!(key_matches("Wor\u{212A}Commands", "WorkCommands"));
+        assert!(!key_matches("NodeI", "NodeID"));
+        assert!(!key_matches("NodeIDs", "NodeID"));
+        assert!(!key_matches("Nöde", "Node"));
     }
 
     #[test]

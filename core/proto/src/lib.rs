@@ -5,6 +5,21 @@
 //! JSON encoding the protocol and the control service rely on. Everything here is
 //! driven by explicit inputs (`now`, received bytes) and yields outputs to transmit,
 //! so it can be tested deterministically with a simulated clock.
+//!
+//! * [`frame`]: u16-LE length framing for byte-stream backends.
+//! * [`message`]: the `type ‖ body` envelope; [`data`], [`update`], [`svcad`] the bodies.
+//! * [`hash`]: HighwayHash-64 node-name hashing.
+//! * [`node`]: the link-state routing state machine of one node ([`node::Node`]).
+//! * [`gojson`], [`gotime`]: JSON and timestamps exactly as Go encodes them.
 
+pub mod data;
+pub mod firewall;
+pub mod frame;
 pub mod gojson;
+pub mod gotime;
+pub mod hash;
+pub mod message;
+pub mod node;
+pub mod routing;
 pub mod svcad;
+pub mod update;

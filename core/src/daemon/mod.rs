@@ -179,6 +179,17 @@ impl Node {
                 })
             }
         };
+        for section in &fresh.sections {
+            if self.plugins.claims(&section.kind).is_none() {
+                return Err(ReloadFailure {
+                    message: format!(
+                        "error loading config file: could not get config type for command {0}: unknown config type {0}",
+                        section.kind
+                    ),
+                    code: ERRORCODE_CONFIG,
+                });
+            }
+        }
         let mut current = self.config.lock().await;
         if let Err(e) = config::reload_check(&current, &fresh) {
             return Err(ReloadFailure {

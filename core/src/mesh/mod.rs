@@ -2,12 +2,50 @@
 //! backend sessions and local services through bounded channels.
 //!
 //! The public surface below is the contract the rest of the daemon codes against.
+//!
+//! Architecture:
+//! * `actor` — the node task, sole owner of [`receptor_proto::node::Node`]
+//!   (sessions, link-state database, routing table, service ads). It receives
+//!   control messages (ROUTE, SVCAD, REJECT) and API commands over a bounded queue
+//!   and publishes forwarding tables for the data path.
+//! * `session` — one task pair per backend connection: the reader splits
+//!   frames/datagrams, runs DATA through the data path itself and passes the rest to
+//!   the node task; the writer drains two bounded queues (control first) and writes
+//!   batches.
+//! * `datapath` — delivery, ping/unreachable responders and forwarding with
+//!   HopsToLive, reading the published tables through a version check; forwarding
+//!   never touches JSON and reuses the received buffer. The firewall hook is here.
+//! * `fdio` — file descriptors from backends as tokio I/O.
+
+mod actor;
+mod datapath;
+mod fdio;
+mod session;
+mod snapshot;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use receptor_proto::data::{ServiceName, MAX_FORWARDING_HOPS, PING_SERVICE};
 use receptor_proto::svcad::ServiceAdvertisement;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use actor::{Actor, Command, COMMAND_QUEUE};
+use datapath::{DataPath, Delivery};
+pub use datapath::{Firewall, FirewallMessage, FirewallVerdict};
+use fdio::{DatagramSocket, FdStream};
+use session::{DatagramReader, DatagramWriter, StreamReader, StreamWriter};
+
+/// How long a ping waits for its answer.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Datagrams a local socket may have waiting before senders have to wait.
+const SOCKET_QUEUE: usize = 1024;
 
 /// Errors surfaced by mesh operations.
 #[derive(Debug, thiserror::Error)]
@@ -122,87 +160,296 @@ pub enum Incoming {
 /// block the caller on network I/O except where they await a reply.
 #[derive(Clone)]
 pub struct Mesh {
-    _private: (),
+    inner: Arc<MeshInner>,
+}
+
+/// What every handle, session and socket shares.
+pub(crate) struct MeshInner {
+    node_id: String,
+    commands: mpsc::Sender<Command>,
+    data: Arc<DataPath>,
+    /// Origin of the sessions' activity timestamps.
+    base: Instant,
+    shut_down: CancellationToken,
+}
+
+impl MeshInner {
+    async fn request<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
 }
 
 impl Mesh {
-    /// Starts the node's driver task on the current tokio runtime.
-    pub fn start(_opts: MeshOptions) -> Mesh {
-        unimplemented!("mesh driver")
+    /// Starts the node's driver task on the current tokio runtime (panics when
+    /// called outside one).
+    pub fn start(opts: MeshOptions) -> Mesh {
+        let base = Instant::now();
+        let data = Arc::new(DataPath::new(&opts.node_id));
+        let shut_down = CancellationToken::new();
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let actor = Actor::new(&opts, data.clone(), base, shut_down.clone());
+        tokio::spawn(actor.run(rx));
+        Mesh {
+            inner: Arc::new(MeshInner {
+                node_id: opts.node_id,
+                commands: tx,
+                data,
+                base,
+                shut_down,
+            }),
+        }
     }
 
     /// This node's ID.
     pub fn node_id(&self) -> &str {
-        unimplemented!("mesh driver")
+        &self.inner.node_id
     }
 
     /// Hands the mesh an established backend connection; the returned future ends
     /// when the session ends (EOF, reject, idle timeout, shutdown), with the reason.
+    /// `Ok(())` means the peer closed the connection.
     pub async fn run_session(
         &self,
-        _io: std::os::fd::OwnedFd,
-        _framing: Framing,
-        _params: SessionParams,
+        io: OwnedFd,
+        framing: Framing,
+        params: SessionParams,
     ) -> Result<(), MeshError> {
-        unimplemented!("mesh driver")
+        let inner = self.inner.clone();
+        match framing {
+            Framing::Len16Le => match FdStream::new(io) {
+                Ok(FdStream::Tcp(s)) => {
+                    let (r, w) = s.into_split();
+                    session::run(inner, StreamReader::new(r), StreamWriter::new(w), params).await
+                }
+                Ok(FdStream::Unix(s)) => {
+                    let (r, w) = s.into_split();
+                    session::run(inner, StreamReader::new(r), StreamWriter::new(w), params).await
+                }
+                Err(e) => Err(MeshError::Other(format!("unusable connection: {e}"))),
+            },
+            Framing::Datagram => match DatagramSocket::new(io) {
+                Ok(sock) => {
+                    let reader = DatagramReader::new(sock.clone());
+                    session::run(inner, reader, DatagramWriter::new(sock), params).await
+                }
+                Err(e) => Err(MeshError::Other(format!("unusable connection: {e}"))),
+            },
+        }
+    }
+
+    /// Runs a session over any byte stream (e.g. a TLS stream) with u16-LE framing;
+    /// ends like [`Mesh::run_session`].
+    pub async fn run_stream_session<S>(&self, io: S, params: SessionParams) -> Result<(), MeshError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (r, w) = tokio::io::split(io);
+        session::run(
+            self.inner.clone(),
+            StreamReader::new(r),
+            StreamWriter::new(w),
+            params,
+        )
+        .await
     }
 
     /// Snapshot for `status`.
     pub async fn status(&self) -> MeshStatus {
-        unimplemented!("mesh driver")
+        self.inner
+            .request(|reply| Command::Status { reply })
+            .await
+            .unwrap_or_default()
     }
 
     /// Sends one ping to `target` (`localhost` = self) with the given hops-to-live
     /// (30 for a ping, 0..=30 for traceroute probes) and waits up to 10 s.
-    pub async fn ping(&self, _target: &str, _hops_to_live: u8) -> PingReply {
-        unimplemented!("mesh driver")
+    pub async fn ping(&self, target: &str, hops_to_live: u8) -> PingReply {
+        let start = Instant::now();
+        let failed = |from: &str, e: String| PingReply {
+            from: from.to_owned(),
+            rtt: start.elapsed(),
+            error: Some(e),
+        };
+        let mut pc = match self.listen(None, None).await {
+            Ok(pc) => pc,
+            Err(e) => return failed(self.node_id(), e.to_string()),
+        };
+        if let Err(e) = pc
+            .send_to_hops(target, PING_SERVICE, &[], hops_to_live)
+            .await
+        {
+            return failed(self.node_id(), e.to_string());
+        }
+        match tokio::time::timeout(PING_TIMEOUT, pc.recv()).await {
+            Ok(Ok(Incoming::Data {
+                from_node,
+                from_service,
+                ..
+            })) => PingReply {
+                // Like Go: the reply's address, without the `:ping` suffix.
+                from: if from_service == PING_SERVICE {
+                    from_node
+                } else {
+                    format!("{from_node}:{from_service}")
+                },
+                rtt: start.elapsed(),
+                error: None,
+            },
+            Ok(Ok(Incoming::Unreachable {
+                reported_by,
+                problem,
+                ..
+            })) => failed(&reported_by, problem),
+            Ok(Err(e)) => failed("", e.to_string()),
+            Err(_) => failed("", "timeout".to_owned()),
+        }
     }
 
     /// Opens a datagram socket on `service` (`None` = a fresh ephemeral name).
     /// With `advertise`, the service is advertised (ConnType, tags, work commands).
     pub async fn listen(
         &self,
-        _service: Option<&str>,
-        _advertise: Option<ServiceAdvertisement>,
+        service: Option<&str>,
+        advertise: Option<ServiceAdvertisement>,
     ) -> Result<PacketConn, MeshError> {
-        unimplemented!("mesh driver")
+        if let Some(s) = service {
+            if s.len() > receptor_proto::data::MAX_SERVICE_LEN {
+                return Err(MeshError::ServiceNameTooLong);
+            }
+        }
+        let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
+        let (service, registration) = self
+            .inner
+            .request(|reply| Command::Listen {
+                service: service.map(str::to_owned),
+                advertise,
+                socket: tx,
+                reply,
+            })
+            .await
+            .ok_or(MeshError::Shutdown)??;
+        let name = ServiceName::new(&service).map_err(|_| MeshError::ServiceNameTooLong)?;
+        Ok(PacketConn {
+            service,
+            name,
+            registration,
+            rx,
+            inner: self.inner.clone(),
+            hops_to_live: MAX_FORWARDING_HOPS,
+        })
     }
 
     /// Replaces the work commands advertised with the `control` service ads.
-    pub async fn set_work_commands(&self, _cmds: Vec<receptor_proto::svcad::WorkCommand>) {
-        unimplemented!("mesh driver")
+    pub async fn set_work_commands(&self, cmds: Vec<receptor_proto::svcad::WorkCommand>) {
+        let _ = self
+            .inner
+            .commands
+            .send(Command::SetWorkCommands(cmds))
+            .await;
+    }
+
+    /// Installs (or, with `None`, removes) the firewall consulted for every DATA
+    /// message this node handles.
+    pub async fn set_firewall(&self, firewall: Option<Arc<dyn Firewall>>) {
+        let _ = self
+            .inner
+            .commands
+            .send(Command::SetFirewall(firewall))
+            .await;
     }
 
     /// Stops the node: closes sessions and local sockets.
     pub async fn shutdown(&self) {
-        unimplemented!("mesh driver")
+        let _ = self
+            .inner
+            .request(|reply| Command::Shutdown { reply })
+            .await;
+    }
+
+    /// Resolves once the node has shut down, through [`Mesh::shutdown`] or because
+    /// another node runs with the same node ID (the daemon should then exit).
+    pub async fn closed(&self) {
+        self.inner.shut_down.cancelled().await;
     }
 }
 
 /// A datagram socket bound to one local service name.
 /// Dropping it unregisters the service (and withdraws its advertisement).
 pub struct PacketConn {
-    _private: (),
+    service: String,
+    name: ServiceName,
+    registration: u64,
+    rx: mpsc::Receiver<Delivery>,
+    inner: Arc<MeshInner>,
+    hops_to_live: u8,
 }
 
 impl PacketConn {
     /// The local service name (ephemeral sockets get 8 random characters).
     pub fn service(&self) -> &str {
-        unimplemented!("mesh driver")
+        &self.service
     }
 
     /// Sends `data` to `(node, service)` with hops-to-live 30; waits for queue room.
-    pub async fn send_to(
+    pub async fn send_to(&self, node: &str, service: &str, data: &[u8]) -> Result<(), MeshError> {
+        self.send_to_hops(node, service, data, self.hops_to_live)
+            .await
+    }
+
+    /// Sends `data` to `(node, service)` with the given hops-to-live.
+    pub async fn send_to_hops(
         &self,
-        _node: &str,
-        _service: &str,
-        _data: &[u8],
+        node: &str,
+        service: &str,
+        data: &[u8],
+        hops_to_live: u8,
     ) -> Result<(), MeshError> {
-        unimplemented!("mesh driver")
+        let dp = &self.inner.data;
+        let mut cursor = dp.cursor();
+        dp.send(&mut cursor, self.name, node, service, data, hops_to_live)
+            .await
     }
 
     /// Receives the next datagram or unreachable notice.
     pub async fn recv(&mut self) -> Result<Incoming, MeshError> {
-        unimplemented!("mesh driver")
+        match self.rx.recv().await {
+            Some(Delivery::Data {
+                from_node,
+                from_service,
+                data,
+            }) => Ok(Incoming::Data {
+                from_node: from_node.to_string(),
+                from_service: from_service.to_string_lossy(),
+                data,
+            }),
+            Some(Delivery::Unreachable { reported_by, msg }) => Ok(Incoming::Unreachable {
+                reported_by: reported_by.to_string(),
+                to_node: msg.to_node,
+                to_service: msg.to_service,
+                problem: msg.problem,
+            }),
+            None => Err(MeshError::Shutdown),
+        }
+    }
+}
+
+impl Drop for PacketConn {
+    fn drop(&mut self) {
+        let cmd = Command::Unlisten {
+            service: std::mem::take(&mut self.service),
+            registration: self.registration,
+        };
+        // The node task also treats a closed socket queue as free, so a lost
+        // unlisten only delays the cleanup; still try hard to deliver it.
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.inner.commands.try_send(cmd) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let tx = self.inner.commands.clone();
+                rt.spawn(async move {
+                    let _ = tx.send(cmd).await;
+                });
+            }
+        }
     }
 }

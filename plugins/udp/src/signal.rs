@@ -1,0 +1,134 @@
+//! A wake-up signal for the plugin's threads: a stop flag plus a pipe that `poll` can wait
+//! on next to sockets, so a thread blocked in `poll` wakes when it is stopped or when
+//! another thread has news for it (a session the host reported closed).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A stop flag and a self-pipe.
+pub struct Signal {
+    stopped: AtomicBool,
+    /// Read end: readable after [`Signal::wake`] or [`Signal::stop`].
+    rx: OwnedFd,
+    tx: OwnedFd,
+}
+
+impl Signal {
+    /// A signal not yet stopped.
+    pub fn new() -> io::Result<Signal> {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two descriptors pipe2 writes.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both descriptors are open and ours.
+        let (rx, tx) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        Ok(Signal {
+            stopped: AtomicBool::new(false),
+            rx,
+            tx,
+        })
+    }
+
+    /// Sets the stop flag and wakes the waiting thread.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Whether [`Signal::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Wakes the thread waiting on this signal so that it re-checks its state.
+    pub fn wake(&self) {
+        // A full pipe already holds a wake-up, so a failed write loses nothing.
+        // SAFETY: writing one byte from a valid buffer to our own pipe.
+        let _ = unsafe { libc::write(self.tx.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+    }
+
+    /// Empties the pipe (call before re-checking state, then wait again).
+    pub fn drain(&self) {
+        let mut buf = [0u8; 64];
+        loop {
+            // SAFETY: reading into a valid buffer of its stated length from our own pipe.
+            let n = unsafe { libc::read(self.rx.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return;
+            }
+        }
+    }
+
+    /// The descriptor to poll for readability.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.rx.as_fd()
+    }
+
+    /// Sleeps for `duration` unless stopped first; returns true if stopped.
+    pub fn sleep(&self, duration: Duration) -> bool {
+        self.wait_until(duration, || false)
+    }
+
+    /// Waits until `done` is true, the signal is stopped or `duration` passes; returns
+    /// true if stopped. Whoever changes what `done` looks at calls [`Signal::wake`].
+    pub fn wait_until(&self, duration: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + duration;
+        loop {
+            self.drain();
+            if self.is_stopped() {
+                return true;
+            }
+            if done() {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let mut fds = [libc::pollfd {
+                fd: self.rx.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            let ms = libc::c_int::try_from(left.as_millis().saturating_add(1))
+                .unwrap_or(libc::c_int::MAX);
+            // SAFETY: fds is a valid array of one pollfd.
+            unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn wait_returns_on_condition_stop_or_timeout() {
+        let s = Arc::new(Signal::new().unwrap());
+        let started = Instant::now();
+        assert!(!s.sleep(Duration::from_millis(50)));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+
+        let flag = Arc::new(AtomicBool::new(false));
+        let (s2, f2) = (Arc::clone(&s), Arc::clone(&flag));
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            f2.store(true, Ordering::SeqCst);
+            s2.wake();
+        });
+        let started = Instant::now();
+        assert!(!s.wait_until(Duration::from_secs(30), || flag.load(Ordering::SeqCst)));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        t.join().unwrap();
+
+        let s2 = Arc::clone(&s);
+        let t = std::thread::spawn(move || s2.stop());
+        assert!(s.wait_until(Duration::from_secs(30), || false));
+        t.join().unwrap();
+        assert!(s.is_stopped());
+    }
+}

@@ -1,0 +1,38 @@
+//! The `websocket` receptor plugin: the `ws-listener` and `ws-peer` backends.
+//!
+//! Receptor nodes can connect over WebSocket (RFC 6455 over HTTP/1.1, optionally TLS),
+//! which passes through HTTP proxies and load balancers. Each mesh message travels as
+//! one binary websocket message, with no length prefix.
+//!
+//! * `ws-listener` (`bindaddr`, `port`, `path` default `/`, `tls`) serves the upgrade
+//!   on one path; see [`listener`] for the checks it makes (Go receptor's, i.e.
+//!   gorilla/websocket's).
+//! * `ws-peer` (`address` `ws://host:port/path` or `wss://...`, `extraheader`
+//!   `Name:value`, `redial`, `tls`) dials and redials with receptor's backoff, through
+//!   the HTTP proxy the environment names, if any ([`proxy`]).
+//!
+//! The core wants descriptors, not websockets: each session is handed over as one end
+//! of a `SOCK_SEQPACKET` socket pair with `DATAGRAM` framing, and the plugin pumps
+//! messages between the pair and the websocket ([`session`]). The pumping runs on the
+//! plugin's own runtime ([`runtime`]), never the host's. TLS for `wss` is done here, from
+//! the `tlsconfig` object the core adds to the section ([`tls`]). The `cost`,
+//! `nodecost` and `allowedpeers` keys are the core's and ignored.
+
+mod dialer;
+pub mod listener;
+mod pair;
+pub mod proxy;
+pub mod runtime;
+pub mod session;
+pub mod tls;
+
+use receptor_plugin_sdk::{export_plugin, Plugin};
+
+/// Describes the plugin to the host.
+pub fn plugin() -> Plugin {
+    Plugin::new("websocket", env!("CARGO_PKG_VERSION"))
+        .backend("ws-listener", listener::start)
+        .backend("ws-peer", dialer::start)
+}
+
+export_plugin!(plugin);
