@@ -22,6 +22,7 @@ use crate::plugin_host::{ClaimType, LoadOptions, PluginHost};
 use crate::services::{self, ServiceHandle, Services};
 use crate::tls::TlsRegistry;
 use crate::work::control::WorkCommand;
+use crate::work::signing::{SignatureVerifier, WorkSigner};
 use crate::work::store::Workceptor;
 
 pub use backends::{session_params, BackendConfigError, Backends};
@@ -45,6 +46,7 @@ pub struct Node {
     services: Mutex<Services>,
     /// The named `tls-server` / `tls-client` configurations.
     tls: Arc<TlsRegistry>,
+    verifier: Option<Arc<SignatureVerifier>>,
     argv: Vec<OsString>,
     config_file: Option<PathBuf>,
 }
@@ -77,6 +79,15 @@ impl Node {
                 .with_context(|| section.origin.clone())?;
             work_types.push(wt);
         }
+        let (verifier, _signer) = load_signing(&config, &node_id)?;
+        if verifier.is_none() {
+            if let Some(wt) = work_types.iter().find(|w| w.verify_signature()) {
+                anyhow::bail!(
+                    "VerifySignature for work command '{}' is true, but the work verification public key is not specified",
+                    wt.name()
+                );
+            }
+        }
         let work = Workceptor::open(&node_id, &config.node.datadir, work_types)
             .await
             .context("cannot open the work unit store")?;
@@ -104,6 +115,7 @@ impl Node {
             control_services: Mutex::new(Vec::new()),
             services: Mutex::new(Services::default()),
             tls,
+            verifier,
             argv,
             config_file,
         });
@@ -115,8 +127,12 @@ impl Node {
 
     async fn start_control_services(self: &Arc<Node>) -> anyhow::Result<()> {
         let registry = CommandRegistry::new();
+        let mut work_command = WorkCommand::new(self.work.clone());
+        if let Some(verifier) = &self.verifier {
+            work_command = work_command.with_verifier(verifier.clone());
+        }
         registry
-            .register(Arc::new(WorkCommand::new(self.work.clone())))
+            .register(Arc::new(work_command))
             .context("registering the work command")?;
         registry
             .register(Arc::new(ConnectCommand::new(
@@ -290,6 +306,27 @@ fn tls_registry(config: &Config) -> anyhow::Result<TlsRegistry> {
             .with_context(|| format!("tls-client {}", c.name))?;
     }
     Ok(reg)
+}
+
+/// Reads the `work-verification` and `work-signing` keys.
+#[allow(clippy::type_complexity)]
+fn load_signing(
+    config: &Config,
+    node_id: &str,
+) -> anyhow::Result<(Option<Arc<SignatureVerifier>>, Option<Arc<WorkSigner>>)> {
+    let verifier = match &config.work_verification {
+        Some(v) => Some(Arc::new(
+            SignatureVerifier::from_config(v, node_id).context("work-verification")?,
+        )),
+        None => None,
+    };
+    let signer = match &config.work_signing {
+        Some(s) => Some(Arc::new(
+            WorkSigner::from_config(s).context("work-signing")?,
+        )),
+        None => None,
+    };
+    Ok((verifier, signer))
 }
 
 /// Loads the configured plugins plus the default search path, and checks that every
