@@ -117,6 +117,7 @@ def main() -> int:
         return 2
 
     started = time.time()
+    load_at_start = os.getloadavg()
     results: dict = {}
     failed = False
     for name in selected:
@@ -159,6 +160,7 @@ def main() -> int:
         "duration_s": round(time.time() - started, 1),
         "command": sys.argv,
         "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                    "load_average_at_start": load_at_start,
                     "load_average_at_end": os.getloadavg()},
         "go": {"binary": args.go, "version": version(args.go)},
         "rust": {"binary": args.rust, "version": version(args.rust),
@@ -174,7 +176,9 @@ def main() -> int:
     with open(path, "w") as f:
         json.dump(doc, f, indent=2)
         f.write("\n")
-    print(f"\nresults written to {path} (run took {doc['duration_s']}s)")
+    print(f"\nresults written to {path} (run took {doc['duration_s']}s; load average "
+          f"{load_at_start[0]:.1f} at the start, {doc['machine']['load_average_at_end'][0]:.1f} "
+          f"at the end, on {os.cpu_count()} CPUs)")
     return 1 if failed else 0
 
 
