@@ -117,10 +117,18 @@ impl Node {
                 listeners.push(l);
             }
             if let Some(addr) = &cs.tcp_listen {
-                let l = control
-                    .serve_tcp(addr)
-                    .await
-                    .with_context(|| format!("control service on tcp {addr}"))?;
+                let tls = match cs.tcp_tls.as_deref().filter(|name| !name.is_empty()) {
+                    Some(name) => Some(
+                        control_tls(&config, name)
+                            .with_context(|| format!("control service on tcp {addr}"))?,
+                    ),
+                    None => None,
+                };
+                let l = match tls {
+                    Some(tls) => control.serve_tcp_tls(addr, tls).await,
+                    None => control.serve_tcp(addr).await,
+                }
+                .with_context(|| format!("control service on tcp {addr}"))?;
                 listeners.push(l);
             }
             tracing::info!("Running control service {}", cs.service);
@@ -263,4 +271,18 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+/// The rustls configuration of the `tls-server` named `name`, for a control-service TCP
+/// listener (`tcptls`).
+fn control_tls(config: &Config, name: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let section = config
+        .tls_server(name)
+        .ok_or_else(|| anyhow::anyhow!("unknown TLS config {name}"))?;
+    let mut json = backends::server_json(section);
+    if let serde_json::Value::Object(map) = &mut json {
+        map.insert("name".to_owned(), name.into());
+    }
+    let tls = crate::tls::ServerTls::from_section(&config.node.id, &json)?;
+    Ok(tls.backend_config())
 }
