@@ -11,7 +11,8 @@ e.g. `-- tests/test_cli.py` to run one module.
 Every process started below this one is stopped by its process id when the run ends: this
 process is a child subreaper (Go receptor starts work-unit runners in their own session, so
 killing a node orphans them; as orphans they become our children, and are killed and reaped
-here). The exit status is pytest's (non-zero also when no test passed), or 3 on timeout.
+here). The exit status is pytest's (non-zero also when no test ran), or 124 on timeout or
+SIGTERM.
 
 Ports: RECEPTORCTL_SUITE_PORTS (JSON object, suite port -> port) when set, as the end-to-end
 test passes ports that no parallel test can be given; else free ports picked here.
@@ -32,8 +33,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import receptorctl_suite_adapt as adapt  # noqa: E402
 
+PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
-TIMEOUT_EXIT = 3
+TIMEOUT_EXIT = 124
 
 
 def log(message):
@@ -61,9 +63,22 @@ def parse_args():
 
 
 def become_subreaper():
+    """Orphans of our descendants become our children; SIGTERM (also sent when our parent
+    dies) ends the run through the normal cleanup."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         log(f"prctl(PR_SET_CHILD_SUBREAPER) failed: errno {ctypes.get_errno()}")
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log(f"prctl(PR_SET_PDEATHSIG) failed: errno {ctypes.get_errno()}")
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+class Terminated(Exception):
+    pass
+
+
+def on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def prepare_suite(tests_dir, suite_root):
@@ -173,8 +188,12 @@ def main():
     except subprocess.TimeoutExpired:
         log(f"pytest did not finish within {args.timeout} s")
         status = TIMEOUT_EXIT
+    except Terminated:
+        log("terminated")
+        status = TIMEOUT_EXIT
     finally:
         # pytest and the nodes are our descendants: kill whatever is left, by pid.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_descendants()
     if args.keep or status != 0:
         log(f"work folder kept: {work}")
