@@ -128,12 +128,25 @@ def children():
     return found
 
 
+def reap_exited():
+    """Reaps children that already exited (orphans that finished while pytest ran)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def stop_descendants():
     """Kills and reaps every remaining child (orphans of descendants included), by pid."""
     for _ in range(50):
+        reap_exited()
         left = children()
         if not left:
             return
+        log(f"stopping leftover processes {left}")
         for pid in left:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -178,7 +191,7 @@ def main():
         "receptorctl_suite_adapt",
         "-p",
         "no:cacheprovider",
-        "-rA",
+        "-ra",
         "-v",
     ] + (args.pytest_args or ["tests"])
     log(f"receptor {receptor} ({args.impl}), work folder {work}, ports {env[adapt.ENV_PORTS]}")
