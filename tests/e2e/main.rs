@@ -13,4 +13,5 @@ mod mesh_line;
 mod ping_traceroute;
 mod python_api;
 mod receptorctl_cli;
+mod receptorctl_suite;
 mod routed_traffic;

@@ -194,7 +194,8 @@ fn with_tls_config(config: &Config, section: &Section) -> anyhow::Result<Value> 
     Ok(value)
 }
 
-pub(super) fn server_json(c: &TlsServerConfig) -> Value {
+/// A `tls-server` as the JSON section [`crate::tls::ServerTls`] reads.
+pub(crate) fn server_json(c: &TlsServerConfig) -> Value {
     serde_json::json!({
         "cert": c.cert,
         "key": c.key,

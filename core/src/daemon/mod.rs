@@ -164,10 +164,11 @@ impl Node {
             if let Some(addr) = &cs.tcp_listen {
                 if let Some(name) = non_empty(&cs.tcp_tls) {
                     let tls = self.tls.server(name)?;
-                    let h = services::control::serve_tcp_tls(&control, addr, &tls)
+                    let l = control
+                        .serve_tcp_tls(addr, tls.backend_config())
                         .await
                         .with_context(|| format!("control service on tcp {addr}"))?;
-                    self.control_services.lock().await.push(h);
+                    listeners.push(l);
                 } else {
                     if non_empty(&cs.tls).is_some() {
                         tracing::warn!(
