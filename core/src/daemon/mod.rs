@@ -2,8 +2,13 @@
 //! connect the node to the mesh, which work types it offers and where its control
 //! service listens. This module wires those pieces together and keeps them running
 //! until the process is told to stop.
+//!
+//! Trust is settled before any backend starts: the named TLS configurations are
+//! built (a node whose own certificate does not name it does not start, unless
+//! `skipreceptornamescheck`), and `node.firewallrules` is installed in the mesh.
 
 mod backends;
+mod trust;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -18,6 +23,7 @@ use crate::control::reload::{ERRORCODE_CONFIG, ERRORCODE_NOT_RELOADABLE};
 use crate::control::{CommandRegistry, ControlListener, ControlService, ReloadFailure, ReloadFn};
 use crate::mesh::{Mesh, MeshOptions};
 use crate::plugin_host::{ClaimType, LoadOptions, PluginHost};
+use crate::tls::TlsRegistry;
 use crate::work::control::WorkCommand;
 use crate::work::store::Workceptor;
 
@@ -33,6 +39,8 @@ pub struct Node {
     /// The unit store.
     pub work: Arc<Workceptor>,
     plugins: Arc<PluginHost>,
+    /// The named TLS configurations (not reloadable).
+    tls: Arc<TlsRegistry>,
     backends: Mutex<Backends>,
     config: Mutex<Config>,
     listeners: Mutex<Vec<ControlListener>>,
@@ -49,6 +57,7 @@ impl Node {
         argv: Vec<OsString>,
     ) -> anyhow::Result<Arc<Node>> {
         let plugins = Arc::new(load_plugins(&config)?);
+        let tls = Arc::new(trust::tls_registry(&config)?);
         let node_id = config.node.id.clone();
         let max_idle = config
             .node
@@ -59,6 +68,7 @@ impl Node {
             node_id: node_id.clone(),
             max_idle,
         });
+        trust::install_firewall(&mesh, &config).await?;
 
         let mut work_types = Vec::new();
         for section in sections_claimed(&plugins, &config, ClaimType::WorkType) {
@@ -82,12 +92,13 @@ impl Node {
         .await;
 
         let backend_sections = sections_claimed(&plugins, &config, ClaimType::Backend);
-        let backends = Backends::start(&plugins, &mesh, &config, &backend_sections)?;
+        let backends = Backends::start(&plugins, &mesh, &config, &tls, &backend_sections)?;
 
         let node = Arc::new(Node {
             mesh,
             work,
             plugins,
+            tls,
             backends: Mutex::new(backends),
             config: Mutex::new(config),
             listeners: Mutex::new(Vec::new()),
@@ -184,12 +195,11 @@ impl Node {
         let sections = sections_claimed(&self.plugins, &fresh, ClaimType::Backend);
         let mut backends = self.backends.lock().await;
         backends.stop();
-        *backends = Backends::start(&self.plugins, &self.mesh, &fresh, &sections).map_err(|e| {
-            ReloadFailure {
+        *backends = Backends::start(&self.plugins, &self.mesh, &fresh, &self.tls, &sections)
+            .map_err(|e| ReloadFailure {
                 message: format!("error starting backends: {e:#}"),
                 code: ERRORCODE_CONFIG,
-            }
-        })?;
+            })?;
         *current = fresh;
         tracing::info!("configuration reloaded");
         Ok(())
