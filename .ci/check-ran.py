@@ -19,6 +19,8 @@ REQUIRED_MODULES = [
     "routed_traffic",
     "receptorctl_cli",
     "python_api",
+    "tls_mesh",
+    "tls_refusals",
 ]
 
 

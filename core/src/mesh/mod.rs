@@ -70,7 +70,7 @@ pub enum MeshError {
     #[error("TLS handshake failed: {0}")]
     TlsHandshake(String),
     /// The peer announced a node ID its credentials do not vouch for.
-    #[error("peer refused: {0}")]
+    #[error("{0}")]
     PeerRefused(String),
     /// Any other failure, with its message.
     #[error("{0}")]

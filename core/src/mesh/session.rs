@@ -90,7 +90,14 @@ impl<R: AsyncRead + Unpin + Send + 'static> MessageReader for StreamReader<R> {
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
-            if self.io.read_buf(buf).await? == 0 {
+            let n = match self.io.read_buf(buf).await {
+                Ok(n) => n,
+                // A TLS peer that closes without close_notify (Go does): the framing
+                // is self-delimiting, so an end between frames is a plain end.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
                 if self.decoder.buffered() > 0 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
