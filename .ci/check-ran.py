@@ -19,6 +19,7 @@ REQUIRED_MODULES = [
     "routed_traffic",
     "receptorctl_cli",
     "python_api",
+    "firewall",
     "tls_mesh",
     "tls_refusals",
 ]

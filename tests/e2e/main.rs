@@ -9,6 +9,7 @@
 //!   scripts/test.sh --run-ignored only -E 'test(/rust_nodes/)'
 
 mod backends_common;
+mod firewall;
 mod harness;
 mod mesh_line;
 mod ping_traceroute;
