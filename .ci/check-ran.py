@@ -19,6 +19,8 @@ REQUIRED_MODULES = [
     "routed_traffic",
     "receptorctl_cli",
     "python_api",
+    "backends_udp",
+    "backends_ws",
     "firewall",
     "tls_mesh",
     "tls_refusals",

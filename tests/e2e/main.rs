@@ -9,6 +9,8 @@
 //!   scripts/test.sh --run-ignored only -E 'test(/rust_nodes/)'
 
 mod backends_common;
+mod backends_udp;
+mod backends_ws;
 mod firewall;
 mod harness;
 mod mesh_line;
