@@ -6,9 +6,14 @@
 //!   first ROUTE (the check Go 1.6.9 does not make), inbound and outbound, unless the
 //!   hub's configuration sets `skipreceptornamescheck`;
 //! * a certificate from a CA the hub does not trust, inbound and outbound;
-//! * a certificate that does not match the pinned fingerprint, inbound and outbound.
+//! * a certificate that does not match the pinned fingerprint, inbound and outbound;
+//! * a peer that does not speak TLS, and a client that never starts the handshake
+//!   (cut off after 15 s).
+//!
+//! Refused dialers are told their session ended and redial (with their backoff).
 
 use anyhow::{ensure, Result};
+use receptor_tests::wait::{wait_until, CONVERGE_TIMEOUT};
 use receptor_tests::Implementation::{Go, Rust};
 use receptor_tests::{free_port, Node, NodeConfig};
 use serde_json::{json, Value};
@@ -208,16 +213,23 @@ fn certificate_from_an_untrusted_ca_is_refused_both_ways() -> Result<()> {
             "no certificates",
         ],
     )?;
-    wait_for_log_line(
-        &hub,
-        &[
-            "tcp-peer",
-            &format!("127.0.0.1:{outsider_port}"),
-            "refused",
-            "TLS handshake failed",
-            "UnknownIssuer",
-        ],
-    )?;
+    let outbound = [
+        "tcp-peer",
+        &format!("127.0.0.1:{outsider_port}"),
+        "refused",
+        "TLS handshake failed",
+        "UnknownIssuer",
+    ];
+    wait_for_log_line(&hub, &outbound)?;
+    // The dialer was told, and tried again.
+    wait_until(CONVERGE_TIMEOUT, "a redial after the refusal", || {
+        let log = hub.log();
+        let n = log
+            .lines()
+            .filter(|l| outbound.iter().all(|w| l.contains(w)))
+            .count();
+        Ok((n >= 2).then_some(()))
+    })?;
     friend_unharmed(&hub, &friend)
 }
 
@@ -278,5 +290,38 @@ fn certificate_not_matching_the_pin_is_refused_both_ways() -> Result<()> {
             "pinned fingerprint",
         ],
     )?;
+    friend_unharmed(&hub, &friend)
+}
+
+#[test]
+fn plaintext_peer_and_silent_client_are_refused() -> Result<()> {
+    let pki = Pki::new()?;
+    let ca = pki.ca("mesh", Go)?;
+    let hub_cert = pki.cert(&ca, "hub", &["hub"], Rust)?;
+    let hub_port = free_port()?;
+    let hub = Node::start(
+        Rust,
+        NodeConfig::new("hub")
+            .entry("tls-server", tls_server("srv", &hub_cert, &ca, json!({})))
+            .entry("tcp-listener", tls_listener(hub_port, "srv")),
+    )?;
+    let friend = start_friend(&pki, &ca, hub_port)?;
+    // A client that connects and never starts the handshake.
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", hub_port))?;
+    silent.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    // A Go node that forgot `tls` on its peer: its first ROUTE is not a ClientHello.
+    let _plain = Node::start(Go, NodeConfig::new("plain").tcp_peer(hub_port))?;
+
+    wait_for_log_line(&hub, &["tcp-listener", "refused", "TLS handshake failed"])?;
+    let line = wait_for_log_line(
+        &hub,
+        &["tcp-listener", "refused", "no handshake within 15s"],
+    )?;
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut silent, &mut buf)?;
+    ensure!(
+        n == 0,
+        "the silent client got {n} bytes instead of EOF ({line})"
+    );
     friend_unharmed(&hub, &friend)
 }
