@@ -325,3 +325,41 @@ fn plaintext_peer_and_silent_client_are_refused() -> Result<()> {
     );
     friend_unharmed(&hub, &friend)
 }
+
+/// Both implementations refuse to start with a certificate that does not name the node
+/// (unless `skipreceptornamescheck`), and say so.
+#[test]
+fn own_certificate_must_name_the_node() -> Result<()> {
+    let pki = Pki::new()?;
+    let ca = pki.ca("mesh", Rust)?;
+    let someone = pki.cert(&ca, "someone", &["someone"], Go)?;
+    for by in [Go, Rust] {
+        let config = NodeConfig::new("hub")
+            .entry("tls-server", tls_server("srv", &someone, &ca, json!({})))
+            .entry("tcp-listener", tls_listener(free_port()?, "srv"));
+        match Node::start(by, config) {
+            Ok(_) => anyhow::bail!("{} started with a certificate for someone else", by.label()),
+            Err(e) => {
+                let e = format!("{e:#}");
+                ensure!(
+                    e.contains("nodeID=hub not found in certificate name(s)"),
+                    "{}: {e}",
+                    by.label()
+                );
+            }
+        }
+        let config = NodeConfig::new("hub")
+            .entry(
+                "tls-server",
+                tls_server(
+                    "srv",
+                    &someone,
+                    &ca,
+                    json!({"skipreceptornamescheck": true}),
+                ),
+            )
+            .entry("tcp-listener", tls_listener(free_port()?, "srv"));
+        Node::start(by, config)?;
+    }
+    Ok(())
+}

@@ -320,3 +320,27 @@ fn server_name(address: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(host.to_owned())
         .map_err(|e| format!("{host:?} is not a usable TLS server name: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_name_is_the_host_of_the_address() {
+        let name = |a: &str| server_name(a).map(|n| n.to_str().into_owned());
+        assert_eq!(name("localhost:2222").as_deref(), Ok("localhost"));
+        assert_eq!(name("127.0.0.1:2222").as_deref(), Ok("127.0.0.1"));
+        assert_eq!(name("[::1]:2222").as_deref(), Ok("::1"));
+        assert_eq!(
+            name("node.example.com:1").as_deref(),
+            Ok("node.example.com")
+        );
+        assert!(name("bad host:1").is_err());
+    }
+
+    #[test]
+    fn only_websockets_do_their_own_tls() {
+        assert!(plugin_does_tls("ws-listener") && plugin_does_tls("ws-peer"));
+        assert!(!plugin_does_tls("tcp-listener") && !plugin_does_tls("tcp-peer"));
+    }
+}

@@ -103,3 +103,30 @@ pub(crate) async fn install_firewall(mesh: &Mesh, config: &Config) -> anyhow::Re
         .await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(rules: Value, from: (&str, &[u8]), to: (&str, &[u8])) -> FirewallVerdict {
+        let rules = FirewallRules::parse(&rules).unwrap_or_default();
+        RulesFirewall(rules).check(&FirewallMessage {
+            from_node: from.0,
+            to_node: to.0,
+            from_service: from.1,
+            to_service: to.1,
+        })
+    }
+
+    #[test]
+    fn rules_map_to_verdicts() {
+        let rules = serde_json::json!([
+            {"action": "drop", "toservice": "/ec.*/"},
+            {"action": "reject", "fromnode": "a"},
+        ]);
+        let v = |from, to| verdict(rules.clone(), from, to);
+        assert_eq!(v(("a", b"x"), ("b", b"echo")), FirewallVerdict::Drop);
+        assert_eq!(v(("a", b"x"), ("b", b"ping")), FirewallVerdict::Reject);
+        assert_eq!(v(("c", b"x"), ("b", b"ping")), FirewallVerdict::Accept);
+    }
+}
