@@ -107,3 +107,23 @@ fn garbage_datagrams_are_ignored() -> Result<()> {
     );
     Ok(())
 }
+
+/// A `udp-peer` whose target is not listening yet gets ICMP port-unreachable: the
+/// session ends (connection refused) and the peer redials, so it connects once the
+/// listener is there.
+#[test]
+fn refused_udp_peer_redials() -> Result<()> {
+    let port = free_port()?;
+    let dialer = Node::start(
+        Rust,
+        NodeConfig::new("dialer").entry("udp-peer", udp_peer(port)),
+    )?;
+    wait_for_log_line(&dialer, &["session with", "ended", "Connection refused"])?;
+    let listener = Node::start(
+        Go,
+        NodeConfig::new("listener").entry("udp-listener", udp_listener(port)),
+    )?;
+    wait_for_peers(&dialer, &["listener"])?;
+    listener.wait_for_ping("dialer")?;
+    Ok(())
+}
