@@ -16,10 +16,16 @@ use crate::tls::TlsRegistry;
 /// receptor does at start-up, when a file is unusable or a certificate does not carry
 /// the node ID as ReceptorName (unless `skipreceptornamescheck`).
 pub(crate) fn tls_registry(config: &Config) -> anyhow::Result<TlsRegistry> {
-    let servers: Vec<Value> = config.tls_servers.iter().map(server_json).collect();
-    let clients: Vec<Value> = config.tls_clients.iter().map(client_json).collect();
-    TlsRegistry::from_sections(&config.node.id, &servers, &clients)
-        .context("cannot load the TLS configurations")
+    let mut reg = TlsRegistry::new();
+    for s in &config.tls_servers {
+        reg.add_server(&config.node.id, &server_json(s))
+            .with_context(|| format!("tls-server {}", s.name))?;
+    }
+    for c in &config.tls_clients {
+        reg.add_client(&config.node.id, &client_json(c))
+            .with_context(|| format!("tls-client {}", c.name))?;
+    }
+    Ok(reg)
 }
 
 /// A `tls-server` as the object [`TlsRegistry`] and backend plugins read: file paths
