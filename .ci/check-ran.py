@@ -20,6 +20,11 @@ REQUIRED_MODULES = [
     "receptorctl_cli",
     "python_api",
     "receptorctl_suite",
+    "backends_udp",
+    "backends_ws",
+    "firewall",
+    "tls_mesh",
+    "tls_refusals",
 ]
 
 
