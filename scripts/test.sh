@@ -54,6 +54,9 @@ target_dir="$(cargo metadata --format-version 1 --no-deps \
 RECEPTOR_BIN="$target_dir/debug/receptor"
 [[ -x "$RECEPTOR_BIN" ]] || die "build produced no $RECEPTOR_BIN"
 export RECEPTOR_BIN
+# The plugin libraries tests load; set so that no test process rebuilds them.
+RECEPTOR_PLUGIN_DIR="$target_dir/debug"
+export RECEPTOR_PLUGIN_DIR
 
 log "RECEPTOR_BIN=$RECEPTOR_BIN"
 log "RECEPTOR_REFERENCE_BIN=$RECEPTOR_REFERENCE_BIN ($("$RECEPTOR_REFERENCE_BIN" --version))"

@@ -103,7 +103,9 @@ fn killing_a_node_kills_its_work_processes_too() -> Result<()> {
     )?;
     let node_pid = node.pid().context("node has no pid")?;
     // Go registers work types after its control socket greets: wait for the ad.
-    node.wait_for_status("sleeper advertised", |s| s.to_string().contains("\"sleeper\""))?;
+    node.wait_for_status("sleeper advertised", |s| {
+        s.to_string().contains("\"sleeper\"")
+    })?;
     let mut ctl = node.control()?;
     let created = ctl.command("work submit localhost sleeper")?;
     ensure!(

@@ -127,3 +127,67 @@ pub fn python() -> Result<PathBuf> {
         ),
     })
 }
+
+/// The folder holding the plugin cdylibs (`libreceptor_*.so`) of this build.
+///
+/// `scripts/test.sh` builds the whole workspace first and exports `RECEPTOR_PLUGIN_DIR`,
+/// so tests never build (and never overwrite a library another test process has
+/// loaded). Without it (a developer running one crate's tests), the workspace's
+/// libraries are built once into the test binary's target folder, under a file lock
+/// shared by all test processes.
+pub fn plugin_dir() -> Result<PathBuf> {
+    static CELL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    cached(&CELL, || {
+        if let Some(dir) = std::env::var_os("RECEPTOR_PLUGIN_DIR") {
+            return Ok(PathBuf::from(dir));
+        }
+        let exe = std::env::current_exe().context("test executable path")?;
+        // target/<profile>/deps/<test binary>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .context("test binary is not in target/<profile>/deps")?
+            .to_path_buf();
+        let target = profile_dir.parent().context("no target folder")?;
+        build_workspace_libs(&profile_dir, target)?;
+        Ok(profile_dir)
+    })
+}
+
+fn build_workspace_libs(profile_dir: &Path, target: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let lock_path = target.join(".receptor-test-build.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    // SAFETY: flock on a descriptor we own; it is released when `lock` is dropped.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        bail!("locking {}", lock_path.display());
+    }
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(repo_root())
+        .args(["build", "--quiet", "--workspace", "--lib", "--target-dir"])
+        .arg(target);
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(other) => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd
+        .status()
+        .context("running cargo build for the plugins")?;
+    if !status.success() {
+        bail!("building the workspace's plugin libraries failed");
+    }
+    drop(lock);
+    Ok(())
+}
+
+/// The path of one plugin library of this build, e.g. `plugin_lib("receptor_tcp")`.
+pub fn plugin_lib(name: &str) -> Result<PathBuf> {
+    let path = plugin_dir()?.join(format!("lib{name}.so"));
+    existing_executable(path, "plugin library")
+}

@@ -249,6 +249,8 @@ struct Session {
     cost: f64,
     state: SessionState,
     last_rx: Instant,
+    /// A bad message was already logged at warning level for this session.
+    complained: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -437,6 +439,7 @@ impl Node {
                     next_send: now,
                 },
                 last_rx: now,
+                complained: false,
             },
         );
         self.send_initial(now, sid);
@@ -491,7 +494,7 @@ impl Node {
             Ok(t) => t,
             Err(e) => {
                 if established {
-                    warn!(session = %sid, error = %e, "unknown message type");
+                    self.bad_message(sid, "unknown message type", &e);
                 }
                 return;
             }
@@ -508,11 +511,23 @@ impl Node {
         }
     }
 
+    /// Logs a message that was dropped: the first per session as a warning, the
+    /// others at debug level, so a peer sending garbage cannot flood the log.
+    fn bad_message(&mut self, sid: SessionId, what: &str, e: &dyn fmt::Display) {
+        match self.sessions.get_mut(&sid) {
+            Some(s) if !s.complained => {
+                s.complained = true;
+                warn!(session = %sid, error = %e, "{what} (further bad messages on this session logged at debug level)");
+            }
+            _ => debug!(session = %sid, error = %e, "{what}"),
+        }
+    }
+
     fn handle_first_route(&mut self, now: Instant, sid: SessionId, body: &[u8]) {
         let ri = match RoutingUpdate::decode(body) {
             Ok(ri) => ri,
             Err(e) => {
-                warn!(session = %sid, error = %e, "error unpacking routing update");
+                self.bad_message(sid, "error unpacking routing update", &e);
                 return;
             }
         };
@@ -569,7 +584,7 @@ impl Node {
         let ri = match RoutingUpdate::decode(body) {
             Ok(ri) => ri,
             Err(e) => {
-                warn!(session = %sid, error = %e, "error unpacking routing update");
+                self.bad_message(sid, "error unpacking routing update", &e);
                 return;
             }
         };
@@ -958,7 +973,7 @@ impl Node {
         let sa = match SvcadMessage::decode(&msg[1..]) {
             Ok(sa) => sa,
             Err(e) => {
-                warn!(session = %from, error = %e, "error handling service advertisement");
+                self.bad_message(from, "error handling service advertisement", &e);
                 return;
             }
         };

@@ -207,7 +207,7 @@ pub(crate) fn server_json(c: &TlsServerConfig) -> Value {
     })
 }
 
-fn client_json(c: &TlsClientConfig) -> Value {
+pub(super) fn client_json(c: &TlsClientConfig) -> Value {
     serde_json::json!({
         "cert": c.cert,
         "key": c.key,

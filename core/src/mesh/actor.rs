@@ -49,6 +49,8 @@ pub(crate) struct SessionShared {
     pub(crate) cancel: CancellationToken,
     /// Why the node closed the session, if it did.
     pub(crate) close_reason: Mutex<Option<MeshError>>,
+    /// A full control queue was already reported for this session.
+    warned_full: AtomicBool,
 }
 
 impl SessionShared {
@@ -58,6 +60,7 @@ impl SessionShared {
             last_rx_ms: AtomicU64::new(0),
             cancel: CancellationToken::new(),
             close_reason: Mutex::new(None),
+            warned_full: AtomicBool::new(false),
         })
     }
 
@@ -361,7 +364,9 @@ impl Actor {
             match link.control.try_send(WriterItem::Message(t.message)) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    warn!(session = %t.session, "session control queue full; message dropped");
+                    if !link.shared.warned_full.swap(true, Ordering::Relaxed) {
+                        warn!(session = %t.session, "session control queue full (peer not reading?); dropping control messages");
+                    }
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }

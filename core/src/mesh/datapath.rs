@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use receptor_proto::data::{
@@ -142,6 +143,9 @@ pub(crate) struct DataPath {
 
 /// Longest payload a DATA message can carry on every backend.
 pub(crate) const MAX_PAYLOAD: usize = MAX_FRAME_LEN - DATA_HEADER_LEN;
+
+/// How long a DATA message waits for room in a local socket's queue.
+const LOCAL_DELIVERY_WAIT: Duration = Duration::from_millis(500);
 
 /// Follow-up messages one DATA message may cause (ping reply, unreachable, and an
 /// unreachable about those); a safety bound, never reached in practice.
@@ -286,7 +290,9 @@ impl DataPath {
 
         if hdr.to_node == self.own_hash {
             let services = cur.services.get(&self.services);
-            return self.deliver_local(services, &hdr, from_name, to_name, msg);
+            return self
+                .deliver_local(services, &hdr, from_name, to_name, msg)
+                .await;
         }
 
         if hdr.hops_to_live == 0 {
@@ -312,7 +318,7 @@ impl DataPath {
         Ok(None)
     }
 
-    fn deliver_local(
+    async fn deliver_local(
         &self,
         services: &ServiceTable,
         hdr: &DataHeader,
@@ -347,15 +353,23 @@ impl DataPath {
                 from_service: hdr.from_service,
                 data: msg.freeze().slice(DATA_HEADER_LEN..),
             };
-            match tx.try_send(delivery) {
+            // Back-pressure reaches local sockets too, but a socket nobody reads
+            // must not stall the session for good: after a while the datagram is
+            // dropped, as a full UDP receive buffer would drop it.
+            let delivery = match tx.try_send(delivery) {
                 Ok(()) => return Ok(None),
-                // A socket that does not keep up loses datagrams, like a UDP
-                // socket whose receive buffer is full.
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    trace!(service = %hdr.to_service, "local socket queue full; datagram dropped");
-                    return Ok(None);
+                Err(mpsc::error::TrySendError::Full(d)) => Some(d),
+                Err(mpsc::error::TrySendError::Closed(_)) => None,
+            };
+            if let Some(d) = delivery {
+                match tx.send_timeout(d, LOCAL_DELIVERY_WAIT).await {
+                    Err(mpsc::error::SendTimeoutError::Closed(_)) => {}
+                    Ok(()) => return Ok(None),
+                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                        trace!(service = %hdr.to_service, "local socket not reading; datagram dropped");
+                        return Ok(None);
+                    }
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
         if hdr.from_node == self.own_hash {

@@ -44,7 +44,7 @@ use session::{DatagramReader, DatagramWriter, StreamReader, StreamWriter};
 /// How long a ping waits for its answer.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Datagrams a local socket may have waiting before new ones are dropped.
+/// Datagrams a local socket may have waiting before senders have to wait.
 const SOCKET_QUEUE: usize = 1024;
 
 /// Errors surfaced by mesh operations.
@@ -182,7 +182,8 @@ impl MeshInner {
 }
 
 impl Mesh {
-    /// Starts the node's driver task on the current tokio runtime.
+    /// Starts the node's driver task on the current tokio runtime (panics when
+    /// called outside one).
     pub fn start(opts: MeshOptions) -> Mesh {
         let base = Instant::now();
         let data = Arc::new(DataPath::new(&opts.node_id));

@@ -28,7 +28,7 @@ use super::{MeshError, MeshInner, SessionParams};
 /// Control messages a session may have queued (ROUTE floods, SVCAD, REJECT).
 const CONTROL_QUEUE: usize = 256;
 /// DATA messages a session may have queued before senders wait.
-const DATA_QUEUE: usize = 1024;
+const DATA_QUEUE: usize = 512;
 /// A writer batch ends at this many bytes...
 const BATCH_BYTES: usize = 256 * 1024;
 /// ...or this many messages.
@@ -295,12 +295,19 @@ async fn reader_loop<R: MessageReader>(
 ) -> ReaderEnd {
     let mut cursor = inner.data.cursor();
     let mut logged = LogOnce::default();
+    // One registration for the whole session; the read is polled first, so the
+    // cancellation is only looked at when there is nothing to read.
+    let cancelled = shared.cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let next = tokio::select! {
             biased;
-            () = shared.cancel.cancelled() => return ReaderEnd::Cancelled,
             r = reader.next() => r,
+            () = &mut cancelled => return ReaderEnd::Cancelled,
         };
+        if shared.cancel.is_cancelled() {
+            return ReaderEnd::Cancelled;
+        }
         let ms = u64::try_from(inner.base.elapsed().as_millis()).unwrap_or(u64::MAX);
         shared.last_rx_ms.store(ms.max(1), Ordering::Relaxed);
         let msg = match next {
@@ -324,8 +331,8 @@ async fn reader_loop<R: MessageReader>(
             }
             let res = tokio::select! {
                 biased;
-                () = shared.cancel.cancelled() => return ReaderEnd::Cancelled,
                 r = inner.data.handle(&mut cursor, msg) => r,
+                () = &mut cancelled => return ReaderEnd::Cancelled,
             };
             if let Err(e) = res {
                 log_data_error(&mut logged, sid, e);
@@ -357,11 +364,13 @@ async fn writer_loop<W: MessageWriter>(
     shared: Arc<SessionShared>,
 ) -> Option<io::Error> {
     let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+    let cancelled = shared.cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let mut closing = false;
         tokio::select! {
             biased;
-            () = shared.cancel.cancelled() => return None,
+            () = &mut cancelled => return None,
             item = control.recv() => match item {
                 Some(WriterItem::Message(m)) => batch.push(m),
                 Some(WriterItem::Close) => closing = true,
@@ -397,8 +406,8 @@ async fn writer_loop<W: MessageWriter>(
         if !batch.is_empty() {
             let res = tokio::select! {
                 biased;
-                () = shared.cancel.cancelled() => return None,
                 r = writer.write_batch(&batch) => r,
+                () = &mut cancelled => return None,
             };
             batch.clear();
             if let Err(e) = res {

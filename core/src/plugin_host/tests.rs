@@ -33,38 +33,9 @@ fn artifact_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the plugin cdylibs once per test process and returns their folder.
-fn plugin_dir() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = artifact_dir();
-        let target = dir.parent().expect("target folder");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "receptor-plugin-tcp",
-                "-p",
-                "receptor-plugin-echo",
-            ])
-            .args(["-p", "receptor-plugin-fixture-faulty", "--target-dir"])
-            .arg(target);
-        match dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => {}
-            Some("release") => {
-                cmd.arg("--release");
-            }
-            Some(other) => {
-                cmd.args(["--profile", other]);
-            }
-            None => {}
-        }
-        let status = cmd.status().expect("run cargo build for the plugins");
-        assert!(status.success(), "building the plugin cdylibs failed");
-        dir
-    })
+/// The folder of this build's plugin libraries (see `receptor_tests::binaries::plugin_dir`).
+fn plugin_dir() -> PathBuf {
+    receptor_tests::binaries::plugin_dir().expect("plugin libraries of this build")
 }
 
 fn cdylib(name: &str) -> PathBuf {

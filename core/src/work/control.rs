@@ -30,14 +30,25 @@ pub trait WorkVerifier: Send + Sync {
     fn verify(&self, token: &str) -> Result<(), String>;
 }
 
-/// Submits work to other nodes (the `remote` work type); absent until remote work is
-/// configured, in which case submissions to other nodes are refused.
+/// Submits work to other nodes and drives the local units that stand for it (the
+/// `remote` work type); absent until remote work is configured, in which case
+/// submissions to other nodes are refused.
 #[async_trait]
 pub trait RemoteSubmitter: Send + Sync {
-    /// Submits `request` to `request.node`, with the payload read from `payload`.
-    /// Returns the reply object (`{"result":..,"unitid":..}`).
+    /// Submits `request` to `request.node`: creates the local unit, answers with the
+    /// `Work unit created` line, reads the payload from `conn` and starts the remote
+    /// unit. Returns the reply (`{"result":..,"unitid":..}`).
     async fn submit(&self, request: SubmitRequest, conn: &mut ControlConn)
-        -> Result<Value, String>;
+        -> Result<Reply, String>;
+
+    /// Cancels a remote unit: `{"cancelled":id}`, or `{"cancel pending":id}` while the
+    /// remote node cannot be reached.
+    async fn cancel(&self, unit: Arc<Unit>) -> Result<Value, String>;
+
+    /// Releases a remote unit here and on the remote node: `{"released":id}`, or
+    /// `{"release pending":id}` while the remote node cannot be reached (`force`:
+    /// one attempt, then the local unit goes regardless).
+    async fn release(&self, unit: Arc<Unit>, force: bool) -> Result<Value, String>;
 }
 
 /// The `work` command.
@@ -108,8 +119,24 @@ impl WorkCommand {
         }
     }
 
+    /// Go's `ShouldVerifySignature`: remote units by their `SignWork`, the others by
+    /// their work type's `verifysignature`.
     fn unit_verifies(unit: &Unit) -> bool {
+        if Self::is_remote_unit(unit) {
+            return unit
+                .status()
+                .extra
+                .as_ref()
+                .and_then(|e| e.get("SignWork"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+        }
         unit.work_type().is_some_and(|w| w.verify_signature())
+    }
+
+    fn is_remote_unit(unit: &Unit) -> bool {
+        unit.work_type()
+            .is_some_and(|w| w.name() == super::remote::REMOTE_WORK_TYPE)
     }
 
     fn is_local(&self, node: &str) -> bool {
@@ -184,7 +211,7 @@ impl WorkCommand {
             super::unitid::validate(id)?;
         }
         match &self.remote {
-            Some(remote) => Ok(Reply::Json(remote.submit(req, conn).await?)),
+            Some(remote) => remote.submit(req, conn).await,
             None => Err(format!(
                 "cannot submit work to node {}: remote work is not available on this node",
                 req.node
@@ -257,6 +284,9 @@ impl WorkCommand {
     ) -> Result<Reply, String> {
         let unit = self.store.get(unit_id).map_err(|e| e.to_string())?;
         self.check_signature(Self::unit_verifies(&unit), signature, peer)?;
+        if let (true, Some(remote)) = (Self::is_remote_unit(&unit), &self.remote) {
+            return remote.cancel(unit).await.map(Reply::Json);
+        }
         self.store
             .cancel(unit_id)
             .await
@@ -273,6 +303,9 @@ impl WorkCommand {
     ) -> Result<Reply, String> {
         let unit = self.store.get(unit_id).map_err(|e| e.to_string())?;
         self.check_signature(Self::unit_verifies(&unit), signature, peer)?;
+        if let (true, Some(remote)) = (Self::is_remote_unit(&unit), &self.remote) {
+            return remote.release(unit, force).await.map(Reply::Json);
+        }
         self.store
             .release(unit_id, force)
             .await
@@ -282,7 +315,10 @@ impl WorkCommand {
 }
 
 /// Copies the client's bytes into the unit's `stdin` until the client half-closes.
-async fn receive_payload(unit: &Unit, reader: &mut BufReader<BoxRead>) -> std::io::Result<u64> {
+pub(crate) async fn receive_payload(
+    unit: &Unit,
+    reader: &mut BufReader<BoxRead>,
+) -> std::io::Result<u64> {
     let file = tokio::fs::OpenOptions::new()
         .write(true)
         .open(unit.stdin_path())

@@ -15,8 +15,10 @@
 
 pub mod control;
 pub mod inotify;
+pub mod remote;
 pub mod request;
 pub mod results;
+pub mod signing;
 pub mod status;
 pub mod store;
 pub mod unitid;

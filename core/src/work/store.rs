@@ -196,10 +196,14 @@ impl Unit {
         self.released.cancelled().await
     }
 
-    /// `ExtraData` as replies show it: Go shows `"Unknown WorkType"` for units whose work
-    /// type is not configured here.
+    /// `ExtraData` as replies show it, if not as stored: Go shows `"Unknown WorkType"`
+    /// for units whose work type is not configured here, and hides the `secret_*`
+    /// parameters of remote units.
     pub fn extra_override(&self) -> Option<Value> {
-        match self.work_type {
+        match &self.work_type {
+            Some(wt) if wt.name() == super::remote::REMOTE_WORK_TYPE => {
+                super::remote::redacted_extra(self.status.borrow().extra.as_ref())
+            }
             Some(_) => None,
             None => Some(Value::String("Unknown WorkType".to_owned())),
         }
@@ -259,6 +263,9 @@ pub struct Workceptor {
     node_id: String,
     node_dir: PathBuf,
     work_types: Vec<Arc<dyn WorkType>>,
+    /// Work types of the node itself (`remote`): not advertised, and their units are
+    /// recovered by their owner, not by the store.
+    internal_types: Vec<Arc<dyn WorkType>>,
     units: Mutex<HashMap<String, Arc<Unit>>>,
     watcher: Arc<FileWatcher>,
     /// Cancelled when the store is dropped (node shutdown): monitors stop recording;
@@ -289,6 +296,18 @@ impl Workceptor {
         datadir: &Path,
         work_types: Vec<Arc<dyn WorkType>>,
     ) -> Result<Arc<Workceptor>, WorkError> {
+        Workceptor::open_with(node_id, datadir, work_types, Vec::new()).await
+    }
+
+    /// [`Workceptor::open`] with internal work types too (the `remote` type): units can
+    /// be created with them, they are not listed by [`Workceptor::work_types`], and
+    /// their units are loaded as they are on disk, for their owner to pick up.
+    pub async fn open_with(
+        node_id: &str,
+        datadir: &Path,
+        work_types: Vec<Arc<dyn WorkType>>,
+        internal_types: Vec<Arc<dyn WorkType>>,
+    ) -> Result<Arc<Workceptor>, WorkError> {
         let node_dir = datadir.join(node_id);
         DirBuilder::new()
             .recursive(true)
@@ -301,6 +320,7 @@ impl Workceptor {
             node_id: node_id.to_owned(),
             node_dir,
             work_types,
+            internal_types,
             units: Mutex::new(HashMap::new()),
             watcher: Arc::new(watcher),
             shutdown: CancellationToken::new(),
@@ -332,7 +352,11 @@ impl Workceptor {
 
     /// The work type called `name`.
     pub fn work_type(&self, name: &str) -> Option<Arc<dyn WorkType>> {
-        self.work_types.iter().find(|w| w.name() == name).cloned()
+        self.internal_types
+            .iter()
+            .chain(self.work_types.iter())
+            .find(|w| w.name() == name)
+            .cloned()
     }
 
     fn table(&self) -> MutexGuard<'_, HashMap<String, Arc<Unit>>> {
@@ -566,6 +590,9 @@ impl Workceptor {
         let Some(wt) = wt else {
             return unit;
         };
+        if self.internal_types.iter().any(|t| Arc::ptr_eq(t, &wt)) {
+            return unit;
+        }
         match status.unit_state() {
             Some(UnitState::Pending) => {
                 unit.update_logged(|s| s.set(UnitState::Failed, "Pending at restart"))

@@ -3,8 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
@@ -21,47 +20,9 @@ use crate::plugin_host::{LoadOptions, PluginHost};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Builds the `command` plugin cdylib once per test process (a no-op when it is up to
-/// date) next to the test binary and returns its path.
+/// The `command` plugin library of this build.
 fn command_plugin() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().unwrap_or_default();
-            // target/<profile>/deps/<test binary>
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            let target = profile_dir
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            let mut cmd = Command::new(env!("CARGO"));
-            cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "receptor-plugin-command",
-                    "--target-dir",
-                ])
-                .arg(&target);
-            match profile_dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") | None => {}
-                Some("release") => {
-                    cmd.arg("--release");
-                }
-                Some(other) => {
-                    cmd.args(["--profile", other]);
-                }
-            }
-            let built = cmd.status().map(|s| s.success()).unwrap_or(false);
-            assert!(built, "building the command plugin failed");
-            profile_dir.join("libreceptor_command.so")
-        })
-        .clone()
+    receptor_tests::binaries::plugin_lib("receptor_command").expect("command plugin library")
 }
 
 fn command_types() -> Result<Vec<Arc<dyn WorkType>>> {

@@ -41,8 +41,13 @@ struct GoNode {
 }
 
 impl GoNode {
-    /// Starts a Go node; `extra` are additional `--tcp-listener` options.
+    /// Starts a Go node; `listener_extra` are additional `--tcp-listener` options.
     async fn start(id: &str, listener_extra: &[&str]) -> GoNode {
+        Self::start_with(id, listener_extra, &[]).await
+    }
+
+    /// Starts a Go node with more command-line arguments at the end.
+    async fn start_with(id: &str, listener_extra: &[&str], more: &[String]) -> GoNode {
         let bin = reference_bin();
         let dir = tempfile::tempdir().expect("tempdir");
         let control = dir.path().join("control.sock");
@@ -60,6 +65,7 @@ impl GoNode {
             .arg("--control-service")
             .arg("service=control")
             .arg(format!("filename={}", control.display()))
+            .args(more)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
             .stderr(log);
@@ -162,6 +168,8 @@ async fn go_lists_and_pings_a_rust_node() {
             && status["KnownConnectionCosts"]["rustnode"]["gonode"].as_f64() == Some(1.0)
     })
     .await;
+    // Replies need the Rust node's route back.
+    wait_routes(&rust, &["gonode"]).await;
     let ping = go.json(r#"{"command":"ping","target":"rustnode"}"#).await;
     assert_eq!(ping["Success"], true, "{ping}\n{}", go.log());
     assert_eq!(ping["From"], "rustnode");
@@ -191,6 +199,21 @@ async fn go_lists_and_pings_a_rust_node() {
         }
         other => panic!("unexpected {other:?}"),
     }
+
+    // Go's control service ad reaches us (Go sends its ads 5 s after start).
+    wait_until("the Go control service ad", 12, || async {
+        rust.status().await.advertisements.iter().any(|a| {
+            a.node_id == "gonode"
+                && a.service == "control"
+                && a.conn_type == 1
+                && a.tags
+                    .as_ref()
+                    .and_then(|t| t.get("type"))
+                    .map(String::as_str)
+                    == Some("Control Service")
+        })
+    })
+    .await;
 
     // An advertised Rust service shows up in Go's status (ads go out after 5 s).
     let ad = ServiceAdvertisement {
@@ -227,6 +250,7 @@ async fn rust_traceroutes_through_a_go_node() {
     let _s1 = go.connect(&r1, 1.0).await;
     let _s2 = go.connect(&r2, 1.0).await;
     wait_routes(&r1, &["gohub", "rust2"]).await;
+    wait_routes(&r2, &["gohub", "rust1"]).await;
     assert_eq!(r1.status().await.routing_table["rust2"], "gohub");
     let hops: Vec<(String, Option<String>)> = {
         let mut v = Vec::new();
@@ -266,9 +290,14 @@ async fn two_go_nodes_talk_through_a_rust_node() {
     let rust = start("rustmid");
     let _s1 = go1.connect(&rust, 1.0).await;
     let _s2 = go2.connect(&rust, 1.0).await;
-    wait_until("goleft to route to goright via rustmid", 20, || async {
-        go1.status().await["RoutingTable"]["goright"] == "rustmid"
-    })
+    wait_until(
+        "the Go nodes to route to each other via rustmid",
+        20,
+        || async {
+            go1.status().await["RoutingTable"]["goright"] == "rustmid"
+                && go2.status().await["RoutingTable"]["goleft"] == "rustmid"
+        },
+    )
     .await;
     let ping = go1.json(r#"{"command":"ping","target":"goright"}"#).await;
     assert_eq!(ping["Success"], true, "{ping}");
@@ -337,6 +366,33 @@ async fn go_node_costs_must_agree() {
         lists_connection(&st, "rust25", 2.5),
         "the good link survives: {st}"
     );
+    wait_routes(&r25, &["gocost"]).await;
     let r = r25.ping("gocost", 30).await;
     assert_eq!(r.error, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_dialer_connects_to_a_rust_listener() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let rust = start("rustlisten");
+    let peer = vec!["--tcp-peer".to_owned(), format!("address=127.0.0.1:{port}")];
+    let go = GoNode::start_with("godialer", &[], &peer).await;
+    let (stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("Go dials in time")
+        .expect("accept");
+    let fd = OwnedFd::from(stream.into_std().expect("std"));
+    let _s = spawn_session(&rust, fd, Framing::Len16Le, super::common::cost(1.0));
+    wait_routes(&rust, &["godialer"]).await;
+    wait_until("Go to route to the Rust listener", 15, || async {
+        go.status().await["RoutingTable"]["rustlisten"] == "rustlisten"
+    })
+    .await;
+    let ping = go.json(r#"{"command":"ping","target":"rustlisten"}"#).await;
+    assert_eq!(ping["Success"], true, "{ping}");
+    let r = rust.ping("godialer", 30).await;
+    assert_eq!((r.from.as_str(), r.error), ("godialer", None));
 }

@@ -17,6 +17,7 @@ async fn line() -> (Mesh, Mesh, Mesh, Vec<Session>) {
     let (s1, s2) = link(&a, &b, 1.0);
     let (s3, s4) = tcp_link(&b, &c, 2.0).await;
     wait_routes(&a, &["b", "c"]).await;
+    wait_routes(&b, &["a", "c"]).await;
     wait_routes(&c, &["a", "b"]).await;
     (a, b, c, vec![s1, s2, s3, s4])
 }
@@ -287,6 +288,7 @@ async fn datagram_backends_carry_the_mesh() {
     let _s3 = spawn_session(&b, OwnedFd::from(u1), Framing::Datagram, cost(1.0));
     let _s4 = spawn_session(&c, OwnedFd::from(u2), Framing::Datagram, cost(1.0));
     wait_routes(&a, &["db", "dc"]).await;
+    wait_routes(&c, &["da", "db"]).await;
     let r = a.ping("dc", 30).await;
     assert_eq!((r.from.as_str(), r.error), ("dc", None));
     let mut server = c.listen(Some("big"), None).await.expect("listen");
@@ -351,6 +353,7 @@ async fn duplicate_connections_and_own_id_are_refused() {
     let b = start("gb");
     let (_s1, _s2) = link(&a, &b, 1.0);
     wait_routes(&a, &["gb"]).await;
+    wait_routes(&b, &["ga"]).await;
     // A second link between the same nodes: one side refuses it.
     let (s3, s4) = link(&a, &b, 1.0);
     let (r3, r4) = tokio::join!(s3, s4);
@@ -376,6 +379,38 @@ async fn stream_sessions_work_over_any_async_stream() {
     let _s1 = tokio::spawn(async move { a2.run_stream_session(x, cost(1.0)).await });
     let _s2 = tokio::spawn(async move { b2.run_stream_session(y, cost(1.0)).await });
     wait_routes(&a, &["hb"]).await;
+    wait_routes(&b, &["ha"]).await;
     let r = a.ping("hb", 30).await;
     assert_eq!((r.from.as_str(), r.error), ("hb", None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_node_id_shuts_one_node_down() {
+    // dup - h1 - h2 - dup: the copy with the newer epoch must stop.
+    let d1 = start("dup");
+    let h1 = start("h1");
+    let h2 = start("h2");
+    let d2 = start("dup");
+    let _l1 = link(&d1, &h1, 1.0);
+    let _l2 = link(&h1, &h2, 1.0);
+    let _l3 = link(&h2, &d2, 1.0);
+    let stopped = tokio::time::timeout(Duration::from_secs(15), async {
+        tokio::select! {
+            () = d1.closed() => 1,
+            () = d2.closed() => 2,
+        }
+    })
+    .await
+    .expect("one duplicate shuts down");
+    let survivor = if stopped == 1 { &d2 } else { &d1 };
+    let neighbour = if stopped == 1 { "h2" } else { "h1" };
+    wait_routes(survivor, &[neighbour]).await;
+    let r = survivor.ping(neighbour, 30).await;
+    assert_eq!(r.error, None);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), survivor.closed())
+            .await
+            .is_err(),
+        "only one of them stops"
+    );
 }

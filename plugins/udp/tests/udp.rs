@@ -2,6 +2,7 @@
 //! end of a session, redial, stop, config errors, and the bytes the reference Go
 //! receptor 1.6.9 exchanges with it.
 
+#[path = "../../test_support.rs"]
 mod support;
 
 use std::net::UdpSocket;

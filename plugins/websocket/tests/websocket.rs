@@ -2,6 +2,7 @@
 //! fragmented messages, pings, refusals that leave other sessions alone, wss with a
 //! private CA, redial, and the bytes the reference Go receptor 1.6.9 exchanges with it.
 
+#[path = "../../test_support.rs"]
 mod support;
 
 use std::io::{Read, Write};

@@ -609,3 +609,72 @@ fn periodic_updates_restart_after_triggered_ones() {
         vec![Duration::from_millis(10_100), Duration::from_millis(20_100)]
     );
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["a", "b", "c", "d", ""]).prop_map(str::to_owned)
+    }
+
+    fn update() -> impl Strategy<Value = Vec<u8>> {
+        (
+            name(),
+            name(),
+            0u64..4,
+            0u64..6,
+            prop::collection::btree_map(
+                name(),
+                prop::sample::select(vec![1.0, 2.0, -1.0, 0.0]),
+                0..4,
+            ),
+            prop::sample::select(vec![0u64, 1, 2]),
+            "[a-z]{1,2}",
+        )
+            .prop_map(|(n, f, e, s, c, d, id)| {
+                RoutingUpdate {
+                    node_id: n,
+                    update_id: id,
+                    update_epoch: e,
+                    update_sequence: s,
+                    connections: c,
+                    forwarding_node: f,
+                    suspected_duplicate: d,
+                }
+                .encode()
+            })
+    }
+
+    fn message() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => update(),
+            1 => (name(), "[a-z]{0,3}", 0i64..5, any::<bool>()).prop_map(|(n, s, t, c)| {
+                super::svcad(&n, &s, &format!("2026-01-01T00:00:0{t}Z"), c)
+            }),
+            1 => prop::collection::vec(any::<u8>(), 0..64),
+            1 => Just(REJECT_MESSAGE.to_vec()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_message_sequences_never_panic(msgs in prop::collection::vec(message(), 0..40)) {
+            let now = t0();
+            let mut a = node("a", now, 1);
+            let s1 = a.open_session(now, cost(1.0));
+            let s2 = a.open_session(now, cost(2.0));
+            a.handle_message(now, s1, &route_msg("b", "b", 5, 1, &[]));
+            a.handle_message(now, s2, &route_msg("c", "c", 5, 1, &[]));
+            for (i, m) in msgs.iter().enumerate() {
+                let t = now + Duration::from_millis(37 * i as u64);
+                let s = if i % 2 == 0 { s1 } else { s2 };
+                a.handle_message(t, s, m);
+                a.handle_timeout(t);
+                drain(&mut a);
+                events(&mut a);
+            }
+            let _ = a.status(now);
+        }
+    }
+}

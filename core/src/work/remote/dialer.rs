@@ -1,0 +1,39 @@
+//! How remote work reaches another node's control service.
+//!
+//! In a running node the dialer opens a stream over the mesh to `(node, "control")`;
+//! tests also reach control services on TCP ports.
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A byte stream to a control service; `shutdown` half-closes it.
+pub trait ControlIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ControlIo for T {}
+
+/// A boxed control stream.
+pub type ControlStream = Box<dyn ControlIo>;
+
+/// Why a dial failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialError {
+    /// The node cannot be reached now (no route, no answer, service unknown): worth
+    /// retrying later.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The TLS handshake failed (Go's `CRYPTO_ERROR`): a unit that has not started
+    /// fails.
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// Opens streams to the control services of other nodes.
+#[async_trait]
+pub trait ControlDialer: Send + Sync + 'static {
+    /// Checks a `tlsclient` name at submission (`unknown TLS config <name>`); the
+    /// empty name means the mesh's default (no user TLS).
+    fn check_tls_client(&self, name: &str) -> Result<(), String>;
+
+    /// Connects to the control service of `node`, with the TLS client configuration
+    /// `tls_client` (empty: none).
+    async fn dial(&self, node: &str, tls_client: &str) -> Result<ControlStream, DialError>;
+}

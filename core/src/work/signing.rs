@@ -1,0 +1,543 @@
+//! Work signing and verification: the JSON Web Tokens that Go receptor 1.6.9 attaches
+//! to remote work requests.
+//!
+//! A node with `work-signing` signs every request it sends to another node for a remote
+//! unit submitted with `signwork: true` (submit, results, cancel, release). The token is
+//! an RS512 JWT whose header is `{"alg":"RS512","typ":"JWT"}` and whose claims are
+//! `{"aud":["<target node>"],"exp":<unix seconds>}` (golang-jwt v4 `RegisteredClaims`
+//! with only those two set), so the bytes match what a Go node produces.
+//!
+//! A node with `work-verification` checks the `signature` of requests for work types
+//! with `verifysignature: true` (the exemption of unix-socket clients is decided by the
+//! `work` command). Verification follows golang-jwt v4 as receptor calls it, including
+//! its error texts, which clients see after `could not verify signature: `:
+//!
+//! * the token must have three base64url segments, a JSON object header naming a known
+//!   algorithm, and claims that decode as registered claims;
+//! * claims are checked before the signature, and a bad signature wins over a bad claim
+//!   (`nbf` over `iat` over `exp` among the claims);
+//! * every RSA algorithm (`RS256`..`RS512`, `PS256`..`PS512`) is accepted with the
+//!   configured key, as Go's key function does not restrict the method;
+//! * `exp`, `nbf` and `iat` are optional; the audience is required and must contain this
+//!   node's ID (`token audience did not match node ID`, without the prefix).
+//!
+//! Keys are RSA keys in PEM files, as Go reads them: a private key as PKCS#1
+//! (`RSA PRIVATE KEY`) or PKCS#8 (`PRIVATE KEY`), a public key as PKIX (`PUBLIC KEY`;
+//! PKCS#1 `RSA PUBLIC KEY` is accepted too). Keys are read once, when the node starts,
+//! so a bad key file stops the node with an error naming the file instead of failing
+//! every request later. RSA keys must have at least 2048 bits.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use serde_json::Value;
+
+use super::control::WorkVerifier;
+use crate::config::{WorkSigningConfig, WorkVerificationConfig};
+use crate::control::duration::go_duration;
+
+/// The JWT header Go receptor writes, byte for byte.
+const HEADER_JSON: &str = r#"{"alg":"RS512","typ":"JWT"}"#;
+
+/// Errors of loading keys and signing.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    /// A key file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key file does not hold a usable RSA key.
+    #[error("{path}: {reason}")]
+    BadKey {
+        /// The file (or `<memory>`).
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Signing failed.
+    #[error("cannot sign work: {0}")]
+    Sign(String),
+}
+
+/// Signs remote work requests (`work-signing`).
+pub struct WorkSigner {
+    key: EncodingKey,
+    expiration: Duration,
+}
+
+impl std::fmt::Debug for WorkSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkSigner")
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkSigner {
+    /// Loads the private key named by a `work-signing` configuration.
+    pub fn from_config(config: &WorkSigningConfig) -> Result<WorkSigner, SigningError> {
+        let pem = read_key_file(&config.private_key)?;
+        WorkSigner::from_pem(&pem, config.token_expiration)
+            .map_err(|e| e.with_path(&config.private_key))
+    }
+
+    /// A signer for a PEM private key; tokens expire `expiration` after they are made.
+    pub fn from_pem(pem: &[u8], expiration: Duration) -> Result<WorkSigner, SigningError> {
+        let label = single_pem_label(pem)?;
+        if label != "RSA PRIVATE KEY" && label != "PRIVATE KEY" {
+            return Err(bad_key(format!(
+                "expected an RSA PRIVATE KEY or PRIVATE KEY block, found {label}"
+            )));
+        }
+        let key = EncodingKey::from_rsa_pem(pem)
+            .map_err(|e| bad_key(format!("not a usable RSA private key ({e})")))?;
+        // The key is only parsed when it signs: do it once now.
+        jsonwebtoken::crypto::sign(b"probe", &key, Algorithm::RS512)
+            .map_err(|e| bad_key(format!("not a usable RSA private key ({e})")))?;
+        Ok(WorkSigner { key, expiration })
+    }
+
+    /// How long a token stays valid.
+    pub fn expiration(&self) -> Duration {
+        self.expiration
+    }
+
+    /// A token for requests to node `audience`, valid from now.
+    pub fn sign(&self, audience: &str) -> Result<String, SigningError> {
+        self.sign_at(audience, SystemTime::now())
+    }
+
+    /// A token for requests to node `audience`, made at `now`.
+    pub fn sign_at(&self, audience: &str, now: SystemTime) -> Result<String, SigningError> {
+        let exp = unix_seconds(now + self.expiration);
+        let audience = receptor_proto::gojson::to_string(audience)
+            .map_err(|e| SigningError::Sign(e.to_string()))?;
+        let claims = format!(r#"{{"aud":[{audience}],"exp":{exp}}}"#);
+        let mut token = b64url_encode(HEADER_JSON.as_bytes());
+        token.push('.');
+        token.push_str(&b64url_encode(claims.as_bytes()));
+        let signature = jsonwebtoken::crypto::sign(token.as_bytes(), &self.key, Algorithm::RS512)
+            .map_err(|e| SigningError::Sign(e.to_string()))?;
+        token.push('.');
+        token.push_str(&signature);
+        Ok(token)
+    }
+}
+
+/// Verifies work signatures for this node (`work-verification`).
+pub struct SignatureVerifier {
+    key: DecodingKey,
+    node_id: String,
+}
+
+impl std::fmt::Debug for SignatureVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignatureVerifier")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SignatureVerifier {
+    /// Loads the public key named by a `work-verification` configuration, for node
+    /// `node_id` (the audience tokens must name).
+    pub fn from_config(
+        config: &WorkVerificationConfig,
+        node_id: &str,
+    ) -> Result<SignatureVerifier, SigningError> {
+        let pem = read_key_file(&config.public_key)?;
+        SignatureVerifier::from_pem(&pem, node_id).map_err(|e| e.with_path(&config.public_key))
+    }
+
+    /// A verifier for a PEM public key.
+    pub fn from_pem(pem: &[u8], node_id: &str) -> Result<SignatureVerifier, SigningError> {
+        let label = single_pem_label(pem)?;
+        if label != "PUBLIC KEY" && label != "RSA PUBLIC KEY" {
+            return Err(bad_key(format!(
+                "expected a PUBLIC KEY block, found {label}"
+            )));
+        }
+        let key = DecodingKey::from_rsa_pem(pem)
+            .map_err(|e| bad_key(format!("not a usable RSA public key ({e})")))?;
+        Ok(SignatureVerifier {
+            key,
+            node_id: node_id.to_owned(),
+        })
+    }
+
+    /// Checks `token` at time `now`; the error is the reply text Go receptor gives.
+    pub fn verify_at(&self, token: &str, now: SystemTime) -> Result<(), String> {
+        if token.is_empty() {
+            return Err("could not verify signature: signature is empty".to_owned());
+        }
+        let claims = self
+            .check_token(token, now)
+            .map_err(|e| format!("could not verify signature: {e}"))?;
+        let matches = claims.audience.contains(&self.node_id);
+        let all_empty = claims.audience.iter().all(String::is_empty);
+        if !matches || all_empty {
+            return Err("token audience did not match node ID".to_owned());
+        }
+        Ok(())
+    }
+
+    /// golang-jwt v4 `ParseWithClaims` with an RSA key: the claims, or the error text.
+    fn check_token(&self, token: &str, now: SystemTime) -> Result<Claims, String> {
+        let parts: Vec<&str> = token.split('.').collect();
+        let [header_b64, claims_b64, signature_b64] = parts[..] else {
+            return Err("token contains an invalid number of segments".to_owned());
+        };
+        let header_bytes = b64url_decode(header_b64).map_err(|e| {
+            if token.to_lowercase().starts_with("bearer ") {
+                "tokenstring should not contain 'bearer '".to_owned()
+            } else {
+                e
+            }
+        })?;
+        let header = parse_header(&header_bytes)?;
+        let claims = parse_claims(&b64url_decode(claims_b64)?)?;
+        let algorithm = match header.get("alg") {
+            Some(Value::String(alg)) => alg.as_str(),
+            _ => return Err("signing method (alg) is unspecified.".to_owned()),
+        };
+        let method = method_of(algorithm)?;
+        let claims_error = claims.validate(now);
+        let signing_input = &token[..header_b64.len() + 1 + claims_b64.len()];
+        let signature_error = self.check_signature(method, signing_input, signature_b64);
+        match (signature_error, claims_error) {
+            (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(())) => Ok(claims),
+        }
+    }
+
+    fn check_signature(&self, method: Method, input: &str, signature: &str) -> Result<(), String> {
+        let algorithm = match method {
+            Method::Rsa(algorithm) => algorithm,
+            Method::None => return Err("'none' signature type is not allowed".to_owned()),
+            // HMAC wants a byte key, ECDSA and EdDSA their own key types.
+            Method::Other { decodes_first } => {
+                if decodes_first {
+                    b64url_decode(signature)?;
+                }
+                return Err("key is of invalid type".to_owned());
+            }
+        };
+        b64url_decode(signature)?;
+        match jsonwebtoken::crypto::verify(signature, input.as_bytes(), &self.key, algorithm) {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(_) => Err("crypto/rsa: verification error".to_owned()),
+        }
+    }
+}
+
+impl WorkVerifier for SignatureVerifier {
+    fn verify(&self, token: &str) -> Result<(), String> {
+        self.verify_at(token, SystemTime::now())
+    }
+}
+
+/// A signing method golang-jwt knows.
+#[derive(Debug, Clone, Copy)]
+enum Method {
+    /// One of the RSA methods, verified with the configured key.
+    Rsa(Algorithm),
+    /// `none`.
+    None,
+    /// A method whose key type an RSA key is not; `decodes_first` when Go decodes the
+    /// signature before it looks at the key.
+    Other { decodes_first: bool },
+}
+
+fn method_of(alg: &str) -> Result<Method, String> {
+    Ok(match alg {
+        "RS256" => Method::Rsa(Algorithm::RS256),
+        "RS384" => Method::Rsa(Algorithm::RS384),
+        "RS512" => Method::Rsa(Algorithm::RS512),
+        "PS256" => Method::Rsa(Algorithm::PS256),
+        "PS384" => Method::Rsa(Algorithm::PS384),
+        "PS512" => Method::Rsa(Algorithm::PS512),
+        "none" => Method::None,
+        "HS256" | "HS384" | "HS512" | "EdDSA" | "Ed25519" => Method::Other {
+            decodes_first: false,
+        },
+        "ES256" | "ES384" | "ES512" => Method::Other {
+            decodes_first: true,
+        },
+        _ => return Err("signing method (alg) is unavailable.".to_owned()),
+    })
+}
+
+/// The registered claims receptor looks at.
+#[derive(Debug, Default)]
+struct Claims {
+    audience: Vec<String>,
+    expires_at: Option<i64>,
+    not_before: Option<i64>,
+    issued_at: Option<i64>,
+}
+
+impl Claims {
+    /// golang-jwt v4 `RegisteredClaims.Valid`: the last failing check names the error.
+    fn validate(&self, now: SystemTime) -> Result<(), String> {
+        let now_nanos = unix_nanos(now);
+        let mut error = None;
+        if let Some(exp) = self.expires_at {
+            let exp_nanos = i128::from(exp) * 1_000_000_000;
+            if now_nanos >= exp_nanos {
+                let delta = i64::try_from(now_nanos - exp_nanos).unwrap_or(i64::MAX);
+                error = Some(format!("token is expired by {}", go_duration(delta)));
+            }
+        }
+        if let Some(iat) = self.issued_at {
+            if now_nanos < i128::from(iat) * 1_000_000_000 {
+                error = Some("token used before issued".to_owned());
+            }
+        }
+        if let Some(nbf) = self.not_before {
+            if now_nanos < i128::from(nbf) * 1_000_000_000 {
+                error = Some("token is not valid yet".to_owned());
+            }
+        }
+        error.map_or(Ok(()), Err)
+    }
+}
+
+fn parse_header(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(bytes).map_err(go_json_error)? {
+        Value::Object(map) => Ok(map),
+        other => Err(format!(
+            "json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+            go_json_kind(&other)
+        )),
+    }
+}
+
+fn parse_claims(bytes: &[u8]) -> Result<Claims, String> {
+    let map = match serde_json::from_slice::<Value>(bytes).map_err(go_json_error)? {
+        Value::Object(map) => map,
+        other => {
+            return Err(format!(
+                "json: cannot unmarshal {} into Go value of type jwt.RegisteredClaims",
+                go_json_kind(&other)
+            ))
+        }
+    };
+    let mut claims = Claims::default();
+    for (key, value) in &map {
+        match key.as_str() {
+            "iss" | "sub" | "jti" if !matches!(value, Value::String(_) | Value::Null) => {
+                return Err(format!(
+                    "json: cannot unmarshal {} into Go struct field RegisteredClaims.{key} of type string",
+                    go_json_kind(value)
+                ));
+            }
+            "aud" => claims.audience = parse_audience(value)?,
+            "exp" => claims.expires_at = parse_numeric_date(value)?,
+            "nbf" => claims.not_before = parse_numeric_date(value)?,
+            "iat" => claims.issued_at = parse_numeric_date(value)?,
+            _ => {}
+        }
+    }
+    Ok(claims)
+}
+
+/// golang-jwt `ClaimStrings`: a string or an array of strings.
+fn parse_audience(value: &Value) -> Result<Vec<String>, String> {
+    match value {
+        Value::Null => Ok(Vec::new()),
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(format!("json: unsupported type: {}", go_type_name(other))),
+            })
+            .collect(),
+        other => Err(format!("json: unsupported type: {}", go_type_name(other))),
+    }
+}
+
+/// golang-jwt `NumericDate`: a JSON number (or a string holding one) of seconds,
+/// truncated to whole seconds.
+fn parse_numeric_date(value: &Value) -> Result<Option<i64>, String> {
+    let seconds = match value {
+        Value::Null => return Ok(None),
+        Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+        Value::String(s) => s.parse::<f64>().map_err(|_| {
+            format!(
+                "could not parse NumericData: json: invalid number literal, trying to unmarshal {} into Number",
+                receptor_proto::gojson::to_string(&Value::String(s.clone())).unwrap_or_default()
+            )
+        })?,
+        other => {
+            return Err(format!(
+                "could not parse NumericData: json: cannot unmarshal {} into Go value of type json.Number",
+                go_json_kind(other)
+            ))
+        }
+    };
+    if !seconds.is_finite() {
+        return Err("could not convert json number value to float: value out of range".to_owned());
+    }
+    // Saturating float-to-int conversion, then floor to whole seconds as Go's
+    // `Truncate(time.Second)` does.
+    Ok(Some(seconds.floor() as i64))
+}
+
+/// How Go's `encoding/json` names a JSON value's kind in type errors.
+fn go_json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// The Go type `encoding/json` decodes a value into inside an `interface{}`.
+fn go_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "<nil>",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "float64",
+        Value::String(_) => "string",
+        Value::Array(_) => "[]interface {}",
+        Value::Object(_) => "map[string]interface {}",
+    }
+}
+
+fn go_json_error(e: serde_json::Error) -> String {
+    if e.is_eof() {
+        "unexpected end of JSON input".to_owned()
+    } else {
+        format!("invalid JSON: {e}")
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+fn unix_nanos(t: SystemTime) -> i128 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_nanos()).unwrap_or(i128::MAX),
+        Err(e) => -i128::try_from(e.duration().as_nanos()).unwrap_or(i128::MAX),
+    }
+}
+
+const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Unpadded base64url (`base64.RawURLEncoding`).
+fn b64url_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(char::from(B64URL[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+fn b64url_value(c: u8) -> Option<u32> {
+    B64URL.iter().position(|&x| x == c).map(|p| p as u32)
+}
+
+/// Go's `base64.RawURLEncoding.DecodeString`, with its error text
+/// (`illegal base64 data at input byte N`); CR and LF are skipped as Go skips them.
+fn b64url_decode(text: &str) -> Result<Vec<u8>, String> {
+    let corrupt = |at: usize| format!("illegal base64 data at input byte {at}");
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    let mut quantum = [0u32; 4];
+    let mut filled = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        if c == b'\r' || c == b'\n' {
+            continue;
+        }
+        let v = b64url_value(c).ok_or_else(|| corrupt(i))?;
+        quantum[filled] = v;
+        filled += 1;
+        if filled == 4 {
+            let n = (quantum[0] << 18) | (quantum[1] << 12) | (quantum[2] << 6) | quantum[3];
+            out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
+            filled = 0;
+        }
+    }
+    match filled {
+        0 => {}
+        1 => return Err(corrupt(bytes.len() - 1)),
+        _ => {
+            let n = (quantum[0] << 18) | (quantum[1] << 12) | (quantum[2] << 6);
+            out.push((n >> 16) as u8);
+            if filled == 3 {
+                out.push((n >> 8) as u8);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn bad_key(reason: String) -> SigningError {
+    SigningError::BadKey {
+        path: "<memory>".to_owned(),
+        reason,
+    }
+}
+
+impl SigningError {
+    fn with_path(self, path: &Path) -> SigningError {
+        match self {
+            SigningError::BadKey { reason, .. } => SigningError::BadKey {
+                path: path.display().to_string(),
+                reason,
+            },
+            other => other,
+        }
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<Vec<u8>, SigningError> {
+    std::fs::read(path).map_err(|source| SigningError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The label of the only PEM block in `pem` (Go's key loaders want exactly one item).
+fn single_pem_label(pem: &[u8]) -> Result<String, SigningError> {
+    let text = std::str::from_utf8(pem).map_err(|_| bad_key("not a PEM file".to_owned()))?;
+    let labels: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("-----BEGIN "))
+        .filter_map(|l| l.strip_suffix("-----"))
+        .collect();
+    match labels[..] {
+        [label] => Ok(label.to_owned()),
+        [] => Err(bad_key("no PEM block found".to_owned())),
+        _ => Err(bad_key(format!(
+            "key file should contain exactly one item, found {}",
+            labels.len()
+        ))),
+    }
+}
+
+#[cfg(test)]
+#[path = "signing_tests.rs"]
+mod tests;

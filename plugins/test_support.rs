@@ -1,0 +1,106 @@
+//! Helpers shared by the backend plugins' tests (included by each plugin's test binary):
+//! the built cdylib, ports, and the reference Go receptor 1.6.9 run on 127.0.0.1.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use receptor_core::plugin_host::{BackendConnection, BackendInstance, LoadOptions, PluginHost};
+
+/// The library `lib<name>.so` of this build (`package` names the crate it comes from).
+pub fn cdylib(package: &str, name: &str) -> PathBuf {
+    receptor_tests::binaries::plugin_lib(name).unwrap_or_else(|e| panic!("{package}: {e:#}"))
+}
+
+/// Loads the given plugin files into a host.
+pub fn host(paths: &[PathBuf]) -> PluginHost {
+    PluginHost::load(&LoadOptions {
+        paths: paths.to_vec(),
+        default_search: false,
+    })
+    .expect("load plugins")
+}
+
+/// A port on 127.0.0.1 no other test process uses (free for TCP and UDP).
+pub fn free_udp_port() -> u16 {
+    receptor_tests::ports::free_port().expect("a free port")
+}
+
+/// A port on 127.0.0.1 no other test process uses (free for TCP and UDP).
+pub fn free_tcp_port() -> u16 {
+    receptor_tests::ports::free_port().expect("a free port")
+}
+
+/// The next connection the instance hands over, within `within`.
+pub async fn next_conn(instance: &mut BackendInstance, within: Duration) -> BackendConnection {
+    tokio::time::timeout(within, instance.connections.recv())
+        .await
+        .expect("a connection in time")
+        .expect("the connection stream is open")
+}
+
+/// The reference Go receptor 1.6.9 (see `receptor_tests::binaries::reference_receptor`).
+pub fn reference_receptor() -> PathBuf {
+    receptor_tests::binaries::reference_receptor().expect("reference Go receptor")
+}
+
+/// A Go receptor process, killed when dropped.
+pub struct GoNode {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl GoNode {
+    /// Starts `receptor --node id=<id> datadir=<tmp> <args>` with debug logs on stderr.
+    pub fn start(id: &str, args: &[String]) -> GoNode {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let child = Command::new(reference_receptor())
+            .arg("--node")
+            .arg(format!("id={id}"))
+            .arg(format!("datadir={}", dir.path().display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the reference Go receptor");
+        GoNode { child, _dir: dir }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for GoNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether `msg` is a netceptor ROUTE message (type byte 1, then JSON) from node `id`.
+pub fn is_route_from(msg: &[u8], id: &str) -> bool {
+    let Some((&1, json)) = msg.split_first() else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return false;
+    };
+    v["NodeID"] == id && v["ForwardingNode"] == id
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_tcp(port: u16, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
