@@ -14,3 +14,7 @@ mod ping_traceroute;
 mod python_api;
 mod receptorctl_cli;
 mod routed_traffic;
+mod streams_tcp;
+mod streams_traffic;
+mod streams_udp;
+mod streams_unix;
