@@ -19,6 +19,11 @@ REQUIRED_MODULES = [
     "routed_traffic",
     "receptorctl_cli",
     "python_api",
+    "streams_connect",
+    "streams_failure",
+    "streams_tcp",
+    "streams_udp",
+    "streams_unix",
 ]
 
 

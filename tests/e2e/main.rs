@@ -14,6 +14,8 @@ mod ping_traceroute;
 mod python_api;
 mod receptorctl_cli;
 mod routed_traffic;
+mod streams_connect;
+mod streams_failure;
 mod streams_tcp;
 mod streams_traffic;
 mod streams_udp;
