@@ -22,6 +22,7 @@ REQUIRED_MODULES = [
     "streams_connect",
     "streams_failure",
     "streams_tcp",
+    "streams_tls",
     "streams_udp",
     "streams_unix",
 ]

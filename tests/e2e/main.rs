@@ -17,6 +17,7 @@ mod routed_traffic;
 mod streams_connect;
 mod streams_failure;
 mod streams_tcp;
+mod streams_tls;
 mod streams_traffic;
 mod streams_udp;
 mod streams_unix;
