@@ -25,6 +25,12 @@ REQUIRED_MODULES = [
     "firewall",
     "tls_mesh",
     "tls_refusals",
+    "streams_connect",
+    "streams_failure",
+    "streams_tcp",
+    "streams_tls",
+    "streams_udp",
+    "streams_unix",
 ]
 
 
