@@ -11,6 +11,8 @@
 //! * [`work`] keeps units of work on disk and runs them through work-type plugins.
 //! * [`plugin_host`] loads backend and work-type plugins through the C ABI of
 //!   `receptor-plugin-sdk`.
+//! * [`services`] runs the control service on the mesh and the TCP, unix-socket and
+//!   UDP proxies of the configuration.
 //! * [`config`] reads receptor's YAML files and command-line flags.
 
 pub mod certs;
@@ -19,6 +21,7 @@ pub mod control;
 pub mod daemon;
 pub mod mesh;
 pub mod plugin_host;
+pub mod services;
 pub mod streams;
 pub mod tls;
 pub mod work;

@@ -67,7 +67,7 @@ impl Drop for ControlListener {
 /// Holds the `.lock` file (and thereby the flock) and removes the socket file when
 /// dropped, before the lock is released.
 #[derive(Debug)]
-struct SocketFileGuard {
+pub(crate) struct SocketFileGuard {
     path: PathBuf,
     _lock: OwnedFd,
 }
@@ -97,7 +97,7 @@ pub enum UnixListenError {
 
 /// An I/O error's description as Go prints errno texts: lower-case first letter, no
 /// ` (os error N)` suffix.
-fn describe(err: &io::Error) -> String {
+pub(crate) fn describe(err: &io::Error) -> String {
     let text = err.to_string();
     let text = text.split(" (os error").next().unwrap_or(&text);
     let mut chars = text.chars();
@@ -149,7 +149,7 @@ fn lock_file(path: &Path) -> Result<OwnedFd, UnixListenError> {
 }
 
 /// Takes the lock, replaces any stale socket file, binds and chmods.
-fn bind_unix(
+pub(crate) fn bind_unix(
     path: &Path,
     permissions: u32,
 ) -> Result<(UnixListener, SocketFileGuard), UnixListenError> {

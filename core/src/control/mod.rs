@@ -13,9 +13,11 @@
 //!   `connect`);
 //! * [`session`] reads and parses lines and dispatches them;
 //! * [`service`] and [`listener`] serve sessions over streams, unix sockets and TCP;
-//! * [`status`], [`ping`] and [`reload`] are the built-in commands.
+//! * [`status`], [`ping`] and [`reload`] are the built-in commands; [`connect`] is
+//!   registered by the daemon (it needs the node's TLS configurations).
 
 pub mod command;
+pub mod connect;
 pub mod duration;
 mod json_line;
 pub mod listener;

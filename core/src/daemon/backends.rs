@@ -194,7 +194,7 @@ fn with_tls_config(config: &Config, section: &Section) -> anyhow::Result<Value> 
     Ok(value)
 }
 
-fn server_json(c: &TlsServerConfig) -> Value {
+pub(super) fn server_json(c: &TlsServerConfig) -> Value {
     serde_json::json!({
         "cert": c.cert,
         "key": c.key,
@@ -206,7 +206,7 @@ fn server_json(c: &TlsServerConfig) -> Value {
     })
 }
 
-fn client_json(c: &TlsClientConfig) -> Value {
+pub(super) fn client_json(c: &TlsClientConfig) -> Value {
     serde_json::json!({
         "cert": c.cert,
         "key": c.key,

@@ -14,11 +14,15 @@ use anyhow::Context;
 use tokio::sync::Mutex;
 
 use crate::config::{self, Config, Invocation};
+use crate::control::connect::ConnectCommand;
 use crate::control::reload::{ERRORCODE_CONFIG, ERRORCODE_NOT_RELOADABLE};
 use crate::control::{CommandRegistry, ControlListener, ControlService, ReloadFailure, ReloadFn};
 use crate::mesh::{Mesh, MeshOptions};
 use crate::plugin_host::{ClaimType, LoadOptions, PluginHost};
+use crate::services::{self, ServiceHandle, Services};
+use crate::tls::TlsRegistry;
 use crate::work::control::WorkCommand;
+use crate::work::remote::{MeshDialer, RemoteOptions, RemoteWork, RemoteWorkType};
 use crate::work::signing::{SignatureVerifier, WorkSigner};
 use crate::work::store::Workceptor;
 
@@ -37,7 +41,16 @@ pub struct Node {
     backends: Mutex<Backends>,
     config: Mutex<Config>,
     listeners: Mutex<Vec<ControlListener>>,
+    /// Control listeners on the mesh and on TLS.
+    control_services: Mutex<Vec<ServiceHandle>>,
+    /// The proxies of the configuration.
+    services: Mutex<Services>,
+    /// The named `tls-server` / `tls-client` configurations.
+    tls: Arc<TlsRegistry>,
+    /// `work-verification`.
     verifier: Option<Arc<SignatureVerifier>>,
+    /// Remote work (units submitted to other nodes).
+    remote: Arc<RemoteWork>,
     argv: Vec<OsString>,
     config_file: Option<PathBuf>,
 }
@@ -52,6 +65,7 @@ impl Node {
     ) -> anyhow::Result<Arc<Node>> {
         let plugins = Arc::new(load_plugins(&config)?);
         let node_id = config.node.id.clone();
+        let tls = Arc::new(tls_registry(&config)?);
         let max_idle = config
             .node
             .max_idle_connection_timeout
@@ -69,7 +83,7 @@ impl Node {
                 .with_context(|| section.origin.clone())?;
             work_types.push(wt);
         }
-        let (verifier, _signer) = load_signing(&config, &node_id)?;
+        let (verifier, signer) = load_signing(&config, &node_id)?;
         if verifier.is_none() {
             if let Some(wt) = work_types.iter().find(|w| w.verify_signature()) {
                 anyhow::bail!(
@@ -78,9 +92,18 @@ impl Node {
                 );
             }
         }
-        let work = Workceptor::open(&node_id, &config.node.datadir, work_types)
-            .await
-            .context("cannot open the work unit store")?;
+        let work = Workceptor::open_with(
+            &node_id,
+            &config.node.datadir,
+            work_types,
+            vec![RemoteWorkType::shared()],
+        )
+        .await
+        .context("cannot open the work unit store")?;
+        let dialer = Arc::new(MeshDialer::new(mesh.clone(), tls.clone()));
+        let remote = RemoteWork::new(work.clone(), dialer, signer, RemoteOptions::default());
+        // Before any client is served: units that cannot resume are marked failed.
+        remote.recover().await;
         mesh.set_work_commands(
             work.work_types()
                 .into_iter()
@@ -102,29 +125,77 @@ impl Node {
             backends: Mutex::new(backends),
             config: Mutex::new(config),
             listeners: Mutex::new(Vec::new()),
+            control_services: Mutex::new(Vec::new()),
+            services: Mutex::new(Services::default()),
+            tls,
             verifier,
+            remote,
             argv,
             config_file,
         });
+        // Proxies before the control service: a node that greets is fully up.
+        node.start_services().await?;
         node.start_control_services().await?;
         Ok(node)
     }
 
     async fn start_control_services(self: &Arc<Node>) -> anyhow::Result<()> {
         let registry = CommandRegistry::new();
-        let mut work_command = WorkCommand::new(self.work.clone());
+        let mut work_command = WorkCommand::new(self.work.clone()).with_remote(self.remote.clone());
         if let Some(verifier) = &self.verifier {
             work_command = work_command.with_verifier(verifier.clone());
         }
         registry
             .register(Arc::new(work_command))
             .context("registering the work command")?;
+        registry
+            .register(Arc::new(ConnectCommand::new(
+                self.mesh.clone(),
+                self.tls.clone(),
+            )))
+            .context("registering the connect command")?;
         let reload = self.reload_fn();
         let control = ControlService::for_mesh(&self.mesh, registry, reload)
             .context("starting the control service")?;
         let config = self.config.lock().await.clone();
+        // Mesh listeners first: once the unix socket greets, the node is fully up.
+        for cs in config
+            .control_services
+            .iter()
+            .filter(|cs| !cs.service.is_empty())
+        {
+            let tls = match non_empty(&cs.tls) {
+                Some(name) => Some(self.tls.server(name)?),
+                None => None,
+            };
+            let h = services::control::serve_mesh(&self.mesh, &control, &cs.service, tls)
+                .await
+                .with_context(|| format!("control service on mesh service {}", cs.service))?;
+            self.control_services.lock().await.push(h);
+        }
         let mut listeners = self.listeners.lock().await;
         for cs in &config.control_services {
+            if let Some(addr) = &cs.tcp_listen {
+                if let Some(name) = non_empty(&cs.tcp_tls) {
+                    let tls = self.tls.server(name)?;
+                    let h = services::control::serve_tcp_tls(&control, addr, &tls)
+                        .await
+                        .with_context(|| format!("control service on tcp {addr}"))?;
+                    self.control_services.lock().await.push(h);
+                } else {
+                    if non_empty(&cs.tls).is_some() {
+                        tracing::warn!(
+                            "Control service {} has TLS configured on the mesh listener but not on the TCP listener",
+                            cs.service
+                        );
+                    }
+                    let l = control
+                        .serve_tcp(addr)
+                        .await
+                        .with_context(|| format!("control service on tcp {addr}"))?;
+                    listeners.push(l);
+                }
+            }
             if let Some(path) = &cs.filename {
                 let l = control
                     .serve_unix(path, cs.permissions)
@@ -132,15 +203,18 @@ impl Node {
                     .with_context(|| format!("control service on {}", path.display()))?;
                 listeners.push(l);
             }
-            if let Some(addr) = &cs.tcp_listen {
-                let l = control
-                    .serve_tcp(addr)
-                    .await
-                    .with_context(|| format!("control service on tcp {addr}"))?;
-                listeners.push(l);
-            }
             tracing::info!("Running control service {}", cs.service);
         }
+        Ok(())
+    }
+
+    /// Starts the TCP, UDP and unix-socket proxies of the configuration.
+    async fn start_services(&self) -> anyhow::Result<()> {
+        let config = self.config.lock().await.clone();
+        let started = Services::start(&self.mesh, &config, &self.tls)
+            .await
+            .map_err(|(kind, e)| anyhow::anyhow!("{kind}: {e}"))?;
+        *self.services.lock().await = started;
         Ok(())
     }
 
@@ -213,6 +287,9 @@ impl Node {
 
     /// Stops backends, control listeners and the mesh.
     pub async fn shutdown(&self) {
+        self.remote.shutdown();
+        self.services.lock().await.stop();
+        self.control_services.lock().await.clear();
         self.backends.lock().await.stop();
         for l in self.listeners.lock().await.drain(..) {
             l.close().await;
@@ -240,6 +317,31 @@ fn load_signing(
         None => None,
     };
     Ok((verifier, signer))
+}
+
+/// An optional name where empty means absent (Go's zero value).
+fn non_empty(name: &Option<String>) -> Option<&str> {
+    name.as_deref().filter(|n| !n.is_empty())
+}
+
+/// Builds the node's `tls-server` and `tls-client` configurations.
+fn tls_registry(config: &Config) -> anyhow::Result<TlsRegistry> {
+    let mut reg = TlsRegistry::new();
+    let named = |mut v: serde_json::Value, name: &str| {
+        if let serde_json::Value::Object(map) = &mut v {
+            map.insert("name".to_owned(), name.into());
+        }
+        v
+    };
+    for s in &config.tls_servers {
+        reg.add_server(&config.node.id, &named(backends::server_json(s), &s.name))
+            .with_context(|| format!("tls-server {}", s.name))?;
+    }
+    for c in &config.tls_clients {
+        reg.add_client(&config.node.id, &named(backends::client_json(c), &c.name))
+            .with_context(|| format!("tls-client {}", c.name))?;
+    }
+    Ok(reg)
 }
 
 /// Loads the configured plugins plus the default search path, and checks that every

@@ -233,6 +233,17 @@ impl MeshWriteHalf {
     pub fn remote_node(&self) -> &str {
         &self.guard.remote_node
     }
+
+    /// Ends the whole connection at once with application error 500 and `reason`:
+    /// data not yet delivered is discarded and the peer's reads and writes fail (they do
+    /// not see a normal end of stream). For relays whose other side failed.
+    pub fn abort(&mut self, reason: &str) {
+        self.send = None;
+        self.guard.closed.store(true, Ordering::Release);
+        self.guard
+            .conn
+            .close(VarInt::from_u32(CODE_ERROR), reason.as_bytes());
+    }
 }
 
 impl Drop for MeshReadHalf {

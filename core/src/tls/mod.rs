@@ -485,6 +485,33 @@ impl ServerTls {
             .map(Arc::new)
     }
 
+    /// The rustls configuration shared by every QUIC (ConnType 2) client of a mesh
+    /// listener (ALPN `netceptor`). With `requireclientcert` it does not know the client's
+    /// node: check that with [`ServerTls::check_quic_client`] once the handshake is done.
+    pub fn quic_listener_config(&self) -> Arc<ServerConfig> {
+        self.quic_shared.clone()
+    }
+
+    /// For listeners built with [`ServerTls::quic_listener_config`]: with
+    /// `requireclientcert`, the client's certificate chain (leaf first) must carry
+    /// `client_node` as ReceptorName; otherwise every client passes.
+    pub fn check_quic_client(
+        &self,
+        chain: &[CertificateDer<'_>],
+        client_node: &str,
+    ) -> Result<(), TlsError> {
+        if !matches!(self.parts.client_auth, ClientAuth::Required(_)) {
+            return Ok(());
+        }
+        if chain.is_empty() {
+            return Err(TlsError::PeerNodeMismatch(name_mismatch_message(
+                &[],
+                client_node,
+            )));
+        }
+        check_peer(false, Some(chain), client_node)
+    }
+
     /// Beyond 1.6.9: checks that a backend client's certificate names the node ID it
     /// announced in its first ROUTE. Passes when `skipreceptornamescheck` is set or
     /// the client presented no certificate.

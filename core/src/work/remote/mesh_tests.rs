@@ -14,8 +14,8 @@ use serde_json::Value;
 use super::gonode::GoNode;
 use super::mesh_dialer::MeshDialer;
 use super::tests::{
-    fast_options, go_bar, pattern, results, status, submit, submit_started, test_types,
-    wait_state, Client, NodeSetup, PRIVATE_KEY, PUBLIC_KEY, WAIT,
+    fast_options, go_bar, pattern, results, status, submit, submit_started, test_types, wait_state,
+    Client, NodeSetup, PRIVATE_KEY, PUBLIC_KEY, WAIT,
 };
 use super::*;
 use crate::control::{CommandRegistry, ControlListener, ControlService, PeerKind};
@@ -71,9 +71,7 @@ impl MeshNode {
         remote.recover().await;
         let mut command = WorkCommand::new(store.clone()).with_remote(remote.clone());
         if setup.verifier {
-            command = command.with_verifier(Arc::new(SignatureVerifier::from_pem(
-                PUBLIC_KEY, id,
-            )?));
+            command = command.with_verifier(Arc::new(SignatureVerifier::from_pem(PUBLIC_KEY, id)?));
         }
         let registry = CommandRegistry::new();
         registry.register(Arc::new(command))?;
@@ -214,17 +212,27 @@ async fn rust_to_rust_over_the_mesh() -> Result<()> {
     eprintln!("Rust to Rust over the mesh, small unit: {fastest:?}");
     assert!(fastest < Duration::from_millis(500), "{fastest:?}");
 
-    let payload: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i * 31 % 253) as u8).collect();
+    let payload: Vec<u8> = (0..5 * 1024 * 1024u32)
+        .map(|i| (i * 31 % 253) as u8)
+        .collect();
     let started = Instant::now();
     let id = submit_started(&foo.socket, "work submit bar cat", &payload).await?;
     wait_state(&foo.socket, &id, 2).await?;
-    eprintln!("5 MiB payload and results over the mesh: {:?}", started.elapsed());
+    eprintln!(
+        "5 MiB payload and results over the mesh: {:?}",
+        started.elapsed()
+    );
     assert!(std::fs::read(foo.unit_dir(&id).join("stdout"))? == payload);
     assert!(std::fs::read(bar.unit_dir(&id).join("stdin"))? == payload);
 
     let size = 40 * 1024 * 1024;
     let started = Instant::now();
-    let id = submit_started(&foo.socket, &format!("work submit bar gen {size} 40 0"), b"").await?;
+    let id = submit_started(
+        &foo.socket,
+        &format!("work submit bar gen {size} 40 0"),
+        b"",
+    )
+    .await?;
     let done = wait_state(&foo.socket, &id, 2).await?;
     eprintln!("40 MiB of results over the mesh: {:?}", started.elapsed());
     assert_eq!(done["StdoutSize"], size);
@@ -233,13 +241,22 @@ async fn rust_to_rust_over_the_mesh() -> Result<()> {
     // Cancel and release travel over the mesh too.
     let id = submit_started(&foo.socket, "work submit bar sleeper", b"").await?;
     wait_state(&foo.socket, &id, 1).await?;
-    let reply = Client::unix(&foo.socket).await?.ask(&format!("work cancel {id}")).await?;
+    let reply = Client::unix(&foo.socket)
+        .await?
+        .ask(&format!("work cancel {id}"))
+        .await?;
     assert_eq!(reply, format!(r#"{{"cancelled":"{id}"}}"#));
     wait_state(&foo.socket, &id, 4).await?;
     assert_eq!(status(&bar.socket, &id).await?["State"], 4);
-    let reply = Client::unix(&foo.socket).await?.ask(&format!("work release {id}")).await?;
+    let reply = Client::unix(&foo.socket)
+        .await?
+        .ask(&format!("work release {id}"))
+        .await?;
     assert_eq!(reply, format!(r#"{{"released":"{id}"}}"#));
-    let reply = Client::unix(&bar.socket).await?.ask(&format!("work status {id}")).await?;
+    let reply = Client::unix(&bar.socket)
+        .await?
+        .ask(&format!("work status {id}"))
+        .await?;
     assert_eq!(reply, format!("ERROR: unknown work unit {id}"));
     Ok(())
 }
@@ -267,7 +284,10 @@ async fn rust_to_go_over_the_mesh() -> Result<()> {
     let started = Instant::now();
     let id = submit_started(&foo.socket, "work submit bar cat", b"hello\nremote world\n").await?;
     let done = wait_state(&foo.socket, &id, 2).await?;
-    eprintln!("Rust to Go over the mesh, small unit: {:?}", started.elapsed());
+    eprintln!(
+        "Rust to Go over the mesh, small unit: {:?}",
+        started.elapsed()
+    );
     assert_eq!(done["Detail"], "exit status 0");
     assert_eq!(results(&foo.socket, &id).await?, b"hello\nremote world\n");
     let remote = go_status(&go, &id).await?;
@@ -307,12 +327,18 @@ async fn rust_to_go_over_the_mesh() -> Result<()> {
     // Cancel: Go's results stream of the Canceled unit never ends; ours does.
     let id = submit_started(&foo.socket, "work submit bar sleeper", b"").await?;
     wait_state(&foo.socket, &id, 1).await?;
-    let reply = Client::unix(&foo.socket).await?.ask(&format!("work cancel {id}")).await?;
+    let reply = Client::unix(&foo.socket)
+        .await?
+        .ask(&format!("work cancel {id}"))
+        .await?;
     assert_eq!(reply, format!(r#"{{"cancelled":"{id}"}}"#));
     let s = wait_state(&foo.socket, &id, 4).await?;
     assert_eq!(s["Detail"], "Canceled");
     assert_eq!(go_status(&go, &id).await?["State"], 4);
-    let reply = Client::unix(&foo.socket).await?.ask(&format!("work release {id}")).await?;
+    let reply = Client::unix(&foo.socket)
+        .await?
+        .ask(&format!("work release {id}"))
+        .await?;
     assert_eq!(reply, format!(r#"{{"released":"{id}"}}"#));
     assert_eq!(
         go.command(&format!("work status {id}")).await?,
@@ -364,7 +390,10 @@ async fn go_to_rust_over_the_mesh() -> Result<()> {
     // Go submits to us; our unit has Go's id and the payload.
     let payload: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 239) as u8).collect();
     let (id, reply) = submit(&go.socket, "work submit bar cat", &payload).await?;
-    assert_eq!(reply, format!(r#"{{"result":"Job Started","unitid":"{id}"}}"#));
+    assert_eq!(
+        reply,
+        format!(r#"{{"result":"Job Started","unitid":"{id}"}}"#)
+    );
     assert!(id.starts_with("foo"), "{id}");
     let done = go_wait_state(&go, &id, 2).await?;
     assert_eq!(done["ExtraData"]["RemoteUnitID"], id.as_str());
@@ -390,7 +419,10 @@ async fn go_to_rust_over_the_mesh() -> Result<()> {
     .await?;
     assert!(reply.contains("Job Started"), "{reply}");
     go_wait_state(&go, &id, 2).await?;
-    assert_eq!(std::fs::read(bar.unit_dir(&id).join("stdout"))?, b"signed by Go");
+    assert_eq!(
+        std::fs::read(bar.unit_dir(&id).join("stdout"))?,
+        b"signed by Go"
+    );
     let (_, reply) = submit(&go.socket, "work submit bar signedcat", b"").await?;
     assert_eq!(
         reply,
@@ -410,7 +442,10 @@ async fn go_to_rust_over_the_mesh() -> Result<()> {
         go.command(&format!("work release {id}")).await?,
         format!(r#"{{"released":"{id}"}}"#)
     );
-    let reply = Client::unix(&bar.socket).await?.ask(&format!("work status {id}")).await?;
+    let reply = Client::unix(&bar.socket)
+        .await?
+        .ask(&format!("work status {id}"))
+        .await?;
     assert_eq!(reply, format!("ERROR: unknown work unit {id}"));
     Ok(())
 }

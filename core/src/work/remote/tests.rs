@@ -367,7 +367,11 @@ impl Client {
 
 /// `work submit` with `request` (a string-form line or a JSON object) and `payload`:
 /// the created line's id and the final reply line.
-pub(super) async fn submit(socket: &Path, request: &str, payload: &[u8]) -> Result<(String, String)> {
+pub(super) async fn submit(
+    socket: &Path,
+    request: &str,
+    payload: &[u8],
+) -> Result<(String, String)> {
     let mut c = Client::unix(socket).await?;
     let created = c.ask(request).await?;
     let id = created
