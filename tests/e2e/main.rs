@@ -13,4 +13,5 @@ mod mesh_line;
 mod ping_traceroute;
 mod python_api;
 mod receptorctl_cli;
+mod remote_work;
 mod routed_traffic;
