@@ -1,7 +1,7 @@
 //! Scenario: remote work. Node `foo` submits work for node `bar` (linked by TCP); `foo` keeps a
 //! local unit of type `remote` that follows the unit on `bar`. Run with each implementation
 //! on each side: payloads and results are byte-identical, signed work is verified, cancel and
-//! release reach `bar`, and (Rust submitter) a `foo` killed with SIGKILL in the middle of a
+//! release reach `bar`, and (Rust submitter) `foo` killed with SIGKILL in the middle of a
 //! results stream completes the results after its restart.
 
 use std::path::PathBuf;
@@ -30,9 +30,10 @@ const UNIT_TIMEOUT: Duration = Duration::from_secs(60);
 const SLOW_GEN: &str =
     "-c \"for i in $(seq 1 40); do head -c 200000 /dev/urandom; sleep 0.05; done\"";
 
+/// The submitting node (`foo`) and the node that runs the work (`bar`).
 struct Pair {
-    foo: Node,
-    bar: Node,
+    origin: Node,
+    target: Node,
     _keys: TempDir,
 }
 
@@ -53,7 +54,7 @@ fn start_pair(submitter: Implementation, runner: Implementation) -> Result<Pair>
         }
         body
     };
-    let bar = NodeConfig::new("bar")
+    let target = NodeConfig::new("bar")
         .tcp_listener(port)
         .entry(
             "work-verification",
@@ -81,17 +82,17 @@ fn start_pair(submitter: Implementation, runner: Implementation) -> Result<Pair>
             "work-command",
             command("slowgen", "bash", Some(SLOW_GEN), json!({})),
         );
-    let foo = NodeConfig::new("foo").tcp_peer(port).entry(
+    let origin = NodeConfig::new("foo").tcp_peer(port).entry(
         "work-signing",
         json!({"privatekey": private.display().to_string(), "tokenexpiration": "10m"}),
     );
-    let bar = Node::start(runner, bar)?;
-    let foo = Node::start(submitter, foo)?;
-    foo.wait_for_routes(&[("bar", "bar")])?;
-    bar.wait_for_routes(&[("foo", "foo")])?;
+    let target = Node::start(runner, target)?;
+    let origin = Node::start(submitter, origin)?;
+    origin.wait_for_routes(&[("bar", "bar")])?;
+    target.wait_for_routes(&[("foo", "foo")])?;
     Ok(Pair {
-        foo,
-        bar,
+        origin,
+        target,
         _keys: keys,
     })
 }
@@ -187,51 +188,55 @@ fn is_gone(node: &Node, id: &str) -> Result<bool> {
 
 /// Submit, follow, results, signing, cancel and release from `submitter` to `runner`.
 fn remote_work(submitter: Implementation, runner: Implementation) -> Result<()> {
-    let Pair { foo, bar, _keys } = start_pair(submitter, runner)?;
+    let Pair {
+        origin,
+        target,
+        _keys,
+    } = start_pair(submitter, runner)?;
 
     // A small unit, and its latency.
     let started = Instant::now();
-    let id = submit_started(&foo, "work submit bar cat", b"hello\nremote world\n")?;
-    wait_state(&foo, &id, 2)?;
+    let id = submit_started(&origin, "work submit bar cat", b"hello\nremote world\n")?;
+    wait_state(&origin, &id, 2)?;
     eprintln!(
         "{} -> {}: small remote unit in {:?}",
         submitter.label(),
         runner.label(),
         started.elapsed()
     );
-    ensure!(local_results(&foo, &id, 19)? == b"hello\nremote world\n");
-    ensure!(results(&foo, &id)? == b"hello\nremote world\n");
-    let status = unit_status(&foo, &id)?;
+    ensure!(local_results(&origin, &id, 19)? == b"hello\nremote world\n");
+    ensure!(results(&origin, &id)? == b"hello\nremote world\n");
+    let status = unit_status(&origin, &id)?;
     ensure!(status["WorkType"] == "remote", "{status}");
     ensure!(
         status["ExtraData"]["RemoteUnitID"] == id.as_str(),
         "{status}"
     );
-    ensure!(unit_status(&bar, &id)?["WorkType"] == "cat");
+    ensure!(unit_status(&target, &id)?["WorkType"] == "cat");
 
     // A payload of a few MB.
     let data = payload(3 << 20, 7);
-    let id = submit_started(&foo, "work submit bar cat", &data)?;
-    wait_state(&foo, &id, 2)?;
+    let id = submit_started(&origin, "work submit bar cat", &data)?;
+    wait_state(&origin, &id, 2)?;
     ensure!(
-        local_results(&foo, &id, data.len() as u64)? == data,
+        local_results(&origin, &id, data.len() as u64)? == data,
         "results differ"
     );
     ensure!(
-        std::fs::read(unit_file(&bar, &id, "stdin"))? == data,
+        std::fs::read(unit_file(&target, &id, "stdin"))? == data,
         "payload differs"
     );
 
     // Tens of MB of results.
     let started = Instant::now();
     let id = submit_started(
-        &foo,
+        &origin,
         "work submit bar gen if=/dev/urandom bs=1M count=24 iflag=fullblock",
         b"",
     )?;
-    let done = wait_state(&foo, &id, 2)?;
+    let done = wait_state(&origin, &id, 2)?;
     ensure!(done["StdoutSize"] == 24 << 20, "{done}");
-    let local = local_results(&foo, &id, 24 << 20)?;
+    let local = local_results(&origin, &id, 24 << 20)?;
     eprintln!(
         "{} -> {}: 24 MiB of results in {:?}",
         submitter.label(),
@@ -239,19 +244,19 @@ fn remote_work(submitter: Implementation, runner: Implementation) -> Result<()> 
         started.elapsed()
     );
     ensure!(
-        local == std::fs::read(unit_file(&bar, &id, "stdout"))?,
+        local == std::fs::read(unit_file(&target, &id, "stdout"))?,
         "results differ"
     );
 
     // Signed work.
     let id = submit_started(
-        &foo,
+        &origin,
         r#"{"command":"work","subcommand":"submit","node":"bar","worktype":"signedcat","signwork":"true"}"#,
         b"signed-ok",
     )?;
-    wait_state(&foo, &id, 2)?;
-    ensure!(local_results(&foo, &id, 9)? == b"signed-ok");
-    let (_, reply) = submit(&foo, "work submit bar signedcat", b"")?;
+    wait_state(&origin, &id, 2)?;
+    ensure!(local_results(&origin, &id, 9)? == b"signed-ok");
+    let (_, reply) = submit(&origin, "work submit bar signedcat", b"")?;
     ensure!(
         reply
             == "ERROR: could not parse response: ERROR: could not verify signature: signature is empty",
@@ -259,62 +264,62 @@ fn remote_work(submitter: Implementation, runner: Implementation) -> Result<()> 
     );
 
     // Cancel reaches bar; the unit ends on both nodes.
-    let id = submit_started(&foo, "work submit bar sleeper", b"")?;
-    wait_state(&bar, &id, 1)?;
-    let reply = foo.control()?.command(&format!("work cancel {id}"))?;
+    let id = submit_started(&origin, "work submit bar sleeper", b"")?;
+    wait_state(&target, &id, 1)?;
+    let reply = origin.control()?.command(&format!("work cancel {id}"))?;
     ensure!(reply == format!(r#"{{"cancelled":"{id}"}}"#), "{reply}");
-    wait_state(&bar, &id, 4)?;
-    let cancelled = wait_state(&foo, &id, 4)?;
+    wait_state(&target, &id, 4)?;
+    let cancelled = wait_state(&origin, &id, 4)?;
     ensure!(cancelled["Detail"] == "Canceled", "{cancelled}");
 
     // Release removes the unit on both nodes.
-    let reply = foo.control()?.command(&format!("work release {id}"))?;
+    let reply = origin.control()?.command(&format!("work release {id}"))?;
     ensure!(reply == format!(r#"{{"released":"{id}"}}"#), "{reply}");
     // (Go removes its unit a moment after answering.)
-    for node in [&foo, &bar] {
+    for node in [&origin, &target] {
         wait_until(
             CONVERGE_TIMEOUT,
             &format!("release on {}", node.id()),
             || Ok(is_gone(node, &id)?.then_some(())),
         )?;
     }
-    ensure!(!unit_file(&bar, &id, "status").exists());
-    no_panics(&foo)?;
-    no_panics(&bar)
+    ensure!(!unit_file(&target, &id, "status").exists());
+    no_panics(&origin)?;
+    no_panics(&target)
 }
 
 /// `foo` is killed (SIGKILL, its whole process group) while results stream in, and started
 /// again: it follows the unit on from its local results and completes them.
 fn restart_mid_stream(runner: Implementation) -> Result<()> {
     let Pair {
-        mut foo,
-        bar,
+        mut origin,
+        target,
         _keys,
     } = start_pair(Rust, runner)?;
-    let id = submit_started(&foo, "work submit bar slowgen", b"")?;
-    let stdout = unit_file(&foo, &id, "stdout");
+    let id = submit_started(&origin, "work submit bar slowgen", b"")?;
+    let stdout = unit_file(&origin, &id, "stdout");
     wait_until(UNIT_TIMEOUT, "the first results", || {
         Ok(std::fs::metadata(&stdout)
             .is_ok_and(|m| m.len() > 0)
             .then_some(()))
     })?;
-    foo.kill();
+    origin.kill();
     let at_kill = std::fs::metadata(&stdout)?.len();
-    let remote = unit_status(&bar, &id)?;
+    let remote = unit_status(&target, &id)?;
     ensure!(
         remote["State"] == 0 || remote["State"] == 1,
         "the unit ended before foo was killed ({at_kill} bytes): {remote}"
     );
-    foo.restart()?;
-    let done = wait_state(&foo, &id, 2)?;
-    let remote = wait_state(&bar, &id, 2)?;
+    origin.restart()?;
+    let done = wait_state(&origin, &id, 2)?;
+    let remote = wait_state(&target, &id, 2)?;
     ensure!(
         done["StdoutSize"] == remote["StdoutSize"],
         "{done} / {remote}"
     );
     let local = std::fs::read(&stdout)?;
     ensure!(
-        local == std::fs::read(unit_file(&bar, &id, "stdout"))?,
+        local == std::fs::read(unit_file(&target, &id, "stdout"))?,
         "results differ after the restart ({} bytes at the kill, {} now)",
         at_kill,
         local.len()
@@ -363,26 +368,26 @@ mod rust_nodes {
     #[test]
     fn unreachable_then_reachable() -> Result<()> {
         let port = free_port()?;
-        let foo = Node::start(Rust, NodeConfig::new("foo").tcp_peer(port))?;
-        let (id, reply) = submit(&foo, "work submit bar cat", b"late")?;
+        let origin = Node::start(Rust, NodeConfig::new("foo").tcp_peer(port))?;
+        let (id, reply) = submit(&origin, "work submit bar cat", b"late")?;
         ensure!(
             reply == format!(r#"{{"result":"Job Submitted","unitid":"{id}"}}"#),
             "{reply}"
         );
-        let pending = unit_status(&foo, &id)?;
+        let pending = unit_status(&origin, &id)?;
         ensure!(
             pending["State"] == 0 && pending["Detail"] == "Starting Worker",
             "{pending}"
         );
-        let bar = Node::start(
+        let target = Node::start(
             Rust,
             NodeConfig::new("bar")
                 .tcp_listener(port)
                 .work_command("cat", "cat", None),
         )?;
-        wait_state(&foo, &id, 2)?;
-        ensure!(local_results(&foo, &id, 4)? == b"late");
-        ensure!(unit_status(&bar, &id)?["State"] == 2);
+        wait_state(&origin, &id, 2)?;
+        ensure!(local_results(&origin, &id, 4)? == b"late");
+        ensure!(unit_status(&target, &id)?["State"] == 2);
         Ok(())
     }
 }
