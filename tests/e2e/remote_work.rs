@@ -365,6 +365,27 @@ mod rust_nodes {
         restart_mid_stream(Go)
     }
 
+    /// Like Go, a node refuses to start with a `verifysignature` work type and no key.
+    #[test]
+    fn verifysignature_needs_a_key() -> Result<()> {
+        for implementation in [Go, Rust] {
+            let config = NodeConfig::new("lonely").tcp_listener(free_port()?).entry(
+                "work-command",
+                json!({"worktype": "s", "command": "cat", "verifysignature": true}),
+            );
+            let err = match Node::start(implementation, config) {
+                Ok(_) => bail!("{} started", implementation.label()),
+                Err(e) => format!("{e:#}"),
+            };
+            ensure!(
+                err.contains("VerifySignature for work command 's' is true, but the work verification public key is not specified"),
+                "{}: {err}",
+                implementation.label()
+            );
+        }
+        Ok(())
+    }
+
     #[test]
     fn unreachable_then_reachable() -> Result<()> {
         let port = free_port()?;

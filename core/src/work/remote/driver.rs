@@ -419,10 +419,12 @@ impl Driver {
                     None => return,
                 }
             }
+            // Only timers that can act now (an exchange in flight defers the others).
+            let free = self.exchange.is_none();
             let timer = earliest(&[
-                self.start_at,
+                self.start_at.filter(|_| free),
                 self.expires_at.filter(|_| self.starting),
-                self.op.as_ref().and_then(|op| op.retry_at),
+                self.op.as_ref().and_then(|op| op.retry_at).filter(|_| free),
                 self.results_at,
                 self.poll_at,
             ]);
