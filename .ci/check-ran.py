@@ -19,6 +19,12 @@ REQUIRED_MODULES = [
     "routed_traffic",
     "receptorctl_cli",
     "python_api",
+    "receptorctl_suite",
+    "backends_udp",
+    "backends_ws",
+    "firewall",
+    "tls_mesh",
+    "tls_refusals",
 ]
 
 

@@ -2,8 +2,13 @@
 //! connect the node to the mesh, which work types it offers and where its control
 //! service listens. This module wires those pieces together and keeps them running
 //! until the process is told to stop.
+//!
+//! Trust is settled before any backend starts: the named TLS configurations are
+//! built (a node whose own certificate does not name it does not start, unless
+//! `skipreceptornamescheck`), and `node.firewallrules` is installed in the mesh.
 
 mod backends;
+mod trust;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -45,7 +50,7 @@ pub struct Node {
     control_services: Mutex<Vec<ServiceHandle>>,
     /// The proxies of the configuration.
     services: Mutex<Services>,
-    /// The named `tls-server` / `tls-client` configurations.
+    /// The named `tls-server` / `tls-client` configurations (not reloadable).
     tls: Arc<TlsRegistry>,
     /// `work-verification`.
     verifier: Option<Arc<SignatureVerifier>>,
@@ -64,8 +69,8 @@ impl Node {
         argv: Vec<OsString>,
     ) -> anyhow::Result<Arc<Node>> {
         let plugins = Arc::new(load_plugins(&config)?);
+        let tls = Arc::new(trust::tls_registry(&config)?);
         let node_id = config.node.id.clone();
-        let tls = Arc::new(tls_registry(&config)?);
         let max_idle = config
             .node
             .max_idle_connection_timeout
@@ -75,6 +80,7 @@ impl Node {
             node_id: node_id.clone(),
             max_idle,
         });
+        trust::install_firewall(&mesh, &config).await?;
 
         let mut work_types = Vec::new();
         for section in sections_claimed(&plugins, &config, ClaimType::WorkType) {
@@ -116,7 +122,7 @@ impl Node {
         .await;
 
         let backend_sections = sections_claimed(&plugins, &config, ClaimType::Backend);
-        let backends = Backends::start(&plugins, &mesh, &config, &backend_sections)?;
+        let backends = Backends::start(&plugins, &mesh, &config, &tls, &backend_sections)?;
 
         let node = Arc::new(Node {
             mesh,
@@ -178,10 +184,11 @@ impl Node {
             if let Some(addr) = &cs.tcp_listen {
                 if let Some(name) = non_empty(&cs.tcp_tls) {
                     let tls = self.tls.server(name)?;
-                    let h = services::control::serve_tcp_tls(&control, addr, &tls)
+                    let l = control
+                        .serve_tcp_tls(addr, tls.backend_config())
                         .await
                         .with_context(|| format!("control service on tcp {addr}"))?;
-                    self.control_services.lock().await.push(h);
+                    listeners.push(l);
                 } else {
                     if non_empty(&cs.tls).is_some() {
                         tracing::warn!(
@@ -274,12 +281,11 @@ impl Node {
         let sections = sections_claimed(&self.plugins, &fresh, ClaimType::Backend);
         let mut backends = self.backends.lock().await;
         backends.stop();
-        *backends = Backends::start(&self.plugins, &self.mesh, &fresh, &sections).map_err(|e| {
-            ReloadFailure {
+        *backends = Backends::start(&self.plugins, &self.mesh, &fresh, &self.tls, &sections)
+            .map_err(|e| ReloadFailure {
                 message: format!("error starting backends: {e:#}"),
                 code: ERRORCODE_CONFIG,
-            }
-        })?;
+            })?;
         *current = fresh;
         tracing::info!("configuration reloaded");
         Ok(())
@@ -296,6 +302,11 @@ impl Node {
         }
         self.mesh.shutdown().await;
     }
+}
+
+/// An optional name where empty means absent (Go's zero value).
+fn non_empty(name: &Option<String>) -> Option<&str> {
+    name.as_deref().filter(|n| !n.is_empty())
 }
 
 /// Reads the `work-verification` and `work-signing` keys.
@@ -317,31 +328,6 @@ fn load_signing(
         None => None,
     };
     Ok((verifier, signer))
-}
-
-/// An optional name where empty means absent (Go's zero value).
-fn non_empty(name: &Option<String>) -> Option<&str> {
-    name.as_deref().filter(|n| !n.is_empty())
-}
-
-/// Builds the node's `tls-server` and `tls-client` configurations.
-fn tls_registry(config: &Config) -> anyhow::Result<TlsRegistry> {
-    let mut reg = TlsRegistry::new();
-    let named = |mut v: serde_json::Value, name: &str| {
-        if let serde_json::Value::Object(map) = &mut v {
-            map.insert("name".to_owned(), name.into());
-        }
-        v
-    };
-    for s in &config.tls_servers {
-        reg.add_server(&config.node.id, &named(backends::server_json(s), &s.name))
-            .with_context(|| format!("tls-server {}", s.name))?;
-    }
-    for c in &config.tls_clients {
-        reg.add_client(&config.node.id, &named(backends::client_json(c), &c.name))
-            .with_context(|| format!("tls-client {}", c.name))?;
-    }
-    Ok(reg)
 }
 
 /// Loads the configured plugins plus the default search path, and checks that every
