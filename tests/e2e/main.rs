@@ -8,9 +8,25 @@
 //! and are `#[ignore]`d until our mesh speaks the protocol; list or run them with
 //!   scripts/test.sh --run-ignored only -E 'test(/rust_nodes/)'
 
+mod backends_common;
+mod backends_udp;
+mod backends_ws;
+mod firewall;
 mod harness;
 mod mesh_line;
 mod ping_traceroute;
 mod python_api;
 mod receptorctl_cli;
+mod receptorctl_suite;
+mod remote_work;
 mod routed_traffic;
+mod streams_connect;
+mod streams_failure;
+mod streams_tcp;
+mod streams_tls;
+mod streams_traffic;
+mod streams_udp;
+mod streams_unix;
+mod tls_mesh;
+mod tls_pki;
+mod tls_refusals;

@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 pub struct NodeConfig {
     id: String,
     log_level: String,
+    node_settings: Map<String, Value>,
     entries: Vec<(String, Value)>,
 }
 
@@ -24,6 +25,7 @@ impl NodeConfig {
         NodeConfig {
             id: id.to_string(),
             log_level: "info".to_string(),
+            node_settings: Map::new(),
             entries: Vec::new(),
         }
     }
@@ -36,6 +38,13 @@ impl NodeConfig {
     /// Sets the `log-level` entry (`error`, `warning`, `info`, `debug`).
     pub fn log_level(mut self, level: &str) -> Self {
         self.log_level = level.to_string();
+        self
+    }
+
+    /// Adds a key of the `node` entry besides `id` and `datadir`, e.g.
+    /// `node_setting("firewallrules", json!([{"action": "drop"}]))`.
+    pub fn node_setting(mut self, key: &str, value: Value) -> Self {
+        self.node_settings.insert(key.to_string(), value);
         self
     }
 
@@ -87,11 +96,11 @@ impl NodeConfig {
     /// The YAML text, with the `node` and `control-service` entries for the given data
     /// folder and control socket first.
     pub fn to_yaml(&self, datadir: &Path, socket: &Path) -> String {
+        let mut node = self.node_settings.clone();
+        node.insert("id".to_string(), json!(self.id));
+        node.insert("datadir".to_string(), json!(datadir.display().to_string()));
         let mut all = vec![
-            (
-                "node".to_string(),
-                json!({"id": self.id, "datadir": datadir.display().to_string()}),
-            ),
+            ("node".to_string(), Value::Object(node)),
             ("log-level".to_string(), json!(self.log_level)),
             (
                 "control-service".to_string(),

@@ -2,13 +2,17 @@
 //! to the mesh, and restarting them all on `reload`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Section, TlsClientConfig, TlsServerConfig};
-use crate::mesh::{Mesh, SessionParams};
-use crate::plugin_host::{BackendHandle, BackendInstance, PluginHost};
+use super::trust::{client_json, server_json};
+use crate::config::{Config, Section};
+use crate::mesh::{Framing, Mesh, MeshError, SessionParams, SessionTls};
+use crate::plugin_host::{BackendConnection, BackendHandle, BackendInstance, PluginHost};
+use crate::tls::{ClientTls, TlsRegistry};
 
 /// Errors reading the core's keys of a backend section.
 #[derive(Debug, thiserror::Error)]
@@ -33,29 +37,34 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// Starts every backend section of `sections` and feeds its connections to `mesh`.
+    /// Starts every backend section of `sections` and feeds its connections to `mesh`;
+    /// a section naming `tls` gets that configuration of `tls` (run by the core, or
+    /// handed to a plugin that does TLS itself).
     pub fn start(
         plugins: &PluginHost,
         mesh: &Mesh,
         config: &Config,
+        tls: &TlsRegistry,
         sections: &[&Section],
     ) -> anyhow::Result<Backends> {
         let cancel = CancellationToken::new();
         let mut handles = Vec::new();
         for section in sections {
             let params = session_params(section)?;
+            let core_tls = CoreTls::from_section(tls, section)?;
             let value = with_tls_config(config, section)?;
             let instance = plugins
                 .start_backend(&section.kind, &value)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", section.origin))?;
             tracing::info!("started backend {} ({})", section.kind, section.origin);
             handles.push(instance.handle.clone());
-            tokio::spawn(feed_sessions(
-                instance,
-                mesh.clone(),
+            let feed = Feed {
+                label: Arc::from(section.kind.as_str()),
+                mesh: mesh.clone(),
                 params,
-                cancel.clone(),
-            ));
+                tls: core_tls.map(Arc::new),
+            };
+            tokio::spawn(feed_sessions(instance, feed, cancel.clone()));
         }
         Ok(Backends { handles, cancel })
     }
@@ -75,13 +84,18 @@ impl Drop for Backends {
     }
 }
 
-/// Runs one mesh session per connection the backend hands over, until cancelled.
-async fn feed_sessions(
-    mut instance: BackendInstance,
+/// What every connection of one backend gets.
+#[derive(Clone)]
+struct Feed {
+    /// The backend kind, for logs.
+    label: Arc<str>,
     mesh: Mesh,
     params: SessionParams,
-    cancel: CancellationToken,
-) {
+    tls: Option<Arc<CoreTls>>,
+}
+
+/// Runs one mesh session per connection the backend hands over, until cancelled.
+async fn feed_sessions(mut instance: BackendInstance, feed: Feed, cancel: CancellationToken) {
     loop {
         let conn = tokio::select! {
             () = cancel.cancelled() => return,
@@ -90,26 +104,51 @@ async fn feed_sessions(
                 None => return,
             },
         };
-        let mesh = mesh.clone();
-        let params = params.clone();
+        let feed = feed.clone();
         let handle = instance.handle.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
+            let (peer, token) = (conn.peer.clone(), conn.token);
             tracing::debug!(
-                "backend connection with {} (inbound: {})",
-                conn.peer,
+                "{} connection with {peer} (inbound: {})",
+                feed.label,
                 conn.inbound
             );
             let outcome = tokio::select! {
                 () = cancel.cancelled() => Ok(()),
-                r = mesh.run_session(conn.fd, conn.framing, params) => r,
+                r = run_connection(&feed, conn) => r,
             };
-            if let Err(e) = outcome {
-                tracing::info!("session with {} ended: {e}", conn.peer);
+            match outcome {
+                Ok(()) => {}
+                Err(e @ (MeshError::TlsHandshake(_) | MeshError::PeerRefused(_))) => {
+                    tracing::warn!("{} connection with {peer} refused: {e}", feed.label);
+                }
+                Err(e) => tracing::info!("session with {peer} ended: {e}"),
             }
-            handle.session_closed(conn.token);
+            handle.session_closed(token);
         });
     }
+}
+
+/// One connection's session, in TLS when the backend asks the core for it.
+async fn run_connection(feed: &Feed, conn: BackendConnection) -> Result<(), MeshError> {
+    let Some(tls) = &feed.tls else {
+        return feed
+            .mesh
+            .run_session(conn.fd, conn.framing, feed.params.clone())
+            .await;
+    };
+    if conn.framing != Framing::Len16Le {
+        return Err(MeshError::TlsHandshake(
+            "TLS needs a byte-stream backend connection".to_owned(),
+        ));
+    }
+    let session_tls = tls
+        .for_connection(&conn.peer)
+        .map_err(MeshError::TlsHandshake)?;
+    feed.mesh
+        .run_tls_session(conn.fd, &session_tls, feed.params.clone())
+        .await
 }
 
 /// Reads the keys the core enforces on every backend: `cost`, `nodecost`, `allowedpeers`.
@@ -171,17 +210,23 @@ fn number(v: &Value) -> Option<f64> {
     }
 }
 
-/// Backends that do their own TLS (websockets: TLS sits below HTTP) get the named
-/// `tls-server` / `tls-client` inlined as `tlsconfig`, with file paths and hex pins.
+/// Backends whose plugin does TLS itself (websockets: TLS sits below HTTP); the core
+/// runs TLS for every other backend section that names a `tls` configuration.
+fn plugin_does_tls(kind: &str) -> bool {
+    kind.starts_with("ws-")
+}
+
+/// Backends that do their own TLS get the named `tls-server` / `tls-client` inlined
+/// as `tlsconfig`, with file paths and hex pins.
 fn with_tls_config(config: &Config, section: &Section) -> anyhow::Result<Value> {
     let mut value = section.value.clone();
     let Some(name) = section.value.get("tls").and_then(Value::as_str) else {
         return Ok(value);
     };
-    if name.is_empty() || !section.kind.starts_with("ws-") {
+    if name.is_empty() || !plugin_does_tls(&section.kind) {
         return Ok(value);
     }
-    let inlined = if section.kind.ends_with("-listener") {
+    let inlined = if is_listener(&section.kind) {
         config.tls_server(name).map(server_json)
     } else {
         config.tls_client(name).map(client_json)
@@ -194,30 +239,108 @@ fn with_tls_config(config: &Config, section: &Section) -> anyhow::Result<Value> 
     Ok(value)
 }
 
-pub(super) fn server_json(c: &TlsServerConfig) -> Value {
-    serde_json::json!({
-        "cert": c.cert,
-        "key": c.key,
-        "requireclientcert": c.require_client_cert,
-        "clientcas": c.client_cas,
-        "pinnedclientcert": c.pinned_client_certs.iter().map(|p| hex(p)).collect::<Vec<_>>(),
-        "skipreceptornamescheck": c.skip_receptor_names_check,
-        "mintls13": c.min_tls13,
-    })
+fn is_listener(kind: &str) -> bool {
+    kind.ends_with("-listener")
 }
 
-pub(super) fn client_json(c: &TlsClientConfig) -> Value {
-    serde_json::json!({
-        "cert": c.cert,
-        "key": c.key,
-        "rootcas": c.root_cas,
-        "insecureskipverify": c.insecure_skip_verify,
-        "pinnedservercert": c.pinned_server_certs.iter().map(|p| hex(p)).collect::<Vec<_>>(),
-        "skipreceptornamescheck": c.skip_receptor_names_check,
-        "mintls13": c.min_tls13,
-    })
+/// The TLS the core runs on one backend's connections.
+enum CoreTls {
+    /// A listener: accepted connections get the `tls-server`.
+    Server(SessionTls),
+    /// A dialer: connections get the `tls-client`, checking the server's certificate
+    /// for the dialed host (from `address`, else from the connection's peer).
+    Client {
+        tls: Arc<ClientTls>,
+        server_name: Option<ServerName<'static>>,
+    },
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+impl CoreTls {
+    /// Reads the section's `tls` key; `None` without it or when the plugin does TLS.
+    fn from_section(registry: &TlsRegistry, section: &Section) -> anyhow::Result<Option<CoreTls>> {
+        let name = match section.value.get("tls") {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(s)) if s.is_empty() => return Ok(None),
+            Some(Value::String(s)) => s.as_str(),
+            Some(_) => {
+                return Err(anyhow::anyhow!(
+                    "{}: tls: expected the name of a TLS configuration",
+                    section.origin
+                ))
+            }
+        };
+        if plugin_does_tls(&section.kind) {
+            return Ok(None);
+        }
+        let ctx = |e: crate::tls::TlsError| anyhow::anyhow!("{}: {e}", section.origin);
+        if is_listener(&section.kind) {
+            let tls = registry.server(name).map_err(ctx)?;
+            return Ok(Some(CoreTls::Server(SessionTls::Server(tls))));
+        }
+        let tls = registry.client(name).map_err(ctx)?;
+        let server_name = match section.value.get("address").and_then(Value::as_str) {
+            Some(address) => Some(
+                server_name(address)
+                    .map_err(|e| anyhow::anyhow!("{}: address {address:?}: {e}", section.origin))?,
+            ),
+            None => None,
+        };
+        Ok(Some(CoreTls::Client { tls, server_name }))
+    }
+
+    /// The TLS side for a connection with `peer`.
+    fn for_connection(&self, peer: &str) -> Result<SessionTls, String> {
+        match self {
+            CoreTls::Server(tls) => Ok(tls.clone()),
+            CoreTls::Client {
+                tls,
+                server_name: name,
+            } => {
+                let server_name = match name {
+                    Some(n) => n.clone(),
+                    None => server_name(peer)?,
+                };
+                Ok(SessionTls::Client {
+                    tls: tls.clone(),
+                    server_name,
+                })
+            }
+        }
+    }
+}
+
+/// The name a dialer verifies the server's certificate for: the host part of
+/// `host:port` (`[v6]:port` too), as Go's TLS dialer takes it.
+fn server_name(address: &str) -> Result<ServerName<'static>, String> {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("{host:?} is not a usable TLS server name: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_name_is_the_host_of_the_address() {
+        let name = |a: &str| server_name(a).map(|n| n.to_str().into_owned());
+        assert_eq!(name("localhost:2222").as_deref(), Ok("localhost"));
+        assert_eq!(name("127.0.0.1:2222").as_deref(), Ok("127.0.0.1"));
+        assert_eq!(name("[::1]:2222").as_deref(), Ok("::1"));
+        assert_eq!(
+            name("node.example.com:1").as_deref(),
+            Ok("node.example.com")
+        );
+        assert!(name("bad host:1").is_err());
+    }
+
+    #[test]
+    fn only_websockets_do_their_own_tls() {
+        assert!(plugin_does_tls("ws-listener") && plugin_does_tls("ws-peer"));
+        assert!(!plugin_does_tls("tcp-listener") && !plugin_does_tls("tcp-peer"));
+    }
 }

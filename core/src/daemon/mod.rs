@@ -2,8 +2,13 @@
 //! connect the node to the mesh, which work types it offers and where its control
 //! service listens. This module wires those pieces together and keeps them running
 //! until the process is told to stop.
+//!
+//! Trust is settled before any backend starts: the named TLS configurations are
+//! built (a node whose own certificate does not name it does not start, unless
+//! `skipreceptornamescheck`), and `node.firewallrules` is installed in the mesh.
 
 mod backends;
+mod trust;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -22,6 +27,7 @@ use crate::plugin_host::{ClaimType, LoadOptions, PluginHost};
 use crate::services::{self, ServiceHandle, Services};
 use crate::tls::TlsRegistry;
 use crate::work::control::WorkCommand;
+use crate::work::remote::{MeshDialer, RemoteOptions, RemoteWork, RemoteWorkType};
 use crate::work::signing::{SignatureVerifier, WorkSigner};
 use crate::work::store::Workceptor;
 
@@ -44,9 +50,12 @@ pub struct Node {
     control_services: Mutex<Vec<ServiceHandle>>,
     /// The proxies of the configuration.
     services: Mutex<Services>,
-    /// The named `tls-server` / `tls-client` configurations.
+    /// The named `tls-server` / `tls-client` configurations (not reloadable).
     tls: Arc<TlsRegistry>,
+    /// `work-verification`.
     verifier: Option<Arc<SignatureVerifier>>,
+    /// Remote work (units submitted to other nodes).
+    remote: Arc<RemoteWork>,
     argv: Vec<OsString>,
     config_file: Option<PathBuf>,
 }
@@ -60,8 +69,8 @@ impl Node {
         argv: Vec<OsString>,
     ) -> anyhow::Result<Arc<Node>> {
         let plugins = Arc::new(load_plugins(&config)?);
+        let tls = Arc::new(trust::tls_registry(&config)?);
         let node_id = config.node.id.clone();
-        let tls = Arc::new(tls_registry(&config)?);
         let max_idle = config
             .node
             .max_idle_connection_timeout
@@ -71,6 +80,7 @@ impl Node {
             node_id: node_id.clone(),
             max_idle,
         });
+        trust::install_firewall(&mesh, &config).await?;
 
         let mut work_types = Vec::new();
         for section in sections_claimed(&plugins, &config, ClaimType::WorkType) {
@@ -79,7 +89,7 @@ impl Node {
                 .with_context(|| section.origin.clone())?;
             work_types.push(wt);
         }
-        let (verifier, _signer) = load_signing(&config, &node_id)?;
+        let (verifier, signer) = load_signing(&config, &node_id)?;
         if verifier.is_none() {
             if let Some(wt) = work_types.iter().find(|w| w.verify_signature()) {
                 anyhow::bail!(
@@ -88,9 +98,18 @@ impl Node {
                 );
             }
         }
-        let work = Workceptor::open(&node_id, &config.node.datadir, work_types)
-            .await
-            .context("cannot open the work unit store")?;
+        let work = Workceptor::open_with(
+            &node_id,
+            &config.node.datadir,
+            work_types,
+            vec![RemoteWorkType::shared()],
+        )
+        .await
+        .context("cannot open the work unit store")?;
+        let dialer = Arc::new(MeshDialer::new(mesh.clone(), tls.clone()));
+        let remote = RemoteWork::new(work.clone(), dialer, signer, RemoteOptions::default());
+        // Before any client is served: units that cannot resume are marked failed.
+        remote.recover().await;
         mesh.set_work_commands(
             work.work_types()
                 .into_iter()
@@ -103,7 +122,7 @@ impl Node {
         .await;
 
         let backend_sections = sections_claimed(&plugins, &config, ClaimType::Backend);
-        let backends = Backends::start(&plugins, &mesh, &config, &backend_sections)?;
+        let backends = Backends::start(&plugins, &mesh, &config, &tls, &backend_sections)?;
 
         let node = Arc::new(Node {
             mesh,
@@ -116,6 +135,7 @@ impl Node {
             services: Mutex::new(Services::default()),
             tls,
             verifier,
+            remote,
             argv,
             config_file,
         });
@@ -127,7 +147,7 @@ impl Node {
 
     async fn start_control_services(self: &Arc<Node>) -> anyhow::Result<()> {
         let registry = CommandRegistry::new();
-        let mut work_command = WorkCommand::new(self.work.clone());
+        let mut work_command = WorkCommand::new(self.work.clone()).with_remote(self.remote.clone());
         if let Some(verifier) = &self.verifier {
             work_command = work_command.with_verifier(verifier.clone());
         }
@@ -164,10 +184,11 @@ impl Node {
             if let Some(addr) = &cs.tcp_listen {
                 if let Some(name) = non_empty(&cs.tcp_tls) {
                     let tls = self.tls.server(name)?;
-                    let h = services::control::serve_tcp_tls(&control, addr, &tls)
+                    let l = control
+                        .serve_tcp_tls(addr, tls.backend_config())
                         .await
                         .with_context(|| format!("control service on tcp {addr}"))?;
-                    self.control_services.lock().await.push(h);
+                    listeners.push(l);
                 } else {
                     if non_empty(&cs.tls).is_some() {
                         tracing::warn!(
@@ -260,12 +281,11 @@ impl Node {
         let sections = sections_claimed(&self.plugins, &fresh, ClaimType::Backend);
         let mut backends = self.backends.lock().await;
         backends.stop();
-        *backends = Backends::start(&self.plugins, &self.mesh, &fresh, &sections).map_err(|e| {
-            ReloadFailure {
+        *backends = Backends::start(&self.plugins, &self.mesh, &fresh, &self.tls, &sections)
+            .map_err(|e| ReloadFailure {
                 message: format!("error starting backends: {e:#}"),
                 code: ERRORCODE_CONFIG,
-            }
-        })?;
+            })?;
         *current = fresh;
         tracing::info!("configuration reloaded");
         Ok(())
@@ -273,6 +293,7 @@ impl Node {
 
     /// Stops backends, control listeners and the mesh.
     pub async fn shutdown(&self) {
+        self.remote.shutdown();
         self.services.lock().await.stop();
         self.control_services.lock().await.clear();
         self.backends.lock().await.stop();
@@ -286,26 +307,6 @@ impl Node {
 /// An optional name where empty means absent (Go's zero value).
 fn non_empty(name: &Option<String>) -> Option<&str> {
     name.as_deref().filter(|n| !n.is_empty())
-}
-
-/// Builds the node's `tls-server` and `tls-client` configurations.
-fn tls_registry(config: &Config) -> anyhow::Result<TlsRegistry> {
-    let mut reg = TlsRegistry::new();
-    let named = |mut v: serde_json::Value, name: &str| {
-        if let serde_json::Value::Object(map) = &mut v {
-            map.insert("name".to_owned(), name.into());
-        }
-        v
-    };
-    for s in &config.tls_servers {
-        reg.add_server(&config.node.id, &named(backends::server_json(s), &s.name))
-            .with_context(|| format!("tls-server {}", s.name))?;
-    }
-    for c in &config.tls_clients {
-        reg.add_client(&config.node.id, &named(backends::client_json(c), &c.name))
-            .with_context(|| format!("tls-client {}", c.name))?;
-    }
-    Ok(reg)
 }
 
 /// Reads the `work-verification` and `work-signing` keys.

@@ -16,12 +16,15 @@
 //!   HopsToLive, reading the published tables through a version check; forwarding
 //!   never touches JSON and reuses the received buffer. The firewall hook is here.
 //! * `fdio` — file descriptors from backends as tokio I/O.
+//! * `tls_session` — TLS around byte-stream backend connections, and holding a
+//!   peer to the node ID its certificate names ([`PeerIdentity`]).
 
 mod actor;
 mod datapath;
 mod fdio;
 mod session;
 mod snapshot;
+mod tls_session;
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -40,6 +43,7 @@ use datapath::{DataPath, Delivery};
 pub use datapath::{Firewall, FirewallMessage, FirewallVerdict};
 use fdio::{DatagramSocket, FdStream};
 use session::{DatagramReader, DatagramWriter, StreamReader, StreamWriter};
+pub use tls_session::{SessionTls, TLS_HANDSHAKE_TIMEOUT};
 
 /// How long a ping waits for its answer.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,6 +66,12 @@ pub enum MeshError {
     /// The node is shutting down.
     #[error("netceptor shutdown")]
     Shutdown,
+    /// The TLS handshake of a backend connection failed or timed out.
+    #[error("TLS handshake failed: {0}")]
+    TlsHandshake(String),
+    /// The peer announced a node ID its credentials do not vouch for.
+    #[error("{0}")]
+    PeerRefused(String),
     /// Any other failure, with its message.
     #[error("{0}")]
     Other(String),
@@ -94,6 +104,34 @@ pub struct SessionParams {
     pub node_cost: BTreeMap<String, f64>,
     /// If set, only these node IDs may use this backend.
     pub allowed_peers: Option<Vec<String>>,
+}
+
+/// Decides whether a session's peer may use the node ID it announces (the
+/// `ForwardingNode` of its ROUTE messages before the session is established), e.g.
+/// from the certificate the peer presented. `Err` carries the reason; the session is
+/// then dropped before the node registers the peer.
+#[derive(Clone)]
+pub struct PeerIdentity(Arc<IdentityCheck>);
+
+/// The function behind a [`PeerIdentity`].
+type IdentityCheck = dyn Fn(&str) -> Result<(), String> + Send + Sync;
+
+impl PeerIdentity {
+    /// A check from a function of the announced node ID.
+    pub fn new(check: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static) -> Self {
+        PeerIdentity(Arc::new(check))
+    }
+
+    /// Runs the check for `announced`.
+    pub fn check(&self, announced: &str) -> Result<(), String> {
+        (self.0)(announced)
+    }
+}
+
+impl std::fmt::Debug for PeerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerIdentity(..)")
+    }
 }
 
 /// A direct neighbour as shown by `status`.
@@ -221,18 +259,20 @@ impl Mesh {
             Framing::Len16Le => match FdStream::new(io) {
                 Ok(FdStream::Tcp(s)) => {
                     let (r, w) = s.into_split();
-                    session::run(inner, StreamReader::new(r), StreamWriter::new(w), params).await
+                    let (r, w) = (StreamReader::new(r), StreamWriter::new(w));
+                    session::run(inner, r, w, params, None).await
                 }
                 Ok(FdStream::Unix(s)) => {
                     let (r, w) = s.into_split();
-                    session::run(inner, StreamReader::new(r), StreamWriter::new(w), params).await
+                    let (r, w) = (StreamReader::new(r), StreamWriter::new(w));
+                    session::run(inner, r, w, params, None).await
                 }
                 Err(e) => Err(MeshError::Other(format!("unusable connection: {e}"))),
             },
             Framing::Datagram => match DatagramSocket::new(io) {
                 Ok(sock) => {
                     let reader = DatagramReader::new(sock.clone());
-                    session::run(inner, reader, DatagramWriter::new(sock), params).await
+                    session::run(inner, reader, DatagramWriter::new(sock), params, None).await
                 }
                 Err(e) => Err(MeshError::Other(format!("unusable connection: {e}"))),
             },
@@ -245,12 +285,29 @@ impl Mesh {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
+        self.run_stream_session_with_identity(io, params, None)
+            .await
+    }
+
+    /// [`Mesh::run_stream_session`] whose peer must pass `identity` (when given)
+    /// with the node ID it announces before the session is established; a refusal
+    /// ends the session with [`MeshError::PeerRefused`].
+    pub async fn run_stream_session_with_identity<S>(
+        &self,
+        io: S,
+        params: SessionParams,
+        identity: Option<PeerIdentity>,
+    ) -> Result<(), MeshError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         let (r, w) = tokio::io::split(io);
         session::run(
             self.inner.clone(),
             StreamReader::new(r),
             StreamWriter::new(w),
             params,
+            identity,
         )
         .await
     }

@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use receptor_proto::frame::{encode_frame, FrameDecoder, MAX_FRAME_LEN};
 use receptor_proto::message::MessageType;
 use receptor_proto::node::{SessionConfig, SessionId};
+use receptor_proto::update::RoutingUpdate;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -23,7 +24,7 @@ use tracing::{debug, warn};
 use super::actor::{Command, SessionLink, SessionShared, WriterItem};
 use super::datapath::DataError;
 use super::fdio::{DatagramSocket, Received};
-use super::{MeshError, MeshInner, SessionParams};
+use super::{MeshError, MeshInner, PeerIdentity, SessionParams};
 
 /// Control messages a session may have queued (ROUTE floods, SVCAD, REJECT).
 const CONTROL_QUEUE: usize = 256;
@@ -89,7 +90,14 @@ impl<R: AsyncRead + Unpin + Send + 'static> MessageReader for StreamReader<R> {
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
-            if self.io.read_buf(buf).await? == 0 {
+            let n = match self.io.read_buf(buf).await {
+                Ok(n) => n,
+                // A TLS peer that closes without close_notify (Go does): the framing
+                // is self-delimiting, so an end between frames is a plain end.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
                 if self.decoder.buffered() > 0 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -218,18 +226,25 @@ enum ReaderEnd {
     Cancelled,
     NodeGone,
     Failed(io::Error),
+    /// The peer announced a node ID its credentials do not vouch for.
+    Refused(String),
 }
 
-/// Runs a session until it ends; dropping the future ends the session.
+/// Runs a session until it ends; dropping the future ends the session. With
+/// `identity`, every ROUTE that arrives before the session is established is first
+/// shown to it (see [`PeerIdentity`]).
 pub(crate) async fn run<R: MessageReader, W: MessageWriter>(
     inner: Arc<MeshInner>,
     reader: R,
     writer: W,
     params: SessionParams,
+    identity: Option<PeerIdentity>,
 ) -> Result<(), MeshError> {
     let shared = SessionShared::new();
     let guard = shared.cancel.clone().drop_guard();
-    let task = tokio::spawn(session_task(inner, reader, writer, params, shared));
+    let task = tokio::spawn(session_task(
+        inner, reader, writer, params, identity, shared,
+    ));
     let res = task.await;
     guard.disarm();
     res.unwrap_or_else(|e| Err(MeshError::Other(format!("session task failed: {e}"))))
@@ -240,6 +255,7 @@ async fn session_task<R: MessageReader, W: MessageWriter>(
     reader: R,
     writer: W,
     params: SessionParams,
+    identity: Option<PeerIdentity>,
     shared: Arc<SessionShared>,
 ) -> Result<(), MeshError> {
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
@@ -266,7 +282,7 @@ async fn session_task<R: MessageReader, W: MessageWriter>(
     let sid = reply_rx.await.map_err(|_| MeshError::Shutdown)??;
     debug!(session = %sid, "session started");
     let writer = tokio::spawn(writer_loop(writer, control_rx, data_rx, shared.clone()));
-    let end = reader_loop(&inner, sid, reader, &shared).await;
+    let end = reader_loop(&inner, sid, reader, identity.as_ref(), &shared).await;
     shared.cancel.cancel();
     let write_error = writer.await.ok().flatten();
     let _ = inner
@@ -280,6 +296,7 @@ async fn session_task<R: MessageReader, W: MessageWriter>(
         ReaderEnd::Eof => Ok(()),
         ReaderEnd::NodeGone => Err(MeshError::Shutdown),
         ReaderEnd::Failed(e) => Err(MeshError::Other(format!("read error: {e}"))),
+        ReaderEnd::Refused(why) => Err(MeshError::PeerRefused(why)),
         ReaderEnd::Cancelled => Err(match write_error {
             Some(e) => MeshError::Other(format!("write error: {e}")),
             None => MeshError::Other("session cancelled".into()),
@@ -291,6 +308,7 @@ async fn reader_loop<R: MessageReader>(
     inner: &MeshInner,
     sid: SessionId,
     mut reader: R,
+    identity: Option<&PeerIdentity>,
     shared: &SessionShared,
 ) -> ReaderEnd {
     let mut cursor = inner.data.cursor();
@@ -339,6 +357,11 @@ async fn reader_loop<R: MessageReader>(
             }
             continue;
         }
+        if let Some(identity) = identity {
+            if let Err(why) = check_identity(identity, &msg, shared) {
+                return ReaderEnd::Refused(why);
+            }
+        }
         let cmd = Command::Message {
             session: sid,
             message: msg.freeze(),
@@ -346,6 +369,29 @@ async fn reader_loop<R: MessageReader>(
         if inner.commands.send(cmd).await.is_err() {
             return ReaderEnd::NodeGone;
         }
+    }
+}
+
+/// Until the session is established, a ROUTE names the peer (its `ForwardingNode`,
+/// read with the node's own decoder): the peer's credentials must vouch for that name
+/// before the node sees the message. Once established, the node itself refuses a
+/// ROUTE whose `ForwardingNode` changed, so the checked name stays the peer's.
+fn check_identity(
+    identity: &PeerIdentity,
+    msg: &[u8],
+    shared: &SessionShared,
+) -> Result<(), String> {
+    if shared.established.load(Ordering::Acquire) || MessageType::of(msg) != Ok(MessageType::Route)
+    {
+        return Ok(());
+    }
+    let Some(body) = msg.get(1..) else {
+        return Ok(());
+    };
+    match RoutingUpdate::decode(body) {
+        // Undecodable: the node ignores it too (and logs it).
+        Err(_) => Ok(()),
+        Ok(ri) => identity.check(&ri.forwarding_node),
     }
 }
 

@@ -1,0 +1,126 @@
+//! TLS on byte-stream backends (`tcp-listener` / `tcp-peer` with `tls: <name>`).
+//!
+//! A backend plugin only opens the connection; the core runs TLS on it with the named
+//! `tls-server` (accepted connections) or `tls-client` (dialed connections) before the
+//! mesh session starts, and the usual u16-LE framing then runs inside TLS, as with Go
+//! receptor. The handshake gets [`TLS_HANDSHAKE_TIMEOUT`] (Go's TLS dial timeout), so a
+//! peer that connects and stays silent cannot hold a connection.
+//!
+//! Node identity (beyond Go 1.6.9, which never compares them): when the peer presented
+//! a certificate, the node ID it announces in its ROUTE messages must be one of the
+//! certificate's ReceptorNames, unless the TLS configuration sets
+//! `skipreceptornamescheck` (or, for a client, `insecureskipverify`). The check runs
+//! before the node registers the peer; a refusal drops only that session.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use super::fdio::FdStream;
+use super::{Mesh, MeshError, PeerIdentity, SessionParams};
+use crate::tls::{ClientTls, ServerTls};
+
+/// How long a TLS handshake on a backend connection may take.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The TLS side a backend connection runs.
+#[derive(Debug, Clone)]
+pub enum SessionTls {
+    /// An accepted connection: the node is the TLS server.
+    Server(Arc<ServerTls>),
+    /// A dialed connection: the node is the TLS client and verifies the server's
+    /// certificate for `server_name` (the host part of the dialed address).
+    Client {
+        /// The `tls-client` configuration.
+        tls: Arc<ClientTls>,
+        /// The name (DNS name or IP address) the server's certificate must carry.
+        server_name: ServerName<'static>,
+    },
+}
+
+impl SessionTls {
+    /// The identity check for a peer that presented `certs` (leaf first); `None` when
+    /// it presented none, as there is nothing to hold it to.
+    fn identity(&self, certs: Option<&[CertificateDer<'_>]>) -> Option<PeerIdentity> {
+        let certs: Vec<CertificateDer<'static>> = certs
+            .filter(|c| !c.is_empty())?
+            .iter()
+            .map(|c| c.clone().into_owned())
+            .collect();
+        Some(match self {
+            SessionTls::Server(tls) => {
+                let tls = tls.clone();
+                PeerIdentity::new(move |announced| {
+                    tls.check_peer_node(Some(&certs), announced)
+                        .map_err(|e| identity_error(announced, &e))
+                })
+            }
+            SessionTls::Client { tls, .. } => {
+                let tls = tls.clone();
+                PeerIdentity::new(move |announced| {
+                    tls.check_peer_node(Some(&certs), announced)
+                        .map_err(|e| identity_error(announced, &e))
+                })
+            }
+        })
+    }
+}
+
+fn identity_error(announced: &str, e: &dyn std::fmt::Display) -> String {
+    format!("it announced node ID {announced} but its certificate does not name it ({e})")
+}
+
+fn handshake_error(e: impl std::fmt::Display) -> MeshError {
+    MeshError::TlsHandshake(e.to_string())
+}
+
+impl Mesh {
+    /// Runs TLS on a connected byte-stream socket (u16-LE framing inside), then the
+    /// mesh session, holding the peer to its certificate's ReceptorNames. Ends like
+    /// [`Mesh::run_session`]; a failed or timed-out handshake is
+    /// [`MeshError::TlsHandshake`], an identity refusal [`MeshError::PeerRefused`].
+    pub async fn run_tls_session(
+        &self,
+        io: OwnedFd,
+        tls: &SessionTls,
+        params: SessionParams,
+    ) -> Result<(), MeshError> {
+        let stream =
+            FdStream::new(io).map_err(|e| MeshError::Other(format!("unusable connection: {e}")))?;
+        let timed_out = || {
+            MeshError::TlsHandshake(format!(
+                "no handshake within {}s",
+                TLS_HANDSHAKE_TIMEOUT.as_secs()
+            ))
+        };
+        match tls {
+            SessionTls::Server(server) => {
+                let accept = TlsAcceptor::from(server.backend_config()).accept(stream);
+                let stream = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept)
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(handshake_error)?;
+                let identity = tls.identity(stream.get_ref().1.peer_certificates());
+                self.run_stream_session_with_identity(stream, params, identity)
+                    .await
+            }
+            SessionTls::Client {
+                tls: client,
+                server_name,
+            } => {
+                let connect = TlsConnector::from(client.backend_config())
+                    .connect(server_name.clone(), stream);
+                let stream = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, connect)
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(handshake_error)?;
+                let identity = tls.identity(stream.get_ref().1.peer_certificates());
+                self.run_stream_session_with_identity(stream, params, identity)
+                    .await
+            }
+        }
+    }
+}
