@@ -46,18 +46,8 @@ STARTUP_DEADLINE = 30.0
 # Tests that fail against our receptor until the named feature lands (node ids as pytest
 # prints them). They run as strict xfail: once one passes, the run fails with XPASS(strict)
 # so that its entry gets removed here.
-_REMOTE_WORK = (
-    "remote work is not wired into the daemon yet (core/src/work/remote exists, but the "
-    "node's work command has no RemoteWork): `work submit` to another node answers "
-    "'ERROR: cannot submit work to node ...: remote work is not available on this node'"
-)
 EXPECTED_FAILURES = {
-    "rust": {
-        "tests/test_cli.py::TestCLI::test_cmd_work_results_successful": _REMOTE_WORK,
-        "tests/test_mesh.py::TestMeshFirewall::test_work_unsigned": _REMOTE_WORK,
-        "tests/test_workunit.py::TestWorkUnit::test_workunit_simple": _REMOTE_WORK,
-        "tests/test_workunit.py::TestWorkUnit::test_workunit_cmd_cancel": _REMOTE_WORK,
-    },
+    "rust": {},
 }
 
 
