@@ -124,3 +124,77 @@ impl Mesh {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::mesh::{Mesh, MeshError, MeshOptions, PeerIdentity, SessionParams};
+
+    fn mesh(id: &str) -> Mesh {
+        Mesh::start(MeshOptions {
+            node_id: id.to_owned(),
+            max_idle: Duration::from_secs(21),
+        })
+    }
+
+    fn params() -> SessionParams {
+        SessionParams {
+            cost: 1.0,
+            ..SessionParams::default()
+        }
+    }
+
+    /// Connects `a` (checking its peer with `identity`) and `b` over an in-memory
+    /// stream; returns how `a`'s session ended, or `None` if it still runs after `b`
+    /// shows up in `a`'s connections.
+    async fn connect(a: &Mesh, b: &Mesh, identity: PeerIdentity) -> Option<Result<(), MeshError>> {
+        let (x, y) = tokio::io::duplex(64 * 1024);
+        let (a2, b2) = (a.clone(), b.clone());
+        let mut sa = tokio::spawn(async move {
+            a2.run_stream_session_with_identity(x, params(), Some(identity))
+                .await
+        });
+        tokio::spawn(async move { b2.run_stream_session(y, params()).await });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            tokio::select! {
+                r = &mut sa => return Some(r.unwrap_or(Err(MeshError::Shutdown))),
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            let peers = a.status().await.connections;
+            if peers.iter().any(|c| c.node_id == b.node_id()) {
+                return None;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no outcome");
+        }
+    }
+
+    fn only(allowed: &'static str) -> PeerIdentity {
+        PeerIdentity::new(move |announced| {
+            if announced == allowed {
+                Ok(())
+            } else {
+                Err(format!("{announced} is not {allowed}"))
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_peer_failing_the_identity_check_is_never_registered() {
+        let (a, b) = (mesh("alpha"), mesh("mallory"));
+        match connect(&a, &b, only("bravo")).await {
+            Some(Err(MeshError::PeerRefused(why))) => {
+                assert_eq!(why, "mallory is not bravo");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(a.status().await.connections.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_peer_passing_the_identity_check_is_connected() {
+        let (a, b) = (mesh("alpha"), mesh("bravo"));
+        assert!(connect(&a, &b, only("bravo")).await.is_none());
+    }
+}
