@@ -19,11 +19,18 @@ REQUIRED_MODULES = [
     "routed_traffic",
     "receptorctl_cli",
     "python_api",
+    "receptorctl_suite",
     "backends_udp",
     "backends_ws",
     "firewall",
     "tls_mesh",
     "tls_refusals",
+    "streams_connect",
+    "streams_failure",
+    "streams_tcp",
+    "streams_tls",
+    "streams_udp",
+    "streams_unix",
 ]
 
 

@@ -31,6 +31,11 @@ command -v cargo >/dev/null || die "cargo not found (install a Rust toolchain wi
 # A C compiler: the tests build a C plugin, and some crates compile C.
 command -v cc >/dev/null || apt_install gcc libc6-dev || die "no C compiler (cc) found"
 command -v flock >/dev/null || apt_install util-linux || die "flock not found"
+# receptorctl's own test suite (tests/receptorctl_suite) is adapted with patch(1); the suite
+# makes its certificates with openssl and its work-signing key with ssh-keygen.
+command -v patch >/dev/null || apt_install patch || die "patch not found"
+command -v openssl >/dev/null || apt_install openssl || die "openssl not found"
+command -v ssh-keygen >/dev/null || apt_install openssh-client || die "ssh-keygen not found"
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "cargo-nextest missing: installing it from crates.io"
   cargo install --locked cargo-nextest >&2 || die "could not install cargo-nextest"

@@ -7,6 +7,9 @@
 //! (the umask does not matter). The lock file stays; the socket file is removed when
 //! the listener closes.
 //!
+//! A TCP listener may be TLS (`tcptls`): as in Go receptor, the handshake runs in the
+//! connection's own task with a deadline, and a failed handshake only ends that connection.
+//!
 //! Each listener runs an accept task that owns the sessions it started: closing or
 //! dropping the [`ControlListener`] stops accepting and ends those sessions.
 
@@ -17,16 +20,20 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 use super::command::{BoxRead, BoxWrite, PeerKind};
 use super::service::ControlService;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a TLS client may take to complete its handshake (Go receptor's deadline).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a listener listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,25 +196,60 @@ pub fn tcp_listen_addr(tcplisten: &str) -> String {
 
 enum Acceptor {
     Unix(UnixListener),
-    Tcp(TcpListener),
+    /// TCP, with the TLS acceptor when the listener is `tcptls`.
+    Tcp(TcpListener, Option<TlsAcceptor>),
+}
+
+/// An accepted connection, before any TLS handshake.
+enum Accepted {
+    Ready(BoxRead, BoxWrite, PeerKind),
+    Tls(TcpStream, TlsAcceptor),
 }
 
 impl Acceptor {
-    async fn accept(&self) -> io::Result<(BoxRead, BoxWrite, PeerKind)> {
+    async fn accept(&self) -> io::Result<Accepted> {
         match self {
             Acceptor::Unix(listener) => {
                 let (stream, _) = listener.accept().await?;
                 let (read, write) = stream.into_split();
-                Ok((Box::pin(read), Box::pin(write), PeerKind::Unix))
+                Ok(Accepted::Ready(
+                    Box::pin(read),
+                    Box::pin(write),
+                    PeerKind::Unix,
+                ))
             }
-            Acceptor::Tcp(listener) => {
+            Acceptor::Tcp(listener, tls) => {
                 let (stream, _) = listener.accept().await?;
                 // Replies are small single writes; don't let Nagle hold them back.
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!("could not set TCP_NODELAY on a control connection: {e}");
                 }
+                if let Some(tls) = tls {
+                    return Ok(Accepted::Tls(stream, tls.clone()));
+                }
                 let (read, write) = stream.into_split();
-                Ok((Box::pin(read), Box::pin(write), PeerKind::Tcp))
+                Ok(Accepted::Ready(
+                    Box::pin(read),
+                    Box::pin(write),
+                    PeerKind::Tcp,
+                ))
+            }
+        }
+    }
+}
+
+/// Runs one accepted connection: the TLS handshake (if any), then the session.
+async fn serve_accepted(service: ControlService, accepted: Accepted) {
+    match accepted {
+        Accepted::Ready(reader, writer, peer) => service.serve_split(reader, writer, peer).await,
+        Accepted::Tls(stream, tls) => {
+            let peer_addr = stream.peer_addr().ok();
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(stream)) => service.serve_stream(stream, PeerKind::Tcp).await,
+                Ok(Err(e)) => {
+                    tracing::warn!("TLS handshake error from {peer_addr:?}: {e}");
+                }
+                Err(_) => tracing::warn!("TLS handshake timeout from {peer_addr:?}"),
             }
         }
     }
@@ -218,9 +260,8 @@ async fn accept_loop(acceptor: Acceptor, service: ControlService) {
     loop {
         tokio::select! {
             accepted = acceptor.accept() => match accepted {
-                Ok((reader, writer, peer)) => {
-                    let service = service.clone();
-                    sessions.spawn(async move { service.serve_split(reader, writer, peer).await });
+                Ok(accepted) => {
+                    sessions.spawn(serve_accepted(service.clone(), accepted));
                 }
                 Err(e) => {
                     tracing::warn!("error accepting control connection: {e}");
@@ -252,6 +293,25 @@ impl ControlService {
 
     /// Listens on TCP; `tcplisten` is the config value (`port` or `host:port`).
     pub async fn serve_tcp(&self, tcplisten: &str) -> Result<ControlListener, super::ControlError> {
+        self.serve_tcp_with(tcplisten, None).await
+    }
+
+    /// Listens on TCP with TLS (`tcptls`: the rustls configuration of the named
+    /// `tls-server`); `tcplisten` as for [`ControlService::serve_tcp`].
+    pub async fn serve_tcp_tls(
+        &self,
+        tcplisten: &str,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Result<ControlListener, super::ControlError> {
+        self.serve_tcp_with(tcplisten, Some(TlsAcceptor::from(tls)))
+            .await
+    }
+
+    async fn serve_tcp_with(
+        &self,
+        tcplisten: &str,
+        tls: Option<TlsAcceptor>,
+    ) -> Result<ControlListener, super::ControlError> {
         let addr = tcp_listen_addr(tcplisten);
         let listener = TcpListener::bind(&addr).await.map_err(|e| {
             super::ControlError::TcpListen(format!("listen tcp {addr}: bind: {}", describe(&e)))
@@ -259,7 +319,7 @@ impl ControlService {
         let local = listener
             .local_addr()
             .map_err(|e| super::ControlError::TcpListen(describe(&e)))?;
-        let task = tokio::spawn(accept_loop(Acceptor::Tcp(listener), self.clone()));
+        let task = tokio::spawn(accept_loop(Acceptor::Tcp(listener, tls), self.clone()));
         Ok(ControlListener {
             addr: ListenAddr::Tcp(local),
             task,

@@ -224,7 +224,6 @@ fn assert_time(hop: &Value) {
 }
 
 #[tokio::test]
-#[ignore = "needs the mesh driver (Mesh::start is a stub on this branch)"]
 async fn ping_and_traceroute_through_the_mesh() {
     let pair = pair().await;
     let mut c = Client::start(&service(&pair)).await;

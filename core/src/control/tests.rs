@@ -520,3 +520,74 @@ async fn tcp_listener_serves_sessions() {
     );
     listener.close().await;
 }
+
+/// A self-signed certificate for `localhost`: the server's rustls configuration and a
+/// client configuration that trusts it.
+fn tls_pair() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let der = CertificateDer::from(cert.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der()));
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone()], key)
+        .expect("server config");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).expect("root");
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), Arc::new(client))
+}
+
+#[tokio::test]
+async fn tls_listener_serves_sessions_and_survives_bad_handshakes() {
+    let (server_tls, client_tls) = tls_pair();
+    let service = service();
+    let listener = service
+        .serve_tcp_tls("127.0.0.1:0", server_tls)
+        .await
+        .expect("listen");
+    let ListenAddr::Tcp(addr) = listener.local_addr().clone() else {
+        panic!("not tcp")
+    };
+
+    // A plaintext client gets no greeting: the connection ends in the failed handshake.
+    let plain = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut plain = Client::new(plain);
+    plain.send(b"status\n").await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, plain.reader.read_to_end(&mut rest))
+        .await
+        .expect("closed within the deadline")
+        .ok();
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("Receptor Control"),
+        "plaintext client was served: {rest:?}"
+    );
+
+    // The listener keeps serving TLS clients.
+    let connector = tokio_rustls::TlsConnector::from(client_tls);
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let stream = tokio::time::timeout(DEADLINE, connector.connect(name, tcp))
+            .await
+            .expect("handshake within the deadline")
+            .expect("handshake");
+        let mut c = Client::new(stream);
+        assert_eq!(
+            c.line().await.as_deref(),
+            Some("Receptor Control, node foo")
+        );
+        c.send(b"raw\necho x\n").await;
+        assert_eq!(c.line().await.as_deref(), Some(r#"{"z":1,"a":"tcp"}"#));
+        assert_eq!(c.line().await.as_deref(), Some(r#"{"text":"x"}"#));
+    }
+    listener.close().await;
+}

@@ -27,6 +27,7 @@ use crate::plugin_host::{ClaimType, LoadOptions, PluginHost};
 use crate::services::{self, ServiceHandle, Services};
 use crate::tls::TlsRegistry;
 use crate::work::control::WorkCommand;
+use crate::work::remote::{MeshDialer, RemoteOptions, RemoteWork, RemoteWorkType};
 use crate::work::signing::{SignatureVerifier, WorkSigner};
 use crate::work::store::Workceptor;
 
@@ -51,7 +52,10 @@ pub struct Node {
     services: Mutex<Services>,
     /// The named `tls-server` / `tls-client` configurations (not reloadable).
     tls: Arc<TlsRegistry>,
+    /// `work-verification`.
     verifier: Option<Arc<SignatureVerifier>>,
+    /// Remote work (units submitted to other nodes).
+    remote: Arc<RemoteWork>,
     argv: Vec<OsString>,
     config_file: Option<PathBuf>,
 }
@@ -85,7 +89,7 @@ impl Node {
                 .with_context(|| section.origin.clone())?;
             work_types.push(wt);
         }
-        let (verifier, _signer) = load_signing(&config, &node_id)?;
+        let (verifier, signer) = load_signing(&config, &node_id)?;
         if verifier.is_none() {
             if let Some(wt) = work_types.iter().find(|w| w.verify_signature()) {
                 anyhow::bail!(
@@ -94,9 +98,18 @@ impl Node {
                 );
             }
         }
-        let work = Workceptor::open(&node_id, &config.node.datadir, work_types)
-            .await
-            .context("cannot open the work unit store")?;
+        let work = Workceptor::open_with(
+            &node_id,
+            &config.node.datadir,
+            work_types,
+            vec![RemoteWorkType::shared()],
+        )
+        .await
+        .context("cannot open the work unit store")?;
+        let dialer = Arc::new(MeshDialer::new(mesh.clone(), tls.clone()));
+        let remote = RemoteWork::new(work.clone(), dialer, signer, RemoteOptions::default());
+        // Before any client is served: units that cannot resume are marked failed.
+        remote.recover().await;
         mesh.set_work_commands(
             work.work_types()
                 .into_iter()
@@ -122,6 +135,7 @@ impl Node {
             services: Mutex::new(Services::default()),
             tls,
             verifier,
+            remote,
             argv,
             config_file,
         });
@@ -133,7 +147,7 @@ impl Node {
 
     async fn start_control_services(self: &Arc<Node>) -> anyhow::Result<()> {
         let registry = CommandRegistry::new();
-        let mut work_command = WorkCommand::new(self.work.clone());
+        let mut work_command = WorkCommand::new(self.work.clone()).with_remote(self.remote.clone());
         if let Some(verifier) = &self.verifier {
             work_command = work_command.with_verifier(verifier.clone());
         }
@@ -170,10 +184,11 @@ impl Node {
             if let Some(addr) = &cs.tcp_listen {
                 if let Some(name) = non_empty(&cs.tcp_tls) {
                     let tls = self.tls.server(name)?;
-                    let h = services::control::serve_tcp_tls(&control, addr, &tls)
+                    let l = control
+                        .serve_tcp_tls(addr, tls.backend_config())
                         .await
                         .with_context(|| format!("control service on tcp {addr}"))?;
-                    self.control_services.lock().await.push(h);
+                    listeners.push(l);
                 } else {
                     if non_empty(&cs.tls).is_some() {
                         tracing::warn!(
@@ -278,6 +293,7 @@ impl Node {
 
     /// Stops backends, control listeners and the mesh.
     pub async fn shutdown(&self) {
+        self.remote.shutdown();
         self.services.lock().await.stop();
         self.control_services.lock().await.clear();
         self.backends.lock().await.stop();

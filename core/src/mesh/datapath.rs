@@ -174,7 +174,19 @@ impl DataPath {
     /// it causes (ping replies, unreachable notices). Returns the error of the
     /// message itself; errors of follow-ups are only logged.
     pub(crate) async fn handle(&self, cur: &mut Cursor, msg: BytesMut) -> Result<(), DataError> {
-        let mut next = self.step(cur, msg).await?;
+        self.handle_to(cur, msg, None).await
+    }
+
+    /// [`DataPath::handle`] for a message whose destination name the caller knows (a locally
+    /// originated one): like Go, it is addressed even when the name is in no table, so that
+    /// it expires here (HopsToLive 0) or fails with `no route to node`.
+    async fn handle_to(
+        &self,
+        cur: &mut Cursor,
+        msg: BytesMut,
+        to_node: Option<&str>,
+    ) -> Result<(), DataError> {
+        let mut next = self.step(cur, msg, to_node).await?;
         let mut budget = MAX_FOLLOW_UPS;
         while let Some(m) = next.take() {
             if budget == 0 {
@@ -182,7 +194,7 @@ impl DataPath {
                 break;
             }
             budget -= 1;
-            match self.step(cur, m).await {
+            match self.step(cur, m, None).await {
                 Ok(follow) => next = follow,
                 Err(e) => debug!(error = %e, "could not send reply"),
             }
@@ -222,19 +234,23 @@ impl DataPath {
         let mut msg = BytesMut::with_capacity(DATA_HEADER_LEN + payload.len());
         msg.extend_from_slice(&header.encode());
         msg.extend_from_slice(payload);
-        self.handle(cur, msg).await.map_err(|e| match e {
-            DataError::NoRoute | DataError::HashNotFound | DataError::NextHopGone => {
-                MeshError::NoRoute
-            }
-            other => MeshError::Other(other.to_string()),
-        })
+        self.handle_to(cur, msg, Some(to_node))
+            .await
+            .map_err(|e| match e {
+                DataError::NoRoute | DataError::HashNotFound | DataError::NextHopGone => {
+                    MeshError::NoRoute
+                }
+                other => MeshError::Other(other.to_string()),
+            })
     }
 
-    /// One DATA message through firewall, local delivery or forwarding.
+    /// One DATA message through firewall, local delivery or forwarding. `known_to` names the
+    /// destination when the name table may not (locally originated messages).
     async fn step(
         &self,
         cur: &mut Cursor,
         mut msg: BytesMut,
+        known_to: Option<&str>,
     ) -> Result<Option<BytesMut>, DataError> {
         let hdr = DataHeader::decode(&msg).map_err(|_| DataError::TooShort)?;
         let routes = cur.routes.get(&self.routes);
@@ -242,10 +258,10 @@ impl DataPath {
             .names
             .get(&hdr.from_node)
             .ok_or(DataError::HashNotFound)?;
-        let to_name = routes
-            .names
-            .get(&hdr.to_node)
-            .ok_or(DataError::HashNotFound)?;
+        let to_name: &str = match routes.names.get(&hdr.to_node) {
+            Some(name) => name,
+            None => known_to.ok_or(DataError::HashNotFound)?,
+        };
 
         // Firewall hook: every DATA message handled by this node is checked here.
         if let Some(fw) = &routes.firewall {
@@ -307,7 +323,7 @@ impl DataPath {
         services: &ServiceTable,
         hdr: &DataHeader,
         from_name: &Arc<str>,
-        to_name: &Arc<str>,
+        to_name: &str,
         msg: BytesMut,
     ) -> Result<Option<BytesMut>, DataError> {
         if hdr.to_service.is(PING_SERVICE) {

@@ -484,3 +484,87 @@ async fn control_service_on_the_mesh_and_connect() -> TestResult {
     tokio::time::timeout(WAIT, session).await??;
     Ok(())
 }
+
+/// A CA and one certificate (nodes alpha and beta, IP 127.0.0.1) made by our certificate
+/// commands; the TLS registry of `node` with `tls-server` `srv` and `tls-client` `cli`.
+fn tls_registry(dir: &std::path::Path, node: &str) -> anyhow::Result<TlsRegistry> {
+    let p = |n: &str| dir.join(n).display().to_string();
+    if !dir.join("node.crt").exists() {
+        crate::certs::cert_init(&serde_json::json!({
+            "commonname": "test ca", "bits": 2048, "outcert": p("ca.crt"), "outkey": p("ca.key"),
+        }))?;
+        crate::certs::cert_makereq(&serde_json::json!({
+            "commonname": "node", "bits": 2048, "ipaddress": ["127.0.0.1"],
+            "nodeid": ["alpha", "beta"], "outreq": p("node.csr"), "outkey": p("node.key"),
+        }))?;
+        crate::certs::cert_signreq(&serde_json::json!({
+            "req": p("node.csr"), "cacert": p("ca.crt"), "cakey": p("ca.key"),
+            "outcert": p("node.crt"), "verify": true,
+        }))?;
+    }
+    Ok(TlsRegistry::from_sections(
+        node,
+        &[serde_json::json!({"name": "srv", "cert": p("node.crt"), "key": p("node.key")})],
+        &[
+            serde_json::json!({"name": "cli", "cert": p("node.crt"), "key": p("node.key"), "rootcas": p("ca.crt")}),
+        ],
+    )?)
+}
+
+#[tokio::test]
+async fn tcp_proxy_with_tls_on_every_leg() -> TestResult {
+    let (a, b) = pair().await?;
+    let dir = tempfile::tempdir()?;
+    let tls_a = tls_registry(dir.path(), "alpha")?;
+    let tls_b = tls_registry(dir.path(), "beta")?;
+
+    // The target speaks TLS (srv) and echoes.
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_b.server("srv")?.backend_config());
+    let target = TcpListener::bind("127.0.0.1:0").await?;
+    let target_addr = target.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = target.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(s).await {
+                    let (mut r, mut w) = tokio::io::split(tls);
+                    if tokio::io::copy(&mut r, &mut w).await.is_ok() {
+                        let _ = w.shutdown().await;
+                    }
+                }
+            });
+        }
+    });
+    // beta: mesh service with user TLS (ConnType 2), TLS towards the target.
+    let mut client_cfg = tcp_client("secure", &target_addr.to_string());
+    client_cfg.tls_server = Some("srv".into());
+    client_cfg.tls_client = Some("cli".into());
+    let _client = tcp::start_client(&b, &client_cfg, &tls_b).await?;
+    let ad = advertised(&a, "beta", "secure").await?;
+    assert_eq!(ad.conn_type, crate::streams::CONN_TYPE_STREAM_TLS);
+    // alpha: TLS listener, user TLS on the mesh.
+    let mut server_cfg = tcp_server(0, "beta", "secure");
+    server_cfg.tls_server = Some("srv".into());
+    server_cfg.tls_client = Some("cli".into());
+    let server = tcp::start_server(&a, &server_cfg, &tls_a).await?;
+    let port = server.local_addr().context("bound address")?.port();
+
+    let connector = tokio_rustls::TlsConnector::from(tls_a.client("cli")?.backend_config());
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+    let tls = connector.connect(name, tcp).await?;
+    let (mut r, mut w) = tokio::io::split(tls);
+    w.write_all(b"secret").await?;
+    w.shutdown().await?;
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, r.read_to_end(&mut got)).await??;
+    assert_eq!(got, b"secret");
+
+    // A plain TCP client cannot talk to the TLS listener.
+    let mut plain = TcpStream::connect(("127.0.0.1", port)).await?;
+    plain.write_all(b"hello\n").await?;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(WAIT, plain.read_to_end(&mut buf)).await?;
+    assert!(!buf.starts_with(b"hello"), "plain text went through");
+    Ok(())
+}

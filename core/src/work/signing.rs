@@ -43,14 +43,13 @@ const HEADER_JSON: &str = r#"{"alg":"RS512","typ":"JWT"}"#;
 /// Errors of loading keys and signing.
 #[derive(Debug, thiserror::Error)]
 pub enum SigningError {
-    /// A key file cannot be read.
-    #[error("cannot read {path}: {source}")]
+    /// A key file cannot be read (`<file> does not exist`, as Go says it).
+    #[error("{path} {reason}")]
     Read {
         /// The file.
         path: String,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        reason: String,
     },
     /// A key file does not hold a usable RSA key.
     #[error("{path}: {reason}")]
@@ -514,9 +513,13 @@ impl SigningError {
 }
 
 fn read_key_file(path: &Path) -> Result<Vec<u8>, SigningError> {
-    std::fs::read(path).map_err(|source| SigningError::Read {
+    std::fs::read(path).map_err(|e| SigningError::Read {
         path: path.display().to_string(),
-        source,
+        reason: if e.kind() == std::io::ErrorKind::NotFound {
+            "does not exist".to_owned()
+        } else {
+            format!("cannot be read: {e}")
+        },
     })
 }
 

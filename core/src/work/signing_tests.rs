@@ -197,7 +197,10 @@ fn key_files_are_named_in_errors() -> Result<()> {
     })
     .err()
     .context("missing file accepted")?;
-    assert!(err.to_string().contains("nope.pem"), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("{} does not exist", missing.display())
+    );
     let wrong = dir.path().join("pub.pem");
     std::fs::write(&wrong, PUBLIC)?;
     let err = WorkSigner::from_config(&crate::config::WorkSigningConfig {

@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -419,10 +419,12 @@ impl Driver {
                     None => return,
                 }
             }
+            // Only timers that can act now (an exchange in flight defers the others).
+            let free = self.exchange.is_none();
             let timer = earliest(&[
-                self.start_at,
+                self.start_at.filter(|_| free),
                 self.expires_at.filter(|_| self.starting),
-                self.op.as_ref().and_then(|op| op.retry_at),
+                self.op.as_ref().and_then(|op| op.retry_at).filter(|_| free),
                 self.results_at,
                 self.poll_at,
             ]);
@@ -1200,6 +1202,47 @@ async fn op_exchange(
     Ok(())
 }
 
+/// Requests the results from the local size on (half-closing at once: the remote
+/// session ends once the stream does) and reads the header line.
+async fn open_results(
+    shared: &Shared,
+    extra: &RemoteExtraData,
+    path: &Path,
+    local_size: &AtomicU64,
+) -> Result<ControlClient, ResultsEnd> {
+    let mut c = connect(shared, extra)
+        .await
+        .map_err(|e| ResultsEnd::Failed(e.to_string()))?;
+    let signature = signature(shared, extra).map_err(ResultsEnd::Failed)?;
+    // The offset is what the file holds: a restart resumes where the file ends.
+    let startpos = match tokio::fs::metadata(path).await {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => {
+            return Err(ResultsEnd::Failed(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    local_size.store(startpos, Ordering::Relaxed);
+    let line = results_line(&extra.remote_unit_id, startpos, signature.as_deref());
+    c.write_all(&line)
+        .await
+        .map_err(|e| ResultsEnd::Failed(io_text(&e)))?;
+    c.shutdown_write()
+        .await
+        .map_err(|e| ResultsEnd::Failed(io_text(&e)))?;
+    let header = c
+        .read_line_within(shared.options.reply_timeout)
+        .await
+        .map_err(|e| ResultsEnd::Failed(io_text(&e)))?;
+    if !header.contains("Streaming results") {
+        return Err(ResultsEnd::Refused(header));
+    }
+    Ok(c)
+}
+
 /// Streams the remote results from the local size on, appending to `path`, until the
 /// remote node ends the stream or `stop` is cancelled.
 async fn results_stream(
@@ -1209,36 +1252,15 @@ async fn results_stream(
     local_size: Arc<AtomicU64>,
     stop: CancellationToken,
 ) -> ResultsEnd {
-    let mut c = match connect(shared, extra).await {
+    let opened = tokio::select! {
+        biased;
+        () = stop.cancelled() => return ResultsEnd::Stopped,
+        opened = open_results(shared, extra, &path, &local_size) => opened,
+    };
+    let mut c = match opened {
         Ok(c) => c,
-        Err(e) => return ResultsEnd::Failed(e.to_string()),
+        Err(end) => return end,
     };
-    let signature = match signature(shared, extra) {
-        Ok(s) => s,
-        Err(e) => return ResultsEnd::Failed(e),
-    };
-    // The offset is what the file holds: a restart resumes where the file ends.
-    let startpos = match tokio::fs::metadata(&path).await {
-        Ok(m) => m.len(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return ResultsEnd::Failed(format!("cannot read {}: {e}", path.display())),
-    };
-    local_size.store(startpos, Ordering::Relaxed);
-    let line = results_line(&extra.remote_unit_id, startpos, signature.as_deref());
-    if let Err(e) = c.write_all(&line).await {
-        return ResultsEnd::Failed(io_text(&e));
-    }
-    // Half-close: the remote session ends once the stream does.
-    if let Err(e) = c.shutdown_write().await {
-        return ResultsEnd::Failed(io_text(&e));
-    }
-    let header = match c.read_line_within(shared.options.reply_timeout).await {
-        Ok(header) => header,
-        Err(e) => return ResultsEnd::Failed(io_text(&e)),
-    };
-    if !header.contains("Streaming results") {
-        return ResultsEnd::Refused(header);
-    }
     let mut file = match tokio::fs::OpenOptions::new()
         .append(true)
         .create(true)

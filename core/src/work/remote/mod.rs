@@ -26,9 +26,12 @@ mod client;
 mod dialer;
 mod driver;
 mod extra;
+mod mesh_dialer;
 
 #[cfg(test)]
 pub mod gonode;
+#[cfg(test)]
+mod mesh_tests;
 #[cfg(test)]
 mod tests;
 
@@ -43,6 +46,7 @@ use tokio::sync::{oneshot, watch};
 pub use client::{ConnectError, ControlClient, RemoteStatus, StatusReply};
 pub use dialer::{ControlDialer, ControlIo, ControlStream, DialError};
 pub use extra::{is_secret, redacted_extra, rfc3339_nano, RemoteExtraData};
+pub use mesh_dialer::{MeshDialer, CONTROL_SERVICE};
 
 use super::control::{receive_payload, RemoteSubmitter};
 use super::request::{parse_go_duration, SubmitRequest};

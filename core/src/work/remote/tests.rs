@@ -24,9 +24,9 @@ use crate::control::{CommandRegistry, ControlListener, ControlService, ListenAdd
 use crate::work::control::WorkCommand;
 use crate::work::signing::{SignatureVerifier, WorkSigner};
 
-const WAIT: Duration = Duration::from_secs(30);
-const PRIVATE_KEY: &[u8] = include_bytes!("../testdata/sign_private_pkcs1.pem");
-const PUBLIC_KEY: &[u8] = include_bytes!("../testdata/sign_public.pem");
+pub(super) const WAIT: Duration = Duration::from_secs(30);
+pub(super) const PRIVATE_KEY: &[u8] = include_bytes!("../testdata/sign_private_pkcs1.pem");
+pub(super) const PUBLIC_KEY: &[u8] = include_bytes!("../testdata/sign_public.pem");
 
 // ---------------------------------------------------------------------------------
 // Work types of the test nodes.
@@ -61,7 +61,7 @@ struct TestType {
 }
 
 /// `len` bytes of the pattern `gen` writes.
-fn pattern(len: usize) -> Vec<u8> {
+pub(super) fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
@@ -143,7 +143,7 @@ impl WorkType for TestType {
     }
 }
 
-fn test_types() -> Vec<Arc<dyn WorkType>> {
+pub(super) fn test_types() -> Vec<Arc<dyn WorkType>> {
     ["cat", "gen", "echoparams", "sleeper", "fail"]
         .into_iter()
         .map(|name| {
@@ -182,7 +182,7 @@ impl TcpDialer {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -209,7 +209,7 @@ impl ControlDialer for TcpDialer {
     }
 }
 
-fn fast_options() -> RemoteOptions {
+pub(super) fn fast_options() -> RemoteOptions {
     RemoteOptions {
         retry_initial: Duration::from_millis(100),
         retry_max: Duration::from_millis(400),
@@ -231,10 +231,10 @@ struct TestNode {
     tcp: SocketAddr,
 }
 
-struct NodeSetup {
-    signer: bool,
-    verifier: bool,
-    options: RemoteOptions,
+pub(super) struct NodeSetup {
+    pub(super) signer: bool,
+    pub(super) verifier: bool,
+    pub(super) options: RemoteOptions,
 }
 
 impl Default for NodeSetup {
@@ -315,13 +315,13 @@ impl TestNode {
 // ---------------------------------------------------------------------------------
 // A control client.
 
-struct Client {
-    reader: BufReader<tokio::io::ReadHalf<Box<dyn ControlIo>>>,
-    writer: tokio::io::WriteHalf<Box<dyn ControlIo>>,
+pub(super) struct Client {
+    pub(super) reader: BufReader<tokio::io::ReadHalf<Box<dyn ControlIo>>>,
+    pub(super) writer: tokio::io::WriteHalf<Box<dyn ControlIo>>,
 }
 
 impl Client {
-    async fn unix(path: &Path) -> Result<Client> {
+    pub(super) async fn unix(path: &Path) -> Result<Client> {
         let s: Box<dyn ControlIo> = Box::new(UnixStream::connect(path).await?);
         Client::over(s).await
     }
@@ -344,7 +344,7 @@ impl Client {
         Ok(c)
     }
 
-    async fn line(&mut self) -> Result<String> {
+    pub(super) async fn line(&mut self) -> Result<String> {
         let mut line = String::new();
         tokio::time::timeout(WAIT, self.reader.read_line(&mut line))
             .await
@@ -359,7 +359,7 @@ impl Client {
         Ok(())
     }
 
-    async fn ask(&mut self, line: &str) -> Result<String> {
+    pub(super) async fn ask(&mut self, line: &str) -> Result<String> {
         self.send(line).await?;
         self.line().await
     }
@@ -367,7 +367,11 @@ impl Client {
 
 /// `work submit` with `request` (a string-form line or a JSON object) and `payload`:
 /// the created line's id and the final reply line.
-async fn submit(socket: &Path, request: &str, payload: &[u8]) -> Result<(String, String)> {
+pub(super) async fn submit(
+    socket: &Path,
+    request: &str,
+    payload: &[u8],
+) -> Result<(String, String)> {
     let mut c = Client::unix(socket).await?;
     let created = c.ask(request).await?;
     let id = created
@@ -381,7 +385,7 @@ async fn submit(socket: &Path, request: &str, payload: &[u8]) -> Result<(String,
     Ok((id, reply))
 }
 
-async fn submit_started(socket: &Path, request: &str, payload: &[u8]) -> Result<String> {
+pub(super) async fn submit_started(socket: &Path, request: &str, payload: &[u8]) -> Result<String> {
     let (id, reply) = submit(socket, request, payload).await?;
     assert_eq!(
         reply,
@@ -390,7 +394,7 @@ async fn submit_started(socket: &Path, request: &str, payload: &[u8]) -> Result<
     Ok(id)
 }
 
-async fn status(socket: &Path, id: &str) -> Result<Value> {
+pub(super) async fn status(socket: &Path, id: &str) -> Result<Value> {
     let line = Client::unix(socket)
         .await?
         .ask(&format!("work status {id}"))
@@ -399,7 +403,7 @@ async fn status(socket: &Path, id: &str) -> Result<Value> {
 }
 
 /// Waits until `id`'s status satisfies `pred`; returns it.
-async fn wait_status(
+pub(super) async fn wait_status(
     socket: &Path,
     id: &str,
     what: &str,
@@ -418,7 +422,7 @@ async fn wait_status(
     }
 }
 
-async fn wait_state(socket: &Path, id: &str, state: i64) -> Result<Value> {
+pub(super) async fn wait_state(socket: &Path, id: &str, state: i64) -> Result<Value> {
     wait_status(socket, id, &format!("reached state {state}"), |s| {
         s["State"] == state
     })
@@ -426,7 +430,7 @@ async fn wait_state(socket: &Path, id: &str, state: i64) -> Result<Value> {
 }
 
 /// `work results <id>` read to the end (the client half-closes after the header).
-async fn results(socket: &Path, id: &str) -> Result<Vec<u8>> {
+pub(super) async fn results(socket: &Path, id: &str) -> Result<Vec<u8>> {
     let mut c = Client::unix(socket).await?;
     let header = c.ask(&format!("work results {id}")).await?;
     if header != format!("Streaming results for work unit {id}") {
@@ -481,7 +485,7 @@ async fn two_nodes(
     Ok((dir, mesh, foo, bar))
 }
 
-fn extra_of(status: &Value) -> &Value {
+pub(super) fn extra_of(status: &Value) -> &Value {
     &status["ExtraData"]
 }
 
@@ -977,7 +981,7 @@ async fn signed_remote_work() -> Result<()> {
 // Rust to Go.
 
 /// Go node `bar` with the spec's work types and our public key.
-async fn go_bar(dir: &Path) -> Result<Option<GoNode>> {
+pub(super) async fn go_bar(dir: &Path) -> Result<Option<GoNode>> {
     let public = dir.join("public.pem");
     std::fs::write(&public, PUBLIC_KEY)?;
     let extra = format!(
