@@ -1,8 +1,9 @@
 //! Scenario: meshes over UDP (one mesh message per datagram). A line `a - b - c` where
 //! `b` dials `a`'s `udp-listener` and `c` dials `b`'s, with Go and Rust nodes mixed;
-//! every node pings every other. Then bad input: datagrams that are not mesh messages
-//! sent to a Rust node's `udp-listener` are reported and ignored, and the node keeps
-//! serving its Go neighbour on the same listener.
+//! every node pings every other, and Go end nodes run work on the other end across
+//! the middle node. Then bad input: datagrams that are not mesh messages sent to a Rust
+//! node's `udp-listener` are reported and ignored, and the node keeps serving its Go
+//! neighbour on the same listener; and a refused `udp-peer` redials.
 
 use std::net::UdpSocket;
 
@@ -11,7 +12,9 @@ use receptor_tests::Implementation::{self, Go, Rust};
 use receptor_tests::{free_port, Node, NodeConfig};
 use serde_json::json;
 
-use crate::backends_common::{ping_all, ping_ok, wait_for_log_line, wait_for_peers};
+use crate::backends_common::{
+    ping_all, ping_ok, remote_work_between_the_ends, wait_for_log_line, wait_for_peers,
+};
 
 fn udp_listener(port: u16) -> serde_json::Value {
     json!({"port": port, "bindaddr": "127.0.0.1"})
@@ -24,11 +27,15 @@ fn udp_peer(port: u16) -> serde_json::Value {
 fn udp_line(implementations: [Implementation; 3]) -> Result<()> {
     let (p0, p1) = (free_port()?, free_port()?);
     let configs = [
-        NodeConfig::new("a").entry("udp-listener", udp_listener(p0)),
+        NodeConfig::new("a")
+            .work_command("cat", "cat", None)
+            .entry("udp-listener", udp_listener(p0)),
         NodeConfig::new("b")
             .entry("udp-peer", udp_peer(p0))
             .entry("udp-listener", udp_listener(p1)),
-        NodeConfig::new("c").entry("udp-peer", udp_peer(p1)),
+        NodeConfig::new("c")
+            .work_command("cat", "cat", None)
+            .entry("udp-peer", udp_peer(p1)),
     ];
     let nodes = implementations
         .into_iter()
@@ -38,7 +45,8 @@ fn udp_line(implementations: [Implementation; 3]) -> Result<()> {
     wait_for_peers(&nodes[0], &["b"])?;
     wait_for_peers(&nodes[1], &["a", "c"])?;
     wait_for_peers(&nodes[2], &["b"])?;
-    ping_all(&nodes.iter().collect::<Vec<_>>())
+    ping_all(&nodes.iter().collect::<Vec<_>>())?;
+    remote_work_between_the_ends(&nodes)
 }
 
 #[test]

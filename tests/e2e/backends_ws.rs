@@ -1,10 +1,11 @@
 //! Scenario: meshes over WebSocket (one mesh message per binary message). A line
 //! `a - b - c` where `b` dials `a`'s `ws-listener` (path `/`) and `c` dials `b`'s
-//! (path `/mesh`), with Go and Rust nodes mixed; every node pings every other. Then bad
-//! input to a Rust node's `ws-listener`: bytes that are not HTTP, an upgrade followed
-//! by a text message, by bytes that are not websocket frames, or by binary messages
-//! that are not mesh messages. Each is reported and dropped, and the node keeps
-//! serving its Go neighbour on the same listener.
+//! (path `/mesh`), with Go and Rust nodes mixed; every node pings every other, and Go
+//! end nodes run work on the other end across the middle node. Then bad input to a Rust
+//! node's `ws-listener`: bytes that are not HTTP, an upgrade followed by a text
+//! message, by bytes that are not websocket frames, or by binary messages that are not
+//! mesh messages. Each is reported and dropped, and the node keeps serving its Go
+//! neighbour on the same listener.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,7 +16,9 @@ use receptor_tests::Implementation::{self, Go, Rust};
 use receptor_tests::{free_port, Node, NodeConfig};
 use serde_json::json;
 
-use crate::backends_common::{ping_all, ping_ok, wait_for_log_line, wait_for_peers};
+use crate::backends_common::{
+    ping_all, ping_ok, remote_work_between_the_ends, wait_for_log_line, wait_for_peers,
+};
 
 fn ws_listener(port: u16, path: &str) -> serde_json::Value {
     json!({"port": port, "bindaddr": "127.0.0.1", "path": path})
@@ -28,11 +31,15 @@ fn ws_peer(port: u16, path: &str) -> serde_json::Value {
 fn ws_line(implementations: [Implementation; 3]) -> Result<()> {
     let (p0, p1) = (free_port()?, free_port()?);
     let configs = [
-        NodeConfig::new("a").entry("ws-listener", ws_listener(p0, "/")),
+        NodeConfig::new("a")
+            .work_command("cat", "cat", None)
+            .entry("ws-listener", ws_listener(p0, "/")),
         NodeConfig::new("b")
             .entry("ws-peer", ws_peer(p0, "/"))
             .entry("ws-listener", ws_listener(p1, "/mesh")),
-        NodeConfig::new("c").entry("ws-peer", ws_peer(p1, "/mesh")),
+        NodeConfig::new("c")
+            .work_command("cat", "cat", None)
+            .entry("ws-peer", ws_peer(p1, "/mesh")),
     ];
     let nodes = implementations
         .into_iter()
@@ -42,7 +49,8 @@ fn ws_line(implementations: [Implementation; 3]) -> Result<()> {
     wait_for_peers(&nodes[0], &["b"])?;
     wait_for_peers(&nodes[1], &["a", "c"])?;
     wait_for_peers(&nodes[2], &["b"])?;
-    ping_all(&nodes.iter().collect::<Vec<_>>())
+    ping_all(&nodes.iter().collect::<Vec<_>>())?;
+    remote_work_between_the_ends(&nodes)
 }
 
 #[test]

@@ -5,14 +5,16 @@
 //! own implementation's `--cert-makereq`/`--cert-signreq`, signed by one CA, so Go
 //! accepts the certificates Rust makes and the reverse; a Rust node also holds its
 //! TLS-TCP peer to the node ID the peer's certificate names (beyond Go 1.6.9), which
-//! these certificates pass. Once converged, every node pings every other.
+//! these certificates pass. Once converged, every node pings every other, and Go end
+//! nodes run work on the other end (`receptorctl work submit --node`), so the QUIC
+//! streams of remote work cross both TLS links.
 
 use anyhow::Result;
 use receptor_tests::Implementation::{self, Go, Rust};
 use receptor_tests::{free_port, Node, NodeConfig};
 use serde_json::json;
 
-use crate::backends_common::{ping_all, wait_for_peers};
+use crate::backends_common::{ping_all, remote_work_between_the_ends, wait_for_peers};
 use crate::tls_pki::{tls_client, tls_server, Pki};
 
 const NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
@@ -28,6 +30,7 @@ fn tls_line(implementations: [Implementation; 3]) -> Result<()> {
     let (tcp_port, ws_port) = (free_port()?, free_port()?);
     let configs = [
         NodeConfig::new(NAMES[0])
+            .work_command("cat", "cat", None)
             .entry("tls-server", tls_server("srv", &certs[0], &ca, json!({})))
             .entry(
                 "tcp-listener",
@@ -45,6 +48,7 @@ fn tls_line(implementations: [Implementation; 3]) -> Result<()> {
                 json!({"port": ws_port, "bindaddr": "127.0.0.1", "tls": "srv"}),
             ),
         NodeConfig::new(NAMES[2])
+            .work_command("cat", "cat", None)
             .entry("tls-client", tls_client("cli", &certs[2], &ca, json!({})))
             .entry(
                 "ws-peer",
@@ -59,7 +63,8 @@ fn tls_line(implementations: [Implementation; 3]) -> Result<()> {
     wait_for_peers(&nodes[0], &["beta"])?;
     wait_for_peers(&nodes[1], &["alpha", "gamma"])?;
     wait_for_peers(&nodes[2], &["beta"])?;
-    ping_all(&nodes.iter().collect::<Vec<_>>())
+    ping_all(&nodes.iter().collect::<Vec<_>>())?;
+    remote_work_between_the_ends(&nodes)
 }
 
 #[test]

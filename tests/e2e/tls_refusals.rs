@@ -8,7 +8,7 @@
 //! * a certificate from a CA the hub does not trust, inbound and outbound;
 //! * a certificate that does not match the pinned fingerprint, inbound and outbound;
 //! * a peer that does not speak TLS, and a client that never starts the handshake
-//!   (cut off after 15 s).
+//!   (cut off after 15 s); more than 64 such clients at once are refused outright.
 //!
 //! Refused dialers are told their session ended and redial (with their backoff).
 
@@ -362,4 +362,31 @@ fn own_certificate_must_name_the_node() -> Result<()> {
         Node::start(by, config)?;
     }
     Ok(())
+}
+
+/// Connections that never start their handshake cannot pile up: beyond 64 handshakes
+/// in progress a TLS listener refuses new connections at once, and serves again as
+/// soon as the silent ones are gone.
+#[test]
+fn pending_handshakes_are_bounded() -> Result<()> {
+    let pki = Pki::new()?;
+    let ca = pki.ca("mesh", Rust)?;
+    let hub_cert = pki.cert(&ca, "hub", &["hub"], Rust)?;
+    let hub_port = free_port()?;
+    let hub = Node::start(
+        Rust,
+        NodeConfig::new("hub")
+            .entry("tls-server", tls_server("srv", &hub_cert, &ca, json!({})))
+            .entry("tcp-listener", tls_listener(hub_port, "srv")),
+    )?;
+    let silent = (0..65)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", hub_port)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    wait_for_log_line(
+        &hub,
+        &["refused", "more than 64 TLS handshakes in progress"],
+    )?;
+    drop(silent);
+    let friend = start_friend(&pki, &ca, hub_port)?;
+    friend_unharmed(&hub, &friend)
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::trust::{client_json, server_json};
@@ -63,6 +64,7 @@ impl Backends {
                 mesh: mesh.clone(),
                 params,
                 tls: core_tls.map(Arc::new),
+                handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
             };
             tokio::spawn(feed_sessions(instance, feed, cancel.clone()));
         }
@@ -84,6 +86,10 @@ impl Drop for Backends {
     }
 }
 
+/// TLS handshakes one backend runs at a time; connections beyond are refused, so a
+/// flood of connections that never finish their handshake stays bounded.
+const MAX_HANDSHAKES: usize = 64;
+
 /// What every connection of one backend gets.
 #[derive(Clone)]
 struct Feed {
@@ -92,6 +98,8 @@ struct Feed {
     mesh: Mesh,
     params: SessionParams,
     tls: Option<Arc<CoreTls>>,
+    /// Permits for TLS handshakes in progress.
+    handshakes: Arc<Semaphore>,
 }
 
 /// Runs one mesh session per connection the backend hands over, until cancelled.
@@ -146,8 +154,15 @@ async fn run_connection(feed: &Feed, conn: BackendConnection) -> Result<(), Mesh
     let session_tls = tls
         .for_connection(&conn.peer)
         .map_err(MeshError::TlsHandshake)?;
+    let permit = feed.handshakes.clone().try_acquire_owned().map_err(|_| {
+        MeshError::TlsHandshake(format!(
+            "more than {MAX_HANDSHAKES} TLS handshakes in progress on this backend"
+        ))
+    })?;
+    let tls_conn = session_tls.handshake(conn.fd).await?;
+    drop(permit);
     feed.mesh
-        .run_tls_session(conn.fd, &session_tls, feed.params.clone())
+        .run_tls_session(tls_conn, feed.params.clone())
         .await
 }
 

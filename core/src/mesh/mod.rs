@@ -43,7 +43,7 @@ use datapath::{DataPath, Delivery};
 pub use datapath::{Firewall, FirewallMessage, FirewallVerdict};
 use fdio::{DatagramSocket, FdStream};
 use session::{DatagramReader, DatagramWriter, StreamReader, StreamWriter};
-pub use tls_session::{SessionTls, TLS_HANDSHAKE_TIMEOUT};
+pub use tls_session::{SessionTls, TlsConnection, TLS_HANDSHAKE_TIMEOUT};
 
 /// How long a ping waits for its answer.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(10);

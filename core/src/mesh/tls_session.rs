@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
 use super::fdio::FdStream;
 use super::{Mesh, MeshError, PeerIdentity, SessionParams};
@@ -77,50 +77,137 @@ fn handshake_error(e: impl std::fmt::Display) -> MeshError {
     MeshError::TlsHandshake(e.to_string())
 }
 
-impl Mesh {
-    /// Runs TLS on a connected byte-stream socket (u16-LE framing inside), then the
-    /// mesh session, holding the peer to its certificate's ReceptorNames. Ends like
-    /// [`Mesh::run_session`]; a failed or timed-out handshake is
-    /// [`MeshError::TlsHandshake`], an identity refusal [`MeshError::PeerRefused`].
-    pub async fn run_tls_session(
-        &self,
-        io: OwnedFd,
-        tls: &SessionTls,
-        params: SessionParams,
-    ) -> Result<(), MeshError> {
+/// A backend connection whose TLS handshake is done, with the check its peer's
+/// announced node ID must pass (when the peer presented a certificate).
+pub struct TlsConnection {
+    stream: TlsStream<FdStream>,
+    identity: Option<PeerIdentity>,
+}
+
+impl std::fmt::Debug for TlsConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConnection")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionTls {
+    /// Runs the TLS handshake on a connected byte-stream socket, within
+    /// [`TLS_HANDSHAKE_TIMEOUT`]; a failure or time-out is [`MeshError::TlsHandshake`].
+    pub async fn handshake(&self, io: OwnedFd) -> Result<TlsConnection, MeshError> {
         let stream =
             FdStream::new(io).map_err(|e| MeshError::Other(format!("unusable connection: {e}")))?;
-        let timed_out = || {
-            MeshError::TlsHandshake(format!(
-                "no handshake within {}s",
-                TLS_HANDSHAKE_TIMEOUT.as_secs()
-            ))
+        let handshake = async {
+            Ok::<TlsStream<FdStream>, std::io::Error>(match self {
+                SessionTls::Server(server) => TlsAcceptor::from(server.backend_config())
+                    .accept(stream)
+                    .await?
+                    .into(),
+                SessionTls::Client { tls, server_name } => TlsConnector::from(tls.backend_config())
+                    .connect(server_name.clone(), stream)
+                    .await?
+                    .into(),
+            })
         };
-        match tls {
-            SessionTls::Server(server) => {
-                let accept = TlsAcceptor::from(server.backend_config()).accept(stream);
-                let stream = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept)
-                    .await
-                    .map_err(|_| timed_out())?
-                    .map_err(handshake_error)?;
-                let identity = tls.identity(stream.get_ref().1.peer_certificates());
-                self.run_stream_session_with_identity(stream, params, identity)
-                    .await
-            }
-            SessionTls::Client {
-                tls: client,
-                server_name,
-            } => {
-                let connect = TlsConnector::from(client.backend_config())
-                    .connect(server_name.clone(), stream);
-                let stream = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, connect)
-                    .await
-                    .map_err(|_| timed_out())?
-                    .map_err(handshake_error)?;
-                let identity = tls.identity(stream.get_ref().1.peer_certificates());
-                self.run_stream_session_with_identity(stream, params, identity)
-                    .await
-            }
+        let stream = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake)
+            .await
+            .map_err(|_| {
+                MeshError::TlsHandshake(format!(
+                    "no handshake within {}s",
+                    TLS_HANDSHAKE_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(handshake_error)?;
+        let identity = self.identity(stream.get_ref().1.peer_certificates());
+        Ok(TlsConnection { stream, identity })
+    }
+}
+
+impl Mesh {
+    /// Runs the mesh session (u16-LE framing inside TLS) of a connection whose
+    /// handshake is done, holding the peer to its certificate's ReceptorNames. Ends
+    /// like [`Mesh::run_session`]; an identity refusal is [`MeshError::PeerRefused`].
+    pub async fn run_tls_session(
+        &self,
+        conn: TlsConnection,
+        params: SessionParams,
+    ) -> Result<(), MeshError> {
+        self.run_stream_session_with_identity(conn.stream, params, conn.identity)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::mesh::{Mesh, MeshError, MeshOptions, PeerIdentity, SessionParams};
+
+    fn mesh(id: &str) -> Mesh {
+        Mesh::start(MeshOptions {
+            node_id: id.to_owned(),
+            max_idle: Duration::from_secs(21),
+        })
+    }
+
+    fn params() -> SessionParams {
+        SessionParams {
+            cost: 1.0,
+            ..SessionParams::default()
         }
+    }
+
+    /// Connects `a` (checking its peer with `identity`) and `b` over an in-memory
+    /// stream; returns how `a`'s session ended, or `None` if it still runs after `b`
+    /// shows up in `a`'s connections.
+    async fn connect(a: &Mesh, b: &Mesh, identity: PeerIdentity) -> Option<Result<(), MeshError>> {
+        let (x, y) = tokio::io::duplex(64 * 1024);
+        let (a2, b2) = (a.clone(), b.clone());
+        let mut sa = tokio::spawn(async move {
+            a2.run_stream_session_with_identity(x, params(), Some(identity))
+                .await
+        });
+        tokio::spawn(async move { b2.run_stream_session(y, params()).await });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            tokio::select! {
+                r = &mut sa => return Some(r.unwrap_or(Err(MeshError::Shutdown))),
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            let peers = a.status().await.connections;
+            if peers.iter().any(|c| c.node_id == b.node_id()) {
+                return None;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no outcome");
+        }
+    }
+
+    fn only(allowed: &'static str) -> PeerIdentity {
+        PeerIdentity::new(move |announced| {
+            if announced == allowed {
+                Ok(())
+            } else {
+                Err(format!("{announced} is not {allowed}"))
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_peer_failing_the_identity_check_is_never_registered() {
+        let (a, b) = (mesh("alpha"), mesh("mallory"));
+        match connect(&a, &b, only("bravo")).await {
+            Some(Err(MeshError::PeerRefused(why))) => {
+                assert_eq!(why, "mallory is not bravo");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(a.status().await.connections.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_peer_passing_the_identity_check_is_connected() {
+        let (a, b) = (mesh("alpha"), mesh("bravo"));
+        assert!(connect(&a, &b, only("bravo")).await.is_none());
     }
 }
