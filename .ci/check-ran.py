@@ -31,6 +31,7 @@ REQUIRED_MODULES = [
     "streams_tls",
     "streams_udp",
     "streams_unix",
+    "workceptor_guide",
 ]
 
 

@@ -30,3 +30,4 @@ mod streams_unix;
 mod tls_mesh;
 mod tls_pki;
 mod tls_refusals;
+mod workceptor_guide;
