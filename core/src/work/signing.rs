@@ -23,11 +23,15 @@
 //!
 //! Keys are RSA keys in PEM files, as Go reads them: a private key as PKCS#1
 //! (`RSA PRIVATE KEY`) or PKCS#8 (`PRIVATE KEY`), a public key as PKIX (`PUBLIC KEY`;
-//! PKCS#1 `RSA PUBLIC KEY` is accepted too). Keys are read once, when the node starts,
-//! so a bad key file stops the node with an error naming the file instead of failing
-//! every request later. RSA keys must have at least 2048 bits.
+//! PKCS#1 `RSA PUBLIC KEY` is accepted too), exactly one block per file. As in Go, a
+//! configured key file must exist when the node starts (`<file> does not exist`), but a
+//! file whose key cannot be used (an OpenSSH key, say) only fails the requests that need
+//! it (`could not load signing key file: ...`, `could not load verifying key file:
+//! ...`); it is read again at each such request until it holds a usable key, which is
+//! then kept. RSA keys must have at least 2048 bits.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
@@ -43,63 +47,109 @@ const HEADER_JSON: &str = r#"{"alg":"RS512","typ":"JWT"}"#;
 /// Errors of loading keys and signing.
 #[derive(Debug, thiserror::Error)]
 pub enum SigningError {
-    /// A key file cannot be read (`<file> does not exist`, as Go says it).
-    #[error("{path} {reason}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-    /// A key file does not hold a usable RSA key.
-    #[error("{path}: {reason}")]
-    BadKey {
-        /// The file (or `<memory>`).
-        path: String,
-        /// What is wrong with it.
-        reason: String,
-    },
+    /// A configured key file does not exist (Go: `<file> does not exist`).
+    #[error("{0} does not exist")]
+    Missing(String),
+    /// A key does not hold a usable RSA key.
+    #[error("{0}")]
+    BadKey(String),
+    /// The key file could not be loaded when signing (Go's words).
+    #[error("could not load signing key file: {0}")]
+    Load(String),
     /// Signing failed.
     #[error("cannot sign work: {0}")]
     Sign(String),
 }
 
+/// A key kept from its PEM file. As in Go, a configured file must exist when the node
+/// starts, but its content is only needed when a key is used: a file that cannot be
+/// parsed at start-up is logged and read again at each use (so fixing it needs no
+/// restart), and a use fails with the reason meanwhile.
+struct KeyFile<K> {
+    path: Option<PathBuf>,
+    key: OnceLock<K>,
+    parse: fn(&[u8]) -> Result<K, String>,
+}
+
+impl<K> KeyFile<K> {
+    fn loaded(key: K, parse: fn(&[u8]) -> Result<K, String>) -> KeyFile<K> {
+        let cell = OnceLock::new();
+        let _ = cell.set(key);
+        KeyFile {
+            path: None,
+            key: cell,
+            parse,
+        }
+    }
+
+    fn open(
+        path: &Path,
+        parse: fn(&[u8]) -> Result<K, String>,
+        what: &str,
+    ) -> Result<KeyFile<K>, SigningError> {
+        if !path.exists() {
+            return Err(SigningError::Missing(path.display().to_string()));
+        }
+        let file = KeyFile {
+            path: Some(path.to_owned()),
+            key: OnceLock::new(),
+            parse,
+        };
+        if let Err(e) = file.get() {
+            tracing::warn!(
+                "{what} {}: {e}; requests that need it will fail",
+                path.display()
+            );
+        }
+        Ok(file)
+    }
+
+    /// The key, read from its file if it is not loaded yet.
+    fn get(&self) -> Result<&K, String> {
+        if let Some(key) = self.key.get() {
+            return Ok(key);
+        }
+        let Some(path) = &self.path else {
+            return Err("no key".to_owned());
+        };
+        let bytes = std::fs::read(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+        let key = (self.parse)(&bytes)?;
+        Ok(self.key.get_or_init(|| key))
+    }
+}
+
 /// Signs remote work requests (`work-signing`).
 pub struct WorkSigner {
-    key: EncodingKey,
+    key: KeyFile<EncodingKey>,
     expiration: Duration,
 }
 
 impl std::fmt::Debug for WorkSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkSigner")
+            .field("path", &self.key.path)
             .field("expiration", &self.expiration)
             .finish_non_exhaustive()
     }
 }
 
 impl WorkSigner {
-    /// Loads the private key named by a `work-signing` configuration.
+    /// The signer of a `work-signing` configuration: its key file must exist; a file
+    /// whose key cannot be used is logged, and signing fails until it is fixed.
     pub fn from_config(config: &WorkSigningConfig) -> Result<WorkSigner, SigningError> {
-        let pem = read_key_file(&config.private_key)?;
-        WorkSigner::from_pem(&pem, config.token_expiration)
-            .map_err(|e| e.with_path(&config.private_key))
+        Ok(WorkSigner {
+            key: KeyFile::open(&config.private_key, parse_private_key, "work-signing key")?,
+            expiration: config.token_expiration,
+        })
     }
 
     /// A signer for a PEM private key; tokens expire `expiration` after they are made.
     pub fn from_pem(pem: &[u8], expiration: Duration) -> Result<WorkSigner, SigningError> {
-        let label = single_pem_label(pem)?;
-        if label != "RSA PRIVATE KEY" && label != "PRIVATE KEY" {
-            return Err(bad_key(format!(
-                "expected an RSA PRIVATE KEY or PRIVATE KEY block, found {label}"
-            )));
-        }
-        let key = EncodingKey::from_rsa_pem(pem)
-            .map_err(|e| bad_key(format!("not a usable RSA private key ({e})")))?;
-        // The key is only parsed when it signs: do it once now.
-        jsonwebtoken::crypto::sign(b"probe", &key, Algorithm::RS512)
-            .map_err(|e| bad_key(format!("not a usable RSA private key ({e})")))?;
-        Ok(WorkSigner { key, expiration })
+        let key = parse_private_key(pem).map_err(SigningError::BadKey)?;
+        Ok(WorkSigner {
+            key: KeyFile::loaded(key, parse_private_key),
+            expiration,
+        })
     }
 
     /// How long a token stays valid.
@@ -114,6 +164,7 @@ impl WorkSigner {
 
     /// A token for requests to node `audience`, made at `now`.
     pub fn sign_at(&self, audience: &str, now: SystemTime) -> Result<String, SigningError> {
+        let key = self.key.get().map_err(SigningError::Load)?;
         let exp = unix_seconds(now + self.expiration);
         let audience = receptor_proto::gojson::to_string(audience)
             .map_err(|e| SigningError::Sign(e.to_string()))?;
@@ -121,7 +172,7 @@ impl WorkSigner {
         let mut token = b64url_encode(HEADER_JSON.as_bytes());
         token.push('.');
         token.push_str(&b64url_encode(claims.as_bytes()));
-        let signature = jsonwebtoken::crypto::sign(token.as_bytes(), &self.key, Algorithm::RS512)
+        let signature = jsonwebtoken::crypto::sign(token.as_bytes(), key, Algorithm::RS512)
             .map_err(|e| SigningError::Sign(e.to_string()))?;
         token.push('.');
         token.push_str(&signature);
@@ -131,41 +182,42 @@ impl WorkSigner {
 
 /// Verifies work signatures for this node (`work-verification`).
 pub struct SignatureVerifier {
-    key: DecodingKey,
+    key: KeyFile<DecodingKey>,
     node_id: String,
 }
 
 impl std::fmt::Debug for SignatureVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SignatureVerifier")
+            .field("path", &self.key.path)
             .field("node_id", &self.node_id)
             .finish_non_exhaustive()
     }
 }
 
 impl SignatureVerifier {
-    /// Loads the public key named by a `work-verification` configuration, for node
-    /// `node_id` (the audience tokens must name).
+    /// The verifier of a `work-verification` configuration, for node `node_id` (the
+    /// audience tokens must name): its key file must exist; a file whose key cannot be
+    /// used is logged, and verification fails until it is fixed.
     pub fn from_config(
         config: &WorkVerificationConfig,
         node_id: &str,
     ) -> Result<SignatureVerifier, SigningError> {
-        let pem = read_key_file(&config.public_key)?;
-        SignatureVerifier::from_pem(&pem, node_id).map_err(|e| e.with_path(&config.public_key))
+        Ok(SignatureVerifier {
+            key: KeyFile::open(
+                &config.public_key,
+                parse_public_key,
+                "work-verification key",
+            )?,
+            node_id: node_id.to_owned(),
+        })
     }
 
     /// A verifier for a PEM public key.
     pub fn from_pem(pem: &[u8], node_id: &str) -> Result<SignatureVerifier, SigningError> {
-        let label = single_pem_label(pem)?;
-        if label != "PUBLIC KEY" && label != "RSA PUBLIC KEY" {
-            return Err(bad_key(format!(
-                "expected a PUBLIC KEY block, found {label}"
-            )));
-        }
-        let key = DecodingKey::from_rsa_pem(pem)
-            .map_err(|e| bad_key(format!("not a usable RSA public key ({e})")))?;
+        let key = parse_public_key(pem).map_err(SigningError::BadKey)?;
         Ok(SignatureVerifier {
-            key,
+            key: KeyFile::loaded(key, parse_public_key),
             node_id: node_id.to_owned(),
         })
     }
@@ -175,8 +227,11 @@ impl SignatureVerifier {
         if token.is_empty() {
             return Err("could not verify signature: signature is empty".to_owned());
         }
-        let claims = self
-            .check_token(token, now)
+        let key = self
+            .key
+            .get()
+            .map_err(|e| format!("could not load verifying key file: {e}"))?;
+        let claims = Self::check_token(key, token, now)
             .map_err(|e| format!("could not verify signature: {e}"))?;
         let matches = claims.audience.contains(&self.node_id);
         let all_empty = claims.audience.iter().all(String::is_empty);
@@ -187,7 +242,7 @@ impl SignatureVerifier {
     }
 
     /// golang-jwt v4 `ParseWithClaims` with an RSA key: the claims, or the error text.
-    fn check_token(&self, token: &str, now: SystemTime) -> Result<Claims, String> {
+    fn check_token(key: &DecodingKey, token: &str, now: SystemTime) -> Result<Claims, String> {
         let parts: Vec<&str> = token.split('.').collect();
         let [header_b64, claims_b64, signature_b64] = parts[..] else {
             return Err("token contains an invalid number of segments".to_owned());
@@ -208,14 +263,19 @@ impl SignatureVerifier {
         let method = method_of(algorithm)?;
         let claims_error = claims.validate(now);
         let signing_input = &token[..header_b64.len() + 1 + claims_b64.len()];
-        let signature_error = self.check_signature(method, signing_input, signature_b64);
+        let signature_error = Self::check_signature(key, method, signing_input, signature_b64);
         match (signature_error, claims_error) {
             (Err(e), _) | (Ok(()), Err(e)) => Err(e),
             (Ok(()), Ok(())) => Ok(claims),
         }
     }
 
-    fn check_signature(&self, method: Method, input: &str, signature: &str) -> Result<(), String> {
+    fn check_signature(
+        key: &DecodingKey,
+        method: Method,
+        input: &str,
+        signature: &str,
+    ) -> Result<(), String> {
         let algorithm = match method {
             Method::Rsa(algorithm) => algorithm,
             Method::None => return Err("'none' signature type is not allowed".to_owned()),
@@ -228,7 +288,7 @@ impl SignatureVerifier {
             }
         };
         b64url_decode(signature)?;
-        match jsonwebtoken::crypto::verify(signature, input.as_bytes(), &self.key, algorithm) {
+        match jsonwebtoken::crypto::verify(signature, input.as_bytes(), key, algorithm) {
             Ok(true) => Ok(()),
             Ok(false) | Err(_) => Err("crypto/rsa: verification error".to_owned()),
         }
@@ -493,51 +553,56 @@ fn b64url_decode(text: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn bad_key(reason: String) -> SigningError {
-    SigningError::BadKey {
-        path: "<memory>".to_owned(),
-        reason,
+/// Go's `certificates.LoadPrivateKey`: exactly one PEM block, an RSA private key in
+/// PKCS#1 (`RSA PRIVATE KEY`) or PKCS#8 (`PRIVATE KEY`). Errors in Go's words.
+fn parse_private_key(pem: &[u8]) -> Result<EncodingKey, String> {
+    match single_pem_label(pem, "private")?.as_str() {
+        "RSA PRIVATE KEY" | "PRIVATE KEY" => {}
+        _ => return Err("private key file does not contain private key data".to_owned()),
     }
+    let key = EncodingKey::from_rsa_pem(pem)
+        .map_err(|e| format!("not a usable RSA private key ({e})"))?;
+    // The key is only parsed when it signs: do it once now.
+    jsonwebtoken::crypto::sign(b"probe", &key, Algorithm::RS512)
+        .map_err(|e| format!("not a usable RSA private key ({e})"))?;
+    Ok(key)
 }
 
-impl SigningError {
-    fn with_path(self, path: &Path) -> SigningError {
-        match self {
-            SigningError::BadKey { reason, .. } => SigningError::BadKey {
-                path: path.display().to_string(),
-                reason,
-            },
-            other => other,
-        }
+/// Go's `certificates.LoadPublicKey`: exactly one PEM block, an RSA public key in PKIX
+/// (`PUBLIC KEY`; PKCS#1 `RSA PUBLIC KEY` is accepted too). Errors in Go's words.
+fn parse_public_key(pem: &[u8]) -> Result<DecodingKey, String> {
+    match single_pem_label(pem, "public")?.as_str() {
+        "PUBLIC KEY" | "RSA PUBLIC KEY" => {}
+        _ => return Err("public key file does not contain public key data".to_owned()),
     }
+    DecodingKey::from_rsa_pem(pem).map_err(|e| format!("not a usable RSA public key ({e})"))
 }
 
-fn read_key_file(path: &Path) -> Result<Vec<u8>, SigningError> {
-    std::fs::read(path).map_err(|e| SigningError::Read {
-        path: path.display().to_string(),
-        reason: if e.kind() == std::io::ErrorKind::NotFound {
-            "does not exist".to_owned()
-        } else {
-            format!("cannot be read: {e}")
-        },
-    })
-}
+/// PEM block types Go's key loader knows.
+const KNOWN_BLOCKS: &[&str] = &[
+    "CERTIFICATE",
+    "CERTIFICATE REQUEST",
+    "RSA PRIVATE KEY",
+    "PRIVATE KEY",
+    "PUBLIC KEY",
+    "RSA PUBLIC KEY",
+];
 
 /// The label of the only PEM block in `pem` (Go's key loaders want exactly one item).
-fn single_pem_label(pem: &[u8]) -> Result<String, SigningError> {
-    let text = std::str::from_utf8(pem).map_err(|_| bad_key("not a PEM file".to_owned()))?;
+fn single_pem_label(pem: &[u8], kind: &str) -> Result<String, String> {
+    let text = std::str::from_utf8(pem).map_err(|_| "failed to decode PEM block".to_owned())?;
     let labels: Vec<&str> = text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("-----BEGIN "))
         .filter_map(|l| l.strip_suffix("-----"))
         .collect();
+    if let Some(unknown) = labels.iter().find(|l| !KNOWN_BLOCKS.contains(l)) {
+        return Err(format!("unknown block type {unknown}"));
+    }
     match labels[..] {
         [label] => Ok(label.to_owned()),
-        [] => Err(bad_key("no PEM block found".to_owned())),
-        _ => Err(bad_key(format!(
-            "key file should contain exactly one item, found {}",
-            labels.len()
-        ))),
+        [] => Err("failed to decode PEM block".to_owned()),
+        _ => Err(format!("{kind} key file should contain exactly one item")),
     }
 }
 

@@ -161,34 +161,39 @@ fn key_formats() -> Result<()> {
         v.verify(&signer()?.sign("bar")?)
             .map_err(anyhow::Error::msg)?;
     }
+    let two = [PRIVATE_PKCS1, PRIVATE_PKCS1].concat();
     let refused: &[(&[u8], &str)] = &[
+        (PUBLIC, "private key file does not contain private key data"),
+        (b"", "failed to decode PEM block"),
+        (b"not a key at all", "failed to decode PEM block"),
         (
-            PUBLIC,
-            "expected an RSA PRIVATE KEY or PRIVATE KEY block, found PUBLIC KEY",
+            b"-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+            "unknown block type OPENSSH PRIVATE KEY",
         ),
-        (b"", "no PEM block found"),
-        (b"not a key at all", "no PEM block found"),
         (
             b"-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n",
             "not a usable RSA private key",
         ),
+        (&two, "private key file should contain exactly one item"),
     ];
     for (pem, want) in refused {
         match WorkSigner::from_pem(pem, Duration::from_secs(60)) {
             Ok(_) => bail!("accepted {want}"),
-            Err(e) => assert!(e.to_string().contains(want), "{e} does not say {want}"),
+            Err(e) => assert!(e.to_string().starts_with(want), "{e} does not say {want}"),
         }
     }
-    let two = [PRIVATE_PKCS1, PRIVATE_PKCS1].concat();
-    assert!(WorkSigner::from_pem(&two, Duration::from_secs(60))
-        .is_err_and(|e| e.to_string().contains("exactly one item")));
     assert!(SignatureVerifier::from_pem(PRIVATE_PKCS1, "bar")
-        .is_err_and(|e| e.to_string().contains("expected a PUBLIC KEY block")));
+        .is_err_and(|e| e.to_string() == "public key file does not contain public key data"));
+    assert!(
+        SignatureVerifier::from_pem(b"ssh-rsa AAAAB3NzaC1yc2E test@host\n", "bar")
+            .is_err_and(|e| e.to_string() == "failed to decode PEM block")
+    );
     Ok(())
 }
 
+/// Go checks at start-up that key files exist, and reads them when it needs them.
 #[test]
-fn key_files_are_named_in_errors() -> Result<()> {
+fn key_files_as_go_reads_them() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let missing = dir.path().join("nope.pem");
     let err = WorkSigner::from_config(&crate::config::WorkSigningConfig {
@@ -201,24 +206,51 @@ fn key_files_are_named_in_errors() -> Result<()> {
         err.to_string(),
         format!("{} does not exist", missing.display())
     );
-    let wrong = dir.path().join("pub.pem");
-    std::fs::write(&wrong, PUBLIC)?;
-    let err = WorkSigner::from_config(&crate::config::WorkSigningConfig {
-        private_key: wrong.clone(),
+    assert!(SignatureVerifier::from_config(
+        &crate::config::WorkVerificationConfig {
+            public_key: missing
+        },
+        "bar"
+    )
+    .is_err());
+
+    // An unusable key starts, fails the requests that need it, and is read again.
+    let private = dir.path().join("private.pem");
+    let public = dir.path().join("public.pem");
+    std::fs::write(
+        &private,
+        b"-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+    )?;
+    std::fs::write(&public, b"ssh-rsa AAAAB3NzaC1yc2E test@host\n")?;
+    let s = WorkSigner::from_config(&crate::config::WorkSigningConfig {
+        private_key: private.clone(),
         token_expiration: Duration::from_secs(300),
-    })
-    .err()
-    .context("public key accepted as private")?;
-    assert!(
-        err.to_string().starts_with(&wrong.display().to_string()),
-        "{err}"
-    );
+    })?;
     let v = SignatureVerifier::from_config(
-        &crate::config::WorkVerificationConfig { public_key: wrong },
+        &crate::config::WorkVerificationConfig {
+            public_key: public.clone(),
+        },
         "bar",
     )?;
-    v.verify(&signer()?.sign("bar")?)
-        .map_err(anyhow::Error::msg)?;
+    assert_eq!(
+        s.sign("bar").err().map(|e| e.to_string()).as_deref(),
+        Some("could not load signing key file: unknown block type OPENSSH PRIVATE KEY")
+    );
+    assert_eq!(
+        v.verify("a.b.c"),
+        Err("could not load verifying key file: failed to decode PEM block".to_owned())
+    );
+    assert_eq!(
+        v.verify(""),
+        Err("could not verify signature: signature is empty".to_owned())
+    );
+    std::fs::write(&private, PRIVATE_PKCS8)?;
+    std::fs::write(&public, PUBLIC)?;
+    v.verify(&s.sign("bar")?).map_err(anyhow::Error::msg)?;
+    // Once loaded, a key stays.
+    std::fs::remove_file(&private)?;
+    std::fs::remove_file(&public)?;
+    v.verify(&s.sign("bar")?).map_err(anyhow::Error::msg)?;
     Ok(())
 }
 
