@@ -2,7 +2,7 @@
 //! `receptorctl` against node `foo`, which submits to node `bar` over the mesh:
 //! `work submit echoint --node bar --no-payload`, `work results`, `work submit
 //! echopayload --node bar --payload - -f`, runtime params of `listcontents`, `work list`,
-//! `work cancel`, `work release` and `work force-release`. The guide's commands sleep
+//! `work cancel`, `work release` and `work release --force` (force-release). The guide's commands sleep
 //! between lines; here they do not, so that the scenario stays fast.
 
 use anyhow::{ensure, Context, Result};
@@ -162,7 +162,8 @@ fn guide(foo_impl: Implementation, bar_impl: Implementation) -> Result<()> {
     foo.receptorctl(&["work", "cancel", &sleeper])?.ok()?;
     wait_state(&foo, &sleeper, "Canceled")?;
     foo.receptorctl(&["work", "release", &sleeper])?.ok()?;
-    foo.receptorctl(&["work", "force-release", &id])?.ok()?;
+    foo.receptorctl(&["work", "release", "--force", &id])?
+        .ok()?;
     let list = work_list(&foo)?;
     ensure!(
         list.get(&id).is_none() && list.get(&sleeper).is_none(),
