@@ -738,8 +738,12 @@ impl Node {
         self.update_due = self.update_due.min(now + TRIGGER_DELAY);
     }
 
+    /// Recomputes routes at once whenever the known links change (Go waits 100 ms):
+    /// `status` then never lists a node's links without the route they imply, and a
+    /// shortest-path run over a mesh's graph costs microseconds.
     fn trigger_recompute(&mut self, now: Instant) {
-        self.recompute_due = self.recompute_due.min(now + TRIGGER_DELAY);
+        self.recompute_due = now + RECOMPUTE_INTERVAL;
+        self.recompute_routes();
     }
 
     fn handle_routing_update(&mut self, now: Instant, mut ri: RoutingUpdate, from: SessionId) {
