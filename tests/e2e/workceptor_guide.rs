@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 /// Starts `foo` (listener) and `bar` (peer, with the guide's work types).
 fn start(foo_impl: Implementation, bar_impl: Implementation) -> Result<(Node, Node)> {
     let port = free_port()?;
-    let foo = Node::start(foo_impl, NodeConfig::new("foo").tcp_listener(port))?;
+    let submitter = Node::start(foo_impl, NodeConfig::new("foo").tcp_listener(port))?;
     let bar = Node::start(
         bar_impl,
         NodeConfig::new("bar")
@@ -35,9 +35,9 @@ fn start(foo_impl: Implementation, bar_impl: Implementation) -> Result<(Node, No
                 json!({"workType": "listcontents", "command": "ls", "allowruntimeparams": true}),
             ),
     )?;
-    foo.wait_for_routes(&[("bar", "bar")])?;
+    submitter.wait_for_routes(&[("bar", "bar")])?;
     bar.wait_for_routes(&[("foo", "foo")])?;
-    Ok((foo, bar))
+    Ok((submitter, bar))
 }
 
 /// `receptorctl --socket <foo> <args>` with `stdin` piped in through the shell.
@@ -83,7 +83,8 @@ fn wait_state(node: &Node, id: &str, state: &str) -> Result<Value> {
 }
 
 fn guide(foo_impl: Implementation, bar_impl: Implementation) -> Result<()> {
-    let (foo, _bar) = start(foo_impl, bar_impl)?;
+    let (submitter, _runner) = start(foo_impl, bar_impl)?;
+    let node = &submitter;
 
     // Submit without payload, then fetch the results.
     let out = foo
@@ -95,13 +96,13 @@ fn guide(foo_impl: Implementation, bar_impl: Implementation) -> Result<()> {
         out.describe()
     );
     let id = unit_id(&out)?;
-    wait_state(&foo, &id, "Succeeded")?;
-    let res = foo.receptorctl(&["work", "results", &id])?.ok()?;
+    wait_state(node, &id, "Succeeded")?;
+    let res = node.receptorctl(&["work", "results", &id])?.ok()?;
     ensure!(res.stdout == "1\n2\n3\n4\n5\n", "{}", res.describe());
 
     // A payload from stdin, results followed (-f).
     let out = receptorctl_with_stdin(
-        &foo,
+        node,
         "hi\\ni am\\ngroot\\n",
         &[
             "work",
@@ -152,19 +153,19 @@ fn guide(foo_impl: Implementation, bar_impl: Implementation) -> Result<()> {
     ensure!(out.stdout.lines().any(|l| l == ".."), "{}", out.describe());
 
     // work list, cancel, release, force-release.
-    let list = work_list(&foo)?;
+    let list = work_list(node)?;
     ensure!(list[&id]["WorkType"] == "remote", "{list}");
     let out = foo
         .receptorctl(&["work", "submit", "sleeper", "--node", "bar", "--no-payload"])?
         .ok()?;
     let sleeper = unit_id(&out)?;
-    wait_state(&foo, &sleeper, "Running")?;
-    foo.receptorctl(&["work", "cancel", &sleeper])?.ok()?;
-    wait_state(&foo, &sleeper, "Canceled")?;
-    foo.receptorctl(&["work", "release", &sleeper])?.ok()?;
-    foo.receptorctl(&["work", "release", "--force", &id])?
+    wait_state(node, &sleeper, "Running")?;
+    node.receptorctl(&["work", "cancel", &sleeper])?.ok()?;
+    wait_state(node, &sleeper, "Canceled")?;
+    node.receptorctl(&["work", "release", &sleeper])?.ok()?;
+    node.receptorctl(&["work", "release", "--force", &id])?
         .ok()?;
-    let list = work_list(&foo)?;
+    let list = work_list(node)?;
     ensure!(
         list.get(&id).is_none() && list.get(&sleeper).is_none(),
         "{list}"
