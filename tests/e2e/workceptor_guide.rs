@@ -87,7 +87,7 @@ fn guide(foo_impl: Implementation, bar_impl: Implementation) -> Result<()> {
     let node = &submitter;
 
     // Submit without payload, then fetch the results.
-    let out = foo
+    let out = node
         .receptorctl(&["work", "submit", "echoint", "--node", "bar", "--no-payload"])?
         .ok()?;
     ensure!(
@@ -123,7 +123,7 @@ fn guide(foo_impl: Implementation, bar_impl: Implementation) -> Result<()> {
     );
 
     // Runtime parameters.
-    let out = foo
+    let out = node
         .receptorctl(&[
             "work",
             "submit",
@@ -137,7 +137,7 @@ fn guide(foo_impl: Implementation, bar_impl: Implementation) -> Result<()> {
         ])?
         .ok()?;
     ensure!(out.stdout.lines().any(|l| l == "bin"), "{}", out.describe());
-    let out = foo
+    let out = node
         .receptorctl(&[
             "work",
             "submit",
@@ -155,7 +155,7 @@ fn guide(foo_impl: Implementation, bar_impl: Implementation) -> Result<()> {
     // work list, cancel, release, force-release.
     let list = work_list(node)?;
     ensure!(list[&id]["WorkType"] == "remote", "{list}");
-    let out = foo
+    let out = node
         .receptorctl(&["work", "submit", "sleeper", "--node", "bar", "--no-payload"])?
         .ok()?;
     let sleeper = unit_id(&out)?;
