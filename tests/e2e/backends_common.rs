@@ -3,7 +3,7 @@
 use anyhow::{anyhow, ensure, Result};
 use receptor_tests::topology::connections_of;
 use receptor_tests::wait::{wait_until, CONVERGE_TIMEOUT};
-use receptor_tests::{Implementation, Node};
+use receptor_tests::Node;
 use serde_json::Value;
 
 /// Waits until a log line contains every one of `needles`; returns that line.
@@ -122,16 +122,9 @@ pub(crate) fn remote_cat(from: &Node, to: &Node) -> Result<()> {
     Ok(())
 }
 
-/// The end nodes of a line of three run work on each other, across the middle node.
-/// Only Go nodes submit: our daemon does not offer remote submission yet (the `work`
-/// command answers "remote work is not available on this node"); a Rust end node still
-/// runs the unit the other end submits.
+/// The end nodes of a line run work on each other, across the middle.
 pub(crate) fn remote_work_between_the_ends(nodes: &[Node]) -> Result<()> {
     let (first, last) = (&nodes[0], &nodes[nodes.len() - 1]);
-    for (from, to) in [(last, first), (first, last)] {
-        if from.implementation() == Implementation::Go {
-            remote_cat(from, to)?;
-        }
-    }
-    Ok(())
+    remote_cat(last, first)?;
+    remote_cat(first, last)
 }

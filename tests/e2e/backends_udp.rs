@@ -1,7 +1,7 @@
 //! Scenario: meshes over UDP (one mesh message per datagram). A line `a - b - c` where
 //! `b` dials `a`'s `udp-listener` and `c` dials `b`'s, with Go and Rust nodes mixed;
-//! every node pings every other, and Go end nodes run work on the other end across
-//! the middle node. Then bad input: datagrams that are not mesh messages sent to a Rust
+//! every node pings every other, and the end nodes run work on each other across the
+//! middle node. Then bad input: datagrams that are not mesh messages sent to a Rust
 //! node's `udp-listener` are reported and ignored, and the node keeps serving its Go
 //! neighbour on the same listener; and a refused `udp-peer` redials.
 

@@ -1,7 +1,7 @@
 //! Scenario: meshes over WebSocket (one mesh message per binary message). A line
 //! `a - b - c` where `b` dials `a`'s `ws-listener` (path `/`) and `c` dials `b`'s
-//! (path `/mesh`), with Go and Rust nodes mixed; every node pings every other, and Go
-//! end nodes run work on the other end across the middle node. Then bad input to a Rust
+//! (path `/mesh`), with Go and Rust nodes mixed; every node pings every other, and the
+//! end nodes run work on each other across the middle node. Then bad input to a Rust
 //! node's `ws-listener`: bytes that are not HTTP, an upgrade followed by a text
 //! message, by bytes that are not websocket frames, or by binary messages that are not
 //! mesh messages. Each is reported and dropped, and the node keeps serving its Go

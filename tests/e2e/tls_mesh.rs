@@ -5,8 +5,8 @@
 //! own implementation's `--cert-makereq`/`--cert-signreq`, signed by one CA, so Go
 //! accepts the certificates Rust makes and the reverse; a Rust node also holds its
 //! TLS-TCP peer to the node ID the peer's certificate names (beyond Go 1.6.9), which
-//! these certificates pass. Once converged, every node pings every other, and Go end
-//! nodes run work on the other end (`receptorctl work submit --node`), so the QUIC
+//! these certificates pass. Once converged, every node pings every other, and the end
+//! nodes run work on each other (`receptorctl work submit --node`), so the QUIC
 //! streams of remote work cross both TLS links.
 
 use anyhow::Result;
