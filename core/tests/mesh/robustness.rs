@@ -334,7 +334,10 @@ async fn allowed_peers_and_node_costs_are_enforced() {
         io: UnixStream::from_std(y).expect("stream"),
         seq: 0,
     };
-    bad.establish("aa", 1.0).await;
+    // Only the first ROUTE: the node refuses the peer on it and closes the connection,
+    // so a second write could meet a closed socket.
+    let first = bad.update("evil", &[]);
+    bad.send(&first).await;
     let why = ends_with_error(s).await;
     assert!(why.contains("allowed peers"), "{why}");
 
