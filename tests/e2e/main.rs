@@ -4,9 +4,8 @@
 //! run with either implementation at each position (`Implementation::Go` is the reference
 //! receptor 1.6.9, `Implementation::Rust` is ours).
 //!
-//! Tests that start our own `receptor` live in a `rust_nodes` module inside their scenario
-//! and are `#[ignore]`d until our mesh speaks the protocol; list or run them with
-//!   scripts/test.sh --run-ignored only -E 'test(/rust_nodes/)'
+//! Tests that start our own `receptor` live in a `rust_nodes` module inside their scenario,
+//! e.g. `scripts/test.sh -E 'test(/rust_nodes/)'`.
 
 mod backends_common;
 mod backends_udp;
