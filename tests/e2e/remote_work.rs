@@ -373,10 +373,7 @@ mod rust_nodes {
                 "work-command",
                 json!({"worktype": "s", "command": "cat", "verifysignature": true}),
             );
-            let err = match Node::start(implementation, config) {
-                Ok(_) => bail!("{} started", implementation.label()),
-                Err(e) => format!("{e:#}"),
-            };
+            let err = Node::run_expecting_failure(implementation, config)?;
             ensure!(
                 err.contains("VerifySignature for work command 's' is true, but the work verification public key is not specified"),
                 "{}: {err}",

@@ -47,6 +47,11 @@ impl Node {
     /// the node's id. Fails (with the node's log) if the process exits or does not answer
     /// within [`START_TIMEOUT`].
     pub fn start(implementation: Implementation, config: NodeConfig) -> Result<Node> {
+        Node::start_with(implementation, config, true)
+    }
+
+    /// Prepares the node folder and spawns the process; waits for the greeting if `ready`.
+    fn start_with(implementation: Implementation, config: NodeConfig, ready: bool) -> Result<Node> {
         let dir = tempfile::Builder::new()
             .prefix(&format!(
                 "receptor-{}-{}-",
@@ -65,8 +70,35 @@ impl Node {
         };
         fs::create_dir_all(node.datadir())?;
         node.write_config()?;
-        node.spawn()?;
+        if ready {
+            node.spawn()?;
+        } else {
+            node.launch()?;
+        }
         Ok(node)
+    }
+
+    /// Starts a node whose config must make it refuse to run, waits for the process to exit
+    /// and returns its log. Fails if it exits successfully or is still running after
+    /// [`START_TIMEOUT`]. A node may open its control socket before it finds the fault, so
+    /// answering on the socket is no proof of a successful start; only the exit is awaited.
+    pub fn run_expecting_failure(
+        implementation: Implementation,
+        config: NodeConfig,
+    ) -> Result<String> {
+        let mut node = Node::start_with(implementation, config, false)?;
+        let child = node.child.as_mut().ok_or_else(|| anyhow!("not started"))?;
+        let status = wait_until(START_TIMEOUT, "the node to exit", || Ok(child.try_wait()?))
+            .map_err(|e| anyhow!("node {} kept running: {e:#}", implementation.label()))?;
+        node.child = None;
+        if status.success() {
+            return Err(anyhow!(
+                "node {} exited successfully\n--- node log ---\n{}",
+                implementation.label(),
+                node.log()
+            ));
+        }
+        Ok(node.log())
     }
 
     /// The node id.
@@ -236,6 +268,19 @@ last reply: {reply}",
     }
 
     fn spawn(&mut self) -> Result<()> {
+        self.launch()?;
+        self.wait_ready().map_err(|e| {
+            anyhow!(
+                "node {} ({}) did not start: {e:#}\n--- node log (tail) ---\n{}",
+                self.id(),
+                self.implementation.label(),
+                self.log_tail()
+            )
+        })
+    }
+
+    /// Spawns the process with its log as stdout and stderr, in a process group of its own.
+    fn launch(&mut self) -> Result<()> {
         let binary = self.implementation.binary()?;
         let log = OpenOptions::new()
             .create(true)
@@ -253,14 +298,7 @@ last reply: {reply}",
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         self.child = Some(child);
-        self.wait_ready().map_err(|e| {
-            anyhow!(
-                "node {} ({}) did not start: {e:#}\n--- node log (tail) ---\n{}",
-                self.id(),
-                self.implementation.label(),
-                self.log_tail()
-            )
-        })
+        Ok(())
     }
 
     /// Waits for the greeting; stops early if the process exits.
