@@ -3,14 +3,25 @@
 //! on each side: payloads and results are byte-identical, signed work is verified, cancel and
 //! release reach `bar`, and (Rust submitter) `foo` killed with SIGKILL in the middle of a
 //! results stream completes the results after its restart.
+//!
+//! The `big_*` tests (Rust→Go, Go→Rust, Rust→Rust) move bulk data: a 50 MB payload through a
+//! `cat` unit (streamed into the control socket; `bar`'s stdin file and `foo`'s results equal
+//! it) and 200 MB of results from a `dd` unit (`foo`'s stdout file and `work results` read
+//! through the control socket equal `bar`'s stdout file). Large data is compared by streaming
+//! SHA-256, never held in memory whole; the elapsed times and MB/s of each transfer are printed
+//! so that the test log shows them. Released units leave no file behind on either node.
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use receptor_tests::wait::{wait_until, CONVERGE_TIMEOUT};
 use receptor_tests::Implementation::{self, Go, Rust};
 use receptor_tests::{free_port, Node, NodeConfig};
+use ring::digest::{self, SHA256};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -25,6 +36,20 @@ const PUBLIC_KEY: &[u8] = include_bytes!(concat!(
 
 /// How long a unit may take to reach a state (debug builds, loaded machine).
 const UNIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a bulk transfer may take: Go moves results at only 5-20 MB/s, and CI runs debug
+/// builds on 2 busy cores.
+const BIG_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The bulk payload, in bytes.
+const BIG_PAYLOAD: u64 = 50_000_000;
+
+/// The bulk results, in bytes: `dd` writes `BIG_RESULTS_BLOCKS` blocks of 1,000,000 bytes.
+const BIG_RESULTS: u64 = 200_000_000;
+const BIG_RESULTS_BLOCKS: u64 = BIG_RESULTS / 1_000_000;
+
+/// The unit of streamed reads and writes.
+const CHUNK: usize = 1 << 20;
 
 /// `bar` produces about 8 MB over 2 seconds: long enough to kill `foo` mid-stream.
 const SLOW_GEN: &str =
@@ -99,6 +124,12 @@ fn start_pair(submitter: Implementation, runner: Implementation) -> Result<Pair>
 
 /// `work submit`: the unit id and the final reply line.
 fn submit(node: &Node, request: &str, payload: &[u8]) -> Result<(String, String)> {
+    submit_from(node, request, payload)
+}
+
+/// `work submit` with a payload streamed from `payload` in chunks: the unit id and the final
+/// reply line.
+fn submit_from(node: &Node, request: &str, mut payload: impl Read) -> Result<(String, String)> {
     let mut c = node.control()?;
     let created = c.command(request)?;
     let id = created
@@ -106,7 +137,14 @@ fn submit(node: &Node, request: &str, payload: &[u8]) -> Result<(String, String)
         .and_then(|r| r.strip_suffix(". Send stdin data and EOF."))
         .ok_or_else(|| anyhow!("{}: submit refused: {created}", node.id()))?
         .to_owned();
-    c.send_raw(payload)?;
+    let mut chunk = vec![0; CHUNK];
+    loop {
+        let n = payload.read(&mut chunk).context("reading the payload")?;
+        if n == 0 {
+            break;
+        }
+        c.send_raw(&chunk[..n])?;
+    }
     c.shutdown_write()?;
     let reply = c.read_line()?;
     Ok((id, reply))
@@ -127,9 +165,13 @@ fn unit_status(node: &Node, id: &str) -> Result<Value> {
 }
 
 fn wait_state(node: &Node, id: &str, state: i64) -> Result<Value> {
+    wait_state_within(node, id, state, UNIT_TIMEOUT)
+}
+
+fn wait_state_within(node: &Node, id: &str, state: i64, timeout: Duration) -> Result<Value> {
     let mut last = Value::Null;
     wait_until(
-        UNIT_TIMEOUT,
+        timeout,
         &format!("unit {id} on {} in state {state}", node.id()),
         || {
             let s = unit_status(node, id)?;
@@ -328,6 +370,293 @@ fn restart_mid_stream(runner: Implementation) -> Result<()> {
     Ok(())
 }
 
+/// A deterministic, non-periodic byte stream of a given length: each 8-byte block is the
+/// SplitMix64 hash of its index, so a chunk that is lost, repeated or moved changes the bytes.
+struct PayloadStream {
+    position: u64,
+    len: u64,
+}
+
+impl PayloadStream {
+    fn new(len: u64) -> PayloadStream {
+        PayloadStream { position: 0, len }
+    }
+
+    fn block(index: u64) -> [u8; 8] {
+        let mut z = index.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)).to_le_bytes()
+    }
+}
+
+impl Read for PayloadStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = usize::try_from(self.len - self.position).unwrap_or(usize::MAX);
+        let n = buf.len().min(left);
+        let mut block = (u64::MAX, [0; 8]);
+        for byte in &mut buf[..n] {
+            let index = self.position / 8;
+            if block.0 != index {
+                block = (index, PayloadStream::block(index));
+            }
+            *byte = block.1[(self.position % 8) as usize];
+            self.position += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Wraps a reader and hashes (SHA-256) and counts what is read through it.
+struct Hashing<R> {
+    inner: R,
+    hash: digest::Context,
+    len: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    fn new(inner: R) -> Hashing<R> {
+        Hashing {
+            inner,
+            hash: digest::Context::new(&SHA256),
+            len: 0,
+        }
+    }
+
+    /// The length and the hex SHA-256 of what was read.
+    fn finish(self) -> (u64, String) {
+        let hex = self
+            .hash
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        (self.len, hex)
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+/// The length and hex SHA-256 of everything `reader` yields, read in chunks.
+fn sha256(reader: impl Read) -> Result<(u64, String)> {
+    let mut hashing = Hashing::new(reader);
+    std::io::copy(&mut hashing, &mut std::io::sink())?;
+    Ok(hashing.finish())
+}
+
+fn file_sha256(path: &Path) -> Result<(u64, String)> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    sha256(file).with_context(|| format!("reading {}", path.display()))
+}
+
+/// `work results <id>` through the control socket at `socket`, hashed as it streams in until
+/// the node closes the connection.
+fn results_sha256(socket: &Path, id: &str) -> Result<(u64, String)> {
+    let stream = UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    stream.set_read_timeout(Some(UNIT_TIMEOUT))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::with_capacity(CHUNK, stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    ensure!(line.starts_with("Receptor Control, node "), "{line:?}");
+    writer.write_all(format!("work results {id}\n").as_bytes())?;
+    line.clear();
+    reader.read_line(&mut line)?;
+    ensure!(
+        line == format!("Streaming results for work unit {id}\n"),
+        "{line:?}"
+    );
+    writer.shutdown(Shutdown::Write)?;
+    sha256(reader).context("reading the results stream")
+}
+
+/// Waits until the file at `path` holds `len` bytes; the time it took from `since`.
+fn wait_size(path: &Path, len: u64, since: Instant) -> Result<Duration> {
+    wait_until(
+        BIG_TIMEOUT,
+        &format!("{len} bytes in {}", path.display()),
+        || {
+            Ok(std::fs::metadata(path)
+                .is_ok_and(|m| m.len() >= len)
+                .then(|| since.elapsed()))
+        },
+    )
+}
+
+fn rate(len: u64, elapsed: Duration) -> f64 {
+    len as f64 / 1e6 / elapsed.as_secs_f64().max(1e-6)
+}
+
+/// The names of the files in a unit's folder (no leftover temp files).
+fn unit_files(node: &Node, id: &str) -> Result<Vec<String>> {
+    let dir = node.datadir().join(node.id()).join(id);
+    let mut names = std::fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .map(|entry| Ok(entry?.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<Vec<_>>>()?;
+    names.sort();
+    Ok(names)
+}
+
+/// Releases unit `id` from `foo` and waits until it is gone, with its folder, on both nodes.
+fn release_everywhere(origin: &Node, target: &Node, id: &str) -> Result<()> {
+    for node in [origin, target] {
+        let files = unit_files(node, id)?;
+        ensure!(
+            files.iter().all(|f| KNOWN_UNIT_FILES.contains(&f.as_str())),
+            "{}: unexpected files in unit {id}: {files:?}",
+            node.id()
+        );
+    }
+    let reply = origin.control()?.command(&format!("work release {id}"))?;
+    ensure!(reply == format!(r#"{{"released":"{id}"}}"#), "{reply}");
+    for node in [origin, target] {
+        let dir = node.datadir().join(node.id()).join(id);
+        wait_until(
+            CONVERGE_TIMEOUT,
+            &format!("release on {}", node.id()),
+            || Ok((is_gone(node, id)? && !dir.exists()).then_some(())),
+        )?;
+    }
+    Ok(())
+}
+
+/// The files a unit folder may hold (`status.lock`: Go; `waitstatus`: the exit status written
+/// by our command runner). Anything else, e.g. a `*.tmp`, is a leftover.
+const KNOWN_UNIT_FILES: &[&str] = &["status", "status.lock", "stdin", "stdout", "waitstatus"];
+
+/// A 50 MB payload through `cat` on `bar` and 200 MB of results from `dd` on `bar`, from
+/// `submitter` to `runner`, byte-identical on both nodes.
+fn big_remote_work(submitter: Implementation, runner: Implementation) -> Result<()> {
+    let Pair {
+        origin,
+        target,
+        _keys,
+    } = start_pair(submitter, runner)?;
+    let direction = format!("{} -> {}", submitter.label(), runner.label());
+    big_payload(&origin, &target, &direction)?;
+    big_results(&origin, &target, &direction)?;
+    for node in [&origin, &target] {
+        let left = std::fs::read_dir(node.datadir().join(node.id()))?.count();
+        ensure!(left == 0, "{}: {left} entries left in its data", node.id());
+        no_panics(node)?;
+    }
+    Ok(())
+}
+
+/// The 50 MB payload: `bar`'s stdin file and `foo`'s results equal it.
+fn big_payload(origin: &Node, target: &Node, direction: &str) -> Result<()> {
+    let expected = sha256(PayloadStream::new(BIG_PAYLOAD))?;
+    let started = Instant::now();
+    let mut sent = Hashing::new(PayloadStream::new(BIG_PAYLOAD));
+    let (id, reply) = submit_from(origin, "work submit bar cat", &mut sent)?;
+    let uploaded = started.elapsed();
+    ensure!(
+        sent.finish() == expected,
+        "the payload stream is not repeatable"
+    );
+    ensure!(
+        reply == format!(r#"{{"result":"Job Started","unitid":"{id}"}}"#),
+        "{reply}"
+    );
+    let on_bar = wait_size(&unit_file(target, &id, "stdin"), BIG_PAYLOAD, started)?;
+    let back = wait_size(&unit_file(origin, &id, "stdout"), BIG_PAYLOAD, started)?;
+    let results = back.saturating_sub(on_bar);
+    eprintln!(
+        "{direction}: 50 MB payload: submit answered after {uploaded:?} ({:.1} MB/s), complete \
+         on bar after {on_bar:?} ({:.1} MB/s); its results back on foo {results:?} later \
+         ({:.1} MB/s), {back:?} after the submit",
+        rate(BIG_PAYLOAD, uploaded),
+        rate(BIG_PAYLOAD, on_bar),
+        rate(BIG_PAYLOAD, results),
+    );
+    let remote = wait_state_within(target, &id, 2, BIG_TIMEOUT)?;
+    ensure!(remote["StdoutSize"] == BIG_PAYLOAD, "{remote}");
+    wait_state_within(origin, &id, 2, BIG_TIMEOUT)?;
+    ensure!(
+        file_sha256(&unit_file(target, &id, "stdin"))? == expected,
+        "the payload differs on bar"
+    );
+    ensure!(
+        file_sha256(&unit_file(origin, &id, "stdout"))? == expected,
+        "the results differ on foo"
+    );
+    ensure!(
+        results_sha256(&origin.socket(), &id)? == expected,
+        "work results differ on foo"
+    );
+    release_everywhere(origin, target, &id)
+}
+
+/// The 200 MB of results: `foo`'s stdout file and its `work results` equal `bar`'s stdout.
+/// With a Rust submitter, `work results` is read from the submission on, following the unit.
+fn big_results(origin: &Node, target: &Node, direction: &str) -> Result<()> {
+    let started = Instant::now();
+    let id = submit_started(
+        origin,
+        &format!(
+            "work submit bar gen if=/dev/urandom bs=1000000 count={BIG_RESULTS_BLOCKS} \
+             iflag=fullblock"
+        ),
+        b"",
+    )?;
+    let follower = (origin.implementation() == Rust).then(|| {
+        let (socket, id) = (origin.socket(), id.clone());
+        std::thread::spawn(move || {
+            let hashed = results_sha256(&socket, &id);
+            (hashed, started.elapsed())
+        })
+    });
+    let remote = wait_state_within(target, &id, 2, BIG_TIMEOUT)?;
+    let generated = started.elapsed();
+    ensure!(remote["StdoutSize"] == BIG_RESULTS, "{remote}");
+    let copied = wait_size(&unit_file(origin, &id, "stdout"), BIG_RESULTS, started)?;
+    eprintln!(
+        "{direction}: 200 MB of results: generated on bar after {generated:?}, on foo after \
+         {copied:?} ({:.1} MB/s)",
+        rate(BIG_RESULTS, copied)
+    );
+    wait_state_within(origin, &id, 2, BIG_TIMEOUT)?;
+    let expected = file_sha256(&unit_file(target, &id, "stdout"))?;
+    ensure!(expected.0 == BIG_RESULTS, "{} bytes on bar", expected.0);
+    ensure!(
+        file_sha256(&unit_file(origin, &id, "stdout"))? == expected,
+        "the results file differs on foo"
+    );
+    if let Some(follower) = follower {
+        let (hashed, elapsed) = follower
+            .join()
+            .map_err(|_| anyhow!("the results reader panicked"))?;
+        ensure!(hashed? == expected, "work results (followed) differ on foo");
+        eprintln!(
+            "{direction}: 200 MB of results: work results followed to the end after \
+             {elapsed:?} ({:.1} MB/s)",
+            rate(BIG_RESULTS, elapsed)
+        );
+    }
+    let read = Instant::now();
+    ensure!(
+        results_sha256(&origin.socket(), &id)? == expected,
+        "work results differ on foo"
+    );
+    eprintln!(
+        "{direction}: 200 MB of results: work results of the finished unit read in {:?} \
+         ({:.1} MB/s)",
+        read.elapsed(),
+        rate(BIG_RESULTS, read.elapsed())
+    );
+    release_everywhere(origin, target, &id)
+}
+
 mod go {
     use super::*;
 
@@ -353,6 +682,21 @@ mod rust_nodes {
     #[test]
     fn go_to_rust() -> Result<()> {
         remote_work(Go, Rust)
+    }
+
+    #[test]
+    fn big_rust_to_rust() -> Result<()> {
+        big_remote_work(Rust, Rust)
+    }
+
+    #[test]
+    fn big_rust_to_go() -> Result<()> {
+        big_remote_work(Rust, Go)
+    }
+
+    #[test]
+    fn big_go_to_rust() -> Result<()> {
+        big_remote_work(Go, Rust)
     }
 
     #[test]
