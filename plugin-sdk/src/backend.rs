@@ -5,6 +5,10 @@
 //! section, open sockets on its own threads, call [`ConnectionSink::connection`] with
 //! each connected descriptor, and, for a dialer, redial when the host reports through
 //! [`Backend::session_closed`] that the session ended.
+//!
+//! A plugin that must run TLS itself (websockets: TLS sits under HTTP) hands its
+//! connections over with [`ConnectionSink::connection_tls`] instead, passing the peer's
+//! leaf certificate so that the core can hold the peer to the node ID it names.
 
 use std::os::fd::{IntoRawFd, OwnedFd};
 
@@ -109,7 +113,76 @@ impl ConnectionSink {
         };
         (token != 0).then_some(SessionToken(token))
     }
+
+    /// Whether the host takes connections with the peer's certificate
+    /// ([`ConnectionSink::connection_tls`] reaches it): a host of ABI 1.1 or later.
+    pub fn checks_peer_certificates(&self) -> bool {
+        self.connection_tls_fn().is_some()
+    }
+
+    /// As [`ConnectionSink::connection`], for a connection on which the plugin ran TLS:
+    /// `peer_cert` is the DER of the leaf certificate the peer presented (`None` if it
+    /// presented none). The host then checks that the node ID the peer announces is
+    /// one of the certificate's ReceptorNames (unless the backend's TLS configuration
+    /// says `skipreceptornamescheck`). A host older than ABI 1.1 has no such callback:
+    /// the connection is then handed over with [`ConnectionSink::connection`], unchecked.
+    pub fn connection_tls(
+        &self,
+        fd: OwnedFd,
+        framing: Framing,
+        peer: &str,
+        inbound: bool,
+        peer_cert: Option<&[u8]>,
+    ) -> Option<SessionToken> {
+        let Some(connection_tls) = self.connection_tls_fn() else {
+            return self.connection(fd, framing, peer, inbound);
+        };
+        let cert = peer_cert.unwrap_or(&[]);
+        let raw = fd.into_raw_fd();
+        // SAFETY: ctx is alive while this sink holds its reference; the descriptor's
+        // ownership moves to the host; `peer` and `cert` are borrowed for the call.
+        let token = unsafe {
+            connection_tls(
+                self.inner.host.ctx,
+                raw,
+                framing.to_abi(),
+                abi::Str::new(peer),
+                u32::from(inbound),
+                cert.as_ptr(),
+                cert.len(),
+            )
+        };
+        (token != 0).then_some(SessionToken(token))
+    }
+
+    /// The host's `connection_tls`, if its `BackendHost` has one.
+    fn connection_tls_fn(&self) -> ConnectionTlsFn {
+        let host = &self.inner.host;
+        let covered = abi::covers(
+            host.struct_size,
+            std::mem::offset_of!(abi::BackendHost, connection_tls),
+            std::mem::size_of::<ConnectionTlsFn>(),
+        );
+        if covered {
+            host.connection_tls
+        } else {
+            None
+        }
+    }
 }
+
+/// The type of [`abi::BackendHost::connection_tls`].
+type ConnectionTlsFn = Option<
+    unsafe extern "C" fn(
+        *mut std::ffi::c_void,
+        std::ffi::c_int,
+        u32,
+        abi::Str,
+        u32,
+        *const u8,
+        usize,
+    ) -> u64,
+>;
 
 /// A running backend instance (one configured `tcp-listener`, `tcp-peer`, ...).
 pub trait Backend: Send + Sync + 'static {

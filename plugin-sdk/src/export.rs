@@ -280,6 +280,37 @@ fn check_size(what: &str, size: usize, needed: usize) -> Result<(), PluginError>
     Ok(())
 }
 
+/// Copies the fields of a host's `BackendHost` that its `struct_size` covers; the
+/// others (added by a later minor than the host's) are left empty.
+///
+/// # Safety
+/// `host` must point to a `BackendHost` of at least its `struct_size` bytes, and of at
+/// least the `struct_size` and `ctx` fields.
+unsafe fn read_backend_host(host: *const abi::BackendHost) -> abi::BackendHost {
+    let mut out = abi::BackendHost {
+        struct_size: 0,
+        ctx: std::ptr::null_mut(),
+        connection: None,
+        release: None,
+        connection_tls: None,
+    };
+    // SAFETY: every BackendHost starts with struct_size.
+    let size = unsafe { std::ptr::addr_of!((*host).struct_size).read() };
+    let n = size.min(std::mem::size_of::<abi::BackendHost>());
+    // SAFETY: the host's struct has `size` readable bytes; `out` has room for `n`, and
+    // the bytes are of the same layout (all-zero bytes, kept where the host's struct
+    // ends, are a valid null pointer and `None`).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            host.cast::<u8>(),
+            std::ptr::addr_of_mut!(out).cast::<u8>(),
+            n,
+        );
+    }
+    out.struct_size = size;
+    out
+}
+
 unsafe extern "C" fn backend_start(
     claim_ctx: *mut c_void,
     config_json: abi::Str,
@@ -295,12 +326,12 @@ unsafe extern "C" fn backend_start(
             }
             // SAFETY: the host passes a valid BackendHost for the call; we copy it and take
             // over its context reference first, so every path below releases it.
-            let host = *host;
+            let host = read_backend_host(host);
             let sink = ConnectionSink::from_abi(host);
             check_size(
                 "backend host",
                 host.struct_size,
-                std::mem::size_of::<abi::BackendHost>(),
+                abi::BACKEND_HOST_V1_0_SIZE,
             )?;
             // SAFETY: claim_ctx is the leaked ClaimCtx this plugin put in the claim.
             let claim = &*(claim_ctx as *const ClaimCtx);

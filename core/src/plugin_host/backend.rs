@@ -4,6 +4,8 @@
 //! [`BackendHandle`]; the plugin holds one reference until it calls `release`. Handing
 //! over a connection never blocks a thread of the host's runtime: if the channel is
 //! full, a plugin thread waits for room (back-pressure) until the instance is stopped.
+//! A plugin that ran TLS itself hands connections over with `connection_tls` (ABI 1.1),
+//! which also carries the peer's leaf certificate for the daemon's node ID check.
 
 use std::ffi::c_void;
 use std::future::Future;
@@ -76,6 +78,9 @@ pub struct BackendConnection {
     pub peer: String,
     /// True if accepted by a listener, false if dialed.
     pub inbound: bool,
+    /// The DER of the leaf certificate the peer presented, when the plugin ran TLS on
+    /// the connection itself and handed it over with `connection_tls` (ABI 1.1).
+    pub peer_cert: Option<Vec<u8>>,
     /// Pass this to [`BackendHandle::session_closed`] when the session ends; unique
     /// among all connections of all backends.
     pub token: SessionToken,
@@ -198,6 +203,7 @@ pub(super) fn start(
         ctx: Arc::into_raw(Arc::clone(&ctx)) as *mut c_void,
         connection: Some(host_connection),
         release: Some(host_release),
+        connection_tls: Some(host_connection_tls),
     };
     let json = config.to_string();
     let slot = ErrorSlot::default();
@@ -261,12 +267,60 @@ unsafe extern "C" fn host_connection(
     // string is borrowed for this call.
     let (ctx, peer) = unsafe { (&*(ctx as *const BackendCtx), peer.to_string_lossy()) };
     catch_unwind(AssertUnwindSafe(|| {
-        deliver(ctx, fd, framing, peer, inbound != 0)
+        deliver(ctx, fd, framing, peer, inbound != 0, None)
     }))
     .unwrap_or(0)
 }
 
-fn deliver(ctx: &BackendCtx, fd: OwnedFd, framing: u32, peer: String, inbound: bool) -> u64 {
+/// The most certificate bytes taken from a plugin (rustls takes no larger message).
+const MAX_PEER_CERT: usize = 64 * 1024;
+
+unsafe extern "C" fn host_connection_tls(
+    ctx: *mut c_void,
+    fd: std::ffi::c_int,
+    framing: u32,
+    peer: abi::Str,
+    inbound: u32,
+    peer_cert: *const u8,
+    peer_cert_len: usize,
+) -> u64 {
+    if fd < 0 || ctx.is_null() {
+        return 0;
+    }
+    // SAFETY: the descriptor's ownership moves to the host with this call.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: the plugin holds a reference to ctx until it calls release; the peer
+    // string and the certificate bytes are borrowed for this call.
+    let (ctx, peer, cert) = unsafe {
+        (
+            &*(ctx as *const BackendCtx),
+            peer.to_string_lossy(),
+            abi::Str {
+                ptr: peer_cert,
+                len: peer_cert_len,
+            }
+            .as_bytes(),
+        )
+    };
+    if cert.len() > MAX_PEER_CERT {
+        tracing::warn!(plugin = %ctx.plugin, kind = %ctx.kind, "connection from {peer} refused: a peer certificate of {} bytes", cert.len());
+        return 0;
+    }
+    let cert = (!cert.is_empty()).then(|| cert.to_vec());
+    catch_unwind(AssertUnwindSafe(|| {
+        deliver(ctx, fd, framing, peer, inbound != 0, cert)
+    }))
+    .unwrap_or(0)
+}
+
+fn deliver(
+    ctx: &BackendCtx,
+    fd: OwnedFd,
+    framing: u32,
+    peer: String,
+    inbound: bool,
+    peer_cert: Option<Vec<u8>>,
+) -> u64 {
     let Some(framing) = framing_from_abi(framing) else {
         tracing::warn!(plugin = %ctx.plugin, kind = %ctx.kind, "connection with unknown framing {framing} refused");
         return 0;
@@ -284,6 +338,7 @@ fn deliver(ctx: &BackendCtx, fd: OwnedFd, framing: u32, peer: String, inbound: b
         framing,
         peer,
         inbound,
+        peer_cert,
         token: SessionToken(token),
     };
     let conn = match tx.try_send(conn) {
