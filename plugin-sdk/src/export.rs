@@ -592,3 +592,44 @@ unsafe extern "C" fn work_type_destroy(work_type: *mut c_void) {
     let wt = unsafe { Box::from_raw(work_type as *mut WorkTypeBox) };
     guarded_void("destroy", move || drop(wt));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::c_void;
+
+    use super::*;
+
+    unsafe extern "C" fn connection_tls(
+        _: *mut c_void,
+        _: std::ffi::c_int,
+        _: u32,
+        _: abi::Str,
+        _: u32,
+        _: *const u8,
+        _: usize,
+    ) -> u64 {
+        0
+    }
+
+    #[test]
+    fn a_host_struct_is_read_only_as_far_as_its_size_covers() {
+        let full = abi::BackendHost {
+            struct_size: std::mem::size_of::<abi::BackendHost>(),
+            ctx: 8 as *mut c_void,
+            connection: None,
+            release: None,
+            connection_tls: Some(connection_tls),
+        };
+        // SAFETY: a valid struct of its full size.
+        let read = unsafe { read_backend_host(&full) };
+        assert!(read.connection_tls.is_some() && read.ctx == full.ctx);
+        let v1_0 = abi::BackendHost {
+            struct_size: abi::BACKEND_HOST_V1_0_SIZE,
+            ..full
+        };
+        // SAFETY: as above (only a prefix is read).
+        let read = unsafe { read_backend_host(&v1_0) };
+        assert!(read.connection_tls.is_none() && read.ctx == full.ctx);
+        assert_eq!(read.struct_size, abi::BACKEND_HOST_V1_0_SIZE);
+    }
+}
