@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define RECEPTOR_PLUGIN_ABI_MAJOR 1
-#define RECEPTOR_PLUGIN_ABI_MINOR 0
+#define RECEPTOR_PLUGIN_ABI_MINOR 1 /* 1.1: ReceptorBackendHost.connection_tls */
 #define RECEPTOR_PLUGIN_ENTRY_V1 "receptor_plugin_entry_v1"
 
 typedef int32_t ReceptorStatus;
@@ -107,7 +107,19 @@ typedef struct ReceptorBackendHost {
      * block while the host has no room; thread-safe. */
     uint64_t (*connection)(void *ctx, int fd, uint32_t framing, ReceptorStr peer, uint32_t inbound);
     void (*release)(void *ctx);
+    /* Since ABI 1.1: use it only if struct_size >= RECEPTOR_BACKEND_HOST_V1_1_SIZE, else
+     * call connection(). As connection(), for a connection on which the plugin ran TLS
+     * itself, with the DER of the peer's leaf certificate (peer_cert_len bytes, borrowed
+     * for the call; 0 if the peer presented none). The host then requires the node ID
+     * the peer announces to be one of the certificate's ReceptorNames, unless the
+     * backend's TLS configuration sets skipreceptornamescheck. */
+    uint64_t (*connection_tls)(void *ctx, int fd, uint32_t framing, ReceptorStr peer, uint32_t inbound,
+                               const uint8_t *peer_cert, size_t peer_cert_len);
 } ReceptorBackendHost;
+
+/* The least a host passes (ABI 1.0: up to release), and the size with connection_tls. */
+#define RECEPTOR_BACKEND_HOST_V1_0_SIZE offsetof(ReceptorBackendHost, connection_tls)
+#define RECEPTOR_BACKEND_HOST_V1_1_SIZE sizeof(ReceptorBackendHost)
 
 typedef struct ReceptorBackendVtable {
     size_t struct_size;

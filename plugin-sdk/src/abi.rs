@@ -14,7 +14,8 @@
 //!   filled it in) and only ever grows at the end within a major version. A reader uses a
 //!   field only if `struct_size` covers it; a writer of an out-struct (such as
 //!   [`WorkTypeInfo`]) writes only the fields covered by the `struct_size` the host set.
-//!   Version 1.0 has no optional fields: the minimum size of each struct is its full size.
+//!   Version 1.0 has no optional fields: the minimum size of each struct is its 1.0
+//!   size. Version 1.1 appends [`BackendHost::connection_tls`] (see [`BACKEND_HOST_V1_0_SIZE`]).
 //! * **Strings** are borrowed [`Str`] (`{ptr, len}`, UTF-8, not NUL-terminated), valid
 //!   only for the duration of the call that passes them, unless documented otherwise.
 //!   Whoever keeps one copies it.
@@ -38,7 +39,10 @@ use std::ffi::{c_int, c_void};
 /// The ABI major version this crate speaks. A host refuses plugins of another major.
 pub const ABI_MAJOR: u32 = 1;
 /// The ABI minor version this crate speaks (additions at the end of structs only).
-pub const ABI_MINOR: u32 = 0;
+///
+/// * 1.0: the initial version.
+/// * 1.1: [`BackendHost::connection_tls`].
+pub const ABI_MINOR: u32 = 1;
 /// Name of the entry symbol for ABI major 1 (without the trailing NUL).
 pub const ENTRY_SYMBOL_V1: &str = "receptor_plugin_entry_v1";
 
@@ -246,7 +250,29 @@ pub struct BackendHost {
     >,
     /// Gives up the plugin's reference to `ctx`.
     pub release: Option<unsafe extern "C" fn(ctx: *mut c_void)>,
+    /// Since 1.1 (read it only if `struct_size` covers it, else use `connection`): as
+    /// `connection`, for a connection on which the plugin ran TLS itself, with the DER
+    /// of the leaf certificate the peer presented (`peer_cert_len` bytes at
+    /// `peer_cert`, borrowed for the call; length 0 when the peer presented none). The
+    /// host then holds the peer to the certificate: the node ID the peer announces
+    /// must be one of its ReceptorNames, unless the backend's TLS configuration sets
+    /// `skipreceptornamescheck`.
+    pub connection_tls: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            fd: c_int,
+            framing: u32,
+            peer: Str,
+            inbound: u32,
+            peer_cert: *const u8,
+            peer_cert_len: usize,
+        ) -> u64,
+    >,
 }
+
+/// Size of a [`BackendHost`] of ABI 1.0 (the fields up to `release`): the least a host
+/// passes. Fields beyond it exist only if the host's `struct_size` covers them.
+pub const BACKEND_HOST_V1_0_SIZE: usize = std::mem::offset_of!(BackendHost, connection_tls);
 
 /// Functions of a backend section kind.
 #[repr(C)]

@@ -280,6 +280,37 @@ fn check_size(what: &str, size: usize, needed: usize) -> Result<(), PluginError>
     Ok(())
 }
 
+/// Copies the fields of a host's `BackendHost` that its `struct_size` covers; the
+/// others (added by a later minor than the host's) are left empty.
+///
+/// # Safety
+/// `host` must point to a `BackendHost` of at least its `struct_size` bytes, and of at
+/// least the `struct_size` and `ctx` fields.
+unsafe fn read_backend_host(host: *const abi::BackendHost) -> abi::BackendHost {
+    let mut out = abi::BackendHost {
+        struct_size: 0,
+        ctx: std::ptr::null_mut(),
+        connection: None,
+        release: None,
+        connection_tls: None,
+    };
+    // SAFETY: every BackendHost starts with struct_size.
+    let size = unsafe { std::ptr::addr_of!((*host).struct_size).read() };
+    let n = size.min(std::mem::size_of::<abi::BackendHost>());
+    // SAFETY: the host's struct has `size` readable bytes; `out` has room for `n`, and
+    // the bytes are of the same layout (all-zero bytes, kept where the host's struct
+    // ends, are a valid null pointer and `None`).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            host.cast::<u8>(),
+            std::ptr::addr_of_mut!(out).cast::<u8>(),
+            n,
+        );
+    }
+    out.struct_size = size;
+    out
+}
+
 unsafe extern "C" fn backend_start(
     claim_ctx: *mut c_void,
     config_json: abi::Str,
@@ -295,12 +326,12 @@ unsafe extern "C" fn backend_start(
             }
             // SAFETY: the host passes a valid BackendHost for the call; we copy it and take
             // over its context reference first, so every path below releases it.
-            let host = *host;
+            let host = read_backend_host(host);
             let sink = ConnectionSink::from_abi(host);
             check_size(
                 "backend host",
                 host.struct_size,
-                std::mem::size_of::<abi::BackendHost>(),
+                abi::BACKEND_HOST_V1_0_SIZE,
             )?;
             // SAFETY: claim_ctx is the leaked ClaimCtx this plugin put in the claim.
             let claim = &*(claim_ctx as *const ClaimCtx);
@@ -560,4 +591,45 @@ unsafe extern "C" fn work_type_destroy(work_type: *mut c_void) {
     // SAFETY: work_type is a WorkTypeBox from work_type_create, destroyed once.
     let wt = unsafe { Box::from_raw(work_type as *mut WorkTypeBox) };
     guarded_void("destroy", move || drop(wt));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::c_void;
+
+    use super::*;
+
+    unsafe extern "C" fn connection_tls(
+        _: *mut c_void,
+        _: std::ffi::c_int,
+        _: u32,
+        _: abi::Str,
+        _: u32,
+        _: *const u8,
+        _: usize,
+    ) -> u64 {
+        0
+    }
+
+    #[test]
+    fn a_host_struct_is_read_only_as_far_as_its_size_covers() {
+        let full = abi::BackendHost {
+            struct_size: std::mem::size_of::<abi::BackendHost>(),
+            ctx: 8 as *mut c_void,
+            connection: None,
+            release: None,
+            connection_tls: Some(connection_tls),
+        };
+        // SAFETY: a valid struct of its full size.
+        let read = unsafe { read_backend_host(&full) };
+        assert!(read.connection_tls.is_some() && read.ctx == full.ctx);
+        let v1_0 = abi::BackendHost {
+            struct_size: abi::BACKEND_HOST_V1_0_SIZE,
+            ..full
+        };
+        // SAFETY: as above (only a prefix is read).
+        let read = unsafe { read_backend_host(&v1_0) };
+        assert!(read.connection_tls.is_none() && read.ctx == full.ctx);
+        assert_eq!(read.struct_size, abi::BACKEND_HOST_V1_0_SIZE);
+    }
 }

@@ -31,7 +31,9 @@ fn layout_table() -> Vec<(String, String, usize, usize)> {
         Str => "ReceptorStr" { ptr, len }
         HostApi => "ReceptorHostApi" { struct_size, abi_major, abi_minor, ctx, log }
         ErrorSink => "ReceptorErrorSink" { struct_size, ctx, set }
-        BackendHost => "ReceptorBackendHost" { struct_size, ctx, connection, release }
+        BackendHost => "ReceptorBackendHost" {
+            struct_size, ctx, connection, release, connection_tls
+        }
         BackendVtable => "ReceptorBackendVtable" { struct_size, start, session_closed, stop }
         WorkTypeInfo => "ReceptorWorkTypeInfo" { struct_size, name, flags, reserved }
         Progress => "ReceptorProgress" { struct_size, ctx, report, release }
@@ -55,6 +57,14 @@ fn constants() -> Vec<(&'static str, i64)> {
     vec![
         ("RECEPTOR_PLUGIN_ABI_MAJOR", i64::from(abi::ABI_MAJOR)),
         ("RECEPTOR_PLUGIN_ABI_MINOR", i64::from(abi::ABI_MINOR)),
+        (
+            "RECEPTOR_BACKEND_HOST_V1_0_SIZE",
+            abi::BACKEND_HOST_V1_0_SIZE as i64,
+        ),
+        (
+            "RECEPTOR_BACKEND_HOST_V1_1_SIZE",
+            std::mem::size_of::<abi::BackendHost>() as i64,
+        ),
         ("RECEPTOR_STATUS_OK", i64::from(abi::STATUS_OK)),
         ("RECEPTOR_STATUS_ERROR", i64::from(abi::STATUS_ERROR)),
         ("RECEPTOR_STATUS_PANIC", i64::from(abi::STATUS_PANIC)),

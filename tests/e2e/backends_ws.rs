@@ -6,6 +6,13 @@
 //! message, by bytes that are not websocket frames, or by binary messages that are not
 //! mesh messages. Each is reported and dropped, and the node keeps serving its Go
 //! neighbour on the same listener.
+//!
+//! Over TLS (`wss`), a Rust node holds its peers to the node ID their certificate names,
+//! as on TLS-TCP links: a Go peer whose certificate names another node than the one it
+//! announces is refused, whether it dialed the Rust node's `ws-listener` (client
+//! certificate) or the Rust node dialed it (server certificate), with one clear log
+//! line, while a well-behaved Go peer on the same listener stays connected; with
+//! `skipreceptornamescheck` the same peers are accepted.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -19,6 +26,7 @@ use serde_json::json;
 use crate::backends_common::{
     ping_all, ping_ok, remote_work_between_the_ends, wait_for_log_line, wait_for_peers,
 };
+use crate::tls_pki::{tls_client, tls_server, Ca, Pki};
 
 fn ws_listener(port: u16, path: &str) -> serde_json::Value {
     json!({"port": port, "bindaddr": "127.0.0.1", "path": path})
@@ -164,5 +172,141 @@ fn bad_websocket_input_is_refused() -> Result<()> {
     // Still serving.
     neighbour.wait_for_ping("target")?;
     ping_ok(&node, "neighbour")?;
+    Ok(())
+}
+
+/// A `ws-listener` on 127.0.0.1 with TLS configuration `tls` (a `tls-server`).
+fn wss_listener(port: u16, tls: &str) -> serde_json::Value {
+    json!({"port": port, "bindaddr": "127.0.0.1", "tls": tls})
+}
+
+/// A `ws-peer` dialing `wss://127.0.0.1:port/` with TLS configuration `tls`.
+fn wss_peer(port: u16, tls: &str) -> serde_json::Value {
+    json!({"address": format!("wss://127.0.0.1:{port}/"), "tls": tls})
+}
+
+/// A Rust `hub` with a wss listener and a wss dialer towards `liar_port`, its TLS
+/// configurations with `extra` keys; its certificate names it.
+fn start_wss_hub(
+    pki: &Pki,
+    ca: &Ca,
+    hub_port: u16,
+    liar_port: u16,
+    extra: serde_json::Value,
+) -> Result<Node> {
+    let cert = pki.cert(ca, "hub", &["hub"], Rust)?;
+    Node::start(
+        Rust,
+        NodeConfig::new("hub")
+            .entry("tls-server", tls_server("srv", &cert, ca, extra.clone()))
+            .entry("tls-client", tls_client("cli", &cert, ca, extra))
+            .entry("ws-listener", wss_listener(hub_port, "srv"))
+            .entry("ws-peer", wss_peer(liar_port, "cli")),
+    )
+}
+
+/// A Go node with a certificate naming `someone`, started with
+/// `skipreceptornamescheck` (Go checks neither its own certificate then nor, ever, its
+/// peers'), so it connects as far as the hub lets it.
+fn start_liar(pki: &Pki, ca: &Ca, id: &str, config: NodeConfig) -> Result<Node> {
+    let someone = pki.cert(ca, &format!("someone-{id}"), &["someone"], Go)?;
+    let skip = json!({"skipreceptornamescheck": true});
+    let config = if id == "liar" {
+        config.entry("tls-server", tls_server("srv", &someone, ca, skip))
+    } else {
+        config.entry("tls-client", tls_client("cli", &someone, ca, skip))
+    };
+    Node::start(Go, config)
+}
+
+/// The hub between the two liars: `liar` listens for it, `mallory` dials it. Returns
+/// the nodes, the hub's port and the liar's.
+fn start_wss_trio(
+    pki: &Pki,
+    ca: &Ca,
+    hub_extra: serde_json::Value,
+) -> Result<([Node; 3], u16, u16)> {
+    let (hub_port, liar_port) = (free_port()?, free_port()?);
+    let liar = start_liar(
+        pki,
+        ca,
+        "liar",
+        NodeConfig::new("liar").entry("ws-listener", wss_listener(liar_port, "srv")),
+    )?;
+    let hub = start_wss_hub(pki, ca, hub_port, liar_port, hub_extra)?;
+    let mallory = start_liar(
+        pki,
+        ca,
+        "mallory",
+        NodeConfig::new("mallory").entry("ws-peer", wss_peer(hub_port, "cli")),
+    )?;
+    Ok(([hub, liar, mallory], hub_port, liar_port))
+}
+
+#[test]
+fn wss_node_id_not_in_certificate_is_refused_both_ways() -> Result<()> {
+    let pki = Pki::new()?;
+    let ca = pki.ca("mesh", Rust)?;
+    let ([hub, _liar, _mallory], hub_port, liar_port) = start_wss_trio(&pki, &ca, json!({}))?;
+    let friend_cert = pki.cert(&ca, "friend", &["friend"], Go)?;
+    let friend = Node::start(
+        Go,
+        NodeConfig::new("friend")
+            .entry(
+                "tls-client",
+                tls_client("cli", &friend_cert, &ca, json!({})),
+            )
+            .entry("ws-peer", wss_peer(hub_port, "cli")),
+    )?;
+
+    let expected = |announced: &str| {
+        format!("it announced node ID {announced} but its certificate does not name it")
+    };
+    let (mallory_why, liar_why) = (expected("mallory"), expected("liar"));
+    let inbound = wait_for_log_line(&hub, &["ws-listener", "refused", &mallory_why])?;
+    let outbound = wait_for_log_line(
+        &hub,
+        &[
+            "ws-peer",
+            &format!("wss://127.0.0.1:{liar_port}/"),
+            "refused",
+            &liar_why,
+        ],
+    )?;
+    for line in [&inbound, &outbound] {
+        ensure!(
+            line.contains("Receptor node ID someone"),
+            "the refusal should name the certificate's node ID: {line}"
+        );
+    }
+    // The hub keeps its friend: its only connection, reachable both ways.
+    wait_for_peers(&hub, &["friend"])?;
+    hub.wait_for_ping("friend")?;
+    friend.wait_for_ping("hub")?;
+    ping_ok(&hub, "friend")?;
+    let log = hub.log();
+    ensure!(
+        !log.contains("peer=mallory") && !log.contains("peer=liar"),
+        "a refused peer was registered:\n{log}"
+    );
+    Ok(())
+}
+
+#[test]
+fn wss_node_id_check_is_skipped_with_skipreceptornamescheck() -> Result<()> {
+    let pki = Pki::new()?;
+    let ca = pki.ca("mesh", Go)?;
+    let skip = json!({"skipreceptornamescheck": true});
+    let ([hub, liar, mallory], _, _) = start_wss_trio(&pki, &ca, skip)?;
+    wait_for_peers(&hub, &["liar", "mallory"])?;
+    hub.wait_for_ping("liar")?;
+    hub.wait_for_ping("mallory")?;
+    liar.wait_for_ping("hub")?;
+    mallory.wait_for_ping("hub")?;
+    ensure!(
+        !hub.log().contains("does not name it"),
+        "a peer was refused:\n{}",
+        hub.log()
+    );
     Ok(())
 }

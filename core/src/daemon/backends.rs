@@ -1,17 +1,23 @@
 //! Backend instances: starting them from config sections, handing their connections
 //! to the mesh, and restarting them all on `reload`.
+//!
+//! A backend section naming `tls` gets TLS either from the core (TLS-TCP: the core runs
+//! the handshake on the connection the plugin hands over) or from the plugin itself
+//! (websockets, where TLS sits under HTTP: the plugin gets the settings inlined and
+//! hands over the peer's leaf certificate). Either way the peer is held to the node ID
+//! its certificate names (unless `skipreceptornamescheck`), with the same refusal.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::trust::{client_json, server_json};
 use crate::config::{Config, Section};
-use crate::mesh::{Framing, Mesh, MeshError, SessionParams, SessionTls};
+use crate::mesh::{Framing, Mesh, MeshError, PeerIdentity, PeerTls, SessionParams, SessionTls};
 use crate::plugin_host::{BackendConnection, BackendHandle, BackendInstance, PluginHost};
 use crate::tls::{ClientTls, TlsRegistry};
 
@@ -53,6 +59,7 @@ impl Backends {
         for section in sections {
             let params = session_params(section)?;
             let core_tls = CoreTls::from_section(tls, section)?;
+            let plugin_tls = plugin_peer_tls(tls, section)?;
             let value = with_tls_config(config, section)?;
             let instance = plugins
                 .start_backend(&section.kind, &value)
@@ -64,6 +71,7 @@ impl Backends {
                 mesh: mesh.clone(),
                 params,
                 tls: core_tls.map(Arc::new),
+                plugin_tls,
                 handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
             };
             tokio::spawn(feed_sessions(instance, feed, cancel.clone()));
@@ -98,6 +106,8 @@ struct Feed {
     mesh: Mesh,
     params: SessionParams,
     tls: Option<Arc<CoreTls>>,
+    /// For a plugin that runs TLS itself: what the certificates it passes on are held to.
+    plugin_tls: Option<PeerTls>,
     /// Permits for TLS handshakes in progress.
     handshakes: Arc<Semaphore>,
 }
@@ -141,9 +151,10 @@ async fn feed_sessions(mut instance: BackendInstance, feed: Feed, cancel: Cancel
 /// One connection's session, in TLS when the backend asks the core for it.
 async fn run_connection(feed: &Feed, conn: BackendConnection) -> Result<(), MeshError> {
     let Some(tls) = &feed.tls else {
+        let identity = plugin_identity(feed, &conn);
         return feed
             .mesh
-            .run_session(conn.fd, conn.framing, feed.params.clone())
+            .run_session_with_identity(conn.fd, conn.framing, feed.params.clone(), identity)
             .await;
     };
     if conn.framing != Framing::Len16Le {
@@ -164,6 +175,22 @@ async fn run_connection(feed: &Feed, conn: BackendConnection) -> Result<(), Mesh
     feed.mesh
         .run_tls_session(tls_conn, feed.params.clone())
         .await
+}
+
+/// The check of a connection on which the plugin ran TLS and passed the peer's
+/// certificate on; `None` without a certificate or without a TLS configuration to
+/// hold it to (a `wss://` peer without `tls` uses the system roots and no names).
+fn plugin_identity(feed: &Feed, conn: &BackendConnection) -> Option<PeerIdentity> {
+    let cert = conn.peer_cert.as_deref()?;
+    let Some(settings) = &feed.plugin_tls else {
+        tracing::debug!(
+            "{} connection with {}: no TLS configuration to check its certificate against",
+            feed.label,
+            conn.peer
+        );
+        return None;
+    };
+    settings.identity(&[CertificateDer::from(cert)])
 }
 
 /// Reads the keys the core enforces on every backend: `cost`, `nodecost`, `allowedpeers`.
@@ -254,6 +281,36 @@ fn with_tls_config(config: &Config, section: &Section) -> anyhow::Result<Value> 
     Ok(value)
 }
 
+/// The section's `tls` key: the name of a TLS configuration, `None` if absent or empty.
+fn tls_name(section: &Section) -> anyhow::Result<Option<&str>> {
+    match section.value.get("tls") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(anyhow::anyhow!(
+            "{}: tls: expected the name of a TLS configuration",
+            section.origin
+        )),
+    }
+}
+
+/// For a backend whose plugin does TLS itself and that names `tls`: the `tls-server`
+/// (listener) or `tls-client` (dialer) the peer certificates it passes on are held to.
+fn plugin_peer_tls(registry: &TlsRegistry, section: &Section) -> anyhow::Result<Option<PeerTls>> {
+    let Some(name) = tls_name(section)? else {
+        return Ok(None);
+    };
+    if !plugin_does_tls(&section.kind) {
+        return Ok(None);
+    }
+    let ctx = |e: crate::tls::TlsError| anyhow::anyhow!("{}: {e}", section.origin);
+    Ok(Some(if is_listener(&section.kind) {
+        PeerTls::Server(registry.server(name).map_err(ctx)?)
+    } else {
+        PeerTls::Client(registry.client(name).map_err(ctx)?)
+    }))
+}
+
 fn is_listener(kind: &str) -> bool {
     kind.ends_with("-listener")
 }
@@ -273,16 +330,8 @@ enum CoreTls {
 impl CoreTls {
     /// Reads the section's `tls` key; `None` without it or when the plugin does TLS.
     fn from_section(registry: &TlsRegistry, section: &Section) -> anyhow::Result<Option<CoreTls>> {
-        let name = match section.value.get("tls") {
-            None | Some(Value::Null) => return Ok(None),
-            Some(Value::String(s)) if s.is_empty() => return Ok(None),
-            Some(Value::String(s)) => s.as_str(),
-            Some(_) => {
-                return Err(anyhow::anyhow!(
-                    "{}: tls: expected the name of a TLS configuration",
-                    section.origin
-                ))
-            }
+        let Some(name) = tls_name(section)? else {
+            return Ok(None);
         };
         if plugin_does_tls(&section.kind) {
             return Ok(None);

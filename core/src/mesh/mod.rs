@@ -43,7 +43,7 @@ use datapath::{DataPath, Delivery};
 pub use datapath::{Firewall, FirewallMessage, FirewallVerdict};
 use fdio::{DatagramSocket, FdStream};
 use session::{DatagramReader, DatagramWriter, StreamReader, StreamWriter};
-pub use tls_session::{SessionTls, TlsConnection, TLS_HANDSHAKE_TIMEOUT};
+pub use tls_session::{PeerTls, SessionTls, TlsConnection, TLS_HANDSHAKE_TIMEOUT};
 
 /// How long a ping waits for its answer.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -254,25 +254,39 @@ impl Mesh {
         framing: Framing,
         params: SessionParams,
     ) -> Result<(), MeshError> {
+        self.run_session_with_identity(io, framing, params, None)
+            .await
+    }
+
+    /// [`Mesh::run_session`] whose peer must pass `identity` (when given) with the
+    /// node ID it announces, as in [`Mesh::run_stream_session_with_identity`]: for a
+    /// connection on which a backend plugin ran TLS itself.
+    pub async fn run_session_with_identity(
+        &self,
+        io: OwnedFd,
+        framing: Framing,
+        params: SessionParams,
+        identity: Option<PeerIdentity>,
+    ) -> Result<(), MeshError> {
         let inner = self.inner.clone();
         match framing {
             Framing::Len16Le => match FdStream::new(io) {
                 Ok(FdStream::Tcp(s)) => {
                     let (r, w) = s.into_split();
                     let (r, w) = (StreamReader::new(r), StreamWriter::new(w));
-                    session::run(inner, r, w, params, None).await
+                    session::run(inner, r, w, params, identity).await
                 }
                 Ok(FdStream::Unix(s)) => {
                     let (r, w) = s.into_split();
                     let (r, w) = (StreamReader::new(r), StreamWriter::new(w));
-                    session::run(inner, r, w, params, None).await
+                    session::run(inner, r, w, params, identity).await
                 }
                 Err(e) => Err(MeshError::Other(format!("unusable connection: {e}"))),
             },
             Framing::Datagram => match DatagramSocket::new(io) {
                 Ok(sock) => {
                     let reader = DatagramReader::new(sock.clone());
-                    session::run(inner, reader, DatagramWriter::new(sock), params, None).await
+                    session::run(inner, reader, DatagramWriter::new(sock), params, identity).await
                 }
                 Err(e) => Err(MeshError::Other(format!("unusable connection: {e}"))),
             },

@@ -10,7 +10,8 @@
 //! a certificate, the node ID it announces in its ROUTE messages must be one of the
 //! certificate's ReceptorNames, unless the TLS configuration sets
 //! `skipreceptornamescheck` (or, for a client, `insecureskipverify`). The check runs
-//! before the node registers the peer; a refusal drops only that session.
+//! before the node registers the peer; a refusal drops only that session. [`PeerTls`]
+//! makes the same check for connections on which a backend plugin ran TLS itself.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -45,27 +46,44 @@ impl SessionTls {
     /// The identity check for a peer that presented `certs` (leaf first); `None` when
     /// it presented none, as there is nothing to hold it to.
     fn identity(&self, certs: Option<&[CertificateDer<'_>]>) -> Option<PeerIdentity> {
-        let certs: Vec<CertificateDer<'static>> = certs
-            .filter(|c| !c.is_empty())?
-            .iter()
-            .map(|c| c.clone().into_owned())
-            .collect();
-        Some(match self {
-            SessionTls::Server(tls) => {
-                let tls = tls.clone();
-                PeerIdentity::new(move |announced| {
-                    tls.check_peer_node(Some(&certs), announced)
-                        .map_err(|e| identity_error(announced, &e))
-                })
-            }
-            SessionTls::Client { tls, .. } => {
-                let tls = tls.clone();
-                PeerIdentity::new(move |announced| {
-                    tls.check_peer_node(Some(&certs), announced)
-                        .map_err(|e| identity_error(announced, &e))
-                })
-            }
-        })
+        let settings = match self {
+            SessionTls::Server(tls) => PeerTls::Server(tls.clone()),
+            SessionTls::Client { tls, .. } => PeerTls::Client(tls.clone()),
+        };
+        settings.identity(certs?)
+    }
+}
+
+/// The TLS configuration a peer's certificate is held to: the backend's `tls-server`
+/// (the peer dialed in) or `tls-client` (the node dialed out). Also for connections on
+/// which a backend plugin ran TLS itself (websockets) and passed the certificate on.
+#[derive(Debug, Clone)]
+pub enum PeerTls {
+    /// The node accepted the connection with this `tls-server`.
+    Server(Arc<ServerTls>),
+    /// The node dialed the connection with this `tls-client`.
+    Client(Arc<ClientTls>),
+}
+
+impl PeerTls {
+    /// The check that the node ID a peer that presented `certs` (leaf first)
+    /// announces is one of the leaf's ReceptorNames (passing whatever the settings
+    /// skip); `None` when it presented none, as there is nothing to hold it to. A
+    /// refusal reads "it announced node ID X but its certificate does not name it".
+    pub fn identity(&self, certs: &[CertificateDer<'_>]) -> Option<PeerIdentity> {
+        if certs.is_empty() {
+            return None;
+        }
+        let certs: Vec<CertificateDer<'static>> =
+            certs.iter().map(|c| c.clone().into_owned()).collect();
+        let settings = self.clone();
+        Some(PeerIdentity::new(move |announced| {
+            let checked = match &settings {
+                PeerTls::Server(tls) => tls.check_peer_node(Some(&certs), announced),
+                PeerTls::Client(tls) => tls.check_peer_node(Some(&certs), announced),
+            };
+            checked.map_err(|e| identity_error(announced, &e))
+        }))
     }
 }
 

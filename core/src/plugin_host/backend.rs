@@ -4,6 +4,8 @@
 //! [`BackendHandle`]; the plugin holds one reference until it calls `release`. Handing
 //! over a connection never blocks a thread of the host's runtime: if the channel is
 //! full, a plugin thread waits for room (back-pressure) until the instance is stopped.
+//! A plugin that ran TLS itself hands connections over with `connection_tls` (ABI 1.1),
+//! which also carries the peer's leaf certificate for the daemon's node ID check.
 
 use std::ffi::c_void;
 use std::future::Future;
@@ -76,6 +78,9 @@ pub struct BackendConnection {
     pub peer: String,
     /// True if accepted by a listener, false if dialed.
     pub inbound: bool,
+    /// The DER of the leaf certificate the peer presented, when the plugin ran TLS on
+    /// the connection itself and handed it over with `connection_tls` (ABI 1.1).
+    pub peer_cert: Option<Vec<u8>>,
     /// Pass this to [`BackendHandle::session_closed`] when the session ends; unique
     /// among all connections of all backends.
     pub token: SessionToken,
@@ -198,6 +203,7 @@ pub(super) fn start(
         ctx: Arc::into_raw(Arc::clone(&ctx)) as *mut c_void,
         connection: Some(host_connection),
         release: Some(host_release),
+        connection_tls: Some(host_connection_tls),
     };
     let json = config.to_string();
     let slot = ErrorSlot::default();
@@ -261,12 +267,60 @@ unsafe extern "C" fn host_connection(
     // string is borrowed for this call.
     let (ctx, peer) = unsafe { (&*(ctx as *const BackendCtx), peer.to_string_lossy()) };
     catch_unwind(AssertUnwindSafe(|| {
-        deliver(ctx, fd, framing, peer, inbound != 0)
+        deliver(ctx, fd, framing, peer, inbound != 0, None)
     }))
     .unwrap_or(0)
 }
 
-fn deliver(ctx: &BackendCtx, fd: OwnedFd, framing: u32, peer: String, inbound: bool) -> u64 {
+/// The most certificate bytes taken from a plugin (rustls takes no larger message).
+const MAX_PEER_CERT: usize = 64 * 1024;
+
+unsafe extern "C" fn host_connection_tls(
+    ctx: *mut c_void,
+    fd: std::ffi::c_int,
+    framing: u32,
+    peer: abi::Str,
+    inbound: u32,
+    peer_cert: *const u8,
+    peer_cert_len: usize,
+) -> u64 {
+    if fd < 0 || ctx.is_null() {
+        return 0;
+    }
+    // SAFETY: the descriptor's ownership moves to the host with this call.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: the plugin holds a reference to ctx until it calls release; the peer
+    // string and the certificate bytes are borrowed for this call.
+    let (ctx, peer, cert) = unsafe {
+        (
+            &*(ctx as *const BackendCtx),
+            peer.to_string_lossy(),
+            abi::Str {
+                ptr: peer_cert,
+                len: peer_cert_len,
+            }
+            .as_bytes(),
+        )
+    };
+    if cert.len() > MAX_PEER_CERT {
+        tracing::warn!(plugin = %ctx.plugin, kind = %ctx.kind, "connection from {peer} refused: a peer certificate of {} bytes", cert.len());
+        return 0;
+    }
+    let cert = (!cert.is_empty()).then(|| cert.to_vec());
+    catch_unwind(AssertUnwindSafe(|| {
+        deliver(ctx, fd, framing, peer, inbound != 0, cert)
+    }))
+    .unwrap_or(0)
+}
+
+fn deliver(
+    ctx: &BackendCtx,
+    fd: OwnedFd,
+    framing: u32,
+    peer: String,
+    inbound: bool,
+    peer_cert: Option<Vec<u8>>,
+) -> u64 {
     let Some(framing) = framing_from_abi(framing) else {
         tracing::warn!(plugin = %ctx.plugin, kind = %ctx.kind, "connection with unknown framing {framing} refused");
         return 0;
@@ -284,6 +338,7 @@ fn deliver(ctx: &BackendCtx, fd: OwnedFd, framing: u32, peer: String, inbound: b
         framing,
         peer,
         inbound,
+        peer_cert,
         token: SessionToken(token),
     };
     let conn = match tx.try_send(conn) {
@@ -350,5 +405,158 @@ fn block_on<F: Future>(fut: F) -> F::Output {
             return out;
         }
         std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The host's `BackendHost` callbacks, called as a plugin calls them: a stand-in
+    //! plugin `start` keeps the host struct it is given, and the test hands over real
+    //! socket descriptors through it.
+
+    use std::cell::Cell;
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    /// What the stand-in plugin keeps: the host struct of its one instance.
+    type Kept = Cell<Option<abi::BackendHost>>;
+
+    unsafe extern "C" fn keep_start(
+        claim_ctx: *mut c_void,
+        _config: abi::Str,
+        host: *const abi::BackendHost,
+        _err: *const abi::ErrorSink,
+        out_instance: *mut *mut c_void,
+    ) -> abi::Status {
+        // SAFETY: the test passes a `Kept` as claim_ctx, and the host a valid struct.
+        unsafe {
+            (*(claim_ctx as *const Kept)).set(Some(*host));
+            *out_instance = claim_ctx;
+        }
+        abi::STATUS_OK
+    }
+
+    unsafe extern "C" fn no_session_closed(_instance: *mut c_void, _token: u64) {}
+
+    unsafe extern "C" fn no_stop(_instance: *mut c_void) {}
+
+    /// Starts an instance of the stand-in plugin; returns it and the host struct.
+    fn started(kept: &Kept) -> (BackendInstance, abi::BackendHost) {
+        let fns = BackendFns {
+            start: keep_start,
+            session_closed: no_session_closed,
+            stop: no_stop,
+        };
+        let claim = SendPtr(kept as *const Kept as *mut c_void);
+        let instance = start("test", "ws-listener", claim, fns, &serde_json::json!({}))
+            .expect("the stand-in plugin starts");
+        let host = kept.take().expect("start received the host struct");
+        (instance, host)
+    }
+
+    /// Hands over one end of a fresh socket pair with `cert`; returns the token and
+    /// the other end.
+    fn hand_over(host: &abi::BackendHost, cert: &[u8]) -> (u64, UnixStream) {
+        let connection_tls = host.connection_tls.expect("the host has connection_tls");
+        let (ours, theirs) = UnixStream::pair().expect("a socket pair");
+        // SAFETY: ctx is alive (the plugin's reference is not released yet); the
+        // descriptor moves to the host; the strings are borrowed for the call.
+        let token = unsafe {
+            connection_tls(
+                host.ctx,
+                theirs.into_raw_fd(),
+                abi::FRAMING_DATAGRAM,
+                abi::Str::new("127.0.0.1:9"),
+                1,
+                cert.as_ptr(),
+                cert.len(),
+            )
+        };
+        (token, ours)
+    }
+
+    fn release(host: &abi::BackendHost) {
+        // SAFETY: the plugin's one reference, given up once.
+        unsafe { (host.release.expect("the host has release"))(host.ctx) };
+    }
+
+    #[test]
+    fn the_host_announces_abi_1_1_and_connection_tls() {
+        let kept = Kept::default();
+        let (_instance, host) = started(&kept);
+        assert_eq!(host.struct_size, std::mem::size_of::<abi::BackendHost>());
+        assert!(abi::covers(
+            host.struct_size,
+            abi::BACKEND_HOST_V1_0_SIZE,
+            std::mem::size_of_val(&host.connection_tls)
+        ));
+        assert!(host.connection_tls.is_some());
+        release(&host);
+    }
+
+    #[test]
+    fn connection_tls_delivers_the_peer_certificate_with_the_connection() {
+        let kept = Kept::default();
+        let (mut instance, host) = started(&kept);
+        let cert = b"\x30\x82 the DER of a leaf certificate".to_vec();
+        let (token, mut ours) = hand_over(&host, &cert);
+        assert_ne!(token, 0, "the connection was refused");
+        let conn = instance
+            .connections
+            .try_recv()
+            .expect("a delivered connection");
+        assert_eq!(conn.token, SessionToken(token));
+        assert_eq!(conn.peer_cert.as_deref(), Some(cert.as_slice()));
+        assert_eq!((conn.framing, conn.inbound), (Framing::Datagram, true));
+        assert_eq!(conn.peer, "127.0.0.1:9");
+        // The descriptor is the other end of our socket.
+        std::io::Write::write_all(&mut ours, b"ping").expect("write");
+        let mut buf = [0u8; 4];
+        let mut theirs = UnixStream::from(conn.fd);
+        theirs.set_nonblocking(false).expect("blocking mode");
+        std::io::Read::read_exact(&mut theirs, &mut buf).expect("read");
+        assert_eq!(&buf, b"ping");
+
+        // No certificate (length 0) is a connection without one.
+        let (token, _ours) = hand_over(&host, &[]);
+        assert_ne!(token, 0);
+        let conn = instance
+            .connections
+            .try_recv()
+            .expect("a delivered connection");
+        assert!(conn.peer_cert.is_none());
+        release(&host);
+    }
+
+    #[test]
+    fn an_oversized_certificate_is_refused_and_its_descriptor_closed() {
+        let kept = Kept::default();
+        let (mut instance, host) = started(&kept);
+        let (token, ours) = hand_over(&host, &vec![0u8; MAX_PEER_CERT + 1]);
+        assert_eq!(token, 0);
+        assert!(instance.connections.try_recv().is_err());
+        ours.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("read timeout");
+        // The host closed its end: reading ours sees end of stream.
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            std::io::Read::read(&mut &ours, &mut buf).expect("read"),
+            0,
+            "fd {} still open at the host",
+            ours.as_raw_fd()
+        );
+        release(&host);
+    }
+
+    #[test]
+    fn a_stopped_backend_refuses_connection_tls() {
+        let kept = Kept::default();
+        let (instance, host) = started(&kept);
+        instance.handle.stop();
+        let (token, _ours) = hand_over(&host, b"cert");
+        assert_eq!(token, 0);
+        release(&host);
     }
 }

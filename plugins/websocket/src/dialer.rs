@@ -213,7 +213,7 @@ async fn dial_loop(
             Ok(Ok(ws)) => {
                 backoff = BACKOFF_START;
                 log::debug(&format!("websocket connected to {}", target.address));
-                match session::hand_over(&sink, &target.address, false).await {
+                match session::hand_over(&sink, &ws, &target.address, false).await {
                     Ok(Some((token, end))) => {
                         let peer = target.address.clone();
                         tokio::spawn(async move { session::pump(ws, end, &peer).await });

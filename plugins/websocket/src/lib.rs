@@ -15,7 +15,9 @@
 //! of a `SOCK_SEQPACKET` socket pair with `DATAGRAM` framing, and the plugin pumps
 //! messages between the pair and the websocket ([`session`]). The pumping runs on the
 //! plugin's own runtime ([`runtime`]), never the host's. TLS for `wss` is done here, from
-//! the `tlsconfig` object the core adds to the section ([`tls`]). The `cost`,
+//! the `tlsconfig` object the core adds to the section ([`tls`]); the peer's leaf
+//! certificate goes to the core with the session (`connection_tls`), which holds the
+//! peer to the node ID the certificate names, as for TLS-TCP. The `cost`,
 //! `nodecost` and `allowedpeers` keys are the core's and ignored.
 
 mod dialer;

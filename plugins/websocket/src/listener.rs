@@ -187,7 +187,7 @@ async fn accept(
     };
     // The permit is held until the host took the session, so a host that does not take
     // sessions also bounds how many wait for it.
-    let handed = session::hand_over(&server.sink, &addr.to_string(), true).await;
+    let handed = session::hand_over(&server.sink, &ws, &addr.to_string(), true).await;
     drop(permit);
     match handed {
         Ok(Some((_token, end))) => Some((ws, end)),

@@ -7,13 +7,16 @@
 //! sends binary. The session ends when either side does; the other side then sees it
 //! end too (a close frame towards the websocket peer, end of stream towards the host).
 
+use std::future::Future;
 use std::io;
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use receptor_plugin_sdk::{log, ConnectionSink, Framing, SessionToken};
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -28,9 +31,33 @@ const BATCH: usize = 32;
 /// How long a closing handshake may take before the connection is just dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Any byte stream a websocket runs over (plain TCP or TLS).
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+/// A byte stream a websocket runs over: plain TCP, or TLS on either side.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The DER of the leaf certificate the peer presented in the TLS handshake, if any.
+    fn peer_certificate(&self) -> Option<&[u8]>;
+}
+
+impl Io for TcpStream {
+    fn peer_certificate(&self) -> Option<&[u8]> {
+        None
+    }
+}
+
+impl Io for tokio_rustls::server::TlsStream<TcpStream> {
+    fn peer_certificate(&self) -> Option<&[u8]> {
+        leaf(self.get_ref().1.peer_certificates())
+    }
+}
+
+impl Io for tokio_rustls::client::TlsStream<TcpStream> {
+    fn peer_certificate(&self) -> Option<&[u8]> {
+        leaf(self.get_ref().1.peer_certificates())
+    }
+}
+
+fn leaf<'a>(chain: Option<&'a [CertificateDer<'_>]>) -> Option<&'a [u8]> {
+    chain.and_then(|c| c.first()).map(|c| c.as_ref())
+}
 
 /// A websocket over either kind of stream.
 pub type Ws = WebSocketStream<Box<dyn Io>>;
@@ -44,20 +71,30 @@ pub fn ws_config() -> WebSocketConfig {
 
 /// Creates the socket pair and hands the host its end (off the runtime's threads, as
 /// the host may make the call wait). `None` if the host refused (it is stopping).
-pub async fn hand_over(
+/// Over TLS the host also gets the peer's leaf certificate (if it presented one), to
+/// hold the peer to the node ID the certificate names.
+pub fn hand_over(
     sink: &ConnectionSink,
+    ws: &Ws,
     peer: &str,
     inbound: bool,
-) -> io::Result<Option<(SessionToken, PacketEnd)>> {
-    let (ours, theirs) = seqpacket_pair()?;
-    let ours = PacketEnd::new(ours)?;
+) -> impl Future<Output = io::Result<Option<(SessionToken, PacketEnd)>>> + Send + 'static {
+    // Taken now: the websocket itself is not `Sync`, so the future must not borrow it.
+    let cert = ws.get_ref().peer_certificate().map(<[u8]>::to_vec);
     let (sink, peer) = (sink.clone(), peer.to_owned());
-    let token = tokio::task::spawn_blocking(move || {
-        sink.connection(theirs, Framing::Datagram, &peer, inbound)
-    })
-    .await
-    .map_err(io::Error::other)?;
-    Ok(token.map(|t| (t, ours)))
+    async move {
+        let (ours, theirs) = seqpacket_pair()?;
+        let ours = PacketEnd::new(ours)?;
+        let token = tokio::task::spawn_blocking(move || match cert {
+            Some(cert) => {
+                sink.connection_tls(theirs, Framing::Datagram, &peer, inbound, Some(&cert))
+            }
+            None => sink.connection(theirs, Framing::Datagram, &peer, inbound),
+        })
+        .await
+        .map_err(io::Error::other)?;
+        Ok(token.map(|t| (t, ours)))
+    }
 }
 
 /// Why a session ended.
