@@ -47,6 +47,7 @@
 
 pub mod abi;
 pub mod backend;
+pub mod backend_support;
 pub mod config;
 mod error;
 pub mod export;

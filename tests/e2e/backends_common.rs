@@ -3,7 +3,7 @@
 use anyhow::{anyhow, ensure, Result};
 use receptor_tests::topology::connections_of;
 use receptor_tests::wait::{wait_until, CONVERGE_TIMEOUT};
-use receptor_tests::Node;
+use receptor_tests::{Implementation, Node, NodeConfig};
 use serde_json::Value;
 
 /// Waits until a log line contains every one of `needles`; returns that line.
@@ -73,13 +73,6 @@ pub(crate) fn ping_all(nodes: &[&Node]) -> Result<()> {
 /// checks that the results are the payload (64 KiB: many mesh datagrams each way).
 /// `to` must have the `cat` work type.
 pub(crate) fn remote_cat(from: &Node, to: &Node) -> Result<()> {
-    from.wait_for_status(&format!("{}'s work types", to.id()), |status| {
-        status["Advertisements"].as_array().is_some_and(|ads| {
-            ads.iter().any(|ad| {
-                ad["NodeID"] == to.id() && ad["WorkCommands"].to_string().contains("\"cat\"")
-            })
-        })
-    })?;
     let mut data = Vec::with_capacity(64 * 1024 + 64);
     let mut i = 0u32;
     while data.len() < 64 * 1024 {
@@ -88,8 +81,22 @@ pub(crate) fn remote_cat(from: &Node, to: &Node) -> Result<()> {
         );
         i += 1;
     }
+    remote_cat_of(from, to, &data)
+}
+
+/// Waits until `from` knows `to`'s `cat` work type, runs a `cat` unit of `data` on `to`
+/// with `receptorctl work submit --node`, and checks that the results are `data` and the
+/// unit succeeded.
+pub(crate) fn remote_cat_of(from: &Node, to: &Node, data: &[u8]) -> Result<()> {
+    from.wait_for_status(&format!("{}'s work types", to.id()), |status| {
+        status["Advertisements"].as_array().is_some_and(|ads| {
+            ads.iter().any(|ad| {
+                ad["NodeID"] == to.id() && ad["WorkCommands"].to_string().contains("\"cat\"")
+            })
+        })
+    })?;
     let payload = from.dir().join(format!("payload-for-{}.txt", to.id()));
-    std::fs::write(&payload, &data)?;
+    std::fs::write(&payload, data)?;
     let submit = from
         .receptorctl(&[
             "work",
@@ -110,7 +117,7 @@ pub(crate) fn remote_cat(from: &Node, to: &Node) -> Result<()> {
         .to_string();
     let results = from.receptorctl(&["work", "results", &unit])?.ok()?;
     ensure!(
-        results.stdout.as_bytes() == data.as_slice(),
+        results.stdout.as_bytes() == data,
         "{} -> {}: {} bytes of results for {} bytes of payload",
         from.id(),
         to.id(),
@@ -120,6 +127,25 @@ pub(crate) fn remote_cat(from: &Node, to: &Node) -> Result<()> {
     let status = from.command_json(&format!("work status {unit}"))?;
     ensure!(status["StateName"] == "Succeeded", "unit status {status}");
     Ok(())
+}
+
+/// Starts a line of three nodes (`a - b - c`, the ends with the `cat` work type), one
+/// of each of `implementations`; checks the connections, pings between all of them, and
+/// runs work between the ends.
+pub(crate) fn line_of_three(
+    implementations: [Implementation; 3],
+    configs: [NodeConfig; 3],
+) -> Result<()> {
+    let nodes = implementations
+        .into_iter()
+        .zip(configs)
+        .map(|(by, config)| Node::start(by, config))
+        .collect::<Result<Vec<_>>>()?;
+    wait_for_peers(&nodes[0], &["b"])?;
+    wait_for_peers(&nodes[1], &["a", "c"])?;
+    wait_for_peers(&nodes[2], &["b"])?;
+    ping_all(&nodes.iter().collect::<Vec<_>>())?;
+    remote_work_between_the_ends(&nodes)
 }
 
 /// The end nodes of a line run work on each other, across the middle.

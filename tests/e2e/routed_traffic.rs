@@ -3,11 +3,11 @@
 //! control service) and remote work whose payload and results (256 KiB each way) cross the
 //! middle node.
 
-use std::fs;
-
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use receptor_tests::topology::{line_routes, start_line_with};
 use receptor_tests::Implementation::{self, Go, Rust};
+
+use crate::backends_common::remote_cat_of;
 
 const NAMES: [&str; 3] = ["left", "middle", "right"];
 
@@ -66,44 +66,7 @@ pub(crate) fn routed_between_go_nodes(middle: Implementation) -> Result<()> {
 
     // Remote work: left submits to right; the payload goes out and the results come back.
     // First wait for right's advertisement (with its work types) to reach left.
-    left.wait_for_status("right's work types", |status| {
-        status["Advertisements"].as_array().is_some_and(|ads| {
-            ads.iter().any(|ad| {
-                ad["NodeID"] == "right" && ad["WorkCommands"].to_string().contains("\"cat\"")
-            })
-        })
-    })?;
-    let data = payload();
-    let payload_file = left.dir().join("payload.txt");
-    fs::write(&payload_file, &data)?;
-    let submit = left
-        .receptorctl(&[
-            "work",
-            "submit",
-            "cat",
-            "--node",
-            "right",
-            "-p",
-            &payload_file.display().to_string(),
-        ])?
-        .ok()?;
-    let unit = submit
-        .stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("Unit ID: "))
-        .with_context(|| format!("no unit id in {}", submit.describe()))?
-        .trim()
-        .to_string();
-    let results = left.receptorctl(&["work", "results", &unit])?.ok()?;
-    ensure!(
-        results.stdout.as_bytes() == data.as_slice(),
-        "results differ from the payload: {} bytes back, {} sent",
-        results.stdout.len(),
-        data.len()
-    );
-    let status = left.command_json(&format!("work status {unit}"))?;
-    ensure!(status["StateName"] == "Succeeded", "unit status {status}");
-    Ok(())
+    remote_cat_of(left, right, &payload())
 }
 
 mod go {

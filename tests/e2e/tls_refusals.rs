@@ -38,12 +38,37 @@ fn start_friend(pki: &Pki, ca: &Ca, hub_port: u16) -> Result<Node> {
 }
 
 fn start_friend_with(cert: &Cert, ca: &Ca, hub_port: u16) -> Result<Node> {
-    Node::start(
-        Go,
-        NodeConfig::new("friend")
-            .entry("tls-client", tls_client("cli", cert, ca, json!({})))
-            .entry("tcp-peer", tls_peer(hub_port, "cli")),
-    )
+    Node::start(Go, dialing("friend", hub_port, cert, ca, json!({})))
+}
+
+/// Node `id` with a TLS listener on `port`: tls-server `srv` from `cert`, `ca` and `extra`.
+fn listening(id: &str, port: u16, cert: &Cert, ca: &Ca, extra: Value) -> NodeConfig {
+    NodeConfig::new(id)
+        .entry("tls-server", tls_server("srv", cert, ca, extra))
+        .entry("tcp-listener", tls_listener(port, "srv"))
+}
+
+/// Node `id` dialing `port` over TLS: tls-client `cli` from `cert`, `ca` and `extra`.
+fn dialing(id: &str, port: u16, cert: &Cert, ca: &Ca, extra: Value) -> NodeConfig {
+    NodeConfig::new(id)
+        .entry("tls-client", tls_client("cli", cert, ca, extra))
+        .entry("tcp-peer", tls_peer(port, "cli"))
+}
+
+/// The node `hub` listening on `port` and dialing `peer_port`, both with its own `cert`
+/// and `ca` (`server` and `client` add to the tls-server and tls-client).
+fn hub_config(
+    port: u16,
+    peer_port: u16,
+    (cert, ca): (&Cert, &Ca),
+    server: Value,
+    client: Value,
+) -> NodeConfig {
+    NodeConfig::new("hub")
+        .entry("tls-server", tls_server("srv", cert, ca, server))
+        .entry("tls-client", tls_client("cli", cert, ca, client))
+        .entry("tcp-listener", tls_listener(port, "srv"))
+        .entry("tcp-peer", tls_peer(peer_port, "cli"))
 }
 
 /// The hub keeps its friend after the refusals: still its only connection, reachable.
@@ -66,31 +91,13 @@ fn node_id_not_in_certificate_is_refused_both_ways() -> Result<()> {
     let skip = json!({"skipreceptornamescheck": true});
 
     let liar_port = free_port()?;
-    let _liar = Node::start(
-        Go,
-        NodeConfig::new("liar")
-            .entry(
-                "tls-server",
-                tls_server("srv", &someone_go, &ca, skip.clone()),
-            )
-            .entry("tcp-listener", tls_listener(liar_port, "srv")),
-    )?;
+    let liar = listening("liar", liar_port, &someone_go, &ca, skip.clone());
+    let _liar = Node::start(Go, liar)?;
     let hub_port = free_port()?;
-    let hub = Node::start(
-        Rust,
-        NodeConfig::new("hub")
-            .entry("tls-server", tls_server("srv", &hub_cert, &ca, json!({})))
-            .entry("tls-client", tls_client("cli", &hub_cert, &ca, json!({})))
-            .entry("tcp-listener", tls_listener(hub_port, "srv"))
-            .entry("tcp-peer", tls_peer(liar_port, "cli")),
-    )?;
+    let hub = hub_config(hub_port, liar_port, (&hub_cert, &ca), json!({}), json!({}));
+    let hub = Node::start(Rust, hub)?;
     let friend = start_friend(&pki, &ca, hub_port)?;
-    let _mallory = Node::start(
-        Rust,
-        NodeConfig::new("mallory")
-            .entry("tls-client", tls_client("cli", &someone_rust, &ca, skip))
-            .entry("tcp-peer", tls_peer(hub_port, "cli")),
-    )?;
+    let _mallory = Node::start(Rust, dialing("mallory", hub_port, &someone_rust, &ca, skip))?;
 
     let inbound = wait_for_log_line(&hub, &["tcp-listener", "refused", "mallory", "someone"])?;
     let outbound = wait_for_log_line(&hub, &["tcp-peer", "refused", "liar", "someone"])?;
@@ -119,19 +126,9 @@ fn node_id_check_is_skipped_with_skipreceptornamescheck() -> Result<()> {
     let hub_port = free_port()?;
     let hub = Node::start(
         Rust,
-        NodeConfig::new("hub")
-            .entry(
-                "tls-server",
-                tls_server("srv", &hub_cert, &ca, skip.clone()),
-            )
-            .entry("tcp-listener", tls_listener(hub_port, "srv")),
+        listening("hub", hub_port, &hub_cert, &ca, skip.clone()),
     )?;
-    let mallory = Node::start(
-        Go,
-        NodeConfig::new("mallory")
-            .entry("tls-client", tls_client("cli", &someone, &ca, skip))
-            .entry("tcp-peer", tls_peer(hub_port, "cli")),
-    )?;
+    let mallory = Node::start(Go, dialing("mallory", hub_port, &someone, &ca, skip))?;
     wait_for_peers(&hub, &["mallory"])?;
     hub.wait_for_ping("mallory")?;
     mallory.wait_for_ping("hub")?;
@@ -148,52 +145,37 @@ fn certificate_from_an_untrusted_ca_is_refused_both_ways() -> Result<()> {
     let outsider_cert = pki.cert(&other, "outsider", &["outsider"], Rust)?;
 
     let outsider_port = free_port()?;
-    let _outsider = Node::start(
-        Rust,
-        NodeConfig::new("outsider")
-            .entry(
-                "tls-server",
-                tls_server("srv", &outsider_cert, &trusted, json!({})),
-            )
-            .entry("tcp-listener", tls_listener(outsider_port, "srv")),
-    )?;
+    let outsider = listening(
+        "outsider",
+        outsider_port,
+        &outsider_cert,
+        &trusted,
+        json!({}),
+    );
+    let _outsider = Node::start(Rust, outsider)?;
     let hub_port = free_port()?;
-    let hub = Node::start(
-        Rust,
-        NodeConfig::new("hub")
-            .entry(
-                "tls-server",
-                tls_server("srv", &hub_cert, &trusted, json!({})),
-            )
-            .entry(
-                "tls-client",
-                tls_client("cli", &hub_cert, &trusted, json!({})),
-            )
-            .entry("tcp-listener", tls_listener(hub_port, "srv"))
-            .entry("tcp-peer", tls_peer(outsider_port, "cli")),
-    )?;
+    let hub = hub_config(
+        hub_port,
+        outsider_port,
+        (&hub_cert, &trusted),
+        json!({}),
+        json!({}),
+    );
+    let hub = Node::start(Rust, hub)?;
     let friend = start_friend(&pki, &trusted, hub_port)?;
     // A Go client sends no certificate the server's CA list does not cover (the
     // handshake then fails for want of one); a Rust client sends it and has it refused.
-    let _intruder = Node::start(
-        Rust,
-        NodeConfig::new("intruder")
-            .entry(
-                "tls-client",
-                tls_client("cli", &intruder_cert, &trusted, json!({})),
-            )
-            .entry("tcp-peer", tls_peer(hub_port, "cli")),
-    )?;
+    let intruder = dialing("intruder", hub_port, &intruder_cert, &trusted, json!({}));
+    let _intruder = Node::start(Rust, intruder)?;
     let go_intruder_cert = pki.cert(&other, "go-intruder", &["go-intruder"], Go)?;
-    let _go_intruder = Node::start(
-        Go,
-        NodeConfig::new("go-intruder")
-            .entry(
-                "tls-client",
-                tls_client("cli", &go_intruder_cert, &trusted, json!({})),
-            )
-            .entry("tcp-peer", tls_peer(hub_port, "cli")),
-    )?;
+    let go_intruder = dialing(
+        "go-intruder",
+        hub_port,
+        &go_intruder_cert,
+        &trusted,
+        json!({}),
+    );
+    let _go_intruder = Node::start(Go, go_intruder)?;
 
     wait_for_log_line(
         &hub,
@@ -245,40 +227,20 @@ fn certificate_not_matching_the_pin_is_refused_both_ways() -> Result<()> {
     let pin = fingerprint(&friend_cert.cert)?;
 
     let server_port = free_port()?;
-    let _server = Node::start(
-        Go,
-        NodeConfig::new("server")
-            .entry(
-                "tls-server",
-                tls_server("srv", &server_cert, &ca, json!({})),
-            )
-            .entry("tcp-listener", tls_listener(server_port, "srv")),
-    )?;
+    let server = listening("server", server_port, &server_cert, &ca, json!({}));
+    let _server = Node::start(Go, server)?;
     let hub_port = free_port()?;
-    let hub = Node::start(
-        Rust,
-        NodeConfig::new("hub")
-            .entry(
-                "tls-server",
-                tls_server("srv", &hub_cert, &ca, json!({"pinnedclientcert": [pin]})),
-            )
-            .entry(
-                "tls-client",
-                tls_client("cli", &hub_cert, &ca, json!({"pinnedservercert": [pin]})),
-            )
-            .entry("tcp-listener", tls_listener(hub_port, "srv"))
-            .entry("tcp-peer", tls_peer(server_port, "cli")),
-    )?;
+    let hub = hub_config(
+        hub_port,
+        server_port,
+        (&hub_cert, &ca),
+        json!({"pinnedclientcert": [pin]}),
+        json!({"pinnedservercert": [pin]}),
+    );
+    let hub = Node::start(Rust, hub)?;
     let friend = start_friend_with(&friend_cert, &ca, hub_port)?;
-    let _unpinned = Node::start(
-        Go,
-        NodeConfig::new("unpinned")
-            .entry(
-                "tls-client",
-                tls_client("cli", &unpinned_cert, &ca, json!({})),
-            )
-            .entry("tcp-peer", tls_peer(hub_port, "cli")),
-    )?;
+    let unpinned = dialing("unpinned", hub_port, &unpinned_cert, &ca, json!({}));
+    let _unpinned = Node::start(Go, unpinned)?;
 
     wait_for_log_line(&hub, &["tcp-listener", "refused", "pinned fingerprint"])?;
     wait_for_log_line(
@@ -299,12 +261,7 @@ fn plaintext_peer_and_silent_client_are_refused() -> Result<()> {
     let ca = pki.ca("mesh", Go)?;
     let hub_cert = pki.cert(&ca, "hub", &["hub"], Rust)?;
     let hub_port = free_port()?;
-    let hub = Node::start(
-        Rust,
-        NodeConfig::new("hub")
-            .entry("tls-server", tls_server("srv", &hub_cert, &ca, json!({})))
-            .entry("tcp-listener", tls_listener(hub_port, "srv")),
-    )?;
+    let hub = Node::start(Rust, listening("hub", hub_port, &hub_cert, &ca, json!({})))?;
     let friend = start_friend(&pki, &ca, hub_port)?;
     // A client that connects and never starts the handshake.
     let mut silent = std::net::TcpStream::connect(("127.0.0.1", hub_port))?;
@@ -334,27 +291,15 @@ fn own_certificate_must_name_the_node() -> Result<()> {
     let ca = pki.ca("mesh", Rust)?;
     let someone = pki.cert(&ca, "someone", &["someone"], Go)?;
     for by in [Go, Rust] {
-        let config = NodeConfig::new("hub")
-            .entry("tls-server", tls_server("srv", &someone, &ca, json!({})))
-            .entry("tcp-listener", tls_listener(free_port()?, "srv"));
+        let config = listening("hub", free_port()?, &someone, &ca, json!({}));
         let log = Node::run_expecting_failure(by, config)?;
         ensure!(
             log.contains("nodeID=hub not found in certificate name(s)"),
             "{}: {log}",
             by.label()
         );
-        let config = NodeConfig::new("hub")
-            .entry(
-                "tls-server",
-                tls_server(
-                    "srv",
-                    &someone,
-                    &ca,
-                    json!({"skipreceptornamescheck": true}),
-                ),
-            )
-            .entry("tcp-listener", tls_listener(free_port()?, "srv"));
-        Node::start(by, config)?;
+        let skip = json!({"skipreceptornamescheck": true});
+        Node::start(by, listening("hub", free_port()?, &someone, &ca, skip))?;
     }
     Ok(())
 }
@@ -368,12 +313,7 @@ fn pending_handshakes_are_bounded() -> Result<()> {
     let ca = pki.ca("mesh", Rust)?;
     let hub_cert = pki.cert(&ca, "hub", &["hub"], Rust)?;
     let hub_port = free_port()?;
-    let hub = Node::start(
-        Rust,
-        NodeConfig::new("hub")
-            .entry("tls-server", tls_server("srv", &hub_cert, &ca, json!({})))
-            .entry("tcp-listener", tls_listener(hub_port, "srv")),
-    )?;
+    let hub = Node::start(Rust, listening("hub", hub_port, &hub_cert, &ca, json!({})))?;
     let silent = (0..65)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", hub_port)))
         .collect::<std::io::Result<Vec<_>>>()?;

@@ -201,6 +201,36 @@ const ALLOWEDPEERS: FieldSpec = f(
 );
 const REDIAL: FieldSpec = def("redial", Bool, "true", "Redial when the connection is lost");
 const BINDADDR: FieldSpec = def("bindaddr", Str, "0.0.0.0", "Local address to bind to");
+const PERMISSIONS: FieldSpec = def("permissions", Int, "0600", "Permissions of the socket file");
+const CONFIG_NAME: FieldSpec = req("name", Str, "Name of this configuration");
+const MINTLS13: FieldSpec = def(
+    "mintls13",
+    Bool,
+    "true",
+    "Require TLS 1.3 (otherwise 1.2 is the minimum)",
+);
+const TLS_SERVER: FieldSpec = f("tls", Str, "Name of a tls-server configuration");
+const TLS_CLIENT: FieldSpec = f("tls", Str, "Name of a tls-client configuration");
+const PEER_ADDRESS: FieldSpec = bare(req("address", Str, "host:port to connect to"));
+const REMOTENODE: FieldSpec = req("remotenode", Str, "Node to forward to");
+const REMOTESERVICE: FieldSpec = req("remoteservice", Str, "Service to forward to");
+const LISTEN_SERVICE: FieldSpec = req("service", Str, "Mesh service name to listen on");
+const WORKTYPE: FieldSpec = req("worktype", Str, "Name of the work type");
+const ALLOWRUNTIMEPARAMS: FieldSpec = def(
+    "allowruntimeparams",
+    Bool,
+    "false",
+    "Let submitters add parameters",
+);
+const VERIFYSIGNATURE: FieldSpec = def(
+    "verifysignature",
+    Bool,
+    "false",
+    "Require signed work submissions",
+);
+const COMMONNAME: FieldSpec = req("commonname", Str, "Common name of the certificate");
+const NOTBEFORE: FieldSpec = f("notbefore", Str, "Start of validity (RFC 3339)");
+const NOTAFTER: FieldSpec = f("notafter", Str, "End of validity (RFC 3339)");
 
 /// Every kind, in the order `--help` lists them.
 pub(crate) static KINDS: &[KindSpec] = &[
@@ -274,7 +304,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
         &[
             def("service", Str, "control", "Mesh service name to listen on"),
             f("filename", Str, "Path of a unix socket to listen on"),
-            def("permissions", Int, "0600", "Permissions of the socket file"),
+            PERMISSIONS,
             f(
                 "tls",
                 Str,
@@ -305,7 +335,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
         Core,
         Resources,
         &[
-            req("name", Str, "Name of this configuration"),
+            CONFIG_NAME,
             req("cert", Str, "Server certificate file"),
             req("key", Str, "Server private key file"),
             def(
@@ -330,12 +360,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
                 "false",
                 "Do not check the node ID in the certificate at startup",
             ),
-            def(
-                "mintls13",
-                Bool,
-                "true",
-                "Require TLS 1.3 (otherwise 1.2 is the minimum)",
-            ),
+            MINTLS13,
         ],
     ),
     kind_spec(
@@ -344,7 +369,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
         Core,
         Resources,
         &[
-            req("name", Str, "Name of this configuration"),
+            CONFIG_NAME,
             req("cert", Str, "Client certificate file"),
             req("key", Str, "Client private key file"),
             f("rootcas", Str, "CA bundle to trust instead of the system's"),
@@ -364,12 +389,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
                 Bool,
                 "Do not check the node ID in the certificate at startup",
             ),
-            def(
-                "mintls13",
-                Bool,
-                "true",
-                "Require TLS 1.3 (otherwise 1.2 is the minimum)",
-            ),
+            MINTLS13,
         ],
     ),
     kind_spec(
@@ -380,7 +400,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
         &[
             BINDADDR,
             bare(req("port", Int, "TCP port to listen on")),
-            f("tls", Str, "Name of a tls-server configuration"),
+            TLS_SERVER,
             COST,
             NODECOST,
             ALLOWEDPEERS,
@@ -391,13 +411,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
         "Connect to a peer's TCP listener",
         Plugin,
         Backends,
-        &[
-            bare(req("address", Str, "host:port to connect to")),
-            REDIAL,
-            f("tls", Str, "Name of a tls-client configuration"),
-            COST,
-            ALLOWEDPEERS,
-        ],
+        &[PEER_ADDRESS, REDIAL, TLS_CLIENT, COST, ALLOWEDPEERS],
     ),
     kind_spec(
         "udp-listener",
@@ -417,12 +431,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
         "Connect to a peer's UDP listener",
         Plugin,
         Backends,
-        &[
-            bare(req("address", Str, "host:port to connect to")),
-            REDIAL,
-            COST,
-            ALLOWEDPEERS,
-        ],
+        &[PEER_ADDRESS, REDIAL, COST, ALLOWEDPEERS],
     ),
     kind_spec(
         "ws-listener",
@@ -433,7 +442,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
             BINDADDR,
             bare(req("port", Int, "TCP port of the HTTP server")),
             def("path", Str, "/", "URI path of the websocket endpoint"),
-            f("tls", Str, "Name of a tls-server configuration"),
+            TLS_SERVER,
             COST,
             NODECOST,
             ALLOWEDPEERS,
@@ -452,7 +461,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
                 Str,
                 "Extra HTTP header (Name:value) sent when connecting",
             ),
-            f("tls", Str, "Name of a tls-client configuration"),
+            TLS_CLIENT,
             COST,
             ALLOWEDPEERS,
         ],
@@ -465,7 +474,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
         &[
             req("service", Str, "Mesh service name"),
             req("command", Str, "Command run for each connection"),
-            f("tls", Str, "Name of a tls-server configuration"),
+            TLS_SERVER,
         ],
     ),
     kind_spec(
@@ -487,9 +496,9 @@ pub(crate) static KINDS: &[KindSpec] = &[
         Services,
         &[
             req("port", Int, "Local TCP port"),
-            def("bindaddr", Str, "0.0.0.0", "Local address to bind to"),
-            req("remotenode", Str, "Node to forward to"),
-            req("remoteservice", Str, "Service to forward to"),
+            BINDADDR,
+            REMOTENODE,
+            REMOTESERVICE,
             f(
                 "tlsserver",
                 Str,
@@ -508,7 +517,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
         Core,
         Services,
         &[
-            req("service", Str, "Mesh service name to listen on"),
+            LISTEN_SERVICE,
             req("address", Str, "host:port to connect to"),
             f(
                 "tlsserver",
@@ -529,9 +538,9 @@ pub(crate) static KINDS: &[KindSpec] = &[
         Services,
         &[
             req("port", Int, "Local UDP port"),
-            def("bindaddr", Str, "0.0.0.0", "Local address to bind to"),
-            req("remotenode", Str, "Node to forward to"),
-            req("remoteservice", Str, "Service to forward to"),
+            BINDADDR,
+            REMOTENODE,
+            REMOTESERVICE,
         ],
     ),
     kind_spec(
@@ -539,10 +548,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
         "Listen on a mesh service and forward datagrams over UDP",
         Core,
         Services,
-        &[
-            req("service", Str, "Mesh service name to listen on"),
-            req("address", Str, "host:port to send to"),
-        ],
+        &[LISTEN_SERVICE, req("address", Str, "host:port to send to")],
     ),
     kind_spec(
         "unix-socket-server",
@@ -551,9 +557,9 @@ pub(crate) static KINDS: &[KindSpec] = &[
         Services,
         &[
             req("filename", Str, "Socket path (replaced if it exists)"),
-            def("permissions", Int, "0600", "Permissions of the socket file"),
-            req("remotenode", Str, "Node to forward to"),
-            req("remoteservice", Str, "Service to forward to"),
+            PERMISSIONS,
+            REMOTENODE,
+            REMOTESERVICE,
             f("tls", Str, "Name of a tls-client for the mesh connection"),
         ],
     ),
@@ -563,7 +569,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
         Core,
         Services,
         &[
-            req("service", Str, "Mesh service name to listen on"),
+            LISTEN_SERVICE,
             req("filename", Str, "Path of an existing socket"),
             f("tls", Str, "Name of a tls-server for the mesh service"),
         ],
@@ -595,21 +601,11 @@ pub(crate) static KINDS: &[KindSpec] = &[
         Plugin,
         Workers,
         &[
-            req("worktype", Str, "Name of the work type"),
+            WORKTYPE,
             req("command", Str, "Command that processes a unit of work"),
             f("params", Str, "Command-line parameters"),
-            def(
-                "allowruntimeparams",
-                Bool,
-                "false",
-                "Let submitters add parameters",
-            ),
-            def(
-                "verifysignature",
-                Bool,
-                "false",
-                "Require signed work submissions",
-            ),
+            ALLOWRUNTIMEPARAMS,
+            VERIFYSIGNATURE,
         ],
     ),
     kind_spec(
@@ -618,7 +614,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
         Plugin,
         Workers,
         &[
-            req("worktype", Str, "Name of the work type"),
+            WORKTYPE,
             f("namespace", Str, "Namespace of the pods"),
             f("image", Str, "Container image of the worker pod"),
             f("command", Str, "Command run in the container"),
@@ -643,12 +639,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
                 "false",
                 "Let submitters choose image and command",
             ),
-            def(
-                "allowruntimeparams",
-                Bool,
-                "false",
-                "Let submitters add parameters",
-            ),
+            ALLOWRUNTIMEPARAMS,
             def(
                 "allowruntimepod",
                 Bool,
@@ -662,12 +653,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
                 "Delete pending pods on restart",
             ),
             def("streammethod", Str, "logger", "logger or tcp"),
-            def(
-                "verifysignature",
-                Bool,
-                "false",
-                "Require signed work submissions",
-            ),
+            VERIFYSIGNATURE,
         ],
     ),
     kind_spec(
@@ -676,7 +662,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
         Plugin,
         Workers,
         &[
-            req("worktype", Str, "Name of the work type"),
+            WORKTYPE,
             req("plugin", Str, "Python module of the plugin"),
             req("function", Str, "Exported function to call"),
             f("config", AnyMap, "Plugin-specific configuration"),
@@ -699,10 +685,10 @@ pub(crate) static KINDS: &[KindSpec] = &[
         Core,
         Certificates,
         &[
-            req("commonname", Str, "Common name of the certificate"),
+            COMMONNAME,
             req("bits", Int, "Length of the RSA key in bits"),
-            f("notbefore", Str, "Start of validity (RFC 3339)"),
-            f("notafter", Str, "End of validity (RFC 3339)"),
+            NOTBEFORE,
+            NOTAFTER,
             req("outcert", Str, "File the CA certificate is written to"),
             req("outkey", Str, "File the CA private key is written to"),
         ],
@@ -713,7 +699,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
         Core,
         Certificates,
         &[
-            req("commonname", Str, "Common name of the certificate"),
+            COMMONNAME,
             f("bits", Int, "Length of the RSA key in bits"),
             f("dnsname", StrList, "DNS name to add to the certificate"),
             f("ipaddress", StrList, "IP address to add to the certificate"),
@@ -736,8 +722,8 @@ pub(crate) static KINDS: &[KindSpec] = &[
             req("req", Str, "Certificate request file"),
             req("cacert", Str, "CA certificate file"),
             req("cakey", Str, "CA private key file"),
-            f("notbefore", Str, "Start of validity (RFC 3339)"),
-            f("notafter", Str, "End of validity (RFC 3339)"),
+            NOTBEFORE,
+            NOTAFTER,
             req("outcert", Str, "File the signed certificate is written to"),
             def(
                 "verify",

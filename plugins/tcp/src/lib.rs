@@ -12,7 +12,6 @@
 
 mod dialer;
 mod listener;
-mod stop;
 
 use receptor_plugin_sdk::{export_plugin, Plugin};
 

@@ -1,20 +1,20 @@
 //! `tcp-listener`: accepts connections forever.
 
 use std::io;
-use std::net::{TcpListener, ToSocketAddrs};
+use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use receptor_plugin_sdk::backend_support::listen::ListenAddress;
+use receptor_plugin_sdk::backend_support::Signal;
 use receptor_plugin_sdk::{
     log, Backend, ConnectionSink, Framing, PluginError, Section, SessionToken, CORE_BACKEND_KEYS,
 };
 
-use crate::stop::Stop;
-
 /// A running listener.
 struct Listener {
-    stop: Arc<Stop>,
+    stop: Arc<Signal>,
 }
 
 impl Backend for Listener {
@@ -28,25 +28,12 @@ impl Backend for Listener {
 /// Validates a `tcp-listener` section, binds, and accepts on a thread of its own.
 pub fn start(section: &Section, sink: ConnectionSink) -> Result<Box<dyn Backend>, PluginError> {
     section.reject_unknown_keys(&["bindaddr", "port"], CORE_BACKEND_KEYS)?;
-    let bindaddr = section
-        .string("bindaddr")?
-        .unwrap_or_else(|| "0.0.0.0".to_owned());
-    let port = section
-        .port("port")?
-        .ok_or_else(|| PluginError::new("tcp-listener: missing required key \"port\""))?;
-    let addrs: Vec<_> = (bindaddr.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| PluginError::new(format!("tcp-listener: bad bindaddr {bindaddr:?}: {e}")))?
-        .collect();
-    let listener = TcpListener::bind(&addrs[..]).map_err(|e| {
-        PluginError::new(format!(
-            "tcp-listener: cannot listen on {bindaddr}:{port}: {e}"
-        ))
-    })?;
+    let listener = ListenAddress::from_section("tcp-listener", section)?
+        .bind(|addrs| TcpListener::bind(addrs))?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
     log::info(&format!("listening on {local}"));
-    let stop = Arc::new(Stop::new()?);
+    let stop = Arc::new(Signal::new()?);
     let thread_stop = Arc::clone(&stop);
     std::thread::Builder::new()
         .name(format!("tcp-listener {local}"))
@@ -54,7 +41,7 @@ pub fn start(section: &Section, sink: ConnectionSink) -> Result<Box<dyn Backend>
     Ok(Box::new(Listener { stop }))
 }
 
-fn accept_loop(listener: &TcpListener, sink: &ConnectionSink, stop: &Stop) {
+fn accept_loop(listener: &TcpListener, sink: &ConnectionSink, stop: &Signal) {
     loop {
         if stop.poll_readable(listener) {
             return;

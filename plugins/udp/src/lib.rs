@@ -17,8 +17,6 @@
 
 mod dialer;
 pub mod listener;
-mod signal;
-mod sys;
 
 use receptor_plugin_sdk::{export_plugin, Plugin};
 

@@ -20,18 +20,18 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::OwnedFd;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use receptor_plugin_sdk::backend_support::listen::ListenAddress;
+use receptor_plugin_sdk::backend_support::seqpacket;
+use receptor_plugin_sdk::backend_support::signal::{poll, pollin, Signal};
 use receptor_plugin_sdk::{
     log, Backend, ConnectionSink, Framing, PluginError, Section, SessionToken, CORE_BACKEND_KEYS,
 };
-
-use crate::signal::Signal;
-use crate::sys;
 
 /// The largest message a UDP datagram carries (receptor's `UDPMaxPacketLen`).
 pub const MAX_DATAGRAM: usize = 65507;
@@ -87,21 +87,8 @@ impl Backend for Listener {
 /// Validates a `udp-listener` section, binds, and starts the pump.
 pub fn start(section: &Section, sink: ConnectionSink) -> Result<Box<dyn Backend>, PluginError> {
     section.reject_unknown_keys(&["bindaddr", "port"], CORE_BACKEND_KEYS)?;
-    let bindaddr = section
-        .string("bindaddr")?
-        .unwrap_or_else(|| "0.0.0.0".to_owned());
-    let port = section
-        .port("port")?
-        .ok_or_else(|| PluginError::new("udp-listener: missing required key \"port\""))?;
-    let addrs: Vec<_> = (bindaddr.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| PluginError::new(format!("udp-listener: bad bindaddr {bindaddr:?}: {e}")))?
-        .collect();
-    let udp = UdpSocket::bind(&addrs[..]).map_err(|e| {
-        PluginError::new(format!(
-            "udp-listener: cannot listen on {bindaddr}:{port}: {e}"
-        ))
-    })?;
+    let udp = ListenAddress::from_section("udp-listener", section)?
+        .bind(|addrs| UdpSocket::bind(addrs))?;
     udp.set_nonblocking(true)?;
     let local = udp.local_addr()?;
     let shared = Arc::new(Shared {
@@ -191,14 +178,6 @@ struct Pump {
     read_warning: Throttle,
 }
 
-fn pollfd(fd: &impl AsRawFd) -> libc::pollfd {
-    libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }
-}
-
 impl Pump {
     fn run(&mut self) {
         let mut fds = Vec::new();
@@ -207,13 +186,13 @@ impl Pump {
         loop {
             fds.clear();
             order.clear();
-            fds.push(pollfd(&self.shared.signal.fd()));
-            fds.push(pollfd(&self.udp));
+            fds.push(pollin(&self.shared.signal.fd()));
+            fds.push(pollin(&self.udp));
             for (addr, session) in &self.sessions {
                 order.push((*addr, session.id));
-                fds.push(pollfd(&session.fd));
+                fds.push(pollin(&session.fd));
             }
-            if let Err(e) = sys::poll(&mut fds) {
+            if let Err(e) = poll(&mut fds) {
                 log::error(&format!("udp listener poll failed: {e}"));
                 if self.shared.signal.sleep(Duration::from_millis(100)) {
                     return;
@@ -276,7 +255,7 @@ impl Pump {
     fn deliver(&mut self, peer: SocketAddr, n: usize) {
         let msg = &self.buf[..n];
         if let Some(session) = self.sessions.get(&peer) {
-            match sys::send(&session.fd, msg) {
+            match seqpacket::send(&session.fd, msg) {
                 Ok(_) => return,
                 // The host does not keep up: drop, as the network would.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -314,8 +293,8 @@ impl Pump {
     }
 
     fn open_session(&mut self, peer: SocketAddr, n: usize) -> io::Result<()> {
-        let (ours, theirs) = sys::seqpacket_pair()?;
-        sys::send(&ours, &self.buf[..n])?;
+        let (ours, theirs) = seqpacket::pair()?;
+        seqpacket::send(&ours, &self.buf[..n])?;
         let id = self.next_id;
         self.next_id += 1;
         match self.handover.try_send(Handover {
@@ -342,7 +321,7 @@ impl Pump {
             let Some(session) = self.sessions.get(&peer).filter(|s| s.id == id) else {
                 return;
             };
-            match sys::recv(&session.fd, &mut self.buf) {
+            match seqpacket::recv(&session.fd, &mut self.buf) {
                 Ok(0) => {
                     log::debug(&format!("udp session from {peer} ended"));
                     self.sessions.remove(&peer);

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use receptor_core::mesh::Framing;
 use receptor_core::plugin_host::{BackendConnection, BackendInstance, PluginHost};
 use serde_json::json;
-use support::{free_udp_port, is_route_from, next_conn, GoNode};
-
-const WAIT: Duration = Duration::from_secs(10);
+use support::{
+    assert_route_from, free_udp_port, is_route_from, next_conn, recv_msg, send_msg, socket_type,
+    GoNode, WAIT,
+};
 
 fn udp_host() -> PluginHost {
     support::host(&[support::cdylib("receptor-plugin-udp", "receptor_udp")])
@@ -35,81 +36,6 @@ fn peer(host: &PluginHost, port: u16) -> BackendInstance {
         &json!({"address": format!("127.0.0.1:{port}"), "redial": true, "allowedpeers": ["a"]}),
     )
     .expect("start udp-peer")
-}
-
-/// Waits up to `within` for one message on a message-preserving descriptor.
-fn recv_msg(fd: &impl AsRawFd, within: Duration) -> Option<Vec<u8>> {
-    let mut pfd = [libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    let ms = libc::c_int::try_from(within.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: pfd is a valid array of one pollfd.
-    if unsafe { libc::poll(pfd.as_mut_ptr(), 1, ms) } <= 0 {
-        return None;
-    }
-    let mut buf = vec![0u8; 70000];
-    // SAFETY: buf is valid and writable for its length.
-    let n = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    let n = usize::try_from(n).ok()?;
-    buf.truncate(n);
-    Some(buf)
-}
-
-/// Sends one message, waiting for room while the descriptor (non-blocking) is full.
-fn send_msg(fd: &impl AsRawFd, msg: &[u8]) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        // SAFETY: msg is valid for its length.
-        let n = unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        if usize::try_from(n).ok() == Some(msg.len()) {
-            return;
-        }
-        let e = std::io::Error::last_os_error();
-        assert!(
-            e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline,
-            "send failed: {e}"
-        );
-        let mut pfd = [libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLOUT,
-            revents: 0,
-        }];
-        // SAFETY: pfd is a valid array of one pollfd.
-        unsafe { libc::poll(pfd.as_mut_ptr(), 1, 100) };
-    }
-}
-
-fn socket_type(fd: &impl AsRawFd) -> libc::c_int {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `value`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0);
-    value
 }
 
 fn client() -> UdpSocket {
@@ -340,11 +266,7 @@ async fn go_udp_listener_answers_our_peer_with_its_route() {
     // A message of an unknown type opens Go's session without meaning anything to it.
     let first = recv_skipping_refusals(&out.fd, Duration::from_secs(20))
         .expect("a datagram from the Go node");
-    assert!(
-        is_route_from(&first, "go"),
-        "expected Go's ROUTE, got {:?}",
-        String::from_utf8_lossy(&first)
-    );
+    assert_route_from(&first, "go");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,11 +281,7 @@ async fn go_udp_peer_opens_a_session_on_our_listener_with_its_route() {
     let conn = next_conn(&mut lis, Duration::from_secs(20)).await;
     assert!(conn.inbound);
     let first = recv_msg(&conn.fd, WAIT).expect("Go's first message");
-    assert!(
-        is_route_from(&first, "gopeer"),
-        "expected Go's ROUTE, got {:?}",
-        String::from_utf8_lossy(&first)
-    );
+    assert_route_from(&first, "gopeer");
     // Go repeats its ROUTE every second until it hears from us: same session.
     let again = recv_msg(&conn.fd, Duration::from_secs(5)).expect("Go's next ROUTE");
     assert!(is_route_from(&again, "gopeer"));

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use receptor_plugin_sdk::backend_support::Backoff;
 use receptor_plugin_sdk::{
     log, Backend, ConnectionSink, PluginError, Section, SessionToken, CORE_BACKEND_KEYS,
 };
@@ -26,17 +27,8 @@ use tokio_util::sync::CancellationToken;
 use crate::session::{self, Io, Ws};
 use crate::{proxy, runtime, tls};
 
-/// First wait between dials, and the wait after a session that was established.
-pub const BACKOFF_START: Duration = Duration::from_secs(5);
-/// Longest wait between dials.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(20);
 /// How long one dial (TCP connect, TLS, upgrade) may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The wait after `current`: times 1.5, at most [`BACKOFF_MAX`].
-pub fn next_backoff(current: Duration) -> Duration {
-    current.mul_f64(1.5).min(BACKOFF_MAX)
-}
 
 /// A running dialer.
 struct Dialer {
@@ -203,7 +195,7 @@ async fn dial_loop(
     mut closed: mpsc::Receiver<u64>,
     stop: CancellationToken,
 ) {
-    let mut backoff = BACKOFF_START;
+    let mut backoff = Backoff::new();
     loop {
         let attempt = tokio::select! {
             _ = stop.cancelled() => return,
@@ -211,7 +203,7 @@ async fn dial_loop(
         };
         match attempt {
             Ok(Ok(ws)) => {
-                backoff = BACKOFF_START;
+                backoff.reset();
                 log::debug(&format!("websocket connected to {}", target.address));
                 match session::hand_over(&sink, &ws, &target.address, false).await {
                     Ok(Some((token, end))) => {
@@ -236,9 +228,8 @@ async fn dial_loop(
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.wait()) => {}
         }
-        backoff = next_backoff(backoff);
     }
 }
 
@@ -303,17 +294,6 @@ async fn connect(target: &Target) -> Result<Ws, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_follows_receptor() {
-        let mut waits = vec![BACKOFF_START];
-        for _ in 0..5 {
-            let last = *waits.last().unwrap();
-            waits.push(next_backoff(last));
-        }
-        let secs: Vec<f64> = waits.iter().map(Duration::as_secs_f64).collect();
-        assert_eq!(secs, vec![5.0, 7.5, 11.25, 16.875, 20.0, 20.0]);
-    }
 
     #[test]
     fn urls_give_host_port_path_and_origin() {

@@ -13,10 +13,11 @@
 //! are in the handshake or waiting for the host to take them; more are closed at once. None of this affects
 //! sessions already running.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use receptor_plugin_sdk::backend_support::listen::ListenAddress;
 use receptor_plugin_sdk::{
     log, Backend, ConnectionSink, PluginError, Section, SessionToken, CORE_BACKEND_KEYS,
 };
@@ -63,12 +64,7 @@ pub fn start(section: &Section, sink: ConnectionSink) -> Result<Box<dyn Backend>
         &["bindaddr", "port", "path", "tlsconfig"],
         CORE_BACKEND_KEYS,
     )?;
-    let bindaddr = section
-        .string("bindaddr")?
-        .unwrap_or_else(|| "0.0.0.0".to_owned());
-    let port = section
-        .port("port")?
-        .ok_or_else(|| PluginError::new("ws-listener: missing required key \"port\""))?;
+    let listen = ListenAddress::from_section("ws-listener", section)?;
     let path = section.string("path")?.unwrap_or_else(|| "/".to_owned());
     if !path.starts_with('/') {
         return Err(PluginError::new(format!(
@@ -76,15 +72,7 @@ pub fn start(section: &Section, sink: ConnectionSink) -> Result<Box<dyn Backend>
         )));
     }
     let tls = tls::server_config(section)?.map(TlsAcceptor::from);
-    let addrs: Vec<_> = (bindaddr.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| PluginError::new(format!("ws-listener: bad bindaddr {bindaddr:?}: {e}")))?
-        .collect();
-    let std_listener = std::net::TcpListener::bind(&addrs[..]).map_err(|e| {
-        PluginError::new(format!(
-            "ws-listener: cannot listen on {bindaddr}:{port}: {e}"
-        ))
-    })?;
+    let std_listener = listen.bind(|addrs| std::net::TcpListener::bind(addrs))?;
     std_listener.set_nonblocking(true)?;
     let local = std_listener.local_addr()?;
     let rt = runtime::get()?;

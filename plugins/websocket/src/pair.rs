@@ -7,28 +7,11 @@
 //! the same as that end).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
+pub use receptor_plugin_sdk::backend_support::seqpacket::pair as seqpacket_pair;
+use receptor_plugin_sdk::backend_support::seqpacket::{recv as recv_now, send as send_now};
 use tokio::io::unix::AsyncFd;
-
-/// A connected pair of message-preserving unix sockets (close-on-exec, non-blocking).
-pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds has room for the two descriptors socketpair writes.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: socketpair succeeded, so both descriptors are open and ours.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
 
 /// The plugin's end of a pair, driven by the plugin's runtime.
 pub struct PacketEnd {
@@ -71,30 +54,4 @@ impl PacketEnd {
             }
         }
     }
-}
-
-fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: the buffer is valid and writable for its length for the duration of the call.
-    let n = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-        )
-    };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
-}
-
-fn send_now(fd: &OwnedFd, msg: &[u8]) -> io::Result<usize> {
-    // SAFETY: the buffer is valid for its length for the duration of the call.
-    let n = unsafe {
-        libc::send(
-            fd.as_raw_fd(),
-            msg.as_ptr().cast(),
-            msg.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }

@@ -7,16 +7,16 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use receptor_core::mesh::Framing;
 use receptor_core::plugin_host::{BackendConnection, BackendInstance, PluginHost};
 use serde_json::{json, Value};
-use support::{free_tcp_port, is_route_from, next_conn, wait_tcp, GoNode};
-
-const WAIT: Duration = Duration::from_secs(10);
+use support::{
+    assert_route_from, free_tcp_port, is_route_from, next_conn, recv_msg, send_msg, socket_type,
+    wait_tcp, GoNode, WAIT,
+};
 
 fn ws_host() -> PluginHost {
     support::host(&[support::cdylib(
@@ -28,81 +28,6 @@ fn ws_host() -> PluginHost {
 fn start(host: &PluginHost, kind: &str, config: Value) -> BackendInstance {
     host.start_backend(kind, &config)
         .unwrap_or_else(|e| panic!("start {kind}: {e}"))
-}
-
-/// Waits up to `within` for one packet; `Some(empty)` is the end of the session.
-fn recv_msg(fd: &impl AsRawFd, within: Duration) -> Option<Vec<u8>> {
-    let mut pfd = [libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    let ms = libc::c_int::try_from(within.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: pfd is a valid array of one pollfd.
-    if unsafe { libc::poll(pfd.as_mut_ptr(), 1, ms) } <= 0 {
-        return None;
-    }
-    let mut buf = vec![0u8; 70000];
-    // SAFETY: buf is valid and writable for its length.
-    let n = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    let n = usize::try_from(n).ok()?;
-    buf.truncate(n);
-    Some(buf)
-}
-
-/// Sends one message, waiting for room while the descriptor (non-blocking) is full.
-fn send_msg(fd: &impl AsRawFd, msg: &[u8]) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        // SAFETY: msg is valid for its length.
-        let n = unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        if usize::try_from(n).ok() == Some(msg.len()) {
-            return;
-        }
-        let e = std::io::Error::last_os_error();
-        assert!(
-            e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline,
-            "send failed: {e}"
-        );
-        let mut pfd = [libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLOUT,
-            revents: 0,
-        }];
-        // SAFETY: pfd is a valid array of one pollfd.
-        unsafe { libc::poll(pfd.as_mut_ptr(), 1, 100) };
-    }
-}
-
-fn socket_type(fd: &impl AsRawFd) -> libc::c_int {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `value`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0);
-    value
 }
 
 /// Sends `msg` one way and checks it arrives whole.
@@ -603,11 +528,7 @@ async fn go_ws_listener_sends_its_route_to_our_peer() {
     );
     let out = next_conn(&mut dial, WAIT).await;
     let first = recv_msg(&out.fd, WAIT).expect("Go's first message");
-    assert!(
-        is_route_from(&first, "go"),
-        "expected Go's ROUTE, got {:?}",
-        String::from_utf8_lossy(&first)
-    );
+    assert_route_from(&first, "go");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -628,11 +549,7 @@ async fn go_ws_peer_sends_its_route_to_our_listener() {
     );
     let inc = next_conn(&mut lis, Duration::from_secs(20)).await;
     let first = recv_msg(&inc.fd, WAIT).expect("Go's first message");
-    assert!(
-        is_route_from(&first, "gopeer"),
-        "expected Go's ROUTE, got {:?}",
-        String::from_utf8_lossy(&first)
-    );
+    assert_route_from(&first, "gopeer");
     let again = recv_msg(&inc.fd, Duration::from_secs(5)).expect("Go's next ROUTE");
     assert!(is_route_from(&again, "gopeer"));
     assert!(go.running());
@@ -671,11 +588,7 @@ async fn wss_interoperates_with_go_both_ways() {
     );
     let out = next_conn(&mut dial, WAIT).await;
     let first = recv_msg(&out.fd, WAIT).expect("Go's first message over wss");
-    assert!(
-        is_route_from(&first, "gotls"),
-        "{:?}",
-        String::from_utf8_lossy(&first)
-    );
+    assert_route_from(&first, "gotls");
 
     // Go's wss peer to our wss listener.
     let port = free_tcp_port();
@@ -702,9 +615,5 @@ async fn wss_interoperates_with_go_both_ways() {
     );
     let inc = next_conn(&mut lis, Duration::from_secs(20)).await;
     let first = recv_msg(&inc.fd, WAIT).expect("Go's first message over wss");
-    assert!(
-        is_route_from(&first, "gotlspeer"),
-        "{:?}",
-        String::from_utf8_lossy(&first)
-    );
+    assert_route_from(&first, "gotlspeer");
 }

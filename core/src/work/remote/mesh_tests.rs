@@ -14,8 +14,9 @@ use serde_json::Value;
 use super::gonode::GoNode;
 use super::mesh_dialer::MeshDialer;
 use super::tests::{
-    fast_options, go_bar, pattern, results, status, submit, submit_started, test_types, wait_state,
-    Client, NodeSetup, PRIVATE_KEY, PUBLIC_KEY, WAIT,
+    cancel, fast_options, go_bar, pattern, release, results, signed_work_runs_on_go_bar, status,
+    submit, submit_started, test_types, wait_state, Client, NodeSetup, PRIVATE_KEY, PUBLIC_KEY,
+    WAIT,
 };
 use super::*;
 use crate::control::{CommandRegistry, ControlListener, ControlService, PeerKind};
@@ -241,18 +242,10 @@ async fn rust_to_rust_over_the_mesh() -> Result<()> {
     // Cancel and release travel over the mesh too.
     let id = submit_started(&foo.socket, "work submit bar sleeper", b"").await?;
     wait_state(&foo.socket, &id, 1).await?;
-    let reply = Client::unix(&foo.socket)
-        .await?
-        .ask(&format!("work cancel {id}"))
-        .await?;
-    assert_eq!(reply, format!(r#"{{"cancelled":"{id}"}}"#));
+    cancel(&foo.socket, &id).await?;
     wait_state(&foo.socket, &id, 4).await?;
     assert_eq!(status(&bar.socket, &id).await?["State"], 4);
-    let reply = Client::unix(&foo.socket)
-        .await?
-        .ask(&format!("work release {id}"))
-        .await?;
-    assert_eq!(reply, format!(r#"{{"released":"{id}"}}"#));
+    release(&foo.socket, &id).await?;
     let reply = Client::unix(&bar.socket)
         .await?
         .ask(&format!("work status {id}"))
@@ -310,36 +303,16 @@ async fn rust_to_go_over_the_mesh() -> Result<()> {
     assert!(std::fs::read(foo.unit_dir(&id).join("stdout"))? == std::fs::read(go_stdout)?);
 
     // Signed by us, verified by Go over the mesh.
-    let id = submit_started(
-        &foo.socket,
-        r#"{"command":"work","subcommand":"submit","node":"bar","worktype":"signedcat","signwork":"true"}"#,
-        b"signed-ok",
-    )
-    .await?;
-    wait_state(&foo.socket, &id, 2).await?;
-    assert_eq!(results(&foo.socket, &id).await?, b"signed-ok");
-    let (_, reply) = submit(&foo.socket, "work submit bar signedcat", b"").await?;
-    assert_eq!(
-        reply,
-        "ERROR: could not parse response: ERROR: could not verify signature: signature is empty"
-    );
+    signed_work_runs_on_go_bar(&foo.socket).await?;
 
     // Cancel: Go's results stream of the Canceled unit never ends; ours does.
     let id = submit_started(&foo.socket, "work submit bar sleeper", b"").await?;
     wait_state(&foo.socket, &id, 1).await?;
-    let reply = Client::unix(&foo.socket)
-        .await?
-        .ask(&format!("work cancel {id}"))
-        .await?;
-    assert_eq!(reply, format!(r#"{{"cancelled":"{id}"}}"#));
+    cancel(&foo.socket, &id).await?;
     let s = wait_state(&foo.socket, &id, 4).await?;
     assert_eq!(s["Detail"], "Canceled");
     assert_eq!(go_status(&go, &id).await?["State"], 4);
-    let reply = Client::unix(&foo.socket)
-        .await?
-        .ask(&format!("work release {id}"))
-        .await?;
-    assert_eq!(reply, format!(r#"{{"released":"{id}"}}"#));
+    release(&foo.socket, &id).await?;
     assert_eq!(
         go.command(&format!("work status {id}")).await?,
         format!("ERROR: unknown work unit {id}")

@@ -444,6 +444,45 @@ pub(super) async fn results(socket: &Path, id: &str) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// `work cancel <id>` over the unix socket, which must confirm it.
+pub(super) async fn cancel(socket: &Path, id: &str) -> Result<()> {
+    let reply = Client::unix(socket)
+        .await?
+        .ask(&format!("work cancel {id}"))
+        .await?;
+    assert_eq!(reply, format!(r#"{{"cancelled":"{id}"}}"#));
+    Ok(())
+}
+
+/// `work release <id>` over the unix socket, which must confirm it.
+pub(super) async fn release(socket: &Path, id: &str) -> Result<()> {
+    let reply = Client::unix(socket)
+        .await?
+        .ask(&format!("work release {id}"))
+        .await?;
+    assert_eq!(reply, format!(r#"{{"released":"{id}"}}"#));
+    Ok(())
+}
+
+/// Work signed by the node at `socket` runs on the Go node `bar` (`signedcat`); unsigned
+/// work is refused.
+pub(super) async fn signed_work_runs_on_go_bar(socket: &Path) -> Result<()> {
+    let id = submit_started(
+        socket,
+        r#"{"command":"work","subcommand":"submit","node":"bar","worktype":"signedcat","signwork":"true"}"#,
+        b"signed-ok",
+    )
+    .await?;
+    wait_state(socket, &id, 2).await?;
+    assert_eq!(results(socket, &id).await?, b"signed-ok");
+    let (_, reply) = submit(socket, "work submit bar signedcat", b"").await?;
+    assert_eq!(
+        reply,
+        "ERROR: could not parse response: ERROR: could not verify signature: signature is empty"
+    );
+    Ok(())
+}
+
 /// Waits until `node` does not know unit `id` any more and its folder is gone.
 async fn wait_gone(node: &TestNode, id: &str) -> Result<()> {
     let deadline = Instant::now() + WAIT;
@@ -529,11 +568,7 @@ async fn submit_follow_results_and_release() -> Result<()> {
         b"hello\nremote world\n"
     );
     // Release goes to both nodes.
-    let reply = Client::unix(&foo.socket)
-        .await?
-        .ask(&format!("work release {id}"))
-        .await?;
-    assert_eq!(reply, format!(r#"{{"released":"{id}"}}"#));
+    release(&foo.socket, &id).await?;
     for node in [&foo, &bar] {
         let reply = Client::unix(&node.socket)
             .await?
@@ -825,11 +860,7 @@ async fn remote_unit_gone() -> Result<()> {
     let (_dir, _mesh, foo, bar) = two_nodes(NodeSetup::default(), NodeSetup::default()).await?;
     let id = submit_started(&foo.socket, "work submit bar sleeper", b"").await?;
     wait_state(&foo.socket, &id, 1).await?;
-    let reply = Client::unix(&bar.socket)
-        .await?
-        .ask(&format!("work release {id}"))
-        .await?;
-    assert_eq!(reply, format!(r#"{{"released":"{id}"}}"#));
+    release(&bar.socket, &id).await?;
     // bar cancels the unit before removing it: foo sees either.
     let s = wait_status(&foo.socket, &id, "ended", |s| {
         s["State"] == 3 || s["State"] == 4
@@ -949,11 +980,7 @@ async fn signed_remote_work() -> Result<()> {
             "ERROR: could not verify signature: signature is empty"
         );
     }
-    let reply = Client::unix(&foo.socket)
-        .await?
-        .ask(&format!("work release {id}"))
-        .await?;
-    assert_eq!(reply, format!(r#"{{"released":"{id}"}}"#));
+    release(&foo.socket, &id).await?;
     assert!(!bar.unit_dir(&id).exists());
     // Unsigned: bar refuses.
     let (_, reply) = submit(&foo.socket, "work submit bar signedcat", b"").await?;
@@ -1056,19 +1083,7 @@ async fn rust_to_go() -> Result<()> {
     assert_eq!(results(&foo.socket, &id).await?, b"base p1 p2\n");
 
     // Signed work verified by Go.
-    let id = submit_started(
-        &foo.socket,
-        r#"{"command":"work","subcommand":"submit","node":"bar","worktype":"signedcat","signwork":"true"}"#,
-        b"signed-ok",
-    )
-    .await?;
-    wait_state(&foo.socket, &id, 2).await?;
-    assert_eq!(results(&foo.socket, &id).await?, b"signed-ok");
-    let (_, reply) = submit(&foo.socket, "work submit bar signedcat", b"").await?;
-    assert_eq!(
-        reply,
-        "ERROR: could not parse response: ERROR: could not verify signature: signature is empty"
-    );
+    signed_work_runs_on_go_bar(&foo.socket).await?;
     let (_, reply) = submit(&foo.socket, "work submit bar nosuchtype", b"").await?;
     assert_eq!(
         reply,
@@ -1078,11 +1093,7 @@ async fn rust_to_go() -> Result<()> {
     // Cancel: Go's results stream of a Canceled unit never ends; the follower must.
     let id = submit_started(&foo.socket, "work submit bar sleeper", b"").await?;
     wait_state(&foo.socket, &id, 1).await?;
-    let reply = Client::unix(&foo.socket)
-        .await?
-        .ask(&format!("work cancel {id}"))
-        .await?;
-    assert_eq!(reply, format!(r#"{{"cancelled":"{id}"}}"#));
+    cancel(&foo.socket, &id).await?;
     let s = wait_state(&foo.socket, &id, 4).await?;
     assert_eq!(s["Detail"], "Canceled");
     assert_eq!(results(&foo.socket, &id).await?, b"");
@@ -1091,11 +1102,7 @@ async fn rust_to_go() -> Result<()> {
     assert_eq!(mesh.dials("bar"), dials, "a finished unit is still polled");
 
     // Release removes the unit on the Go node.
-    let reply = Client::unix(&foo.socket)
-        .await?
-        .ask(&format!("work release {id}"))
-        .await?;
-    assert_eq!(reply, format!(r#"{{"released":"{id}"}}"#));
+    release(&foo.socket, &id).await?;
     assert_eq!(
         go.command(&format!("work status {id}")).await?,
         format!("ERROR: unknown work unit {id}")

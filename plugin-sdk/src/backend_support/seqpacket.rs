@@ -1,11 +1,16 @@
-//! The few system calls the listener needs that std does not offer: `SOCK_SEQPACKET`
-//! socket pairs and non-blocking message sends and receives on them.
+//! `SOCK_SEQPACKET` socket pairs and the non-blocking calls that move messages on them.
+//!
+//! A transport whose messages the plugin moves itself (a UDP listener demultiplexing
+//! peers, a websocket session) hands the host one end of a pair with `DATAGRAM` framing
+//! and keeps the other: the kernel keeps message boundaries and bounds what is buffered,
+//! and closing either end is seen by the other as the end of the session (so the plugin
+//! never sends an empty message, which would read the same).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// A connected pair of message-preserving unix sockets (close-on-exec, non-blocking).
-pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: fds has room for the two descriptors socketpair writes.
     let rc = unsafe {
@@ -52,28 +57,13 @@ pub fn recv(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-/// `poll(2)` without a timeout, retried on `EINTR`.
-pub fn poll(fds: &mut [libc::pollfd]) -> io::Result<()> {
-    let n = libc::nfds_t::try_from(fds.len()).map_err(|_| io::Error::other("too many fds"))?;
-    loop {
-        // SAFETY: fds is a valid, writable array of `n` pollfd structs.
-        if unsafe { libc::poll(fds.as_mut_ptr(), n, -1) } >= 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn pair_keeps_message_boundaries_and_reports_truncation_and_eof() {
-        let (a, b) = seqpacket_pair().unwrap();
+        let (a, b) = pair().unwrap();
         assert_eq!(send(&a, b"one").unwrap(), 3);
         assert_eq!(send(&a, &[7u8; 100]).unwrap(), 100);
         let mut buf = [0u8; 16];

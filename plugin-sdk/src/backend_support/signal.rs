@@ -1,6 +1,10 @@
-//! A wake-up signal for the plugin's threads: a stop flag plus a pipe that `poll` can wait
-//! on next to sockets, so a thread blocked in `poll` wakes when it is stopped or when
-//! another thread has news for it (a session the host reported closed).
+//! A stop flag and wake-up for a plugin's threads.
+//!
+//! A backend's threads block: in `accept`, in `poll` over sockets, or waiting for the
+//! host to report a session closed. [`Signal`] is a stop flag plus a self-pipe, so that
+//! such a thread wakes when the instance is stopped or when another thread has news for
+//! it ([`Signal::wake`]), whether it sleeps in [`Signal::wait_until`] or polls the
+//! signal's descriptor next to its sockets.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -88,15 +92,52 @@ impl Signal {
             if left.is_zero() {
                 return false;
             }
-            let mut fds = [libc::pollfd {
-                fd: self.rx.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }];
+            let mut fds = [pollin(&self.rx)];
             let ms = libc::c_int::try_from(left.as_millis().saturating_add(1))
                 .unwrap_or(libc::c_int::MAX);
             // SAFETY: fds is a valid array of one pollfd.
             unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+        }
+    }
+
+    /// Blocks until `fd` is readable or the signal is stopped; returns true if stopped.
+    /// A [`Signal::wake`] meanwhile also ends the wait (the caller re-checks `fd`).
+    pub fn poll_readable(&self, fd: &impl AsRawFd) -> bool {
+        let mut fds = [pollin(fd), pollin(&self.rx)];
+        loop {
+            self.drain();
+            if self.is_stopped() {
+                return true;
+            }
+            // SAFETY: fds is a valid array of two pollfd structs.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return self.is_stopped();
+            }
+        }
+    }
+}
+
+/// A `pollfd` waiting for `fd` to become readable.
+pub fn pollin(fd: &impl AsRawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// `poll(2)` without a timeout, retried on `EINTR`.
+pub fn poll(fds: &mut [libc::pollfd]) -> io::Result<()> {
+    let n = libc::nfds_t::try_from(fds.len()).map_err(|_| io::Error::other("too many fds"))?;
+    loop {
+        // SAFETY: fds is a valid, writable array of `n` pollfd structs.
+        if unsafe { libc::poll(fds.as_mut_ptr(), n, -1) } >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }
@@ -104,6 +145,7 @@ impl Signal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::sync::Arc;
 
     #[test]
@@ -130,5 +172,28 @@ mod tests {
         assert!(s.wait_until(Duration::from_secs(30), || false));
         t.join().unwrap();
         assert!(s.is_stopped());
+    }
+
+    #[test]
+    fn poll_readable_returns_on_data_or_stop() {
+        let s = Arc::new(Signal::new().unwrap());
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        s.wake(); // a stale wake-up is drained, not mistaken for data
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            b.write_all(b"x").unwrap();
+            b
+        });
+        assert!(!s.poll_readable(&a));
+        let _b = t.join().unwrap();
+
+        let (c, _d) = std::os::unix::net::UnixStream::pair().unwrap();
+        let s2 = Arc::clone(&s);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            s2.stop();
+        });
+        assert!(s.poll_readable(&c));
+        t.join().unwrap();
     }
 }
