@@ -202,7 +202,7 @@ impl CommandWork {
         let waiter = shared.clone();
         let spawned = spawn_waiter(move || {
             if let Some(report) = wait_started(&waiter, starting, params, &report) {
-                wait_for_child(&waiter, &unit_dir, &report);
+                wait_for_child(&waiter, &unit_dir, report);
             }
         });
         if let Err(e) = spawned {
