@@ -330,8 +330,9 @@ fn load_signing(
     Ok((verifier, signer))
 }
 
-/// Loads the configured plugins plus the default search path, and checks that every
-/// plugin section of the configuration is claimed by one of them.
+/// Loads the configured plugins plus the default search path, checks that every plugin
+/// section of the configuration is claimed by one of them, and unloads the default-path
+/// plugins it does not need.
 fn load_plugins(config: &Config) -> anyhow::Result<PluginHost> {
     let host = PluginHost::load(&LoadOptions {
         paths: config.plugins.clone(),
@@ -351,6 +352,9 @@ fn load_plugins(config: &Config) -> anyhow::Result<PluginHost> {
         host.require(&section.kind)
             .with_context(|| section.origin.clone())?;
     }
+    // Plugins of the default path that this configuration does not use are not kept
+    // mapped; `reload` loads one back if the new configuration needs it.
+    host.unload_unused(config.sections.iter().map(|s| s.kind.as_str()));
     Ok(host)
 }
 

@@ -93,10 +93,11 @@ pub(super) fn plugin_files(path: &Path, origin: Origin) -> Result<Vec<PathBuf>, 
 pub(super) struct LoadedPlugin {
     pub(super) info: PluginInfo,
     pub(super) claims: Vec<(String, (SendPtr, ClaimFns))>,
+    /// The library: dropping it unloads the plugin (only while nothing of it is in use).
+    pub(super) lib: Library,
 }
 
-/// Loads one plugin file (never unloaded), calls its entry point and validates what it
-/// returns.
+/// Loads one plugin file, calls its entry point and validates what it returns.
 pub(super) fn load_plugin(path: &Path) -> Result<LoadedPlugin, PluginError> {
     let load_err = |reason: String| PluginError::Load {
         path: path.to_path_buf(),
@@ -106,27 +107,37 @@ pub(super) fn load_plugin(path: &Path) -> Result<LoadedPlugin, PluginError> {
     // the configured or default plugin path are loaded.
     let lib = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
         .map_err(|e| load_err(e.to_string()))?;
-    // Never unloaded: descriptors, vtables and threads of the plugin must stay valid.
-    let lib: &'static Library = Box::leak(Box::new(lib));
     let symbol = format!("{}\0", abi::ENTRY_SYMBOL_V1);
     // SAFETY: the symbol, if present, has the ABI v1 entry signature by contract.
     let entry = match unsafe { lib.get::<abi::EntryFnV1>(symbol.as_bytes()) } {
         Ok(entry) => *entry,
-        Err(_) => return Err(missing_entry(path, lib)),
+        Err(_) => {
+            let err = missing_entry(path, &lib);
+            // Kept loaded, as every library that failed: its initialisers ran.
+            std::mem::forget(lib);
+            return Err(err);
+        }
     };
     let (api, log_ctx) = ffi::host_api(path);
     // SAFETY: calling the plugin's entry point with a HostApi that lives forever.
     let desc = unsafe { entry(api) };
     if desc.is_null() {
+        std::mem::forget(lib);
         return Err(load_err(
             "its entry point refused to initialise (returned null)".to_owned(),
         ));
     }
-    // SAFETY: the descriptor is valid forever by contract; every field read below is
-    // checked against its struct_size first.
-    let loaded = unsafe { read_descriptor(path, desc) }?;
-    let _ = log_ctx.name.set(loaded.info.name.clone());
-    Ok(loaded)
+    // SAFETY: the descriptor is valid while the library is loaded; every field read
+    // below is checked against its struct_size first.
+    let (info, claims) = match unsafe { read_descriptor(path, desc) } {
+        Ok(read) => read,
+        Err(e) => {
+            std::mem::forget(lib);
+            return Err(e);
+        }
+    };
+    let _ = log_ctx.name.set(info.name.clone());
+    Ok(LoadedPlugin { info, claims, lib })
 }
 
 /// The error for a library without the v1 entry symbol: an ABI mismatch if it exports
@@ -156,10 +167,11 @@ fn missing_entry(path: &Path, lib: &Library) -> PluginError {
 /// # Safety
 /// `desc` must point to a descriptor at least as large as its leading `struct_size`,
 /// `abi_major` and `abi_minor` fields, valid forever.
+#[allow(clippy::type_complexity)]
 unsafe fn read_descriptor(
     path: &Path,
     desc: *const abi::PluginDescriptor,
-) -> Result<LoadedPlugin, PluginError> {
+) -> Result<(PluginInfo, Vec<(String, (SendPtr, ClaimFns))>), PluginError> {
     let bad = |reason: String| PluginError::BadDescriptor {
         path: path.to_path_buf(),
         reason,
@@ -214,15 +226,15 @@ unsafe fn read_descriptor(
         }
         claims.push((kind, entry));
     }
-    Ok(LoadedPlugin {
-        info: PluginInfo {
+    Ok((
+        PluginInfo {
             path: path.to_path_buf(),
             name,
             version,
             abi: (major, minor),
         },
         claims,
-    })
+    ))
 }
 
 /// Validates one claim.

@@ -7,8 +7,11 @@
 //!   path ([`default_search_path`]): `RECEPTOR_PLUGIN_PATH`, the folder of the running
 //!   executable (so `cargo build` output works with no config) and
 //!   `/usr/lib/receptor/plugins`;
-//! * loads each once and never unloads it, checks its ABI major (a wrong major is refused
-//!   naming the file and both versions) and logs its path, name and version;
+//! * loads each, checks its ABI major (a wrong major is refused naming the file and both
+//!   versions) and logs its path, name and version. A plugin that was used is never
+//!   unloaded; one found on the default search path that the configuration does not need
+//!   is unloaded again ([`PluginHost::unload_unused`]) and stays known: it is loaded back
+//!   the first time one of its sections is used (e.g. after `reload`);
 //! * keeps a registry of which plugin claims which config section kind (two plugins
 //!   claiming one kind is an error; a section nobody claims is an error listing what is
 //!   available);
@@ -28,8 +31,11 @@ mod worktype;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use libloading::os::unix::Library;
 
 use receptor_plugin_sdk::abi;
 
@@ -189,18 +195,54 @@ enum ClaimFns {
     WorkType(worktype::WorkTypeFns),
 }
 
+impl ClaimFns {
+    fn claim_type(&self) -> ClaimType {
+        match self {
+            ClaimFns::Backend(_) => ClaimType::Backend,
+            ClaimFns::WorkType(_) => ClaimType::WorkType,
+        }
+    }
+}
+
 /// One claimed section kind.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 struct Claim {
     /// Index into `PluginHost::plugins`.
     plugin: usize,
-    ctx: SendPtr,
-    fns: ClaimFns,
+    claim_type: ClaimType,
 }
 
-/// The loaded plugins and the registry of section kinds they claim.
+/// A loaded plugin library and the functions of its claims.
+struct Live {
+    /// Never dropped for a plugin that was used (its code and data stay in use); only
+    /// [`PluginHost::unload_unused`] drops it.
+    lib: ManuallyDrop<Library>,
+    claims: BTreeMap<String, (SendPtr, ClaimFns)>,
+    /// A backend or work type was created from it: it can no longer be unloaded.
+    used: bool,
+}
+
+/// A known plugin: loaded, or unloaded until one of its sections is needed.
+struct Entry {
+    /// Named in the configuration (never unloaded) rather than found on the default path.
+    explicit: bool,
+    live: Mutex<Option<Live>>,
+}
+
+impl Entry {
+    fn live(&self) -> MutexGuard<'_, Option<Live>> {
+        // The slot stays consistent even if a holder panicked: every change is one store.
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The known plugins and the registry of section kinds they claim.
 pub struct PluginHost {
     plugins: Vec<PluginInfo>,
+    /// Parallel to `plugins`.
+    entries: Vec<Entry>,
     claims: BTreeMap<String, Claim>,
 }
 
@@ -221,6 +263,7 @@ impl PluginHost {
     pub fn load(opts: &LoadOptions) -> Result<PluginHost, PluginError> {
         let mut host = PluginHost {
             plugins: Vec::new(),
+            entries: Vec::new(),
             claims: BTreeMap::new(),
         };
         let mut seen_files = Vec::new();
@@ -298,18 +341,100 @@ impl PluginHost {
             sections = %loaded.claims.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(","),
             "loaded plugin"
         );
+        let mut claims = BTreeMap::new();
         for (kind, (ctx, fns)) in loaded.claims {
             self.claims.insert(
-                kind,
+                kind.clone(),
                 Claim {
                     plugin: index,
-                    ctx,
-                    fns,
+                    claim_type: fns.claim_type(),
                 },
             );
+            claims.insert(kind, (ctx, fns));
         }
         self.plugins.push(loaded.info);
+        self.entries.push(Entry {
+            explicit,
+            live: Mutex::new(Some(Live {
+                lib: ManuallyDrop::new(loaded.lib),
+                claims,
+                used: false,
+            })),
+        });
         Ok(())
+    }
+
+    /// Unloads the plugins found on the default search path that claim none of the
+    /// section kinds in `needed` and were not used yet: the node does not keep code it
+    /// has no use for mapped. They stay known (listed, and their sections claimed) and
+    /// are loaded again when one of their sections is used.
+    pub fn unload_unused<'a>(&self, needed: impl IntoIterator<Item = &'a str>) {
+        let needed: Vec<String> = needed.into_iter().map(str::to_ascii_lowercase).collect();
+        for (index, entry) in self.entries.iter().enumerate() {
+            if entry.explicit {
+                continue;
+            }
+            let mut live = entry.live();
+            let unneeded = live
+                .as_ref()
+                .is_some_and(|l| !l.used && !l.claims.keys().any(|k| needed.contains(k)));
+            if !unneeded {
+                continue;
+            }
+            if let Some(mut l) = live.take() {
+                l.claims.clear();
+                // SAFETY: nothing created from this plugin exists (`used` is false) and
+                // its claim pointers were just dropped, so no code or data of the
+                // library is referenced any more.
+                unsafe { ManuallyDrop::drop(&mut l.lib) };
+                if let Some(p) = self.plugins.get(index) {
+                    tracing::debug!("unloaded plugin {} (not needed)", p.name);
+                }
+            }
+        }
+    }
+
+    /// The functions of `kind`'s claim, loading its plugin again if it was unloaded; the
+    /// plugin is marked used (never unloaded from now on).
+    fn use_claim(&self, plugin: usize, kind: &str) -> Result<(SendPtr, ClaimFns), PluginError> {
+        let (Some(entry), Some(info)) = (self.entries.get(plugin), self.plugins.get(plugin)) else {
+            return Err(self.unclaimed(kind));
+        };
+        let mut live = entry.live();
+        if live.is_none() {
+            let loaded = loader::load_plugin(&info.path)?;
+            if loaded.info.name != info.name {
+                std::mem::forget(loaded.lib);
+                return Err(PluginError::Load {
+                    path: info.path.clone(),
+                    reason: format!(
+                        "the file now holds plugin {}, not {}",
+                        loaded.info.name, info.name
+                    ),
+                });
+            }
+            tracing::info!(
+                "loaded plugin {} again from {}",
+                info.name,
+                info.path.display()
+            );
+            *live = Some(Live {
+                lib: ManuallyDrop::new(loaded.lib),
+                claims: loaded.claims.into_iter().collect(),
+                used: false,
+            });
+        }
+        let Some(l) = live.as_mut() else {
+            return Err(self.unclaimed(kind));
+        };
+        let Some(&(ctx, fns)) = l.claims.get(kind) else {
+            return Err(PluginError::Load {
+                path: info.path.clone(),
+                reason: format!("the plugin no longer claims section {kind:?}"),
+            });
+        };
+        l.used = true;
+        Ok((ctx, fns))
     }
 
     fn describe(&self, plugin: usize) -> String {
@@ -319,7 +444,7 @@ impl PluginHost {
             .unwrap_or_default()
     }
 
-    /// The plugins loaded, in load order.
+    /// The plugins found, in load order (including those unloaded as not needed).
     pub fn plugins(&self) -> &[PluginInfo] {
         &self.plugins
     }
@@ -333,11 +458,7 @@ impl PluginHost {
     pub fn claims(&self, kind: &str) -> Option<(ClaimType, &PluginInfo)> {
         let claim = self.claims.get(&kind.to_ascii_lowercase())?;
         let plugin = self.plugins.get(claim.plugin)?;
-        let t = match claim.fns {
-            ClaimFns::Backend(_) => ClaimType::Backend,
-            ClaimFns::WorkType(_) => ClaimType::WorkType,
-        };
-        Some((t, plugin))
+        Some((claim.claim_type, plugin))
     }
 
     /// Like [`PluginHost::claims`], but an unclaimed kind is an error that lists the
@@ -371,27 +492,37 @@ impl PluginHost {
         }
     }
 
-    fn claim(&self, kind: &str, expected: ClaimType) -> Result<(&Claim, &PluginInfo), PluginError> {
-        let claim = self
+    /// The functions of `kind`'s claim and its plugin, checked to be of `expected` type.
+    fn claim(
+        &self,
+        kind: &str,
+        expected: ClaimType,
+    ) -> Result<(SendPtr, ClaimFns, &PluginInfo), PluginError> {
+        let kind = kind.to_ascii_lowercase();
+        let claim = *self
             .claims
-            .get(&kind.to_ascii_lowercase())
-            .ok_or_else(|| self.unclaimed(kind))?;
+            .get(&kind)
+            .ok_or_else(|| self.unclaimed(&kind))?;
         let plugin = self
             .plugins
             .get(claim.plugin)
-            .ok_or_else(|| self.unclaimed(kind))?;
-        let actual = match claim.fns {
-            ClaimFns::Backend(_) => ClaimType::Backend,
-            ClaimFns::WorkType(_) => ClaimType::WorkType,
-        };
-        if actual != expected {
+            .ok_or_else(|| self.unclaimed(&kind))?;
+        if claim.claim_type != expected {
             return Err(PluginError::WrongClaimType {
-                kind: kind.to_owned(),
+                kind,
                 expected: expected.noun(),
-                actual: actual.noun(),
+                actual: claim.claim_type.noun(),
             });
         }
-        Ok((claim, plugin))
+        let (ctx, fns) = self.use_claim(claim.plugin, &kind)?;
+        if fns.claim_type() != expected {
+            return Err(PluginError::WrongClaimType {
+                kind,
+                expected: expected.noun(),
+                actual: fns.claim_type().noun(),
+            });
+        }
+        Ok((ctx, fns, plugin))
     }
 
     /// Starts a backend instance for one config section (a JSON object with lower-case
@@ -402,17 +533,11 @@ impl PluginHost {
         kind: &str,
         config: &serde_json::Value,
     ) -> Result<BackendInstance, PluginError> {
-        let (claim, plugin) = self.claim(kind, ClaimType::Backend)?;
-        let ClaimFns::Backend(fns) = claim.fns else {
+        let (ctx, fns, plugin) = self.claim(kind, ClaimType::Backend)?;
+        let ClaimFns::Backend(fns) = fns else {
             return Err(self.unclaimed(kind));
         };
-        backend::start(
-            &plugin.name,
-            &kind.to_ascii_lowercase(),
-            claim.ctx,
-            fns,
-            config,
-        )
+        backend::start(&plugin.name, &kind.to_ascii_lowercase(), ctx, fns, config)
     }
 
     /// Builds the work type one config section describes.
@@ -421,11 +546,11 @@ impl PluginHost {
         kind: &str,
         config: &serde_json::Value,
     ) -> Result<Arc<dyn WorkType>, PluginError> {
-        let (claim, plugin) = self.claim(kind, ClaimType::WorkType)?;
-        let ClaimFns::WorkType(fns) = claim.fns else {
+        let (ctx, fns, plugin) = self.claim(kind, ClaimType::WorkType)?;
+        let ClaimFns::WorkType(fns) = fns else {
             return Err(self.unclaimed(kind));
         };
-        let wt = worktype::create(&plugin.name, claim.ctx, fns, config)?;
+        let wt = worktype::create(&plugin.name, ctx, fns, config)?;
         Ok(Arc::new(wt))
     }
 }

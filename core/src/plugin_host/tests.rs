@@ -755,3 +755,52 @@ fn host_types_can_be_shared_between_tasks() {
     send::<BackendInstance>();
     send::<BackendConnection>();
 }
+
+/// Whether `path` is mapped into this process.
+fn is_mapped(path: &Path) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
+    maps.contains(path.to_str().expect("utf-8 path"))
+}
+
+#[tokio::test]
+async fn unneeded_default_path_plugins_are_unloaded_and_come_back_when_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let tcp = dir.path().join("libtcp_copy.so");
+    let echo = dir.path().join("libecho_copy.so");
+    std::fs::copy(cdylib("receptor_tcp"), &tcp).unwrap();
+    std::fs::copy(cdylib("receptor_echo"), &echo).unwrap();
+    // Only this test loads the default search path; each test runs in its own process
+    // under nextest.
+    std::env::set_var(loader::PLUGIN_PATH_ENV, dir.path());
+    let host = PluginHost::load(&LoadOptions {
+        paths: Vec::new(),
+        default_search: true,
+    })
+    .unwrap();
+    assert!(is_mapped(&tcp) && is_mapped(&echo));
+
+    host.unload_unused(["TCP-Listener"]);
+    assert!(is_mapped(&tcp), "a needed plugin stays");
+    assert!(!is_mapped(&echo), "an unneeded plugin is unloaded");
+    // Still known: its sections are claimed and listed.
+    assert_eq!(host.require("echo-worktype").unwrap(), ClaimType::WorkType);
+    let msg = host.require("no-such-section").unwrap_err().to_string();
+    assert!(
+        msg.contains("echo-worktype") && msg.contains("echo 0.1.0"),
+        "{msg}"
+    );
+
+    // Used again (as after a reload): loaded back, and it runs units.
+    let wt = host.work_type("echo-worktype", &json!({})).unwrap();
+    assert!(is_mapped(&echo));
+    let (stdin, stdout, out) = unit_files(dir.path(), b"back again");
+    let (tx, mut rx) = initial();
+    let _h = wt
+        .start(start_request("unit1", dir.path(), stdin, stdout), tx)
+        .unwrap();
+    assert_eq!(final_progress(&mut rx).await.state, UnitState::Succeeded);
+    assert_eq!(std::fs::read(out).unwrap(), b"back again");
+    // A plugin in use is never unloaded.
+    host.unload_unused([]);
+    assert!(is_mapped(&echo));
+}

@@ -173,17 +173,22 @@ impl WorkCommand {
             let _ = self.store.release(unit.id(), true).await;
             return Ok(Reply::Close);
         }
-        if let Err(e) = receive_payload(&unit, &mut conn.reader).await {
-            let msg = e.to_string();
-            self.store
-                .fail(&unit, format!("Error reading input data: {msg}"))
-                .await;
-            return Err(msg);
-        }
+        // A small payload is kept in memory and written by the start itself; a larger
+        // one is streamed to the file as it comes.
+        let payload = match receive_small_payload(&unit, &mut conn.reader).await {
+            Ok(payload) => payload,
+            Err(e) => {
+                let msg = e.to_string();
+                self.store
+                    .fail(&unit, format!("Error reading input data: {msg}"))
+                    .await;
+                return Err(msg);
+            }
+        };
         let mut extra_params: BTreeMap<String, String> = req.params;
         extra_params.remove("params");
         self.store
-            .start(&unit, params, extra_params)
+            .start_with_payload(&unit, payload, params, extra_params)
             .await
             .map_err(|e| e.to_string())?;
         Ok(Reply::Json(
@@ -315,6 +320,37 @@ impl WorkCommand {
 }
 
 /// Copies the client's bytes into the unit's `stdin` until the client half-closes.
+/// Payloads up to this size are held in memory until the unit starts.
+const SMALL_PAYLOAD: usize = 64 * 1024;
+
+/// Reads the payload until the client half-closes. Up to [`SMALL_PAYLOAD`] bytes it is
+/// returned (an empty payload as `None`: the `stdin` file is already empty); a larger
+/// one is written to the unit's `stdin` file as it arrives and `None` is returned.
+async fn receive_small_payload(
+    unit: &Unit,
+    reader: &mut BufReader<BoxRead>,
+) -> std::io::Result<Option<Vec<u8>>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    // Ends at the end of the payload, or one byte past the limit.
+    (&mut *reader)
+        .take(SMALL_PAYLOAD as u64 + 1)
+        .read_to_end(&mut buf)
+        .await?;
+    if buf.len() <= SMALL_PAYLOAD {
+        return Ok((!buf.is_empty()).then_some(buf));
+    }
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .open(unit.stdin_path())
+        .await?;
+    let mut file = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+    file.write_all(&buf).await?;
+    tokio::io::copy_buf(reader, &mut file).await?;
+    file.flush().await?;
+    Ok(None)
+}
+
 pub(crate) async fn receive_payload(
     unit: &Unit,
     reader: &mut BufReader<BoxRead>,

@@ -447,45 +447,68 @@ impl Workceptor {
         params: String,
         extra_params: BTreeMap<String, String>,
     ) -> Result<(), WorkError> {
+        self.start_with_payload(unit, None, params, extra_params)
+            .await
+    }
+
+    /// [`Workceptor::start`] that first writes `payload` (if any) to the unit's empty
+    /// `stdin` file, in the same blocking call that starts the work type: a small
+    /// payload held in memory costs no extra hand-off to a blocking thread.
+    pub async fn start_with_payload(
+        &self,
+        unit: &Arc<Unit>,
+        payload: Option<Vec<u8>>,
+        params: String,
+        extra_params: BTreeMap<String, String>,
+    ) -> Result<(), WorkError> {
         let Some(wt) = unit.work_type.clone() else {
             return Err(WorkError::UnknownWorkType(unit.status().work_type));
         };
         // A passing detail: published, not written (the file still says Pending, which
         // is all a restart needs to know).
         unit.publish(|s| s.set(UnitState::Pending, "Starting Worker"));
-        let files = open_unit_files(unit);
-        let (stdin, stdout) = match files {
-            Ok(files) => files,
-            Err(e) => {
-                let msg = e.to_string();
-                self.fail(unit, format!("Error starting worker: {msg}"))
-                    .await;
-                return Err(WorkError::Start(msg));
-            }
-        };
         let (tx, rx) = watch::channel(WorkProgress {
             state: UnitState::Pending,
             detail: "Starting Worker".to_owned(),
             extra: None,
         });
-        let request = StartRequest {
-            unit_id: unit.id.clone(),
-            unit_dir: unit.dir.clone(),
-            stdin,
-            stdout,
-            params,
-            extra_params,
-        };
-        let started = tokio::task::spawn_blocking(move || wt.start(request, tx))
-            .await
-            .unwrap_or_else(|e| Err(format!("work type panicked: {e}")));
+        let (unit_id, unit_dir) = (unit.id.clone(), unit.dir.clone());
+        let started = tokio::task::spawn_blocking(move || {
+            if let Some(payload) = payload {
+                write_payload(&unit_dir, &payload).map_err(StartFailure::Payload)?;
+            }
+            let (stdin, stdout) = open_unit_files(&unit_dir).map_err(StartFailure::Files)?;
+            let request = StartRequest {
+                unit_id,
+                unit_dir,
+                stdin,
+                stdout,
+                params,
+                extra_params,
+            };
+            wt.start(request, tx).map_err(StartFailure::WorkType)
+        })
+        .await
+        .unwrap_or_else(|e| Err(StartFailure::WorkType(format!("work type panicked: {e}"))));
         match started {
             Ok(handle) => {
                 *unit.lock_handle() = Some(Arc::from(handle));
                 tokio::spawn(monitor(unit.clone(), rx, self.shutdown.clone()));
                 Ok(())
             }
-            Err(msg) => {
+            Err(StartFailure::Payload(e)) => {
+                let msg = e.to_string();
+                self.fail(unit, format!("Error reading input data: {msg}"))
+                    .await;
+                Err(WorkError::Start(msg))
+            }
+            Err(StartFailure::Files(e)) => {
+                let msg = e.to_string();
+                self.fail(unit, format!("Error starting worker: {msg}"))
+                    .await;
+                Err(WorkError::Start(msg))
+            }
+            Err(StartFailure::WorkType(msg)) => {
                 self.fail(unit, format!("Error starting worker: {msg}"))
                     .await;
                 Err(WorkError::Start(msg))
@@ -631,13 +654,31 @@ impl Workceptor {
     }
 }
 
-fn open_unit_files(unit: &Unit) -> io::Result<(File, File)> {
-    let stdin = File::open(unit.stdin_path())?;
+/// Why [`Workceptor::start_with_payload`] did not start a unit.
+enum StartFailure {
+    /// Writing the payload to `stdin` failed.
+    Payload(io::Error),
+    /// Opening `stdin` or `stdout` failed.
+    Files(io::Error),
+    /// The work type refused.
+    WorkType(String),
+}
+
+fn write_payload(dir: &Path, payload: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    OpenOptions::new()
+        .write(true)
+        .open(dir.join(STDIN_FILE))?
+        .write_all(payload)
+}
+
+fn open_unit_files(dir: &Path) -> io::Result<(File, File)> {
+    let stdin = File::open(dir.join(STDIN_FILE))?;
     let stdout = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
-        .open(unit.stdout_path())?;
+        .open(dir.join(STDOUT_FILE))?;
     Ok((stdin, stdout))
 }
 

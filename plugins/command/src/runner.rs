@@ -60,6 +60,8 @@ pub struct CommandWork {
 /// What the waiter and `cancel` share about a running supervisor.
 #[derive(Debug, Default)]
 struct Phase {
+    /// The command runs (its process group exists).
+    started: bool,
     finished: bool,
     cancelled: bool,
 }
@@ -114,16 +116,25 @@ impl RunningCommand {
             }
         }
         phase.cancelled = true;
-        // SAFETY: kill has no memory preconditions; a negative pid names the group.
-        let r = unsafe { libc::kill(-shared.pgid, libc::SIGKILL) };
-        if r != 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::ESRCH) {
-                return Err(format!("cannot kill process group {}: {err}", shared.pgid));
-            }
+        if !phase.started {
+            // The waiter kills the group as soon as the command runs.
+            return Ok(());
         }
-        Ok(())
+        kill_group(shared.pgid)
     }
+}
+
+/// Kills a process group with SIGKILL; a group that is already gone is fine.
+fn kill_group(pgid: libc::pid_t) -> Result<(), String> {
+    // SAFETY: kill has no memory preconditions; a negative pid names the group.
+    let r = unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    if r != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            return Err(format!("cannot kill process group {pgid}: {err}"));
+        }
+    }
+    Ok(())
 }
 
 impl CommandWork {
@@ -176,29 +187,33 @@ impl CommandWork {
         let mut argv = Vec::with_capacity(words.len() + 1);
         argv.push(self.cfg.command.clone());
         argv.extend(words);
-        let spawned = match spawn::spawn(&program, &argv, &unit_dir, &stdin, &stdout) {
-            Ok(spawned) => spawned,
-            Err(e @ SpawnError::Exec { .. }) => {
-                report(Report::new(WorkState::Failed, e.to_string(), None));
-                return Ok(RunningCommand::finished());
-            }
-            Err(e) => return Err(e.to_string()),
-        };
+        // Only the fork happens here: the waiter learns when the command runs (or why
+        // it did not start) and reports it, so the caller is not held up by the exec.
+        let starting =
+            spawn::start(&program, &argv, &unit_dir, &stdin, &stdout).map_err(|e| e.to_string())?;
         drop(stdin);
         drop(stdout);
-        report(Report::new(
-            WorkState::Running,
-            format!("Running: PID {}", spawned.command),
-            Some(json!({"Pid": spawned.supervisor, "Params": params})),
-        ));
+        let supervisor = starting.supervisor;
         let shared = Arc::new(Shared {
-            pgid: spawned.supervisor,
+            pgid: supervisor,
             pidfd: None,
             phase: Mutex::new(Phase::default()),
         });
         let waiter = shared.clone();
-        spawn_waiter(move || wait_for_child(&waiter, &unit_dir, &report))
-            .map_err(|e| format!("cannot start waiter thread: {e}"))?;
+        let spawned = spawn_waiter(move || {
+            if let Some(report) = wait_started(&waiter, starting, params, &report) {
+                wait_for_child(&waiter, &unit_dir, report);
+            }
+        });
+        if let Err(e) = spawned {
+            // Nobody would wait for the supervisor: stop it (the command may not run yet).
+            // SAFETY: kill has no memory preconditions; the supervisor is our unreaped
+            // child, so its pid is not reused.
+            unsafe { libc::kill(supervisor, libc::SIGKILL) };
+            let _ = kill_group(supervisor);
+            let _ = spawn::wait_child(supervisor);
+            return Err(format!("cannot start waiter thread: {e}"));
+        }
         Ok(RunningCommand {
             shared: Some(shared),
         })
@@ -245,7 +260,10 @@ impl CommandWork {
         let shared = Arc::new(Shared {
             pgid: pid,
             pidfd: Some(pidfd),
-            phase: Mutex::new(Phase::default()),
+            phase: Mutex::new(Phase {
+                started: true,
+                ..Phase::default()
+            }),
         });
         let waiter = shared.clone();
         spawn_waiter(move || wait_for_pidfd(&waiter, &unit_dir, &report))
@@ -283,6 +301,54 @@ fn final_report(cancelled: bool, unit_dir: &Path) -> Report {
     match spawn::read_wait_status(unit_dir) {
         Some(status) => ended(status),
         None => Report::new(WorkState::Failed, "Killed", None),
+    }
+}
+
+/// Waits until the command of a freshly forked supervisor runs and reports it; returns
+/// the reporter to go on with, or `None` if the unit already ended (the command did not
+/// start, and that was reported).
+fn wait_started<'a>(
+    shared: &Shared,
+    starting: spawn::Starting,
+    params: String,
+    report: &'a Reporter,
+) -> Option<&'a Reporter> {
+    match starting.wait_started() {
+        Ok(spawned) => {
+            let cancelled = {
+                let mut phase = shared.phase();
+                phase.started = true;
+                phase.cancelled
+            };
+            if cancelled {
+                let _ = kill_group(shared.pgid);
+            } else {
+                report(Report::new(
+                    WorkState::Running,
+                    format!("Running: PID {}", spawned.command),
+                    Some(json!({"Pid": spawned.supervisor, "Params": params})),
+                ));
+            }
+            Some(report)
+        }
+        Err(e) => {
+            let cancelled = {
+                let mut phase = shared.phase();
+                phase.finished = true;
+                phase.cancelled
+            };
+            let end = match e {
+                _ if cancelled => Report::new(WorkState::Canceled, "Canceled", None),
+                e @ SpawnError::Exec { .. } => Report::new(WorkState::Failed, e.to_string(), None),
+                e => Report::new(
+                    WorkState::Failed,
+                    format!("Error starting worker: {e}"),
+                    None,
+                ),
+            };
+            report(end);
+            None
+        }
     }
 }
 

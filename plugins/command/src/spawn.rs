@@ -133,8 +133,55 @@ struct Prepared {
     max_fd: libc::c_int,
 }
 
-/// Starts `program` with `args` (argv[0] included) under a supervisor; the command's
-/// stdin is `stdin`, its stdout and stderr both `stdout`. `unit_dir` must be absolute.
+/// A supervisor that was forked and is starting the command.
+#[derive(Debug)]
+pub struct Starting {
+    /// The supervisor: a child of this process, soon leader of the command's process group.
+    pub supervisor: libc::pid_t,
+    program: String,
+    pid_read: OwnedFd,
+    err_read: OwnedFd,
+}
+
+impl Starting {
+    /// Waits until the command runs (its `execv` succeeded) and returns both pids. On an
+    /// error the supervisor has been reaped.
+    pub fn wait_started(self) -> Result<Spawned, SpawnError> {
+        let supervisor = self.supervisor;
+        let command = match read_i32(&self.pid_read) {
+            Ok(Some(pid)) if pid > 0 => pid,
+            other => {
+                let _ = wait_child(supervisor);
+                let err = match other {
+                    Ok(Some(errno)) => io::Error::from_raw_os_error(-errno),
+                    Ok(None) => {
+                        io::Error::other("command runner exited before starting the command")
+                    }
+                    Err(e) => e,
+                };
+                return Err(err.into());
+            }
+        };
+        match read_i32(&self.err_read) {
+            Ok(None) => Ok(Spawned {
+                supervisor,
+                command,
+            }),
+            Ok(Some(errno)) => {
+                let _ = wait_child(supervisor);
+                Err(SpawnError::Exec {
+                    path: self.program,
+                    errno,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Starts `program` with `args` (argv[0] included) under a supervisor and waits until it
+/// runs; the command's stdin is `stdin`, its stdout and stderr both `stdout`. `unit_dir`
+/// must be absolute.
 pub fn spawn(
     program: &Path,
     args: &[String],
@@ -142,6 +189,19 @@ pub fn spawn(
     stdin: &File,
     stdout: &File,
 ) -> Result<Spawned, SpawnError> {
+    start(program, args, unit_dir, stdin, stdout)?.wait_started()
+}
+
+/// Forks the supervisor of `program` and returns without waiting for the command to
+/// start ([`Starting::wait_started`] does): the caller's thread is free as soon as the
+/// fork returns. Arguments as for [`spawn`].
+pub fn start(
+    program: &Path,
+    args: &[String],
+    unit_dir: &Path,
+    stdin: &File,
+    stdout: &File,
+) -> Result<Starting, SpawnError> {
     let prepared = Prepared {
         program: cstring(program.as_os_str().as_bytes())?,
         argv: args
@@ -181,35 +241,12 @@ pub fn spawn(
             )
         }
     }
-    drop(pid_write);
-    drop(err_write);
-
-    let command = match read_i32(&pid_read) {
-        Ok(Some(pid)) if pid > 0 => pid,
-        other => {
-            let _ = wait_child(supervisor);
-            let err = match other {
-                Ok(Some(errno)) => io::Error::from_raw_os_error(-errno),
-                Ok(None) => io::Error::other("command runner exited before starting the command"),
-                Err(e) => e,
-            };
-            return Err(err.into());
-        }
-    };
-    match read_i32(&err_read) {
-        Ok(None) => Ok(Spawned {
-            supervisor,
-            command,
-        }),
-        Ok(Some(errno)) => {
-            let _ = wait_child(supervisor);
-            Err(SpawnError::Exec {
-                path: program.display().to_string(),
-                errno,
-            })
-        }
-        Err(e) => Err(e.into()),
-    }
+    Ok(Starting {
+        supervisor,
+        program: program.display().to_string(),
+        pid_read,
+        err_read,
+    })
 }
 
 fn max_fd() -> libc::c_int {

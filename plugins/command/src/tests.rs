@@ -361,3 +361,20 @@ fn unit_dir_must_exist() {
     })();
     assert!(result.is_err());
 }
+
+#[test]
+fn cancel_right_after_start_kills_the_command_once_it_runs() -> Result<()> {
+    // The start returns right after the fork: a cancel can come before the command runs.
+    let unit = UnitDir::new(b"")?;
+    let w = work("sleep", "300", false);
+    let (reports, running) = run(&w, &unit, "")?;
+    running.cancel().map_err(|e| anyhow!(e))?;
+    let pgid = running.supervisor_pid().ok_or_else(|| anyhow!("no pid"))?;
+    let end = reports.wait_final()?;
+    assert_eq!(
+        (end.state, end.detail.as_str()),
+        (State::Canceled, "Canceled")
+    );
+    wait_group_gone(pgid)?;
+    Ok(())
+}
