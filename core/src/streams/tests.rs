@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::memory::{Conditions, MemoryNet, MemoryNode};
 use super::socket::{spawn_socket, AddressTable};
 use super::*;
+use crate::tls::provider;
 
 type TestResult = anyhow::Result<()>;
 
@@ -508,7 +509,7 @@ async fn insecure_client_refuses_a_secure_service() -> TestResult {
         .push(rcgen::DnType::CommonName, "beta");
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let cert = params.self_signed(&key)?;
-    let server_tls = rustls::ServerConfig::builder_with_provider(tls::provider())
+    let server_tls = rustls::ServerConfig::builder_with_provider(provider(true))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(
@@ -731,9 +732,9 @@ async fn user_tls_service_with_client_certificates_and_peer_check() -> TestResul
     let ca = TestCa::new()?;
     let (server_cert, server_key) = ca.issue("beta")?;
     let client_verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(ca.roots()?, tls::provider())
+        rustls::server::WebPkiClientVerifier::builder_with_provider(ca.roots()?, provider(true))
             .build()?;
-    let server_tls = rustls::ServerConfig::builder_with_provider(tls::provider())
+    let server_tls = rustls::ServerConfig::builder_with_provider(provider(true))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(client_verifier)
         .with_single_cert(vec![server_cert], server_key)?;
@@ -764,7 +765,7 @@ async fn user_tls_service_with_client_certificates_and_peer_check() -> TestResul
 
     let client_tls = |node: &str| -> anyhow::Result<rustls::ClientConfig> {
         let (cert, key) = ca.issue(node)?;
-        Ok(rustls::ClientConfig::builder_with_provider(tls::provider())
+        Ok(rustls::ClientConfig::builder_with_provider(provider(true))
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(ca.roots()?)
             .with_client_auth_cert(vec![cert], key)?)
@@ -821,7 +822,7 @@ async fn user_tls_service_with_client_certificates_and_peer_check() -> TestResul
 
     // A server certificate for another node fails verification against the target ID.
     let (other_cert, other_key) = ca.issue("delta")?;
-    let other_tls = rustls::ServerConfig::builder_with_provider(tls::provider())
+    let other_tls = rustls::ServerConfig::builder_with_provider(provider(true))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(vec![other_cert], other_key)?;

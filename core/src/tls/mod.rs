@@ -36,7 +36,10 @@ mod insecure;
 pub mod section;
 mod verify;
 
-pub use insecure::{insecure_client_config, insecure_server_config, INSECURE_COMMON_NAME};
+pub use insecure::{
+    insecure_client_config, insecure_server_config, InsecureKeyType, TlsSetupError,
+    INSECURE_COMMON_NAME, INSECURE_REFUSAL,
+};
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -169,7 +172,7 @@ fn check_peer(
 }
 
 /// The crypto provider for a `mintls13` setting.
-fn provider(min_tls13: bool) -> Arc<CryptoProvider> {
+pub(crate) fn provider(min_tls13: bool) -> Arc<CryptoProvider> {
     let base = ring_provider::default_provider();
     if min_tls13 {
         return Arc::new(base);

@@ -934,12 +934,18 @@ mod go_interop {
     }
 }
 
+/// The insecure (ConnType 1) server configuration with the default key type.
+fn insecure_server() -> ServerConfig {
+    let rt = ok(tokio::runtime::Builder::new_current_thread().build());
+    ok(rt.block_on(insecure_server_config(InsecureKeyType::default())))
+}
+
 #[test]
 fn conn_type_1_insecure_streams() {
-    let server_cfg = ok(insecure_server_config());
+    let server_cfg = Arc::new(insecure_server());
     let (s, c) = handshake(
         server_cfg.clone(),
-        ok(insecure_client_config()),
+        Arc::new(ok(insecure_client_config())),
         "my-node-id",
     );
     assert!(s.ok() && c.ok(), "{s:?} {c:?}");
@@ -963,7 +969,7 @@ fn conn_type_1_insecure_streams() {
     let user = server("server", json!({}));
     let (_, c) = handshake(
         ok(user.quic_config_for_peer("x")),
-        ok(insecure_client_config()),
+        Arc::new(ok(insecure_client_config())),
         "my-node-id",
     );
     assert!(c
@@ -985,6 +991,6 @@ fn quic_configs_are_accepted_by_quinn() {
         assert!(QuicServerConfig::try_from(ok(srv.quic_config_for_peer("client"))).is_ok());
         assert!(QuicClientConfig::try_from(ok(cli.quic_config("server"))).is_ok());
     }
-    assert!(QuicServerConfig::try_from(ok(insecure_server_config())).is_ok());
+    assert!(QuicServerConfig::try_from(insecure_server()).is_ok());
     assert!(QuicClientConfig::try_from(ok(insecure_client_config())).is_ok());
 }
