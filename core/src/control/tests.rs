@@ -142,6 +142,13 @@ impl<S: AsyncRead + AsyncWrite> Client<S> {
         }
     }
 
+    /// A client on `io` whose first line is the node's greeting.
+    async fn greeted(io: S) -> Self {
+        let mut client = Self::new(io);
+        client.expect(&["Receptor Control, node foo"]).await;
+        client
+    }
+
     /// Next line without its `\n`; `None` at EOF.
     async fn line(&mut self) -> Option<String> {
         let mut line = String::new();
@@ -155,6 +162,13 @@ impl<S: AsyncRead + AsyncWrite> Client<S> {
         assert!(line.ends_with('\n'), "unterminated line {line:?}");
         line.pop();
         Some(line)
+    }
+
+    /// Asserts that the next lines are `expected`, in order.
+    async fn expect(&mut self, expected: &[&str]) {
+        for (i, want) in expected.iter().enumerate() {
+            assert_eq!(self.line().await.as_deref(), Some(*want), "line {i}");
+        }
     }
 
     async fn send(&mut self, bytes: &[u8]) {
@@ -171,12 +185,7 @@ async fn session(service: &ControlService) -> Client<tokio::io::DuplexStream> {
     let (client, server) = tokio::io::duplex(1 << 16);
     let service = service.clone();
     tokio::spawn(async move { service.serve_stream(server, PeerKind::Tcp).await });
-    let mut client = Client::new(client);
-    assert_eq!(
-        client.line().await.as_deref(),
-        Some("Receptor Control, node foo")
-    );
-    client
+    Client::greeted(client).await
 }
 
 #[tokio::test]
@@ -184,16 +193,13 @@ async fn pipelined_commands_are_answered_in_order() {
     let mut c = session(&service()).await;
     c.send(b"echo a b\n{\"command\":\"echo\",\"x\":\"<&>\"}\nnosuch\nECHO  two\n")
         .await;
-    assert_eq!(c.line().await.as_deref(), Some(r#"{"text":"a b"}"#));
-    assert_eq!(
-        c.line().await.as_deref(),
-        Some(r#"{"json":{"command":"echo","x":"\u003c\u0026\u003e"}}"#)
-    );
-    assert_eq!(
-        c.line().await.as_deref(),
-        Some("ERROR: Unknown command, nosuch")
-    );
-    assert_eq!(c.line().await.as_deref(), Some(r#"{"text":" two"}"#));
+    c.expect(&[
+        r#"{"text":"a b"}"#,
+        r#"{"json":{"command":"echo","x":"\u003c\u0026\u003e"}}"#,
+        "ERROR: Unknown command, nosuch",
+        r#"{"text":" two"}"#,
+    ])
+    .await;
     c.eof().await;
     assert_eq!(c.line().await, None);
 }
@@ -203,8 +209,7 @@ async fn carriage_returns_and_empty_lines() {
     let mut c = session(&service()).await;
     c.send(b"\n\r\n\r\rec\rho x\r\n\n").await;
     c.send(b"echo y\n").await;
-    assert_eq!(c.line().await.as_deref(), Some(r#"{"text":"x"}"#));
-    assert_eq!(c.line().await.as_deref(), Some(r#"{"text":"y"}"#));
+    c.expect(&[r#"{"text":"x"}"#, r#"{"text":"y"}"#]).await;
 }
 
 #[tokio::test]
@@ -212,11 +217,8 @@ async fn partial_last_line_runs_at_eof() {
     let mut c = session(&service()).await;
     c.send(b"echo one\n{\"command\":\"echo\"}").await;
     c.eof().await;
-    assert_eq!(c.line().await.as_deref(), Some(r#"{"text":"one"}"#));
-    assert_eq!(
-        c.line().await.as_deref(),
-        Some(r#"{"json":{"command":"echo"}}"#)
-    );
+    c.expect(&[r#"{"text":"one"}"#, r#"{"json":{"command":"echo"}}"#])
+        .await;
     assert_eq!(c.line().await, None);
 }
 
@@ -234,23 +236,14 @@ async fn malformed_json_gets_exactly_one_error_line() {
         b"{\"command\":\n{\"x\":1}\n{\"command\":5}\n{\"command\":\"echo\"} trailing\necho after\n",
     )
     .await;
-    assert_eq!(
-        c.line().await.as_deref(),
-        Some("ERROR: unexpected end of JSON input")
-    );
-    assert_eq!(
-        c.line().await.as_deref(),
-        Some("ERROR: JSON did not contain a command")
-    );
-    assert_eq!(
-        c.line().await.as_deref(),
-        Some("ERROR: command must be a string")
-    );
-    assert_eq!(
-        c.line().await.as_deref(),
-        Some("ERROR: invalid character 't' after top-level value")
-    );
-    assert_eq!(c.line().await.as_deref(), Some(r#"{"text":"after"}"#));
+    c.expect(&[
+        "ERROR: unexpected end of JSON input",
+        "ERROR: JSON did not contain a command",
+        "ERROR: command must be a string",
+        "ERROR: invalid character 't' after top-level value",
+        r#"{"text":"after"}"#,
+    ])
+    .await;
 }
 
 #[tokio::test]
@@ -258,28 +251,25 @@ async fn unknown_commands() {
     let mut c = session(&service()).await;
     c.send(b" echo\n{\"command\":\"ECHO\"}\n{\"command\":\"\"}\nst\xffatus\n")
         .await;
-    assert_eq!(c.line().await.as_deref(), Some("ERROR: Unknown command, "));
-    assert_eq!(
-        c.line().await.as_deref(),
-        Some("ERROR: Unknown command, ECHO")
-    );
-    assert_eq!(c.line().await.as_deref(), Some("ERROR: Unknown command, "));
-    assert_eq!(
-        c.line().await.as_deref(),
-        Some("ERROR: Unknown command, st\u{fffd}atus")
-    );
+    c.expect(&[
+        "ERROR: Unknown command, ",
+        "ERROR: Unknown command, ECHO",
+        "ERROR: Unknown command, ",
+        "ERROR: Unknown command, st\u{fffd}atus",
+    ])
+    .await;
 }
 
 #[tokio::test]
 async fn error_replies_stay_on_one_line() {
     let mut c = session(&service()).await;
     c.send(b"fail\n{\"command\":\"a\\nb\"}\necho ok\n").await;
-    assert_eq!(c.line().await.as_deref(), Some("ERROR: first second"));
-    assert_eq!(
-        c.line().await.as_deref(),
-        Some("ERROR: Unknown command, a b")
-    );
-    assert_eq!(c.line().await.as_deref(), Some(r#"{"text":"ok"}"#));
+    c.expect(&[
+        "ERROR: first second",
+        "ERROR: Unknown command, a b",
+        r#"{"text":"ok"}"#,
+    ])
+    .await;
 }
 
 #[tokio::test]
@@ -287,21 +277,20 @@ async fn bytes_after_the_command_line_reach_the_command() {
     let mut c = session(&service()).await;
     // Command, payload and the next command in one write.
     c.send(b"take 7\nab\ncd\nXecho after\n").await;
-    assert_eq!(c.line().await.as_deref(), Some(r#"{"got":"ab\ncd\nX"}"#));
-    assert_eq!(c.line().await.as_deref(), Some(r#"{"text":"after"}"#));
+    c.expect(&[r#"{"got":"ab\ncd\nX"}"#, r#"{"text":"after"}"#])
+        .await;
     // Payload arriving after the command line, in pieces.
     c.send(b"take 4\n").await;
     c.send(b"12").await;
     c.send(b"34echo z\n").await;
-    assert_eq!(c.line().await.as_deref(), Some(r#"{"got":"1234"}"#));
-    assert_eq!(c.line().await.as_deref(), Some(r#"{"text":"z"}"#));
+    c.expect(&[r#"{"got":"1234"}"#, r#"{"text":"z"}"#]).await;
 }
 
 #[tokio::test]
 async fn close_reply_ends_the_session() {
     let mut c = session(&service()).await;
     c.send(b"bye\necho never\n").await;
-    assert_eq!(c.line().await.as_deref(), Some("bye"));
+    c.expect(&["bye"]).await;
     assert_eq!(c.line().await, None);
 }
 
@@ -309,7 +298,7 @@ async fn close_reply_ends_the_session() {
 async fn encoded_replies_are_written_verbatim() {
     let mut c = session(&service()).await;
     c.send(b"raw\n").await;
-    assert_eq!(c.line().await.as_deref(), Some(r#"{"z":1,"a":"tcp"}"#));
+    c.expect(&[r#"{"z":1,"a":"tcp"}"#]).await;
 }
 
 #[tokio::test]
@@ -341,21 +330,13 @@ async fn commands_registered_later_are_served() {
     let service = service();
     let mut c = session(&service).await;
     c.send(b"reload\n").await;
-    assert_eq!(
-        c.line().await.as_deref(),
-        Some("ERROR: Unknown command, reload")
-    );
+    c.expect(&["ERROR: Unknown command, reload"]).await;
     assert!(service
         .registry()
         .register(Arc::new(ReloadCommand::new(None)))
         .is_ok());
     c.send(b"reload\n").await;
-    assert_eq!(
-        c.line().await.as_deref(),
-        Some(
-            r#"{"Error":"no configuration file was provided, reload function not set ERRORCODE 4","Success":false}"#
-        )
-    );
+    c.expect(&[r#"{"Error":"no configuration file was provided, reload function not set ERRORCODE 4","Success":false}"#]).await;
     assert!(service.registry().register(Arc::new(Echo)).is_err());
 }
 
@@ -380,13 +361,7 @@ async fn reload_runs_the_callback_and_reports_its_outcome() {
     let mut c = session(&service).await;
     c.send(b"reload ignored args\n{\"command\":\"reload\"}\n")
         .await;
-    assert_eq!(c.line().await.as_deref(), Some(r#"{"Success":true}"#));
-    assert_eq!(
-        c.line().await.as_deref(),
-        Some(
-            r#"{"Error":"a non-reloadable config action 'work-command' was modified or added. Must restart receptor for these changes to take effect ERRORCODE 3","Success":false}"#
-        )
-    );
+    c.expect(&[r#"{"Success":true}"#, r#"{"Error":"a non-reloadable config action 'work-command' was modified or added. Must restart receptor for these changes to take effect ERRORCODE 3","Success":false}"#]).await;
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
@@ -411,13 +386,9 @@ async fn unix_socket_session_with_permissions_and_lock() {
     let stream = tokio::net::UnixStream::connect(&path)
         .await
         .expect("connect");
-    let mut c = Client::new(stream);
-    assert_eq!(
-        c.line().await.as_deref(),
-        Some("Receptor Control, node foo")
-    );
+    let mut c = Client::greeted(stream).await;
     c.send(b"raw\n").await;
-    assert_eq!(c.line().await.as_deref(), Some(r#"{"z":1,"a":"unix"}"#));
+    c.expect(&[r#"{"z":1,"a":"unix"}"#]).await;
     c.eof().await;
     assert_eq!(c.line().await, None);
 
@@ -433,11 +404,7 @@ async fn unix_socket_session_with_permissions_and_lock() {
     let stream = tokio::net::UnixStream::connect(&path)
         .await
         .expect("connect");
-    let mut c = Client::new(stream);
-    assert_eq!(
-        c.line().await.as_deref(),
-        Some("Receptor Control, node foo")
-    );
+    let _c = Client::greeted(stream).await;
 
     // Closing removes the socket, keeps the lock file and frees the path.
     listener.close().await;
@@ -461,11 +428,7 @@ async fn stale_unix_socket_is_replaced() {
     let stream = tokio::net::UnixStream::connect(&path)
         .await
         .expect("connect");
-    let mut c = Client::new(stream);
-    assert_eq!(
-        c.line().await.as_deref(),
-        Some("Receptor Control, node foo")
-    );
+    let _c = Client::greeted(stream).await;
     drop(listener);
 }
 
@@ -496,15 +459,10 @@ async fn tcp_listener_serves_sessions() {
         panic!("not tcp")
     };
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut c = Client::new(stream);
-    assert_eq!(
-        c.line().await.as_deref(),
-        Some("Receptor Control, node foo")
-    );
+    let mut c = Client::greeted(stream).await;
     c.send(b"raw\necho x").await;
     c.eof().await;
-    assert_eq!(c.line().await.as_deref(), Some(r#"{"z":1,"a":"tcp"}"#));
-    assert_eq!(c.line().await.as_deref(), Some(r#"{"text":"x"}"#));
+    c.expect(&[r#"{"z":1,"a":"tcp"}"#, r#"{"text":"x"}"#]).await;
     assert_eq!(c.line().await, None);
 
     // The port is taken while the listener runs.
@@ -580,14 +538,9 @@ async fn tls_listener_serves_sessions_and_survives_bad_handshakes() {
             .await
             .expect("handshake within the deadline")
             .expect("handshake");
-        let mut c = Client::new(stream);
-        assert_eq!(
-            c.line().await.as_deref(),
-            Some("Receptor Control, node foo")
-        );
+        let mut c = Client::greeted(stream).await;
         c.send(b"raw\necho x\n").await;
-        assert_eq!(c.line().await.as_deref(), Some(r#"{"z":1,"a":"tcp"}"#));
-        assert_eq!(c.line().await.as_deref(), Some(r#"{"text":"x"}"#));
+        c.expect(&[r#"{"z":1,"a":"tcp"}"#, r#"{"text":"x"}"#]).await;
     }
     listener.close().await;
 }
