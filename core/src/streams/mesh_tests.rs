@@ -10,16 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rand::{RngCore, SeedableRng};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixStream};
 
+use super::tests::{echo_through, random_bytes, spawn_echo, TestResult, WAIT};
 use super::*;
 use crate::mesh::{Framing, Mesh, MeshOptions, SessionParams};
-
-type TestResult = anyhow::Result<()>;
-
-const WAIT: Duration = Duration::from_secs(30);
 
 fn start(id: &str) -> Mesh {
     Mesh::start(MeshOptions {
@@ -59,40 +55,6 @@ async fn routes(mesh: &Mesh, to: &[&str]) -> anyhow::Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "no routes to {to:?}: {table:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
-    v
-}
-
-fn spawn_echo(mut listener: StreamListener) {
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = stream.into_split();
-                if tokio::io::copy(&mut r, &mut w).await.is_ok() {
-                    let _ = w.shutdown().await;
-                }
-            });
-        }
-    });
-}
-
-async fn echo_through(stream: MeshStream, data: Arc<Vec<u8>>) -> anyhow::Result<Vec<u8>> {
-    let (mut r, mut w) = stream.into_split();
-    let writer = tokio::spawn(async move {
-        w.write_all(&data).await?;
-        w.shutdown().await?;
-        Ok::<_, std::io::Error>(w)
-    });
-    let mut back = Vec::new();
-    tokio::time::timeout(Duration::from_secs(120), r.read_to_end(&mut back))
-        .await
-        .context("echo timed out")??;
-    let _w = writer.await??;
-    Ok(back)
 }
 
 #[tokio::test]

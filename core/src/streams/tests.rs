@@ -16,9 +16,9 @@ use super::socket::{spawn_socket, AddressTable};
 use super::*;
 use crate::tls::provider;
 
-type TestResult = anyhow::Result<()>;
+pub(super) type TestResult = anyhow::Result<()>;
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(super) const WAIT: Duration = Duration::from_secs(30);
 
 fn fast_config() -> StreamConfig {
     StreamConfig {
@@ -35,33 +35,43 @@ async fn pair() -> anyhow::Result<(MemoryNet, MemoryNode, MemoryNode)> {
     Ok((net, a, b))
 }
 
+/// Listens on `service` with `config` and otherwise default options.
+async fn listen_cfg(
+    node: &MemoryNode,
+    service: &str,
+    config: StreamConfig,
+) -> Result<StreamListener, StreamError> {
+    let opts = ListenOptions {
+        config,
+        ..ListenOptions::default()
+    };
+    listen_with(node, service, opts).await
+}
+
+/// Dials `to`'s `service` with `config` and otherwise default options.
+async fn dial_cfg(
+    node: &MemoryNode,
+    to: &str,
+    service: &str,
+    config: StreamConfig,
+) -> Result<MeshStream, StreamError> {
+    let opts = DialOptions {
+        config,
+        ..DialOptions::default()
+    };
+    dial_with(node, to, service, opts).await
+}
+
 async fn listen_fast(node: &MemoryNode, service: &str) -> Result<StreamListener, StreamError> {
-    listen_with(
-        node,
-        service,
-        ListenOptions {
-            config: fast_config(),
-            ..ListenOptions::default()
-        },
-    )
-    .await
+    listen_cfg(node, service, fast_config()).await
 }
 
 async fn dial_fast(node: &MemoryNode, to: &str, service: &str) -> Result<MeshStream, StreamError> {
-    dial_with(
-        node,
-        to,
-        service,
-        DialOptions {
-            config: fast_config(),
-            ..DialOptions::default()
-        },
-    )
-    .await
+    dial_cfg(node, to, service, fast_config()).await
 }
 
 /// Accepts connections forever and echoes each one until EOF, then closes its side.
-fn spawn_echo(mut listener: StreamListener) -> tokio::task::JoinHandle<()> {
+pub(super) fn spawn_echo(mut listener: StreamListener) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -74,14 +84,17 @@ fn spawn_echo(mut listener: StreamListener) -> tokio::task::JoinHandle<()> {
     })
 }
 
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+pub(super) fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; len];
     rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
     v
 }
 
 /// Writes `data` and reads everything back concurrently; returns what came back.
-async fn echo_through(stream: MeshStream, data: Arc<Vec<u8>>) -> anyhow::Result<Vec<u8>> {
+pub(super) async fn echo_through(
+    stream: MeshStream,
+    data: Arc<Vec<u8>>,
+) -> anyhow::Result<Vec<u8>> {
     let (mut r, mut w) = stream.into_split();
     let writer = tokio::spawn(async move {
         for chunk in data.chunks(64 * 1024) {
@@ -359,15 +372,12 @@ async fn non_zero_first_byte_is_refused() -> TestResult {
 #[tokio::test]
 async fn missing_stream_is_closed_with_accept_timeout() -> TestResult {
     let (_net, a, b) = pair().await?;
-    let _listener = listen_with(
+    let _listener = listen_cfg(
         &b,
         "lazy",
-        ListenOptions {
-            config: StreamConfig {
-                accept_stream_timeout: Duration::from_millis(500),
-                ..fast_config()
-            },
-            ..ListenOptions::default()
+        StreamConfig {
+            accept_stream_timeout: Duration::from_millis(500),
+            ..fast_config()
         },
     )
     .await?;
@@ -404,25 +414,8 @@ async fn idle_connection_times_out() -> TestResult {
         keep_alive: None,
         ..fast_config()
     };
-    let mut listener = listen_with(
-        &b,
-        "idle",
-        ListenOptions {
-            config: idle.clone(),
-            ..ListenOptions::default()
-        },
-    )
-    .await?;
-    let mut s = dial_with(
-        &a,
-        "beta",
-        "idle",
-        DialOptions {
-            config: idle,
-            ..DialOptions::default()
-        },
-    )
-    .await?;
+    let mut listener = listen_cfg(&b, "idle", idle.clone()).await?;
+    let mut s = dial_cfg(&a, "beta", "idle", idle).await?;
     let (_server, _) = tokio::time::timeout(WAIT, listener.accept()).await??;
     net.set_conditions(Conditions {
         blackhole: true,
@@ -449,25 +442,8 @@ async fn keepalive_holds_an_idle_connection() -> TestResult {
         keep_alive: Some(Duration::from_millis(500)),
         ..fast_config()
     };
-    let mut listener = listen_with(
-        &b,
-        "keep",
-        ListenOptions {
-            config: cfg.clone(),
-            ..ListenOptions::default()
-        },
-    )
-    .await?;
-    let mut s = dial_with(
-        &a,
-        "beta",
-        "keep",
-        DialOptions {
-            config: cfg,
-            ..DialOptions::default()
-        },
-    )
-    .await?;
+    let mut listener = listen_cfg(&b, "keep", cfg.clone()).await?;
+    let mut s = dial_cfg(&a, "beta", "keep", cfg).await?;
     let (mut server, _) = tokio::time::timeout(WAIT, listener.accept()).await??;
     // Silent for twice the idle timeout; the dialer's keep-alives keep both ends up.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -567,17 +543,7 @@ async fn datagrams_grow_between_rust_nodes_and_stay_small_for_go_sized_peers() -
         max_datagram_size: 1452,
         ..fast_config()
     };
-    let _echo = spawn_echo(
-        listen_with(
-            &b,
-            "small",
-            ListenOptions {
-                config: go_like,
-                ..ListenOptions::default()
-            },
-        )
-        .await?,
-    );
+    let _echo = spawn_echo(listen_cfg(&b, "small", go_like).await?);
     let stream = dial_fast(&a, "beta", "small").await?;
     let back = echo_through(stream, data.clone()).await?;
     assert!(back == *data);
@@ -916,15 +882,7 @@ async fn throughput() -> TestResult {
             max_datagram_size: size,
             ..fast_config()
         };
-        let mut listener = listen_with(
-            &b,
-            "sink",
-            ListenOptions {
-                config: cfg.clone(),
-                ..ListenOptions::default()
-            },
-        )
-        .await?;
+        let mut listener = listen_cfg(&b, "sink", cfg.clone()).await?;
         let sink = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await?;
             let mut buf = vec![0u8; 256 * 1024];
@@ -938,16 +896,7 @@ async fn throughput() -> TestResult {
             }
             Ok::<_, anyhow::Error>(total)
         });
-        let mut s = dial_with(
-            &a,
-            "beta",
-            "sink",
-            DialOptions {
-                config: cfg,
-                ..DialOptions::default()
-            },
-        )
-        .await?;
+        let mut s = dial_cfg(&a, "beta", "sink", cfg).await?;
         let chunk = vec![0x5au8; 256 * 1024];
         let total = 200 * 1024 * 1024;
         let started = Instant::now();
