@@ -103,6 +103,35 @@ fn tcp_client(service: &str, address: &str) -> TcpClientConfig {
     }
 }
 
+/// A tcp-server on `a` for `service` on `beta`: its handle and its entry port.
+async fn tcp_entry(a: &Mesh, service: &str) -> anyhow::Result<(ServiceHandle, u16)> {
+    let cfg = tcp_server(0, "beta", service);
+    let server = tcp::start_server(a, &cfg, &TlsRegistry::new()).await?;
+    let port = server.local_addr().context("bound address")?.port();
+    Ok((server, port))
+}
+
+/// A tcp-client on `b` offering `service`, which connects to `target`.
+async fn tcp_exit(
+    b: &Mesh,
+    service: &str,
+    target: std::net::SocketAddr,
+) -> anyhow::Result<ServiceHandle> {
+    let cfg = tcp_client(service, &target.to_string());
+    Ok(tcp::start_client(b, &cfg, &TlsRegistry::new()).await?)
+}
+
+/// Reads `s` to its end and asserts that the end is a connection reset.
+async fn assert_reset(s: &mut TcpStream) -> TestResult {
+    let mut buf = Vec::new();
+    let outcome = tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await?;
+    let err = outcome
+        .err()
+        .context("a reset, not a clean end of stream")?;
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    Ok(())
+}
+
 /// A TCP server that answers each connection with `reply:` + what it read, after the
 /// client half-closed.
 async fn reply_server() -> anyhow::Result<std::net::SocketAddr> {
@@ -127,16 +156,14 @@ async fn reply_server() -> anyhow::Result<std::net::SocketAddr> {
 async fn tcp_proxy_carries_a_half_closed_exchange() -> TestResult {
     let (a, b) = pair().await?;
     let target = reply_server().await?;
-    let tls = TlsRegistry::new();
-    let _client = tcp::start_client(&b, &tcp_client("web", &target.to_string()), &tls).await?;
+    let _client = tcp_exit(&b, "web", target).await?;
     let ad = advertised(&a, "beta", "web").await?;
     assert_eq!(ad.conn_type, crate::streams::CONN_TYPE_STREAM);
     assert_eq!(
         ad.tags,
         Some(tags("TCP Proxy", "address", &target.to_string()))
     );
-    let server = tcp::start_server(&a, &tcp_server(0, "beta", "web"), &tls).await?;
-    let port = server.local_addr().context("bound address")?.port();
+    let (_server, port) = tcp_entry(&a, "web").await?;
 
     for round in 0..3 {
         let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
@@ -155,10 +182,8 @@ async fn tcp_proxy_moves_megabytes_both_ways() -> TestResult {
     let (a, b) = pair().await?;
     let sink = TcpListener::bind("127.0.0.1:0").await?;
     let sink_addr = sink.local_addr()?;
-    let tls = TlsRegistry::new();
-    let _client = tcp::start_client(&b, &tcp_client("bulk", &sink_addr.to_string()), &tls).await?;
-    let server = tcp::start_server(&a, &tcp_server(0, "beta", "bulk"), &tls).await?;
-    let port = server.local_addr().context("bound address")?.port();
+    let _client = tcp_exit(&b, "bulk", sink_addr).await?;
+    let (_server, port) = tcp_entry(&a, "bulk").await?;
 
     const LEN: usize = 8 * 1024 * 1024;
     let data: Arc<Vec<u8>> = Arc::new((0..LEN).map(|i| (i * 31 % 251) as u8).collect());
@@ -193,10 +218,8 @@ async fn a_target_that_does_not_read_stops_the_sender() -> TestResult {
     let (a, b) = pair().await?;
     let sink = TcpListener::bind("127.0.0.1:0").await?;
     let sink_addr = sink.local_addr()?;
-    let tls = TlsRegistry::new();
-    let _client = tcp::start_client(&b, &tcp_client("slow", &sink_addr.to_string()), &tls).await?;
-    let server = tcp::start_server(&a, &tcp_server(0, "beta", "slow"), &tls).await?;
-    let port = server.local_addr().context("bound address")?.port();
+    let _client = tcp_exit(&b, "slow", sink_addr).await?;
+    let (_server, port) = tcp_entry(&a, "slow").await?;
 
     let s = TcpStream::connect(("127.0.0.1", port)).await?;
     // The target accepts but does not read.
@@ -225,7 +248,6 @@ async fn a_target_that_does_not_read_stops_the_sender() -> TestResult {
 #[tokio::test]
 async fn errors_reach_both_ends_as_errors() -> TestResult {
     let (a, b) = pair().await?;
-    let tls = TlsRegistry::new();
     // The target resets the connection after reading a little.
     let target = TcpListener::bind("127.0.0.1:0").await?;
     let target_addr = target.local_addr()?;
@@ -236,41 +258,25 @@ async fn errors_reach_both_ends_as_errors() -> TestResult {
             relay::reset_on_close(&s);
         }
     });
-    let _client = tcp::start_client(&b, &tcp_client("rst", &target_addr.to_string()), &tls).await?;
-    let server = tcp::start_server(&a, &tcp_server(0, "beta", "rst"), &tls).await?;
-    let port = server.local_addr().context("bound address")?.port();
+    let _client = tcp_exit(&b, "rst", target_addr).await?;
+    let (_server, port) = tcp_entry(&a, "rst").await?;
     let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
     s.write_all(b"abcd").await?;
-    let mut buf = Vec::new();
-    let outcome = tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await?;
-    let err = outcome
-        .err()
-        .context("a reset, not a clean end of stream")?;
-    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    assert_reset(&mut s).await?;
 
     // A proxy to a service nobody offers resets its clients at once.
-    let nowhere = tcp::start_server(&a, &tcp_server(0, "beta", "nosvc"), &tls).await?;
-    let port = nowhere.local_addr().context("bound address")?.port();
+    let (_nowhere, port) = tcp_entry(&a, "nosvc").await?;
     let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
-    let outcome = tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await?;
-    let err = outcome
-        .err()
-        .context("a reset, not a clean end of stream")?;
-    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    assert_reset(&mut s).await?;
 
     // Nothing listens at a tcp-client's address: the client is reset too.
     let closed = TcpListener::bind("127.0.0.1:0").await?;
     let closed_addr = closed.local_addr()?;
     drop(closed);
-    let _c2 = tcp::start_client(&b, &tcp_client("closed", &closed_addr.to_string()), &tls).await?;
-    let s2 = tcp::start_server(&a, &tcp_server(0, "beta", "closed"), &tls).await?;
-    let port = s2.local_addr().context("bound address")?.port();
+    let _c2 = tcp_exit(&b, "closed", closed_addr).await?;
+    let (_s2, port) = tcp_entry(&a, "closed").await?;
     let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
-    let outcome = tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await?;
-    let err = outcome
-        .err()
-        .context("a reset, not a clean end of stream")?;
-    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    assert_reset(&mut s).await?;
     Ok(())
 }
 
