@@ -766,6 +766,27 @@ mod go_interop {
         }
     }
 
+    /// A TLS client session with `config` to the Go listener on `port`, sending `name`.
+    fn tls_to_go(
+        port: u16,
+        config: Arc<ClientConfig>,
+        name: &str,
+    ) -> StreamOwned<ClientConnection, TcpStream> {
+        let sock = connect_with_deadline(port);
+        ok(sock.set_read_timeout(Some(Duration::from_secs(10))));
+        let name = ok(ServerName::try_from(name.to_owned()));
+        StreamOwned::new(ok(ClientConnection::new(config, name)), sock)
+    }
+
+    /// The certificates the peer presented, leaf first.
+    fn peer_chain(conn: &rustls::CommonState) -> Vec<CertificateDer<'static>> {
+        conn.peer_certificates()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.clone().into_owned())
+            .collect()
+    }
+
     /// Reads one backend frame (u16 LE length, then the message) and returns it.
     fn read_frame(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
         let mut len = [0u8; 2];
@@ -816,10 +837,7 @@ mod go_interop {
         let go_leaf = leaf_der(&cert);
 
         // accepted: mutual auth, then Go's first ROUTE arrives over TLS
-        let sock = connect_with_deadline(port);
-        ok(sock.set_read_timeout(Some(Duration::from_secs(10))));
-        let name = ok(ServerName::try_from("127.0.0.1"));
-        let mut tls = StreamOwned::new(ok(ClientConnection::new(cli.backend_config(), name)), sock);
+        let mut tls = tls_to_go(port, cli.backend_config(), "127.0.0.1");
         let msg = ok(read_frame(&mut tls));
         assert!(
             is_route_from(&msg, "gonode"),
@@ -827,13 +845,7 @@ mod go_interop {
             String::from_utf8_lossy(&msg)
         );
         assert_eq!(tls.conn.protocol_version(), Some(ProtocolVersion::TLSv1_3));
-        let peer: Vec<CertificateDer<'static>> = tls
-            .conn
-            .peer_certificates()
-            .unwrap_or_default()
-            .iter()
-            .map(|c| c.clone().into_owned())
-            .collect();
+        let peer = peer_chain(&tls.conn);
         assert!(cli.check_peer_node(Some(&peer), "gonode").is_ok());
         drop(tls);
 
@@ -842,13 +854,7 @@ mod go_interop {
             "client",
             json!({"pinnedservercert": sha256_hex(&leaf_der(&f.path("server.crt")), true)}),
         );
-        let sock = connect_with_deadline(port);
-        ok(sock.set_read_timeout(Some(Duration::from_secs(10))));
-        let name = ok(ServerName::try_from("127.0.0.1"));
-        let mut tls = StreamOwned::new(
-            ok(ClientConnection::new(pinned.backend_config(), name)),
-            sock,
-        );
+        let mut tls = tls_to_go(port, pinned.backend_config(), "127.0.0.1");
         let e = read_frame(&mut tls)
             .err()
             .map(|e| e.to_string())
@@ -862,13 +868,7 @@ mod go_interop {
             "client",
             json!({"pinnedservercert": pin, "mintls13": false}),
         );
-        let sock = connect_with_deadline(port);
-        ok(sock.set_read_timeout(Some(Duration::from_secs(10))));
-        let name = ok(ServerName::try_from("localhost"));
-        let mut tls = StreamOwned::new(
-            ok(ClientConnection::new(pinned.backend_config(), name)),
-            sock,
-        );
+        let mut tls = tls_to_go(port, pinned.backend_config(), "localhost");
         assert!(is_route_from(&ok(read_frame(&mut tls)), "gonode"));
         drop(tls);
 
@@ -877,13 +877,7 @@ mod go_interop {
             "client",
             &json!({"name": "x", "cert": f.path("stranger.crt"), "key": f.path("stranger.key"), "rootcas": f.path("ca1.crt")}),
         ));
-        let sock = connect_with_deadline(port);
-        ok(sock.set_read_timeout(Some(Duration::from_secs(10))));
-        let name = ok(ServerName::try_from("127.0.0.1"));
-        let mut tls = StreamOwned::new(
-            ok(ClientConnection::new(stranger.backend_config(), name)),
-            sock,
-        );
+        let mut tls = tls_to_go(port, stranger.backend_config(), "127.0.0.1");
         assert!(read_frame(&mut tls).is_err());
     }
 
@@ -920,13 +914,7 @@ mod go_interop {
                 String::from_utf8_lossy(&msg)
             );
             assert_eq!(tls.conn.protocol_version(), Some(ProtocolVersion::TLSv1_3));
-            let peer: Vec<CertificateDer<'static>> = tls
-                .conn
-                .peer_certificates()
-                .unwrap_or_default()
-                .iter()
-                .map(|c| c.clone().into_owned())
-                .collect();
+            let peer = peer_chain(&tls.conn);
             assert_eq!(ok(receptor_names(&peer[0])), vec!["gonode"]);
             assert!(srv.check_peer_node(Some(&peer), "gonode").is_ok());
             assert!(srv.check_peer_node(Some(&peer), "impostor").is_err());
