@@ -23,9 +23,7 @@ use receptor_tests::Implementation::{self, Go, Rust};
 use receptor_tests::{free_port, Node, NodeConfig};
 use serde_json::json;
 
-use crate::backends_common::{
-    ping_all, ping_ok, remote_work_between_the_ends, wait_for_log_line, wait_for_peers,
-};
+use crate::backends_common::{line_of_three, ping_ok, wait_for_log_line, wait_for_peers};
 use crate::tls_pki::{tls_client, tls_server, Ca, Pki};
 
 fn ws_listener(port: u16, path: &str) -> serde_json::Value {
@@ -49,16 +47,7 @@ fn ws_line(implementations: [Implementation; 3]) -> Result<()> {
             .work_command("cat", "cat", None)
             .entry("ws-peer", ws_peer(p1, "/mesh")),
     ];
-    let nodes = implementations
-        .into_iter()
-        .zip(configs)
-        .map(|(by, config)| Node::start(by, config))
-        .collect::<Result<Vec<_>>>()?;
-    wait_for_peers(&nodes[0], &["b"])?;
-    wait_for_peers(&nodes[1], &["a", "c"])?;
-    wait_for_peers(&nodes[2], &["b"])?;
-    ping_all(&nodes.iter().collect::<Vec<_>>())?;
-    remote_work_between_the_ends(&nodes)
+    line_of_three(implementations, configs)
 }
 
 #[test]
