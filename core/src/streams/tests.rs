@@ -311,12 +311,11 @@ async fn unknown_node_fails_fast() -> TestResult {
     Ok(())
 }
 
-/// A raw QUIC client over the in-memory net that writes `first` as the first stream byte.
-async fn raw_client(
+/// A raw QUIC connection (ConnType 1 TLS, no stream yet) over the in-memory net.
+async fn raw_connection(
     node: &MemoryNode,
     to: &str,
     service: &str,
-    first: u8,
 ) -> anyhow::Result<quinn::Connection> {
     let cfg = fast_config();
     let sock = node.open(None, None).await?;
@@ -331,7 +330,29 @@ async fn raw_client(
     let tls = QuicClientConfig::try_from(tls::insecure_client_config()?)?;
     let mut client = quinn::ClientConfig::new(Arc::new(tls));
     client.transport_config(Arc::new(cfg.transport_config(stream::Role::Dialer)?));
-    let conn = endpoint.connect_with(client, target, "alpha")?.await?;
+    Ok(endpoint.connect_with(client, target, "alpha")?.await?)
+}
+
+/// Waits until the peer closes `conn` with [`CODE_ERROR`] and `reason`.
+async fn assert_closed_with_error(conn: &quinn::Connection, reason: &[u8]) -> TestResult {
+    match tokio::time::timeout(WAIT, conn.closed()).await? {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, VarInt::from_u32(CODE_ERROR));
+            assert_eq!(&close.reason[..], reason);
+        }
+        other => bail!("unexpected close: {other:?}"),
+    }
+    Ok(())
+}
+
+/// A raw QUIC client over the in-memory net that writes `first` as the first stream byte.
+async fn raw_client(
+    node: &MemoryNode,
+    to: &str,
+    service: &str,
+    first: u8,
+) -> anyhow::Result<quinn::Connection> {
+    let conn = raw_connection(node, to, service).await?;
     let (mut send, _recv) = conn.open_bi().await?;
     send.write_all(&[first, b'x']).await?;
     // Keep the stream open: the server decides.
@@ -344,14 +365,7 @@ async fn non_zero_first_byte_is_refused() -> TestResult {
     let (_net, a, b) = pair().await?;
     let mut listener = listen_fast(&b, "strict").await?;
     let conn = raw_client(&a, "beta", "strict", 0x01).await?;
-    let reason = tokio::time::timeout(WAIT, conn.closed()).await?;
-    match reason {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(close.error_code, VarInt::from_u32(CODE_ERROR));
-            assert_eq!(&close.reason[..], b"Read Data Error");
-        }
-        other => bail!("unexpected close: {other:?}"),
-    }
+    assert_closed_with_error(&conn, b"Read Data Error").await?;
     // Nothing was handed to the application.
     assert!(
         tokio::time::timeout(Duration::from_millis(300), listener.accept())
@@ -381,29 +395,8 @@ async fn missing_stream_is_closed_with_accept_timeout() -> TestResult {
         },
     )
     .await?;
-    let cfg = fast_config();
-    let sock = a.open(None, None).await?;
-    let (parts, target) = spawn_socket(sock, cfg.evict_after(), Some(("beta", "lazy")));
-    let endpoint = quinn::Endpoint::new_with_abstract_socket(
-        cfg.endpoint_config()?,
-        None,
-        parts.socket.clone(),
-        runtime(),
-    )?;
-    let tls = QuicClientConfig::try_from(tls::insecure_client_config()?)?;
-    let mut client = quinn::ClientConfig::new(Arc::new(tls));
-    client.transport_config(Arc::new(cfg.transport_config(stream::Role::Dialer)?));
-    let conn = endpoint
-        .connect_with(client, target.context("no address")?, "alpha")?
-        .await?;
-    match tokio::time::timeout(WAIT, conn.closed()).await? {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(close.error_code, VarInt::from_u32(CODE_ERROR));
-            assert_eq!(&close.reason[..], b"Accept Timeout");
-        }
-        other => bail!("unexpected close: {other:?}"),
-    }
-    Ok(())
+    let conn = raw_connection(&a, "beta", "lazy").await?;
+    assert_closed_with_error(&conn, b"Accept Timeout").await
 }
 
 #[tokio::test]
