@@ -196,26 +196,32 @@ def local_units(worktype: str) -> Callable[[Impl, Settings], dict]:
     return run
 
 
-def submit_rate(impl: Impl, s: Settings) -> dict:
-    """Sequential `work submit` of small `cat` units without waiting for their results."""
-    node = single_node(impl)
-    try:
-        meter = Meter([node])
+def submit_rate(worktype: str) -> Callable[[Impl, Settings], dict]:
+    """Sequential `work submit` of small `worktype` units without waiting for their results."""
 
-        def step(i: int) -> float:
-            t0 = time.perf_counter()
-            control.submit(node.socket, "localhost", "cat", payload(i))
-            return time.perf_counter() - t0
+    def run(impl: Impl, s: Settings) -> dict:
+        if worktype == "echo" and not impl.has_echo_worktype:
+            raise Skip("no echo-worktype plugin in Go receptor")
+        node = single_node(impl)
+        try:
+            meter = Meter([node])
 
-        samples, wall = bounded_loop(s.submits, s.unit_budget_s, step)
-        resources = meter.stop()
-    finally:
-        node.remove()
-    return {"metrics": {
-        "submits": len(samples),
-        "submits_per_s": round(len(samples) / wall, 2),
-        "latency": latency_stats(samples),
-    }, "resources": resources}
+            def step(i: int) -> float:
+                t0 = time.perf_counter()
+                control.submit(node.socket, "localhost", worktype, payload(i))
+                return time.perf_counter() - t0
+
+            samples, wall = bounded_loop(s.submits, s.unit_budget_s, step)
+            resources = meter.stop()
+        finally:
+            node.remove()
+        return {"metrics": {
+            "submits": len(samples),
+            "submits_per_s": round(len(samples) / wall, 2),
+            "latency": latency_stats(samples),
+        }, "resources": resources}
+
+    return run
 
 
 # --- 4. results throughput ----------------------------------------------------------------
