@@ -5,9 +5,13 @@
  *
  *     const ReceptorPluginDescriptor *receptor_plugin_entry_v1(const ReceptorHostApi *host);
  *
- * The host calls it once after loading; the returned descriptor (and everything it points
- * to) must stay valid for the life of the process: plugins are never unloaded. Return
- * NULL to refuse to initialise.
+ * The host calls it once after each load; the returned descriptor (and everything it
+ * points to) must stay valid while the library is loaded. Return NULL to refuse to
+ * initialise. A plugin from which a backend or work type was created is never unloaded;
+ * one found on the default search path that claims no section of the configuration is
+ * unloaded right after its entry point returned and loaded again if a later configuration
+ * needs it, so the entry point must not start threads or register anything that outlives
+ * the library.
  *
  * Rules (the same as the Rust definitions in receptor-plugin-sdk's `abi` module, which a
  * test checks field by field against this header):

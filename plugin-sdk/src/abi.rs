@@ -6,10 +6,15 @@
 //! # Rules of the contract
 //!
 //! * **Entry point.** A plugin exports one symbol per ABI major it speaks; for major 1
-//!   that is [`ENTRY_SYMBOL_V1`] with the signature [`EntryFnV1`]. The host calls it once,
-//!   right after loading, with a [`HostApi`] that stays valid for the life of the process,
-//!   and gets back a [`PluginDescriptor`] that must also stay valid forever (plugins are
-//!   never unloaded). A null return means the plugin refused to initialise.
+//!   that is [`ENTRY_SYMBOL_V1`] with the signature [`EntryFnV1`]. The host calls it once
+//!   per load, right after loading, with a [`HostApi`] that stays valid for the life of
+//!   the process, and gets back a [`PluginDescriptor`] that must stay valid while the
+//!   library is loaded. A null return means the plugin refused to initialise.
+//! * **Unloading.** A plugin from which a backend or work type was created is never
+//!   unloaded. One found on the default search path that claims no section of the
+//!   configuration is unloaded right after its entry point returned, and loaded again
+//!   (entry point called again) if a later configuration needs it: the entry point must
+//!   not start threads or register anything that outlives the library.
 //! * **Growth.** Every struct begins with `struct_size` (its size as known to whoever
 //!   filled it in) and only ever grows at the end within a major version. A reader uses a
 //!   field only if `struct_size` covers it; a writer of an out-struct (such as

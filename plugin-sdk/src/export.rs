@@ -106,8 +106,8 @@ macro_rules! export_plugin {
     };
 }
 
-/// The descriptor built on the first entry call (its address; it is leaked on purpose,
-/// plugins are never unloaded).
+/// The descriptor built on the first entry call (its address; it is leaked on purpose: it
+/// lives as long as the library stays loaded).
 static DESCRIPTOR: OnceLock<usize> = OnceLock::new();
 
 /// Implements the entry point: remembers the host's log callback, builds the plugin
