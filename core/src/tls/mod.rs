@@ -380,6 +380,16 @@ impl ServerParts {
     }
 }
 
+/// Wraps a section problem of `kind` config `name` into a [`TlsError::Section`].
+fn section_error(kind: &'static str, name: &str) -> impl Fn(SectionError) -> TlsError {
+    let name = name.to_string();
+    move |source| TlsError::Section {
+        kind,
+        name: name.clone(),
+        source,
+    }
+}
+
 /// A built `tls-server` configuration.
 #[derive(Debug)]
 pub struct ServerTls {
@@ -396,14 +406,7 @@ impl ServerTls {
     /// Keys: `name`, `cert`, `key` (required), `requireclientcert`, `clientcas`,
     /// `pinnedclientcert`, `skipreceptornamescheck`, `mintls13` (default true).
     pub fn from_section(node_id: &str, section: &Value) -> Result<ServerTls, TlsError> {
-        let err = |name: &str| {
-            let name = name.to_string();
-            move |source| TlsError::Section {
-                kind: "tls-server",
-                name: name.clone(),
-                source,
-            }
-        };
+        let err = |name: &str| section_error("tls-server", name);
         let s = Section::new(section).map_err(err(""))?;
         let name = s.required("name").map_err(err(""))?;
         let e = err(&name);
@@ -589,14 +592,7 @@ impl ClientTls {
     /// Keys: `name`, `cert`, `key` (required), `rootcas`, `insecureskipverify`,
     /// `pinnedservercert`, `skipreceptornamescheck`, `mintls13` (default true).
     pub fn from_section(node_id: &str, section: &Value) -> Result<ClientTls, TlsError> {
-        let err = |name: &str| {
-            let name = name.to_string();
-            move |source| TlsError::Section {
-                kind: "tls-client",
-                name: name.clone(),
-                source,
-            }
-        };
+        let err = |name: &str| section_error("tls-client", name);
         let s = Section::new(section).map_err(err(""))?;
         let name = s.required("name").map_err(err(""))?;
         let e = err(&name);
