@@ -7,18 +7,21 @@
 //! so it can be tested deterministically with a simulated clock.
 //!
 //! * [`frame`]: u16-LE length framing for byte-stream backends.
-//! * [`message`]: the `type ‖ body` envelope; [`data`], [`update`], [`svcad`] the bodies.
+//! * [`message`]: the `type ‖ body` envelope; [`data`], [`update`], [`svcad`] the bodies;
+//!   [`msgtype`] the type byte and [`error`] the decoding error they share.
 //! * [`hash`]: HighwayHash-64 node-name hashing.
 //! * [`node`]: the link-state routing state machine of one node ([`node::Node`]).
 //! * [`gojson`], [`gotime`]: JSON and timestamps exactly as Go encodes them.
 
 pub mod data;
+pub mod error;
 pub mod firewall;
 pub mod frame;
 pub mod gojson;
 pub mod gotime;
 pub mod hash;
 pub mod message;
+pub mod msgtype;
 pub mod node;
 pub mod routing;
 pub mod svcad;
