@@ -15,7 +15,6 @@
 //!   UDP proxies of the configuration.
 //! * [`config`] reads receptor's YAML files and command-line flags.
 
-pub mod certs;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -23,5 +22,10 @@ pub mod mesh;
 pub mod plugin_host;
 pub mod services;
 pub mod streams;
-pub mod tls;
 pub mod work;
+
+/// TLS settings and node-ID certificates (the `receptor-tls` crate, shared with backend
+/// plugins that run their own TLS).
+pub use receptor_tls as tls;
+/// The `--cert-init`, `--cert-makereq` and `--cert-signreq` commands.
+pub use receptor_tls::certs;

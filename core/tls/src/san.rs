@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use super::der::{self, oids, tag};
+use crate::der::{self, oids, tag};
 
 /// The names found in a subjectAltName extension.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
