@@ -16,7 +16,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::MessageError;
-use crate::gojson;
+use crate::go::json as gojson;
 
 /// Length of the DATA header.
 pub const DATA_HEADER_LEN: usize = 36;

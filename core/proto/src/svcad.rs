@@ -12,8 +12,8 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::MessageError;
-use crate::gojson;
-use crate::gotime::GoTime;
+use crate::go::json as gojson;
+use crate::go::time::GoTime;
 use crate::msgtype::MessageType;
 
 /// A work type offered by a node, carried in its control service advertisement.

@@ -18,7 +18,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::MessageError;
-use crate::gojson;
+use crate::go::json as gojson;
 use crate::msgtype::MessageType;
 
 /// A routing update.

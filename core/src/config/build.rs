@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use receptor_proto::go::duration::parse_go_duration;
+
 use super::coerce;
 use super::error::ConfigError;
 use super::item::RawItem;
@@ -393,7 +395,7 @@ impl Fields {
         let Some(text) = self.opt_str(key) else {
             return Ok(None);
         };
-        match coerce::parse_go_duration(&text) {
+        match parse_go_duration(&text).ok() {
             Some(nanos) if nanos >= 0 => Ok(Some(Duration::from_nanos(nanos.unsigned_abs()))),
             Some(_) => Err(self.bad(key, format!("{what} must not be negative, got {text:?}"))),
             None => Err(self.bad(

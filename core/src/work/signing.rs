@@ -39,7 +39,7 @@ use serde_json::Value;
 
 use super::control::WorkVerifier;
 use crate::config::{WorkSigningConfig, WorkVerificationConfig};
-use crate::control::duration::go_duration;
+use receptor_proto::go::duration::go_duration;
 
 /// The JWT header Go receptor writes, byte for byte.
 const HEADER_JSON: &str = r#"{"alg":"RS512","typ":"JWT"}"#;
