@@ -201,7 +201,7 @@ fn check_peer(
 }
 
 /// The crypto provider for a `mintls13` setting.
-pub(crate) fn provider(min_tls13: bool) -> Arc<CryptoProvider> {
+pub fn provider(min_tls13: bool) -> Arc<CryptoProvider> {
     let base = ring_provider::default_provider();
     if min_tls13 {
         return Arc::new(base);

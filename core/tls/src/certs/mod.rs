@@ -35,7 +35,7 @@ use crate::der::{self, oids, read_all, read_tlv, tag};
 use crate::section::{Section, SectionError};
 use keys::{RsaKey, RsaSigAlg};
 
-pub use crate::san::{parse_san, receptor_san, SanNames};
+pub use crate::san::{parse_san, receptor_san, SanError, SanNames};
 
 /// Errors of the certificate commands.
 #[derive(Debug, thiserror::Error)]
