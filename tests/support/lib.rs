@@ -18,12 +18,16 @@
 //! - [`control`]: a raw control-protocol client (line in, line or JSON out);
 //! - [`receptorctl`]: runs the `receptorctl` CLI or a python snippet with a timeout;
 //! - [`topology`]: meshes made of several nodes (a line, ...);
-//! - [`wait`]: polling a condition with a deadline (tests never sleep to synchronise).
+//! - [`wait`]: polling a condition with a deadline (tests never sleep to synchronise);
+//! - `plugin_host` (feature `plugin-host`): backend plugins loaded by the core's plugin
+//!   host, their descriptors, and the reference Go receptor as their peer.
 
 pub mod binaries;
 pub mod config;
 pub mod control;
 pub mod node;
+#[cfg(feature = "plugin-host")]
+pub mod plugin_host;
 pub mod ports;
 pub mod receptorctl;
 pub mod topology;
