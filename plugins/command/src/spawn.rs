@@ -269,8 +269,8 @@ fn max_fd() -> libc::c_int {
 /// Must be called only in a freshly forked child, with `argv` a NULL-terminated array of
 /// pointers into `prepared`.
 unsafe fn supervise(prepared: &Prepared, argv: &[*const libc::c_char], fds: [RawFd; 4]) -> ! {
-    // SAFETY (whole function): only async-signal-safe system calls on memory prepared
-    // before the fork; the process ends with _exit and never returns to Rust code.
+    // SAFETY: only async-signal-safe system calls on memory prepared before the fork (the
+    // caller's contract); the process ends with _exit and never returns to Rust code.
     unsafe {
         libc::setsid();
         // Move the four descriptors we need to 0..=3 (stdin, stdout, pid pipe, error
