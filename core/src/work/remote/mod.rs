@@ -48,7 +48,7 @@ pub use dialer::{ControlDialer, ControlIo, ControlStream, DialError};
 pub use extra::{is_secret, redacted_extra, rfc3339_nano, RemoteExtraData};
 pub use mesh_dialer::{MeshDialer, CONTROL_SERVICE};
 
-use super::control::{receive_payload, RemoteSubmitter};
+use super::payload::receive_payload;
 use super::request::{parse_go_duration, SubmitRequest};
 use super::signing::WorkSigner;
 use super::store::{Unit, Workceptor};
@@ -60,6 +60,27 @@ use driver::{Command, Mode, Shared, StartOutcome};
 
 /// Name of the internal work type of remote units.
 pub const REMOTE_WORK_TYPE: &str = "remote";
+
+/// Submits work to other nodes and drives the local units that stand for it (the
+/// `remote` work type); absent until remote work is configured, in which case
+/// submissions to other nodes are refused.
+#[async_trait]
+pub trait RemoteSubmitter: Send + Sync {
+    /// Submits `request` to `request.node`: creates the local unit, answers with the
+    /// `Work unit created` line, reads the payload from `conn` and starts the remote
+    /// unit. Returns the reply (`{"result":..,"unitid":..}`).
+    async fn submit(&self, request: SubmitRequest, conn: &mut ControlConn)
+        -> Result<Reply, String>;
+
+    /// Cancels a remote unit: `{"cancelled":id}`, or `{"cancel pending":id}` while the
+    /// remote node cannot be reached.
+    async fn cancel(&self, unit: Arc<Unit>) -> Result<Value, String>;
+
+    /// Releases a remote unit here and on the remote node: `{"released":id}`, or
+    /// `{"release pending":id}` while the remote node cannot be reached (`force`:
+    /// one attempt, then the local unit goes regardless).
+    async fn release(&self, unit: Arc<Unit>, force: bool) -> Result<Value, String>;
+}
 
 /// Timing of remote work.
 #[derive(Debug, Clone)]
@@ -130,6 +151,11 @@ impl WorkType for RemoteWorkType {
         _progress: watch::Sender<WorkProgress>,
     ) -> Result<Box<dyn WorkHandle>, String> {
         Err("remote units are resumed by remote work, not by the store".to_owned())
+    }
+
+    /// Hides the `secret_*` parameters.
+    fn shown_extra(&self, stored: Option<&Value>) -> Option<Value> {
+        redacted_extra(stored)
     }
 }
 
