@@ -39,8 +39,8 @@ pub(crate) async fn receive_small_payload(
     Ok(None)
 }
 
-/// Copies the client's bytes into the unit's `stdin` until the client half-closes;
-/// returns how many there were.
+/// Copies the client's bytes into the unit's `stdin` until the client half-closes and
+/// flushes them to disk; returns how many there were.
 pub(crate) async fn receive_payload(
     unit: &Unit,
     reader: &mut BufReader<BoxRead>,
@@ -52,5 +52,7 @@ pub(crate) async fn receive_payload(
     let mut file = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
     let copied = tokio::io::copy_buf(reader, &mut file).await?;
     file.flush().await?;
+    // Accepting the unit promises to run it even after a power loss.
+    file.into_inner().sync_all().await?;
     Ok(copied)
 }

@@ -19,8 +19,13 @@
 //!   is final and all of its results are on the local disk;
 //! * cancel and release are carried to `bar` (retried while it cannot be reached:
 //!   `cancel pending` / `release pending`); `force-release` tries once;
+//! * a start attempt whose connection breaks is retried like one that cannot connect;
+//!   the retry finds the remote unit the broken attempt may have left and adopts it
+//!   if it got its whole payload, or releases it and submits again if it did not;
 //! * after a restart, units that were being followed are followed again from the
-//!   local `stdout` size, and pending cancels and releases are retried.
+//!   local `stdout` size, units whose payload had been accepted but that had not
+//!   started are started (Go 1.6.9 fails them), and pending cancels and releases are
+//!   retried.
 
 mod client;
 mod dialer;
@@ -191,10 +196,11 @@ impl RemoteWork {
     }
 
     /// Picks up the remote units found on disk at start-up (call it before the control
-    /// service serves clients): units that had not started fail (`Failed to restart:
-    /// remote work had not previously started`), units that were being followed are
-    /// followed again, pending cancels and releases are retried. Finished units are left
-    /// alone.
+    /// service serves clients): units whose payload was accepted but that had not
+    /// started on the remote node are started now (Go 1.6.9 fails them), units still
+    /// waiting for their payload fail (`Failed to restart: remote work had not
+    /// previously started`), units that were being followed are followed again, pending
+    /// cancels and releases are retried. Finished units are left alone.
     pub async fn recover(&self) {
         for unit in self.shared.store.list() {
             if !is_remote(&unit) {
@@ -204,7 +210,13 @@ impl RemoteWork {
             let failure = match RemoteExtraData::from_value(status.extra.as_ref()) {
                 Err(e) => Some(format!("Failed to restart: {e}")),
                 Ok(extra) if !extra.remote_started => {
-                    Some("Failed to restart: remote work had not previously started".to_owned())
+                    if status.is_final() || status.detail == "Waiting for Input Data" {
+                        Some("Failed to restart: remote work had not previously started".to_owned())
+                    } else {
+                        // Its payload was accepted: the driver starts it now.
+                        self.shared.spawn(unit.clone(), Mode::Resume);
+                        None
+                    }
                 }
                 Ok(extra) => {
                     if !status.is_final() || extra.local_released {
