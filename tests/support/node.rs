@@ -256,6 +256,17 @@ last reply: {reply}",
         }
     }
 
+    /// Kills only the node's own process with SIGKILL, as `kill -9 <pid>` does, and reaps it:
+    /// the processes it started (work units) live on, as after a real crash. Dropping the
+    /// [`Node`] no longer reaches them. [`Node::restart`] starts the node again.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // `Child::kill` sends SIGKILL.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Kills the node and starts it again with the same folder and config.
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
