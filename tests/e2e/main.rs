@@ -17,6 +17,7 @@ mod ping_traceroute;
 mod python_api;
 mod receptorctl_cli;
 mod receptorctl_suite;
+mod reload;
 mod remote_work;
 mod routed_traffic;
 mod streams_connect;
