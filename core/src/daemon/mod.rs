@@ -1,7 +1,8 @@
 //! Running a node: the configuration decides which plugins load, which backends
 //! connect the node to the mesh, which work types it offers and where its control
 //! service listens. This module wires those pieces together and keeps them running
-//! until the process is told to stop.
+//! until the process is told to stop. `reload` re-reads the file and changes only the
+//! backends whose sections changed; a reload that fails leaves the node as it was.
 //!
 //! Trust is settled before any backend starts: the named TLS configurations are
 //! built (a node whose own certificate does not name it does not start, unless
