@@ -10,6 +10,7 @@
 mod backends_common;
 mod backends_udp;
 mod backends_ws;
+mod connect_greeting;
 mod firewall;
 mod harness;
 mod mesh_line;
@@ -17,6 +18,7 @@ mod ping_traceroute;
 mod python_api;
 mod receptorctl_cli;
 mod receptorctl_suite;
+mod reload;
 mod remote_work;
 mod routed_traffic;
 mod streams_connect;

@@ -1,7 +1,8 @@
 //! Running a node: the configuration decides which plugins load, which backends
 //! connect the node to the mesh, which work types it offers and where its control
 //! service listens. This module wires those pieces together and keeps them running
-//! until the process is told to stop.
+//! until the process is told to stop. `reload` re-reads the file and changes only the
+//! backends whose sections changed; a reload that fails leaves the node as it was.
 //!
 //! Trust is settled before any backend starts: the named TLS configurations are
 //! built (a node whose own certificate does not name it does not start, unless
@@ -31,7 +32,9 @@ use crate::work::remote::{MeshDialer, RemoteOptions, RemoteWork, RemoteWorkType}
 use crate::work::signing::{SignatureVerifier, WorkSigner};
 use crate::work::store::Workceptor;
 
-pub use backends::{session_params, BackendConfigError, Backends};
+pub use backends::{
+    session_params, BackendConfigError, BackendReloadError, Backends, ReloadSummary,
+};
 
 /// Go receptor's floor for the idle timeout of backend sessions.
 const MIN_IDLE: Duration = Duration::from_secs(21);
@@ -243,7 +246,8 @@ impl Node {
         }))
     }
 
-    /// Re-reads the configuration and restarts the backends.
+    /// Re-reads the configuration and applies what changed in its backend sections
+    /// (see [`Backends::reload`]); on any error the node keeps running as it was.
     pub async fn reload(&self) -> Result<(), ReloadFailure> {
         let fresh = match config::parse_args(self.argv.clone()) {
             Ok(Invocation::Run { config, .. }) => config,
@@ -280,14 +284,20 @@ impl Node {
         }
         let sections = sections_claimed(&self.plugins, &fresh, ClaimType::Backend);
         let mut backends = self.backends.lock().await;
-        backends.stop();
-        *backends = Backends::start(&self.plugins, &self.mesh, &fresh, &self.tls, &sections)
+        let summary = backends
+            .reload(&self.plugins, &self.mesh, &fresh, &self.tls, &sections)
+            .await
             .map_err(|e| ReloadFailure {
-                message: format!("error starting backends: {e:#}"),
+                message: format!("error starting backends: {e}"),
                 code: ERRORCODE_CONFIG,
             })?;
         *current = fresh;
-        tracing::info!("configuration reloaded");
+        tracing::info!(
+            "configuration reloaded: {} backends kept, {} stopped, {} started",
+            summary.kept,
+            summary.stopped,
+            summary.started
+        );
         Ok(())
     }
 
