@@ -331,6 +331,9 @@ struct Driver {
     results_at: Option<Instant>,
     results_backoff: Backoff,
     poll: Option<BoxFuture<PollResult>>,
+    /// A poll was due while one was in flight: its answer may predate what made the new
+    /// one due (the end of the results), so poll again as soon as it is back.
+    poll_again: bool,
     status_conn: Option<ControlClient>,
     poll_at: Option<Instant>,
     poll_interval: Duration,
@@ -394,6 +397,7 @@ impl Driver {
             results_at: None,
             results_backoff: Backoff::new(o.retry_initial, o.retry_max),
             poll: None,
+            poll_again: false,
             status_conn: None,
             poll_at: None,
             poll_interval: o.poll_initial,
@@ -912,6 +916,7 @@ impl Driver {
         self.results_stop.cancel();
         self.results_at = None;
         self.poll = None;
+        self.poll_again = false;
         self.poll_at = None;
         self.status_conn = None;
     }
@@ -935,6 +940,7 @@ impl Driver {
     fn launch_poll(&mut self) {
         self.poll_at = None;
         if self.poll.is_some() {
+            self.poll_again = true;
             return;
         }
         let shared = self.shared.clone();
@@ -989,6 +995,7 @@ impl Driver {
         }
         self.status_conn = conn;
         let now = Instant::now();
+        let again = std::mem::take(&mut self.poll_again);
         match reply {
             Ok(StatusReply::Status(status)) => {
                 self.poll_backoff.reset();
@@ -1015,7 +1022,12 @@ impl Driver {
                     }
                 }
                 if self.following && !self.finishing {
-                    self.poll_at = Some(now + self.poll_interval);
+                    let wait = if again {
+                        Duration::ZERO
+                    } else {
+                        self.poll_interval
+                    };
+                    self.poll_at = Some(now + wait);
                 }
             }
             Ok(StatusReply::Gone) => {
