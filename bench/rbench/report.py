@@ -77,6 +77,9 @@ ROWS = [
         False, 0.02),
     Row("remote unit latency p95 (ms), cat", "remote_latency_cat", ("latency", "p95_ms"), False,
         0.02),
+    Row("remote unit latency max (ms), cat", "remote_latency_cat", ("latency", "max_ms"), False),
+    Row("remote unit slowest / median, cat (Rust alone: <= 10)", "remote_latency_cat",
+        ("worst_over_median",), False),
     Row("remote unit latency median (ms), echo (Go: cat)", "remote_latency_echo",
         ("latency", "median_ms"), False, 0.02, "remote_latency_cat"),
 ]

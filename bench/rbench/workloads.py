@@ -422,10 +422,14 @@ def remote_latency(worktype: str) -> Callable[[Impl, Settings], dict]:
             resources = meter.stop()
         finally:
             line.remove()
+        stats = latency_stats(samples)
         return {"metrics": {
             "units": len(samples),
             "units_per_s": round(len(samples) / wall, 2),
-            "latency": latency_stats(samples),
+            "latency": stats,
+            # Stalls: the slowest unit against the median (the mission wants <= 10).
+            "worst_over_median": round(stats["max_ms"] / stats["median_ms"], 2)
+            if stats["median_ms"] else None,
         }, "resources": resources}
 
     return run
