@@ -675,6 +675,24 @@ async fn a_stale_poll_answer_does_not_delay_the_end() -> Result<()> {
     Ok(())
 }
 
+/// The control session of a finished unit's status poll serves the next unit's polls:
+/// a later unit on the same node costs two connections (submit, results), not three.
+#[tokio::test]
+async fn status_sessions_are_reused_by_later_units() -> Result<()> {
+    let (_dir, mesh, foo, _bar) = two_nodes(NodeSetup::default(), NodeSetup::default()).await?;
+    for round in 0..3 {
+        let before = mesh.dials("bar");
+        let payload = format!("round {round}\n");
+        let id = submit_started(&foo.socket, "work submit bar cat", payload.as_bytes()).await?;
+        wait_state(&foo.socket, &id, 2).await?;
+        assert_eq!(results(&foo.socket, &id).await?, payload.as_bytes());
+        let dials = mesh.dials("bar") - before;
+        let expected = if round == 0 { 3 } else { 2 };
+        assert_eq!(dials, expected, "connections to bar for unit {round}");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn large_payload_and_results_are_byte_identical() -> Result<()> {
     let (_dir, _mesh, foo, bar) = two_nodes(NodeSetup::default(), NodeSetup::default()).await?;
