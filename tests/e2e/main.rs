@@ -15,6 +15,7 @@ mod firewall;
 mod harness;
 mod mesh_line;
 mod ping_traceroute;
+mod plugins_platform;
 mod python_api;
 mod receptorctl_cli;
 mod receptorctl_suite;

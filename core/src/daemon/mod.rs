@@ -85,11 +85,15 @@ impl Node {
         });
         trust::install_firewall(&mesh, &config).await?;
 
-        let mut work_types = Vec::new();
+        let mut work_types: Vec<Arc<dyn crate::work::worktype::WorkType>> = Vec::new();
         for section in sections_claimed(&plugins, &config, ClaimType::WorkType) {
             let wt = plugins
                 .work_type(&section.kind, &section.value)
                 .with_context(|| section.origin.clone())?;
+            // As Go receptor: a second section for a work type name is refused.
+            if work_types.iter().any(|w| w.name() == wt.name()) {
+                anyhow::bail!("work type {} already registered", wt.name());
+            }
             work_types.push(wt);
         }
         let (verifier, signer) = load_signing(&config, &node_id)?;
@@ -348,16 +352,6 @@ fn load_plugins(config: &Config) -> anyhow::Result<PluginHost> {
         paths: config.plugins.clone(),
         default_search: true,
     })?;
-    for p in host.plugins() {
-        tracing::info!(
-            "loaded plugin {} {} (ABI {}.{}) from {}",
-            p.name,
-            p.version,
-            p.abi.0,
-            p.abi.1,
-            p.path.display()
-        );
-    }
     for section in &config.sections {
         host.require(&section.kind)
             .with_context(|| section.origin.clone())?;
