@@ -432,6 +432,8 @@ fn plugin_config_seeds() -> Result<()> {
         r#"{"address":"localhost:2222","redial":"yes","cost":"2","allowedpeers":["a","b"]}"#,
         r#"{"worktype":"cat","command":"cat","params":"-n","allowruntimeparams":true,"verifysignature":"off"}"#,
         r#"{"Port":"65536","port":"-1"}"#,
+        r#"{"workType":"sh","command":"bash","params":"-c \"echo 'hi there'\" a\\ b \"unclosed","verifysignature":"1"}"#,
+        r#"{"worktype":"x","command":"","params":"'"}"#,
         r#"{"port":1e3,"cost":-0.0,"redial":1}"#,
         r#"{"address":"ws://localhost:8080/path","extraheader":"X: y","tlsconfig":{"name":"c","insecureskipverify":true}}"#,
         "null",

@@ -247,7 +247,8 @@ pub fn work_signature(data: &[u8]) {
 }
 
 /// A plugin's configuration section as the host hands it over (JSON), read through every
-/// accessor of the SDK.
+/// accessor of the SDK, as a work type's common keys and as a `work-command` section
+/// (whose `params` are split like a shell would).
 pub fn plugin_config(data: &[u8]) {
     let Ok(section) = Section::parse("fuzz-section", data) else {
         return;
@@ -264,4 +265,8 @@ pub fn plugin_config(data: &[u8]) {
         let _ = section.f64(key);
     }
     let _ = section.reject_unknown_keys(&["port", "address"], &["cost", "tls"]);
+    let _ = receptor_plugin_sdk::WorkTypeInfo::from_section(&section, Some("fuzz"));
+    if let Ok(command) = receptor_command::config::CommandConfig::from_section(&section) {
+        let _ = receptor_command::shlex::split(&command.params);
+    }
 }
