@@ -25,7 +25,7 @@ use receptor_plugin_sdk::config::Section;
 use receptor_proto::data::{DataHeader, UnreachableMessage};
 use receptor_proto::frame::{FrameDecoder, FrameError, FRAME_HEADER_LEN, MAX_FRAME_LEN};
 use receptor_proto::message::Message;
-use receptor_proto::node::{Node, NodeConfig, SessionConfig};
+use receptor_proto::node::{Node, NodeConfig, NodeStatus, SessionConfig};
 use receptor_proto::svcad::SvcadMessage;
 use receptor_proto::update::RoutingUpdate;
 
@@ -112,6 +112,12 @@ pub fn message(data: &[u8]) {
 /// message. Opcodes: 0/1 deliver a message on session 0/1, 2 let time pass (next byte ×
 /// 250 ms), 3 close session 0, 4 reopen it. Everything the node sends must decode.
 pub fn mesh_node(data: &[u8]) {
+    mesh_node_status(data);
+}
+
+/// Runs [`mesh_node`] and returns the node's status at the end of the script.
+#[doc(hidden)]
+pub fn mesh_node_status(data: &[u8]) -> NodeStatus {
     let start = Instant::now();
     let wall = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
     let mut node = Node::new(
@@ -175,6 +181,7 @@ pub fn mesh_node(data: &[u8]) {
         while node.poll_event().is_some() {}
         let _ = node.status(now);
     }
+    node.status(now)
 }
 
 /// One control-service command line (string or JSON form) and the parameters of the

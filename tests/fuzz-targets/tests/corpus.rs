@@ -203,10 +203,27 @@ targets!(
     quic_datagrams,
 );
 
-/// The seeds reach past the first checks: a real QUIC Initial gets an answer, and a
-/// token signed with the test key for the target's node is accepted.
+/// The seeds reach past the first checks: the recorded session makes the node establish
+/// its peer and learn the advertisements, a real QUIC Initial gets an answer, and a token
+/// signed with the test key for the target's node is accepted.
 #[test]
 fn seeds_reach_the_deep_paths() {
+    let script = std::fs::read(corpus_dir("mesh_node").join("connect-and-advertise"))
+        .expect("seed connect-and-advertise");
+    let status = receptor_fuzz_targets::mesh_node_status(&script);
+    assert!(
+        status.connections.iter().any(|(peer, _)| peer == "peer"),
+        "{status:?}"
+    );
+    assert!(status.routing_table.contains_key("far"), "{status:?}");
+    assert!(
+        status
+            .advertisements
+            .iter()
+            .any(|ad| ad.node_id == "far" && ad.service == "svc"),
+        "{status:?}"
+    );
+
     let dir = corpus_dir("quic_datagrams");
     let initial = std::fs::read(dir.join("initial")).expect("seed initial");
     assert!(receptor_fuzz_targets::quic_replies_to(&initial) > 0);
