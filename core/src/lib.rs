@@ -18,6 +18,8 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mesh;
 pub mod plugin_host;
 pub mod services;
