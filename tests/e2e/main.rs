@@ -29,4 +29,5 @@ mod streams_unix;
 mod tls_mesh;
 mod tls_pki;
 mod tls_refusals;
+mod unprovided_kinds;
 mod workceptor_guide;
