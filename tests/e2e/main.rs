@@ -10,6 +10,7 @@
 mod backends_common;
 mod backends_udp;
 mod backends_ws;
+mod command_service;
 mod firewall;
 mod harness;
 mod mesh_line;

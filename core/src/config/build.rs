@@ -139,6 +139,12 @@ pub(crate) fn build_config(items: &[RawItem]) -> Result<Config, ConfigError> {
                 filename: PathBuf::from(fields.non_empty("filename")?),
                 tls: fields.opt_str("tls"),
             }),
+            "command-service" => config.command_services.push(CommandServiceConfig {
+                service: fields.service_name("service")?,
+                argv: command_words(&fields)?,
+                command: fields.str("command"),
+                tls: fields.opt_str("tls"),
+            }),
             _ => config.sections.push(Section {
                 kind: item.kind.clone(),
                 value: serde_json::Value::Object(fields.with_defaults()),
@@ -610,6 +616,18 @@ fn tls_client(fields: &Fields) -> Result<TlsClientConfig, ConfigError> {
     })
 }
 
+/// The words of a `command-service`'s `command`, split as Go's `shlex` splits them. Go
+/// splits on each connection and logs the error there; a command that can never run is
+/// refused here instead.
+fn command_words(fields: &Fields) -> Result<Vec<String>, ConfigError> {
+    let line = fields.non_empty("command")?;
+    match receptor_plugin_sdk::shlex::split(&line) {
+        Ok(words) if !words.is_empty() => Ok(words),
+        Ok(_) => Err(fields.bad("command", "no program to run")),
+        Err(e) => Err(fields.bad("command", e)),
+    }
+}
+
 fn work_signing(fields: &Fields) -> Result<WorkSigningConfig, ConfigError> {
     Ok(WorkSigningConfig {
         private_key: PathBuf::from(fields.non_empty("privatekey")?),
@@ -669,6 +687,11 @@ fn check_tls_references(config: &Config, items: &[RawItem]) -> Result<(), Config
     for (i, p) in config.unix_socket_clients.iter().enumerate() {
         if let Some(n) = &p.tls {
             refs.push(("unix-socket-client", i, "tls", n, true));
+        }
+    }
+    for (i, p) in config.command_services.iter().enumerate() {
+        if let Some(n) = &p.tls {
+            refs.push(("command-service", i, "tls", n, true));
         }
     }
     for (kind, index, key, name, server) in refs {

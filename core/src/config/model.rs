@@ -44,6 +44,8 @@ pub struct Config {
     pub unix_socket_servers: Vec<UnixSocketServerConfig>,
     /// `unix-socket-client` proxies.
     pub unix_socket_clients: Vec<UnixSocketClientConfig>,
+    /// `command-service` items.
+    pub command_services: Vec<CommandServiceConfig>,
     /// Everything plugins provide (backends, work types, unknown kinds), in order.
     pub sections: Vec<Section>,
 }
@@ -75,6 +77,7 @@ impl Config {
             udp_clients: Vec::new(),
             unix_socket_servers: Vec::new(),
             unix_socket_clients: Vec::new(),
+            command_services: Vec::new(),
             sections: Vec::new(),
         }
     }
@@ -312,6 +315,19 @@ pub struct UnixSocketClientConfig {
     pub service: String,
     /// Existing socket to connect to.
     pub filename: PathBuf,
+    /// `tls`: a `tls-server` for the mesh service.
+    pub tls: Option<String>,
+}
+
+/// `command-service`: run a command for each connection to a mesh service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommandServiceConfig {
+    /// Mesh service to listen on.
+    pub service: String,
+    /// The command line as configured.
+    pub command: String,
+    /// Its words (split as Go's `shlex` splits them; no shell): program and arguments.
+    pub argv: Vec<String>,
     /// `tls`: a `tls-server` for the mesh service.
     pub tls: Option<String>,
 }

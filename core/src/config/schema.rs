@@ -469,7 +469,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
     kind_spec(
         "command-service",
         "Serve an interactive command as a mesh service",
-        Plugin,
+        Core,
         Services,
         &[
             req("service", Str, "Mesh service name"),

@@ -19,6 +19,8 @@
 //! * UDP datagrams ride on mesh datagrams, one mesh socket (or UDP socket) per peer as
 //!   Go does; see `udp` for the bounds this module adds (peer count, queues, idle
 //!   expiry).
+//! * [`command`] runs a command on a pseudo-terminal for each connection to a
+//!   `command-service`.
 //! * [`control`] serves the control service on the mesh (`service`, advertised as
 //!   `{"type":"Control Service"}` with the node's work commands) and on TLS TCP
 //!   listeners (`tcptls`).
@@ -27,6 +29,7 @@
 //! every connection it carries.
 
 pub mod bridge;
+pub mod command;
 pub mod control;
 pub mod relay;
 mod tcp;
@@ -127,7 +130,7 @@ impl Drop for ServiceHandle {
     }
 }
 
-/// The proxies of a configuration.
+/// The proxies and command services of a configuration.
 #[derive(Debug, Default)]
 pub struct Services {
     handles: Vec<ServiceHandle>,
@@ -135,7 +138,8 @@ pub struct Services {
 
 impl Services {
     /// Starts every `tcp-server`, `tcp-client`, `udp-server`, `udp-client`,
-    /// `unix-socket-server` and `unix-socket-client` of `config` on `mesh`; the first
+    /// `unix-socket-server`, `unix-socket-client` and `command-service` of `config` on
+    /// `mesh`; the first
     /// failure stops the ones already started and is returned with its section kind.
     pub async fn start(
         mesh: &Mesh,
@@ -183,6 +187,13 @@ impl Services {
                 unix::start_client(mesh, c, tls)
                     .await
                     .map_err(|e| ("unix-socket-client", e))?,
+            );
+        }
+        for c in &config.command_services {
+            handles.push(
+                command::start(mesh, c, tls)
+                    .await
+                    .map_err(|e| ("command-service", e))?,
             );
         }
         Ok(Services { handles })
