@@ -145,6 +145,7 @@ pub(crate) fn build_config(items: &[RawItem]) -> Result<Config, ConfigError> {
                 command: fields.str("command"),
                 tls: fields.opt_str("tls"),
             }),
+            "ip-router" => config.ip_routers.push(ip_router(&fields)?),
             _ => config.sections.push(Section {
                 kind: item.kind.clone(),
                 value: serde_json::Value::Object(fields.with_defaults()),
@@ -626,6 +627,38 @@ fn command_words(fields: &Fields) -> Result<Vec<String>, ConfigError> {
         Ok(_) => Err(fields.bad("command", "no program to run")),
         Err(e) => Err(fields.bad("command", e)),
     }
+}
+
+/// An `ip-router`, with Go 1.6.9's checks and messages.
+fn ip_router(fields: &Fields) -> Result<IpRouterConfig, ConfigError> {
+    let cidr = |key: &str, text: &str| {
+        Cidr::parse(text.trim())
+            .ok_or_else(|| fields.bad(key, format!("could not parse {text} as a CIDR address")))
+    };
+    let local = fields.non_empty("localnet")?;
+    let local_net = cidr("localnet", &local)?;
+    if local_net.prefix != 30 {
+        return Err(fields.bad(
+            "localnet",
+            format!("local network {local} must be a /30 CIDR"),
+        ));
+    }
+    if !local_net.addr.is_ipv4() {
+        return Err(fields.bad("localnet", format!("local network {local} must be IPv4")));
+    }
+    let routes = match fields.opt_str("routes") {
+        Some(list) => list
+            .split(',')
+            .map(|r| cidr("routes", r))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    Ok(IpRouterConfig {
+        network_name: fields.service_name("networkname")?,
+        interface: fields.opt_str("interface"),
+        local_net,
+        routes,
+    })
 }
 
 fn work_signing(fields: &Fields) -> Result<WorkSigningConfig, ConfigError> {

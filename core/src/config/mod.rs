@@ -46,8 +46,8 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ReloadError};
 pub use model::{
-    CommandServiceConfig, Config, ControlServiceConfig, LogLevel, NodeConfig, Section,
-    TcpClientConfig, TcpServerConfig, TlsClientConfig, TlsServerConfig, UdpClientConfig,
+    Cidr, CommandServiceConfig, Config, ControlServiceConfig, IpRouterConfig, LogLevel, NodeConfig,
+    Section, TcpClientConfig, TcpServerConfig, TlsClientConfig, TlsServerConfig, UdpClientConfig,
     UdpServerConfig, UnixSocketClientConfig, UnixSocketServerConfig, WorkSigningConfig,
     WorkVerificationConfig,
 };

@@ -480,7 +480,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
     kind_spec(
         "ip-router",
         "Route IP traffic through a tun interface",
-        Plugin,
+        Core,
         Services,
         &[
             req("networkname", Str, "Name of the network and of its service"),

@@ -21,6 +21,7 @@
 //!   expiry).
 //! * [`command`] runs a command on a pseudo-terminal for each connection to a
 //!   `command-service`.
+//! * [`ip_router`] carries IP packets between tun devices of nodes (`ip-router`).
 //! * [`control`] serves the control service on the mesh (`service`, advertised as
 //!   `{"type":"Control Service"}` with the node's work commands) and on TLS TCP
 //!   listeners (`tcptls`).
@@ -31,6 +32,7 @@
 pub mod bridge;
 pub mod command;
 pub mod control;
+pub mod ip_router;
 pub mod relay;
 mod tcp;
 mod udp;
@@ -84,6 +86,14 @@ pub enum ServiceError {
     /// A UDP socket could not be bound.
     #[error("error listening on UDP: {0}")]
     UdpListen(String),
+    /// An `ip-router` could not set up its tun device.
+    #[error("{what}: {source}")]
+    IpRouter {
+        /// What failed.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// An address does not resolve.
     #[error("could not resolve address {0}")]
     Resolve(String),
@@ -138,8 +148,8 @@ pub struct Services {
 
 impl Services {
     /// Starts every `tcp-server`, `tcp-client`, `udp-server`, `udp-client`,
-    /// `unix-socket-server`, `unix-socket-client` and `command-service` of `config` on
-    /// `mesh`; the first
+    /// `unix-socket-server`, `unix-socket-client`, `command-service` and `ip-router` of
+    /// `config` on `mesh`; the first
     /// failure stops the ones already started and is returned with its section kind.
     pub async fn start(
         mesh: &Mesh,
@@ -194,6 +204,13 @@ impl Services {
                 command::start(mesh, c, tls)
                     .await
                     .map_err(|e| ("command-service", e))?,
+            );
+        }
+        for c in &config.ip_routers {
+            handles.push(
+                ip_router::start(mesh, c)
+                    .await
+                    .map_err(|e| ("ip-router", e))?,
             );
         }
         Ok(Services { handles })
