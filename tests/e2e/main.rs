@@ -13,6 +13,7 @@ mod backends_ws;
 mod command_service;
 mod firewall;
 mod harness;
+mod ip_router;
 mod mesh_line;
 mod ping_traceroute;
 mod python_api;
