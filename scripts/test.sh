@@ -36,6 +36,10 @@ command -v flock >/dev/null || apt_install util-linux || die "flock not found"
 command -v patch >/dev/null || apt_install patch || die "patch not found"
 command -v openssl >/dev/null || apt_install openssl || die "openssl not found"
 command -v ssh-keygen >/dev/null || apt_install openssh-client || die "ssh-keygen not found"
+# The ip-router tests make network namespaces (`ip`) and ping through them; they fail,
+# saying so, where these are missing.
+command -v ip >/dev/null || apt_install iproute2 || log "warning: no ip (iproute2): the ip-router tests will fail"
+command -v ping >/dev/null || apt_install iputils-ping || log "warning: no ping: the ip-router tests will fail"
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "cargo-nextest missing: installing it from crates.io"
   cargo install --locked cargo-nextest >&2 || die "could not install cargo-nextest"

@@ -10,9 +10,11 @@
 mod backends_common;
 mod backends_udp;
 mod backends_ws;
+mod command_service;
 mod connect_greeting;
 mod firewall;
 mod harness;
+mod ip_router;
 mod mesh_line;
 mod ping_traceroute;
 mod plugins_platform;
@@ -32,5 +34,6 @@ mod streams_unix;
 mod tls_mesh;
 mod tls_pki;
 mod tls_refusals;
+mod unprovided_kinds;
 mod work_chaos;
 mod workceptor_guide;

@@ -469,7 +469,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
     kind_spec(
         "command-service",
         "Serve an interactive command as a mesh service",
-        Plugin,
+        Core,
         Services,
         &[
             req("service", Str, "Mesh service name"),
@@ -480,7 +480,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
     kind_spec(
         "ip-router",
         "Route IP traffic through a tun interface",
-        Plugin,
+        Core,
         Services,
         &[
             req("networkname", Str, "Name of the network and of its service"),

@@ -24,7 +24,7 @@ use crate::control::connect::ConnectCommand;
 use crate::control::reload::{ERRORCODE_CONFIG, ERRORCODE_NOT_RELOADABLE};
 use crate::control::{CommandRegistry, ControlListener, ControlService, ReloadFailure, ReloadFn};
 use crate::mesh::{Mesh, MeshOptions};
-use crate::plugin_host::{ClaimType, LoadOptions, PluginHost};
+use crate::plugin_host::{ClaimType, LoadOptions, PluginError, PluginHost};
 use crate::services::{self, ServiceHandle, Services};
 use crate::tls::TlsRegistry;
 use crate::work::control::WorkCommand;
@@ -269,15 +269,21 @@ impl Node {
             }
         };
         for section in &fresh.sections {
-            if self.plugins.claims(&section.kind).is_none() {
-                return Err(ReloadFailure {
-                    message: format!(
-                        "error loading config file: could not get config type for command {0}: unknown config type {0}",
-                        section.kind
-                    ),
-                    code: ERRORCODE_CONFIG,
-                });
-            }
+            let message = match self.plugins.require(&section.kind) {
+                Ok(_) => continue,
+                // A kind of Go's own list that this build lacks is said so.
+                Err(e @ PluginError::NotProvided { .. }) => {
+                    format!("error loading config file: {e}")
+                }
+                Err(_) => format!(
+                    "error loading config file: could not get config type for command {0}: unknown config type {0}",
+                    section.kind
+                ),
+            };
+            return Err(ReloadFailure {
+                message,
+                code: ERRORCODE_CONFIG,
+            });
         }
         let mut current = self.config.lock().await;
         if let Err(e) = config::reload_check(&current, &fresh) {
