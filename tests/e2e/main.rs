@@ -15,6 +15,7 @@ mod harness;
 mod mesh_line;
 mod ping_traceroute;
 mod python_api;
+mod quick_start;
 mod receptorctl_cli;
 mod receptorctl_suite;
 mod remote_work;
