@@ -32,6 +32,7 @@ REQUIRED_MODULES = [
     "streams_udp",
     "streams_unix",
     "workceptor_guide",
+    "quick_start",
 ]
 
 
