@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     };
     match invocation {
         Invocation::Version => {
-            println!("{}", config::VERSION);
+            println!("{}", config::version_line());
             ExitCode::SUCCESS
         }
         Invocation::Help(text) => {

@@ -81,11 +81,27 @@ fn expected_foo() -> Config {
 fn expected_bar() -> Config {
     let mut c = empty("bar");
     c.log_level = LogLevel::Debug;
-    c.control_services.push(control(None));
+    c.control_services.push(control(Some("/tmp/bar.sock")));
     c.sections
         .push(section("tcp-peer", json!({"address": "localhost:2222"})));
+    c.sections.push(section(
+        "work-command",
+        json!({"worktype": "echoint", "command": "bash", "params": ECHOINT_PARAMS}),
+    ));
+    c.sections.push(section(
+        "work-command",
+        json!({"worktype": "echopayload", "command": "bash", "params": ECHOPAYLOAD_PARAMS}),
+    ));
+    c.sections.push(section(
+        "work-command",
+        json!({"worktype": "listcontents", "command": "ls", "allowruntimeparams": true}),
+    ));
     c
 }
+
+/// The `params` of the Workceptor guide's `echoint` and `echopayload` work types.
+const ECHOINT_PARAMS: &str = r#"-c "for i in {1..5}; do echo $i; done""#;
+const ECHOPAYLOAD_PARAMS: &str = r#"-c "while read -r line; do echo ${line^^}; done""#;
 
 /// Command-line values of plugin sections are strings: compare with scalars as text.
 fn as_strings(value: &serde_json::Value) -> serde_json::Value {
@@ -118,7 +134,7 @@ fn user_guide_foo_in_the_version_2_form() {
     assert_eq!(
         config.sections[0].origin,
         format!(
-            "{} key tcp-listeners item 1 (line 10)",
+            "{} key tcp-listeners item 1 (line 12)",
             repo_file("examples/foo.yml").display()
         )
     );
@@ -183,6 +199,19 @@ fn command_line_equivalents_of_the_examples() {
         "--tcp-peer",
         "localhost:2222",
         "--control-service",
+        "filename=/tmp/bar.sock",
+        "--work-command",
+        "worktype=echoint",
+        "command=bash",
+        &format!("params={ECHOINT_PARAMS}"),
+        "--work-command",
+        "worktype=echopayload",
+        "command=bash",
+        &format!("params={ECHOPAYLOAD_PARAMS}"),
+        "--work-command",
+        "worktype=listcontents",
+        "command=ls",
+        "allowruntimeparams=true",
     ]);
     assert_eq!(
         with_string_sections(bar),
@@ -572,7 +601,14 @@ fn version_help_and_certificate_commands() {
         )
     };
     assert!(matches!(parse(&["--version"]), Ok(Invocation::Version)));
-    assert_eq!(config::VERSION, "1.6.9");
+    assert_eq!(config::COMPATIBLE_VERSION, "1.6.9");
+    assert_eq!(
+        config::version_line(),
+        format!(
+            "receptor-rs {} (compatible with receptor 1.6.9)",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
     for args in [&[][..], &["--help"][..], &["--node", "id=x", "-h"][..]] {
         match parse(args) {
             Ok(Invocation::Help(text)) => {
@@ -740,6 +776,7 @@ fn reference_receptor_accepts_the_example_files() {
             .replace("2222", &port)
             .replace("2223", &port)
             .replace("/tmp/foo.sock", &socket)
+            .replace("/tmp/bar.sock", &socket)
             .replace("/tmp/receptor-node1.sock", &socket)
             .replace(
                 "/tmp/receptor-node1",
