@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use receptor_core::config::{
-    self, Config, ControlServiceConfig, Invocation, LogLevel, Section, TcpClientConfig,
+    self, Config, ControlServiceConfig, Invocation, LogFormat, LogLevel, Section, TcpClientConfig,
     TcpServerConfig, TlsClientConfig, TlsServerConfig, UdpClientConfig, UdpServerConfig,
     UnixSocketClientConfig, UnixSocketServerConfig, WorkSigningConfig, WorkVerificationConfig,
 };
@@ -832,4 +832,62 @@ fn reference_receptor_and_we_refuse_the_same_bad_files() {
         let (up, output) = reference_outcome(&binary, dir.path(), &["--config", file_arg.as_str()]);
         assert!(!up, "the reference accepted:\n{text}\n{output}");
     }
+}
+
+#[test]
+fn log_format_from_flags_and_both_file_forms() {
+    let (flags, _) = run(&["--node", "id=a", "--log-format", "json"]);
+    assert_eq!(flags.log_format, LogFormat::Json);
+    let (default, _) = run(&["--node", "id=a"]);
+    assert_eq!(default.log_format, LogFormat::Text);
+    for text in [
+        "- node: {id: a}\n- log-format: json\n",
+        "version: 2\nnode: {id: a}\nlog-format:\n  format: JSON\n",
+    ] {
+        let config = config::load_str(text, "test.yml");
+        assert!(
+            matches!(&config, Ok(c) if c.log_format == LogFormat::Json),
+            "{text}: {config:?}"
+        );
+    }
+    let bad = config::load_str("- node: {id: a}\n- log-format: xml\n", "test.yml");
+    assert!(
+        matches!(&bad, Err(e) if e.to_string().contains("xml is not a log format")),
+        "{bad:?}"
+    );
+}
+
+#[test]
+fn man_page_and_completions_come_from_the_kinds_table() {
+    let parse = |args: &[&str]| {
+        config::parse_args(
+            std::iter::once("receptor")
+                .chain(args.iter().copied())
+                .map(OsString::from),
+        )
+    };
+    let text = |args: &[&str]| match parse(args) {
+        Ok(Invocation::Help(text)) => text,
+        other => panic!("{args:?}: {other:?}"),
+    };
+    let man = text(&["--man"]);
+    assert!(man.contains(".TH receptor 1"), "{man}");
+    let help = text(&["--help"]);
+    for kind in ["tcp-listener", "work-command", "log-format", "cert-init"] {
+        assert!(help.contains(&format!("--{kind}:")), "help lacks {kind}");
+        assert!(
+            man.contains(&format!("\\fB\\-\\-{}\\fR", kind.replace('-', "\\-"))),
+            "man page lacks {kind}"
+        );
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let script = text(&["--completion", shell]);
+        assert!(
+            script.contains("tcp-listener") && script.contains("log-format"),
+            "{shell}: {script}"
+        );
+    }
+    assert!(
+        matches!(parse(&["--completion", "ksh"]), Err(e) if e.to_string().contains("bash, zsh or fish"))
+    );
 }

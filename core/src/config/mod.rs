@@ -46,9 +46,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ReloadError};
 pub use model::{
-    Config, ControlServiceConfig, LogLevel, NodeConfig, Section, TcpClientConfig, TcpServerConfig,
-    TlsClientConfig, TlsServerConfig, UdpClientConfig, UdpServerConfig, UnixSocketClientConfig,
-    UnixSocketServerConfig, WorkSigningConfig, WorkVerificationConfig,
+    Config, ControlServiceConfig, LogFormat, LogLevel, NodeConfig, Section, TcpClientConfig,
+    TcpServerConfig, TlsClientConfig, TlsServerConfig, UdpClientConfig, UdpServerConfig,
+    UnixSocketClientConfig, UnixSocketServerConfig, WorkSigningConfig, WorkVerificationConfig,
 };
 pub use reload::reload_check;
 

@@ -336,7 +336,7 @@ impl PluginHost {
         }
         tracing::info!(
             path = %loaded.info.path.display(),
-            name = %loaded.info.name,
+            plugin = %loaded.info.name,
             version = %loaded.info.version,
             sections = %loaded.claims.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(","),
             "loaded plugin"
