@@ -33,6 +33,8 @@ REQUIRED_MODULES = [
     "streams_unix",
     "workceptor_guide",
     "quick_start",
+    "logs_json",
+    "package",
 ]
 
 
