@@ -9,6 +9,7 @@
 //! `skipreceptornamescheck`), and `node.firewallrules` is installed in the mesh.
 
 mod backends;
+pub mod notify;
 mod trust;
 
 use std::ffi::OsString;
@@ -240,7 +241,7 @@ impl Node {
             let weak = weak.clone();
             Box::pin(async move {
                 match weak.upgrade() {
-                    Some(node) => node.reload().await,
+                    Some(node) => node.reload_notified().await,
                     None => Err(ReloadFailure {
                         message: "node is shutting down".to_owned(),
                         code: ERRORCODE_CONFIG,
@@ -248,6 +249,18 @@ impl Node {
                 }
             })
         }))
+    }
+
+    /// [`Node::reload`], told to the service manager (`RELOADING=1`, then `READY=1`
+    /// whatever the outcome: the node keeps running either way).
+    pub async fn reload_notified(&self) -> Result<(), ReloadFailure> {
+        notify::reloading();
+        let outcome = self.reload().await;
+        notify::ready(match &outcome {
+            Ok(()) => "running; configuration reloaded",
+            Err(_) => "running; last reload failed",
+        });
+        outcome
     }
 
     /// Re-reads the configuration and applies what changed in its backend sections
@@ -380,26 +393,39 @@ fn sections_claimed<'a>(
         .collect()
 }
 
-/// Runs a node until SIGINT or SIGTERM.
+/// Runs a node until SIGINT or SIGTERM; SIGHUP reloads the configuration (as the
+/// control service's `reload` does). The service manager hears of each step
+/// ([`notify`]).
 pub async fn run(
     config: Config,
     config_file: Option<PathBuf>,
     argv: Vec<OsString>,
 ) -> anyhow::Result<()> {
-    let node = Node::start(config, config_file, argv).await?;
-    wait_for_signal().await?;
-    tracing::info!("shutting down");
-    node.shutdown().await;
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    let reloadable = config_file.is_some();
+    let node = Node::start(config, config_file, argv).await?;
+    notify::ready("running");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                if !reloadable {
+                    tracing::warn!("SIGHUP ignored: reload needs a node started with --config");
+                    continue;
+                }
+                tracing::info!("SIGHUP: reloading the configuration");
+                if let Err(failure) = node.reload_notified().await {
+                    tracing::warn!("reload not successful: {}", failure.message);
+                }
+            }
+        }
     }
+    notify::stopping();
+    tracing::info!("shutting down");
+    node.shutdown().await;
     Ok(())
 }

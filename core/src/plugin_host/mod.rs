@@ -404,7 +404,7 @@ impl PluginHost {
         }
         tracing::info!(
             path = %loaded.info.path.display(),
-            name = %loaded.info.name,
+            plugin = %loaded.info.name,
             version = %loaded.info.version,
             abi = %format_args!("{}.{}", loaded.info.abi.0, loaded.info.abi.1),
             sections = %loaded.claims.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(","),
