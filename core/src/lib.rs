@@ -14,10 +14,14 @@
 //! * [`services`] runs the control service on the mesh and the TCP, unix-socket and
 //!   UDP proxies of the configuration.
 //! * [`config`] reads receptor's YAML files and command-line flags.
+//! * [`logging`] writes the log as text or as JSON lines.
 
 pub mod config;
 pub mod control;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod logging;
 pub mod mesh;
 pub mod plugin_host;
 pub mod services;

@@ -480,6 +480,27 @@ impl Node {
         self.peers.get(peer).copied()
     }
 
+    /// Whether `node` has shown that it can route back to this node: a neighbour has
+    /// sent its own routing update listing us since the session was established (a
+    /// node recomputes its routes as it floods that update), a farther node's own
+    /// routing update has reached us. Until then, a message `node` sends us right away
+    /// (the answer to a QUIC handshake, say) may be dropped for want of a route.
+    pub fn routes_back(&self, node: &str) -> bool {
+        if node == self.id {
+            return true;
+        }
+        match self.peers.get(node).and_then(|sid| self.sessions.get(sid)) {
+            Some(Session {
+                state:
+                    SessionState::Established {
+                        remote_established, ..
+                    },
+                ..
+            }) => *remote_established,
+            _ => self.known_info.contains_key(node),
+        }
+    }
+
     /// Handles one complete message received on a session. DATA messages only count
     /// as activity: the driver forwards them.
     pub fn handle_message(&mut self, now: Instant, sid: SessionId, msg: &[u8]) {

@@ -19,6 +19,9 @@
 //! * UDP datagrams ride on mesh datagrams, one mesh socket (or UDP socket) per peer as
 //!   Go does; see `udp` for the bounds this module adds (peer count, queues, idle
 //!   expiry).
+//! * [`command`] runs a command on a pseudo-terminal for each connection to a
+//!   `command-service`.
+//! * [`ip_router`] carries IP packets between tun devices of nodes (`ip-router`).
 //! * [`control`] serves the control service on the mesh (`service`, advertised as
 //!   `{"type":"Control Service"}` with the node's work commands) and on TLS TCP
 //!   listeners (`tcptls`).
@@ -26,7 +29,9 @@
 //! Each running listener is a [`ServiceHandle`]; dropping it stops the listener and
 //! every connection it carries.
 
+pub mod command;
 pub mod control;
+pub mod ip_router;
 pub mod relay;
 mod tcp;
 mod udp;
@@ -78,6 +83,14 @@ pub enum ServiceError {
     /// A UDP socket could not be bound.
     #[error("error listening on UDP: {0}")]
     UdpListen(String),
+    /// An `ip-router` could not set up its tun device.
+    #[error("{what}: {source}")]
+    IpRouter {
+        /// What failed.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// An address does not resolve.
     #[error("could not resolve address {0}")]
     Resolve(String),
@@ -124,7 +137,7 @@ impl Drop for ServiceHandle {
     }
 }
 
-/// The proxies of a configuration.
+/// The proxies and command services of a configuration.
 #[derive(Debug, Default)]
 pub struct Services {
     handles: Vec<ServiceHandle>,
@@ -132,7 +145,8 @@ pub struct Services {
 
 impl Services {
     /// Starts every `tcp-server`, `tcp-client`, `udp-server`, `udp-client`,
-    /// `unix-socket-server` and `unix-socket-client` of `config` on `mesh`; the first
+    /// `unix-socket-server`, `unix-socket-client`, `command-service` and `ip-router` of
+    /// `config` on `mesh`; the first
     /// failure stops the ones already started and is returned with its section kind.
     pub async fn start(
         mesh: &Mesh,
@@ -180,6 +194,20 @@ impl Services {
                 unix::start_client(mesh, c, tls)
                     .await
                     .map_err(|e| ("unix-socket-client", e))?,
+            );
+        }
+        for c in &config.command_services {
+            handles.push(
+                command::start(mesh, c, tls)
+                    .await
+                    .map_err(|e| ("command-service", e))?,
+            );
+        }
+        for c in &config.ip_routers {
+            handles.push(
+                ip_router::start(mesh, c)
+                    .await
+                    .map_err(|e| ("ip-router", e))?,
             );
         }
         Ok(Services { handles })

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{Endpoint, VarInt};
@@ -12,6 +13,10 @@ use super::stream::{MeshStream, Role, StreamParts, CODE_ERROR};
 use super::{runtime, tls, watch_peer, DatagramNetwork, DatagramSocket, StreamConfig, StreamError};
 use crate::mesh::{Mesh, MeshError};
 use crate::tls::{TlsError, TlsRegistry};
+
+/// How long a dial waits for the target to be able to route back to this node before
+/// it sends its first packet anyway.
+const ROUTE_BACK_WAIT: Duration = Duration::from_secs(2);
 
 /// How to dial.
 #[derive(Debug, Clone, Default)]
@@ -96,6 +101,11 @@ pub async fn dial_with<N: DatagramNetwork>(
     let mut client_cfg = quinn::ClientConfig::new(Arc::new(quic_tls));
     client_cfg.transport_config(Arc::new(cfg.transport_config(Role::Dialer)?));
 
+    // A node that cannot route back yet (a neighbour in its first 100 ms) would drop
+    // its answer to our first handshake packet, costing a retransmission timeout.
+    if node != net.node_id() {
+        net.ready_to_answer(node, ROUTE_BACK_WAIT).await;
+    }
     let sock = net.open(None, None).await?;
     let local_service = sock.service().to_owned();
     let (parts, target) = spawn_socket(sock, cfg.evict_after(), Some((node, service)));

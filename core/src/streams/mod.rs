@@ -172,6 +172,8 @@ impl Default for StreamConfig {
 const RECEIVE_WINDOW: u32 = 2 * 1024 * 1024;
 /// Unacknowledged bytes a sender may have in flight (bounds its buffering).
 const SEND_WINDOW: u64 = 2 * 1024 * 1024;
+/// The RTT assumed before the first sample (quic-go's default).
+const INITIAL_RTT: Duration = Duration::from_millis(100);
 /// Smallest datagram QUIC allows.
 const MIN_DATAGRAM: u16 = 1200;
 /// Largest `max_udp_payload_size` QUIC allows.
@@ -196,6 +198,9 @@ impl StreamConfig {
         let idle = IdleTimeout::try_from(self.max_idle_timeout)
             .map_err(|e| StreamError::Io(std::io::Error::other(e.to_string())))?;
         t.max_idle_timeout(Some(idle));
+        // quic-go's first RTT estimate: a lost handshake packet is sent again after
+        // about 300 ms, not quinn's default of about 1 s.
+        t.initial_rtt(INITIAL_RTT);
         t.keep_alive_interval(match role {
             Role::Dialer => self.keep_alive,
             Role::Acceptor => None,
