@@ -6,10 +6,6 @@
 //! [`WorkProgress`] in a `watch` channel: the latest value wins, so reporting never
 //! blocks and never queues, and the final state is never lost.
 
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::PathBuf;
-
 use tokio::sync::watch;
 
 /// Unit states, with the numbers Go receptor writes in `status` files.
@@ -38,33 +34,9 @@ pub struct WorkProgress {
     pub extra: Option<serde_json::Value>,
 }
 
-/// Everything a work type needs to start one unit.
-#[derive(Debug)]
-pub struct StartRequest {
-    /// The unit ID.
-    pub unit_id: String,
-    /// The unit's folder (`<datadir>/<node>/<unit>`).
-    pub unit_dir: PathBuf,
-    /// The payload, opened for reading from the start.
-    pub stdin: File,
-    /// The results file, opened for appending; whatever is written here is the unit's output.
-    pub stdout: File,
-    /// Runtime command-line parameters (`params`), empty if none.
-    pub params: String,
-    /// Every other submit parameter (key → value), as the client sent them.
-    pub extra_params: BTreeMap<String, String>,
-}
-
-/// Everything a work type needs to pick up a unit that was running when the node stopped.
-#[derive(Debug, Clone)]
-pub struct ReattachRequest {
-    /// The unit ID.
-    pub unit_id: String,
-    /// The unit's folder.
-    pub unit_dir: PathBuf,
-    /// The unit's `ExtraData` as last saved.
-    pub extra: Option<serde_json::Value>,
-}
+/// What a work type gets to start one unit, and to pick up one that was running when the
+/// node stopped: the plugin SDK's types, so the host and plugins share one definition.
+pub use receptor_plugin_sdk::work::{ReattachRequest, StartRequest};
 
 /// A unit that a work type is running.
 pub trait WorkHandle: Send + Sync {
