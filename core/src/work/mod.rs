@@ -37,4 +37,4 @@ pub use store::{Unit, WorkError, WorkTypeInfo, Workceptor};
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_command;
+mod command_tests;
