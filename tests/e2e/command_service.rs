@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use receptor_tests::wait::wait_until;
 use receptor_tests::Implementation::{self, Go, Rust};
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::{json, Value};
 
 use crate::streams_tls::make_certs;
@@ -37,7 +37,7 @@ const HOLD: &str = "sh -c 'sleep 600 & echo pids:$$:$!; wait'";
 const GONE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Setup {
-    nodes: Vec<Node>,
+    nodes: Vec<NodeProcess>,
     /// Port of each node's `tcp-server` towards the other node's `cmd`.
     cmd_ports: Vec<u16>,
     /// Port of each node's `tcp-server` towards the other node's `hold`.
@@ -95,7 +95,7 @@ fn setup() -> Result<Setup> {
         } else {
             config.tcp_peer(link)
         };
-        nodes.push(Node::start(impls[i], config)?);
+        nodes.push(NodeProcess::start(impls[i], config)?);
     }
     for (i, node) in nodes.iter().enumerate() {
         node.wait_for_routes(&[(names[1 - i], names[1 - i])])?;
@@ -166,7 +166,13 @@ fn dialogue_tcp(port: u16, word: &str) -> Result<()> {
 }
 
 /// A dialogue through `connect <target> <service> [tls]` on `node`'s control socket.
-fn dialogue_connect(node: &Node, target: &str, service: &str, tls: &str, word: &str) -> Result<()> {
+fn dialogue_connect(
+    node: &NodeProcess,
+    target: &str,
+    service: &str,
+    tls: &str,
+    word: &str,
+) -> Result<()> {
     let stream = std::os::unix::net::UnixStream::connect(node.socket())?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut reader = BufReader::new(stream);

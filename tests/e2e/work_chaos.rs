@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use receptor_tests::wait::wait_until;
 use receptor_tests::Implementation::{self, Go, Rust};
-use receptor_tests::{Node, NodeConfig};
+use receptor_tests::{NodeConfig, NodeProcess};
 use ring::digest::{Context as Digest, SHA256};
 use serde_json::{json, Value};
 
@@ -314,7 +314,7 @@ fn kill_pids(pids: &[(u32, String)]) {
     }
 }
 
-fn start_line(relay: Implementation, executor: Implementation) -> Result<Vec<Node>> {
+fn start_line(relay: Implementation, executor: Implementation) -> Result<Vec<NodeProcess>> {
     let nodes = [(NAMES[0], Rust), (NAMES[1], relay), (NAMES[2], executor)];
     receptor_tests::topology::start_line_with(&nodes, &[1.0, 1.0], |i, config: NodeConfig| {
         if i != BAR {
@@ -508,7 +508,7 @@ fn chaos(relay: Implementation, executor: Implementation) -> Result<()> {
 
     // No work process outlives its unit.
     let dirs: Vec<PathBuf> = nodes.iter().map(|n| n.dir().to_path_buf()).collect();
-    let pids: Vec<u32> = nodes.iter().filter_map(Node::pid).collect();
+    let pids: Vec<u32> = nodes.iter().filter_map(NodeProcess::pid).collect();
     let stray = wait_until(Duration::from_secs(10), "work processes to end", || {
         let found = work_processes(&dirs, &pids);
         Ok(found.is_empty().then_some(()))
@@ -522,7 +522,7 @@ fn chaos(relay: Implementation, executor: Implementation) -> Result<()> {
 }
 
 /// The executor still answers after the chaos.
-fn ensure_ok_after(node: &Node, socket: &Path) -> Result<()> {
+fn ensure_ok_after(node: &NodeProcess, socket: &Path) -> Result<()> {
     let reply =
         ask(socket, "status")?.ok_or_else(|| anyhow!("{} did not answer status", node.id()))?;
     ensure!(reply.contains("NodeID"), "{reply}");

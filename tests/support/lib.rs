@@ -38,6 +38,6 @@ pub mod wait;
 pub use binaries::Implementation;
 pub use config::NodeConfig;
 pub use control::ControlClient;
-pub use node::Node;
+pub use node::NodeProcess;
 pub use ports::free_port;
 pub use receptorctl::CtlOutput;
