@@ -223,6 +223,16 @@ impl Unit {
     /// write is returned, but the new status is published anyway (the node keeps serving
     /// it from memory).
     pub async fn update(&self, change: impl FnOnce(&mut UnitStatus)) -> io::Result<()> {
+        self.write(change, false).await
+    }
+
+    /// [`Unit::update`] with the status file on disk when it returns, as it is for final
+    /// states: for a passing state that a power loss must not undo (a payload accepted).
+    pub async fn update_durable(&self, change: impl FnOnce(&mut UnitStatus)) -> io::Result<()> {
+        self.write(change, true).await
+    }
+
+    async fn write(&self, change: impl FnOnce(&mut UnitStatus), durable: bool) -> io::Result<()> {
         let _guard = self.writer.lock().await;
         if self.is_released() {
             return Ok(());
@@ -231,7 +241,7 @@ impl Unit {
         change(&mut next);
         let dir = self.dir.clone();
         let to_write = next.clone();
-        let durable = next.is_final();
+        let durable = durable || next.is_final();
         let written = tokio::task::spawn_blocking(move || {
             status::write_status_file(&dir, &to_write, durable)
         })

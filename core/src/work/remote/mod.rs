@@ -311,8 +311,10 @@ impl RemoteSubmitter for RemoteWork {
                 .await;
             return Err(message);
         }
+        // The payload is on disk; once this is too, the unit is started even after a
+        // power loss.
         if let Err(e) = unit
-            .update(|s| s.set(UnitState::Pending, "Starting Worker"))
+            .update_durable(|s| s.set(UnitState::Pending, "Starting Worker"))
             .await
         {
             tracing::warn!(unit = %unit.id(), "cannot write status file: {e}");
