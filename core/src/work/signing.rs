@@ -38,7 +38,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde_json::Value;
 
 use crate::config::{WorkSigningConfig, WorkVerificationConfig};
-use crate::control::duration::go_duration;
+use receptor_proto::go::duration::go_duration;
 
 /// The JWT header Go receptor writes, byte for byte.
 const HEADER_JSON: &str = r#"{"alg":"RS512","typ":"JWT"}"#;

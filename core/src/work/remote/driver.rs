@@ -14,8 +14,9 @@
 //! * the *results stream* is one `work results <id> <offset>` request, half-closed at
 //!   once: the remote node streams until the unit is complete and then closes, so
 //!   results arrive as they are produced and the end is seen at once;
-//! * the *status poll* asks `work status <id>` on one kept connection, at 1 s growing to
-//!   a few seconds while nothing changes. It mirrors the remote state, notices a unit
+//! * the *status poll* asks `work status <id>` on one kept connection (an idle session
+//!   left by an earlier unit on the same node if there is one, and left in turn for the
+//!   next unit), at 1 s growing to a few seconds while nothing changes. It mirrors the remote state, notices a unit
 //!   that is gone, and notices a Canceled unit on a Go peer, whose results stream never
 //!   ends (Go 1.6.9's `work results` treats only Succeeded and Failed as complete).
 //!
@@ -44,6 +45,7 @@ use super::client::{
 };
 use super::dialer::ControlDialer;
 use super::extra::{expiry_stamp, RemoteExtraData};
+use super::sessions::SessionPool;
 use super::RemoteOptions;
 use crate::work::signing::WorkSigner;
 use crate::work::status::UnitStatus;
@@ -105,6 +107,8 @@ pub(super) struct Shared {
     pub(super) signer: Option<Arc<WorkSigner>>,
     pub(super) options: RemoteOptions,
     pub(super) shutdown: CancellationToken,
+    /// Idle control sessions for status polls, shared by the drivers.
+    sessions: SessionPool,
     drivers: Mutex<HashMap<String, Entry>>,
     generations: AtomicU64,
 }
@@ -122,6 +126,7 @@ impl Shared {
             signer,
             options,
             shutdown: CancellationToken::new(),
+            sessions: SessionPool::default(),
             drivers: Mutex::new(HashMap::new()),
             generations: AtomicU64::new(0),
         }
@@ -354,6 +359,9 @@ struct Driver {
     results_at: Option<Instant>,
     results_backoff: Backoff,
     poll: Option<BoxFuture<PollResult>>,
+    /// A poll was due while one was in flight: its answer may predate what made the new
+    /// one due (the end of the results), so poll again as soon as it is back.
+    poll_again: bool,
     status_conn: Option<ControlClient>,
     poll_at: Option<Instant>,
     poll_interval: Duration,
@@ -418,6 +426,7 @@ impl Driver {
             results_at: None,
             results_backoff: Backoff::new(o.retry_initial, o.retry_max),
             poll: None,
+            poll_again: false,
             status_conn: None,
             poll_at: None,
             poll_interval: o.poll_initial,
@@ -995,8 +1004,14 @@ impl Driver {
         self.results_stop.cancel();
         self.results_at = None;
         self.poll = None;
+        self.poll_again = false;
         self.poll_at = None;
-        self.status_conn = None;
+        if let Some(session) = self.status_conn.take() {
+            // Between two commands: the next unit followed on that node can poll on it.
+            self.shared
+                .sessions
+                .put(&self.extra.remote_node, &self.extra.tls_client, session);
+        }
     }
 
     fn launch_results(&mut self) {
@@ -1018,6 +1033,7 @@ impl Driver {
     fn launch_poll(&mut self) {
         self.poll_at = None;
         if self.poll.is_some() {
+            self.poll_again = true;
             return;
         }
         let shared = self.shared.clone();
@@ -1072,6 +1088,7 @@ impl Driver {
         }
         self.status_conn = conn;
         let now = Instant::now();
+        let again = std::mem::take(&mut self.poll_again);
         match reply {
             Ok(StatusReply::Status(status)) => {
                 self.poll_backoff.reset();
@@ -1098,7 +1115,12 @@ impl Driver {
                     }
                 }
                 if self.following && !self.finishing {
-                    self.poll_at = Some(now + self.poll_interval);
+                    let wait = if again {
+                        Duration::ZERO
+                    } else {
+                        self.poll_interval
+                    };
+                    self.poll_at = Some(now + wait);
                 }
             }
             Ok(StatusReply::Gone) => {
@@ -1439,19 +1461,40 @@ async fn results_stream(
     end
 }
 
-/// One `work status` query, on the kept connection if there is one.
+/// One `work status` query, on the unit's kept connection if there is one, else on an
+/// idle session to the node (see [`super::sessions`]), else on a new connection. A kept
+/// idle session that turns out dead is replaced by a new connection at once.
 async fn poll_status(
     shared: &Shared,
     extra: &RemoteExtraData,
     conn: Option<ControlClient>,
 ) -> PollResult {
-    let mut c = match conn {
-        Some(c) => c,
-        None => match connect(shared, extra).await {
-            Ok(c) => c,
-            Err(e) => return (None, Err(e.to_string())),
-        },
+    let (conn, pooled) = match conn {
+        Some(c) => (Some(c), false),
+        None => {
+            let idle = shared.sessions.take(&extra.remote_node, &extra.tls_client);
+            let pooled = idle.is_some();
+            (idle, pooled)
+        }
     };
+    if let Some(c) = conn {
+        let (c, reply) = status_exchange(shared, extra, c).await;
+        if !(pooled && c.is_none()) {
+            return (c, reply);
+        }
+    }
+    match connect(shared, extra).await {
+        Ok(c) => status_exchange(shared, extra, c).await,
+        Err(e) => (None, Err(e.to_string())),
+    }
+}
+
+/// `work status` on `c`; the connection comes back if it is still usable.
+async fn status_exchange(
+    shared: &Shared,
+    extra: &RemoteExtraData,
+    mut c: ControlClient,
+) -> PollResult {
     if let Err(e) = c.write_all(&status_line(&extra.remote_unit_id)).await {
         return (None, Err(io_text(&e)));
     }

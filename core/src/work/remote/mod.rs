@@ -15,7 +15,8 @@
 //!   and the driver keeps trying with back-off (1 s ×1.5, up to 1 min) until the unit
 //!   starts, is cancelled or released, or its `ttl` expires;
 //! * once started, the unit is followed with one results stream from the local
-//!   `stdout` size on, and a slow status poll; it is finished here when the remote unit
+//!   `stdout` size on, and a slow status poll (on a control session that later units
+//!   to the same node reuse, see `sessions`); it is finished here when the remote unit
 //!   is final and all of its results are on the local disk;
 //! * cancel and release are carried to `bar` (retried while it cannot be reached:
 //!   `cancel pending` / `release pending`); `force-release` tries once;
@@ -32,6 +33,7 @@ mod dialer;
 mod driver;
 mod extra;
 mod mesh_dialer;
+mod sessions;
 
 #[cfg(test)]
 pub mod gonode;

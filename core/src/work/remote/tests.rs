@@ -168,6 +168,61 @@ struct TcpDialer {
     nodes: Mutex<HashMap<String, SocketAddr>>,
     tls_names: Mutex<HashSet<String>>,
     dials: Mutex<HashMap<String, usize>>,
+    /// Holds back every `work status` reply by this long (a slow path to the node).
+    status_reply_delay: Mutex<Option<Duration>>,
+}
+
+/// A control stream whose reads after a `work status` request wait `delay` first: the
+/// remote node answers at once, the answer arrives late.
+struct SlowStatusReplies {
+    inner: tokio::net::TcpStream,
+    delay: Duration,
+    armed: bool,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl tokio::io::AsyncRead for SlowStatusReplies {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.armed {
+            let delay = self.delay;
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+            std::task::ready!(std::future::Future::poll(sleep.as_mut(), cx));
+            self.sleep = None;
+            self.armed = false;
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SlowStatusReplies {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if buf.windows(12).any(|w| w == b"work status ") {
+            self.armed = true;
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 impl TcpDialer {
@@ -205,6 +260,14 @@ impl ControlDialer for TcpDialer {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| DialError::Unreachable(e.to_string()))?;
+        if let Some(delay) = *lock(&self.status_reply_delay) {
+            return Ok(Box::new(SlowStatusReplies {
+                inner: stream,
+                delay,
+                armed: false,
+                sleep: None,
+            }));
+        }
         Ok(Box::new(stream))
     }
 }
@@ -576,6 +639,56 @@ async fn submit_follow_results_and_release() -> Result<()> {
             .await?;
         assert_eq!(reply, format!("ERROR: unknown work unit {id}"));
         assert!(!node.unit_dir(&id).exists());
+    }
+    Ok(())
+}
+
+/// A status poll that is in flight when the results stream ends carries the state from
+/// before the end; the unit must not then wait a whole poll interval for the next one.
+#[tokio::test]
+async fn a_stale_poll_answer_does_not_delay_the_end() -> Result<()> {
+    let slow_polls = RemoteOptions {
+        poll_initial: Duration::from_secs(10),
+        poll_max: Duration::from_secs(10),
+        ..fast_options()
+    };
+    let (_dir, mesh, foo, _bar) = two_nodes(
+        NodeSetup {
+            options: slow_polls,
+            ..NodeSetup::default()
+        },
+        NodeSetup::default(),
+    )
+    .await?;
+    *lock(&mesh.status_reply_delay) = Some(Duration::from_millis(400));
+    let started = Instant::now();
+    // Two chunks 100 ms apart: the results end while the first poll's answer (Running)
+    // is still on its way.
+    let id = submit_started(&foo.socket, "work submit bar gen 1000 2 100", b"").await?;
+    wait_state(&foo.socket, &id, 2).await?;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "finished after {elapsed:?}"
+    );
+    assert!(results(&foo.socket, &id).await? == pattern(1000));
+    Ok(())
+}
+
+/// The control session of a finished unit's status poll serves the next unit's polls:
+/// a later unit on the same node costs two connections (submit, results), not three.
+#[tokio::test]
+async fn status_sessions_are_reused_by_later_units() -> Result<()> {
+    let (_dir, mesh, foo, _bar) = two_nodes(NodeSetup::default(), NodeSetup::default()).await?;
+    for round in 0..3 {
+        let before = mesh.dials("bar");
+        let payload = format!("round {round}\n");
+        let id = submit_started(&foo.socket, "work submit bar cat", payload.as_bytes()).await?;
+        wait_state(&foo.socket, &id, 2).await?;
+        assert_eq!(results(&foo.socket, &id).await?, payload.as_bytes());
+        let dials = mesh.dials("bar") - before;
+        let expected = if round == 0 { 3 } else { 2 };
+        assert_eq!(dials, expected, "connections to bar for unit {round}");
     }
     Ok(())
 }
