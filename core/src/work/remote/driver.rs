@@ -6,11 +6,13 @@
 //! is in the local `stdout`, and carries cancel and release to the remote node,
 //! retrying while it cannot be reached. It is the only writer of its unit's status.
 //!
-//! Everything a driver does is an event in one `select!` loop, so a cancel or release
-//! is answered while the unit is being followed:
+//! A driver is in one [`Phase`]: `Idle`, `Starting` or `Following`, each holding what
+//! only it needs. Everything a driver does is an event in one `select!` loop, so a
+//! cancel or release is answered while the unit is being followed:
 //!
-//! * an *exchange* is one request on its own connection (submit, cancel or release);
-//!   at most one is in flight, and commands wait while one is;
+//! * an *exchange* is one request on its own connection (submit, cancel or release, or
+//!   the look at a remote unit that an interrupted submit left); at most one is in
+//!   flight, and commands wait while one is;
 //! * the *results stream* is one `work results <id> <offset>` request, half-closed at
 //!   once: the remote node streams until the unit is complete and then closes, so
 //!   results arrive as they are produced and the end is seen at once;
@@ -336,7 +338,7 @@ enum Phase {
     /// Not started on the remote node yet: submitting, retrying with back-off.
     Starting(Starting),
     /// Started there: following its results and state until both are complete here.
-    Following(Following),
+    Following(Box<Following>),
 }
 
 /// A unit being submitted to the remote node.
@@ -1064,7 +1066,7 @@ impl Driver {
 
     fn following(&mut self) -> Option<&mut Following> {
         match &mut self.phase {
-            Phase::Following(f) => Some(f),
+            Phase::Following(f) => Some(f.as_mut()),
             _ => None,
         }
     }
@@ -1076,7 +1078,7 @@ impl Driver {
         let size = std::fs::metadata(self.unit.stdout_path()).map_or(0, |m| m.len());
         self.local_size.store(size, Ordering::Relaxed);
         let now = Instant::now();
-        self.phase = Phase::Following(Following {
+        self.phase = Phase::Following(Box::new(Following {
             results: Stream::Closed(Some(now)),
             results_backoff: self.backoff(),
             poll: None,
@@ -1086,7 +1088,7 @@ impl Driver {
             poll_interval: self.shared.options.poll_initial,
             poll_backoff: self.backoff(),
             remote: None,
-        });
+        }));
     }
 
     fn stop_following(&mut self) {
