@@ -38,10 +38,31 @@ pub struct WorkProgress {
 /// node stopped: the plugin SDK's types, so the host and plugins share one definition.
 pub use receptor_plugin_sdk::work::{ReattachRequest, StartRequest};
 
+/// Why a work type could not start, re-attach to or cancel a unit. The texts are what
+/// clients see after `Error starting worker: ` or `Failed to restart: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkTypeError {
+    /// The work type refused or failed, with its own message (a plugin's error text).
+    #[error("{0}")]
+    Refused(String),
+    /// The request could not be put in the form the work type takes.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The work type accepted the call but handed back no unit.
+    #[error("the work type returned no unit")]
+    NoUnit,
+    /// The work type does not run units this way.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// The call panicked.
+    #[error("work type panicked: {0}")]
+    Panicked(String),
+}
+
 /// A unit that a work type is running.
 pub trait WorkHandle: Send + Sync {
     /// Asks the unit to stop; it then reports `Canceled` (or a final state it reached first).
-    fn cancel(&self) -> Result<(), String>;
+    fn cancel(&self) -> Result<(), WorkTypeError>;
 }
 
 /// A kind of work a node can run (`echo`, a `work-command`, a third-party plugin type).
@@ -60,7 +81,7 @@ pub trait WorkType: Send + Sync {
         &self,
         request: StartRequest,
         progress: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String>;
+    ) -> Result<Box<dyn WorkHandle>, WorkTypeError>;
 
     /// Re-attaches to a unit that was running when the node stopped. `Err` means the
     /// unit cannot be followed any more; the store then marks it failed with that reason.
@@ -68,7 +89,7 @@ pub trait WorkType: Send + Sync {
         &self,
         request: ReattachRequest,
         progress: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String>;
+    ) -> Result<Box<dyn WorkHandle>, WorkTypeError>;
 
     /// `ExtraData` as `work status` and `work list` show it, when it differs from what
     /// is stored (e.g. without secrets); `None` shows the stored value.
