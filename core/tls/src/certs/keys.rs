@@ -8,7 +8,7 @@ use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
 use rsa::traits::PublicKeyParts;
 use rsa::{Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
 
-use super::der::{self, oids};
+use crate::der::{self, oids};
 
 /// The RSA signature algorithms the certificate commands produce and accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

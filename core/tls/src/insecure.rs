@@ -18,7 +18,7 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ServerConfig};
 
-use super::{provider, versions, NETCEPTOR_ALPN};
+use crate::{provider, versions, NETCEPTOR_ALPN};
 
 /// Subject common name of the certificate of a ConnType 1 (insecure) service.
 pub const INSECURE_COMMON_NAME: &str = "netceptor-insecure-common-name";
@@ -206,7 +206,7 @@ impl ServerCertVerifier for InsecureCnVerifier {
         }
     }
 
-    super::verify::handshake_signatures_by_algs!();
+    crate::verify::handshake_signatures_by_algs!();
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Decoding JSON command lines the way Go receptor 1.6.9 decodes them.
+//! Decoding JSON command lines the way Go receptor 1.6.9 decodes them (the control
+//! service's JSON form).
 //!
 //! A JSON command is a line starting with `{`, decoded like Go's
 //! `json.Unmarshal(line, &map[string]interface{})` in the Go release the reference
@@ -26,10 +27,19 @@ use std::fmt::Write as _;
 use serde_json::{Map, Number, Value};
 
 /// Maximum nesting depth of arrays and objects (Go: 10000).
-pub(crate) const MAX_DEPTH: usize = 128;
+pub const MAX_DEPTH: usize = 128;
 
-/// Decodes a JSON object line; `Err` holds Go's error text.
-pub(crate) fn parse_object(data: &[u8]) -> Result<Map<String, Value>, String> {
+/// A JSON line Go would refuse; the message is Go's error text, which clients see.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct GoJsonError(pub String);
+
+/// Decodes a JSON object line as Go's `json.Unmarshal` into a `map[string]interface{}`.
+pub fn parse_object(data: &[u8]) -> Result<Map<String, Value>, GoJsonError> {
+    decode_object(data).map_err(GoJsonError)
+}
+
+fn decode_object(data: &[u8]) -> Result<Map<String, Value>, String> {
     let mut decoder = Decoder {
         data,
         pos: 0,
@@ -506,7 +516,7 @@ fn hex4(digits: Option<&[u8]>) -> Option<u32> {
 
 /// Appends `bytes` as UTF-8, replacing every byte that is not part of a valid
 /// character with U+FFFD, as Go does.
-pub(crate) fn push_lossy(out: &mut String, mut bytes: &[u8]) {
+pub fn push_lossy(out: &mut String, mut bytes: &[u8]) {
     loop {
         match std::str::from_utf8(bytes) {
             Ok(text) => {
@@ -524,7 +534,7 @@ pub(crate) fn push_lossy(out: &mut String, mut bytes: &[u8]) {
 }
 
 /// Bytes as text the way Go converts them (one U+FFFD per invalid byte).
-pub(crate) fn go_lossy(bytes: &[u8]) -> String {
+pub fn go_lossy(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     push_lossy(&mut out, bytes);
     out
@@ -620,7 +630,7 @@ mod tests {
     use serde_json::json;
 
     fn err(input: &[u8]) -> String {
-        parse_object(input).err().unwrap_or_default()
+        parse_object(input).err().map(|e| e.0).unwrap_or_default()
     }
 
     fn ok(input: &[u8]) -> Value {

@@ -1,4 +1,16 @@
-//! TLS for receptor: the named `tls-server` and `tls-client` configurations.
+//! # receptor-tls
+//!
+//! TLS for receptor: the named `tls-server` and `tls-client` configurations, node-ID
+//! certificates and the certificate commands. One implementation for every user: the
+//! core (TLS-TCP backends, the control service, QUIC streams) and backend plugins that
+//! run TLS themselves (the websocket plugin, where TLS sits below HTTP), so a fix to
+//! certificate checking reaches every backend at once.
+//!
+//! * [`section`]: reading a section's values (typed YAML or command-line strings);
+//! * [`san`]: the subjectAltName as receptor writes and reads it (ReceptorName node IDs);
+//!   every certificate parse of this crate goes through it;
+//! * [`certs`]: `--cert-init`, `--cert-makereq`, `--cert-signreq`;
+//! * this module: the rustls configurations.
 //!
 //! A node's configuration defines TLS settings by name; backends (`tcp-listener`,
 //! `ws-peer`, ...), the control service and streams with user TLS (QUIC ConnType 2)
@@ -32,7 +44,10 @@
 //! the mesh compare a backend peer's certificate with the node ID the peer announces
 //! in its first ROUTE message (disabled by `skipreceptornamescheck`).
 
+pub mod certs;
+mod der;
 mod insecure;
+pub mod san;
 pub mod section;
 mod verify;
 
@@ -121,6 +136,20 @@ pub enum TlsError {
     /// The peer's certificate does not carry the node ID it announced.
     #[error("{0}")]
     PeerNodeMismatch(String),
+    /// A `tls-client` names a certificate without its key or the reverse.
+    #[error("cert and key must both be supplied or neither")]
+    CertWithoutKey,
+}
+
+/// Whose section is being built, and so which checks it gets.
+#[derive(Debug, Clone, Copy)]
+enum Checked<'a> {
+    /// The node's own configuration: `name`, `cert` and `key` are required and the
+    /// certificate must name node `.0` (unless `skipreceptornamescheck`).
+    Node(&'a str),
+    /// A section the core has already checked and handed to a backend plugin: no name
+    /// is required and a `tls-client` may have no certificate (both or neither).
+    ByCore,
 }
 
 /// Go's wording for a ReceptorName mismatch.
@@ -140,7 +169,7 @@ pub fn receptor_names(cert_der: &[u8]) -> Result<Vec<String>, TlsError> {
     let mut names = Vec::new();
     for ext in cert.extensions() {
         if ext.oid.to_id_string() == "2.5.29.17" {
-            let san = crate::certs::parse_san(ext.value)
+            let san = san::parse_san(ext.value)
                 .map_err(|e| TlsError::Certificate(format!("x509: {e}")))?;
             names.extend(san.node_ids);
         }
@@ -172,7 +201,7 @@ fn check_peer(
 }
 
 /// The crypto provider for a `mintls13` setting.
-pub(crate) fn provider(min_tls13: bool) -> Arc<CryptoProvider> {
+pub fn provider(min_tls13: bool) -> Arc<CryptoProvider> {
     let base = ring_provider::default_provider();
     if min_tls13 {
         return Arc::new(base);
@@ -278,9 +307,8 @@ fn load_identity(
     provider: &CryptoProvider,
     cert_path: &str,
     key_path: &str,
-    node_id: &str,
+    node_id: Option<&str>,
     section_name: &str,
-    skip_names_check: bool,
 ) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain = load_certs(cert_path)?;
     let key = load_key(key_path)?;
@@ -290,7 +318,7 @@ fn load_identity(
         )),
         e => file_err(key_path, format!("unusable private key: {e}")),
     })?;
-    if !skip_names_check {
+    if let Some(node_id) = node_id {
         let leaf = certified
             .cert
             .first()
@@ -406,9 +434,23 @@ impl ServerTls {
     /// Keys: `name`, `cert`, `key` (required), `requireclientcert`, `clientcas`,
     /// `pinnedclientcert`, `skipreceptornamescheck`, `mintls13` (default true).
     pub fn from_section(node_id: &str, section: &Value) -> Result<ServerTls, TlsError> {
+        Self::build(Checked::Node(node_id), section)
+    }
+
+    /// Builds a `tls-server` section the core has already checked (a backend plugin's
+    /// `tlsconfig`): `name` may be absent and the certificate is not compared with the
+    /// node ID again.
+    pub fn from_checked_section(section: &Value) -> Result<ServerTls, TlsError> {
+        Self::build(Checked::ByCore, section)
+    }
+
+    fn build(checked: Checked<'_>, section: &Value) -> Result<ServerTls, TlsError> {
         let err = |name: &str| section_error("tls-server", name);
         let s = Section::new(section).map_err(err(""))?;
-        let name = s.required("name").map_err(err(""))?;
+        let name = match checked {
+            Checked::Node(_) => s.required("name").map_err(err(""))?,
+            Checked::ByCore => s.non_empty("name").map_err(err(""))?.unwrap_or_default(),
+        };
         let e = err(&name);
         let cert = s.required("cert").map_err(&e)?;
         let key = s.required("key").map_err(&e)?;
@@ -422,7 +464,11 @@ impl ServerTls {
         let min_tls13 = s.bool("mintls13").map_err(&e)?.unwrap_or(true);
 
         let provider = provider(min_tls13);
-        let identity = load_identity(&provider, &cert, &key, node_id, &name, skip)?;
+        let node_id = match checked {
+            Checked::Node(id) if !skip => Some(id),
+            _ => None,
+        };
+        let identity = load_identity(&provider, &cert, &key, node_id, &name)?;
         let pins = Pins::decode(&pins)?;
         let client_auth = if require || client_cas.is_some() {
             let roots = match &client_cas {
@@ -592,12 +638,34 @@ impl ClientTls {
     /// Keys: `name`, `cert`, `key` (required), `rootcas`, `insecureskipverify`,
     /// `pinnedservercert`, `skipreceptornamescheck`, `mintls13` (default true).
     pub fn from_section(node_id: &str, section: &Value) -> Result<ClientTls, TlsError> {
+        Self::build(Checked::Node(node_id), section)
+    }
+
+    /// Builds a `tls-client` section the core has already checked (a backend plugin's
+    /// `tlsconfig`): `name` may be absent, `cert` and `key` may both be absent (no client
+    /// certificate), and the certificate is not compared with the node ID again.
+    pub fn from_checked_section(section: &Value) -> Result<ClientTls, TlsError> {
+        Self::build(Checked::ByCore, section)
+    }
+
+    fn build(checked: Checked<'_>, section: &Value) -> Result<ClientTls, TlsError> {
         let err = |name: &str| section_error("tls-client", name);
         let s = Section::new(section).map_err(err(""))?;
-        let name = s.required("name").map_err(err(""))?;
+        let name = match checked {
+            Checked::Node(_) => s.required("name").map_err(err(""))?,
+            Checked::ByCore => s.non_empty("name").map_err(err(""))?.unwrap_or_default(),
+        };
         let e = err(&name);
-        let cert = s.required("cert").map_err(&e)?;
-        let key = s.required("key").map_err(&e)?;
+        let (cert, key) = match checked {
+            Checked::Node(_) => (
+                Some(s.required("cert").map_err(&e)?),
+                Some(s.required("key").map_err(&e)?),
+            ),
+            Checked::ByCore => (
+                s.non_empty("cert").map_err(&e)?,
+                s.non_empty("key").map_err(&e)?,
+            ),
+        };
         let root_cas = s.non_empty("rootcas").map_err(&e)?;
         let insecure = s.bool("insecureskipverify").map_err(&e)?.unwrap_or(false);
         let pins = s.list("pinnedservercert").map_err(&e)?;
@@ -608,7 +676,15 @@ impl ClientTls {
         let min_tls13 = s.bool("mintls13").map_err(&e)?.unwrap_or(true);
 
         let provider = provider(min_tls13);
-        let identity = Some(load_identity(&provider, &cert, &key, node_id, &name, skip)?);
+        let node_id = match checked {
+            Checked::Node(id) if !skip => Some(id),
+            _ => None,
+        };
+        let identity = match (cert, key) {
+            (Some(cert), Some(key)) => Some(load_identity(&provider, &cert, &key, node_id, &name)?),
+            (None, None) => None,
+            _ => return Err(TlsError::CertWithoutKey),
+        };
         let pins = Pins::decode(&pins)?;
         let roots = match (&root_cas, insecure) {
             (Some(path), _) => Some(load_roots(path)?),

@@ -19,9 +19,7 @@
 //! Each command takes its configuration section as a JSON object with lower-cased
 //! keys (values may be strings, as the command line gives them).
 
-mod der;
 mod keys;
-mod san;
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, Write};
@@ -33,12 +31,11 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 
-use crate::tls::section::{Section, SectionError};
-use der::{oids, tag};
+use crate::der::{self, oids, read_all, read_tlv, tag};
+use crate::section::{Section, SectionError};
 use keys::{RsaKey, RsaSigAlg};
 
-pub(crate) use der::{read_all, read_tlv};
-pub use san::{parse_san, receptor_san, SanNames};
+pub use crate::san::{parse_san, receptor_san, SanError, SanNames};
 
 /// Errors of the certificate commands.
 #[derive(Debug, thiserror::Error)]

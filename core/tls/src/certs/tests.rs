@@ -203,7 +203,7 @@ fn our_ca_request_and_certificate_have_receptor_structure() {
     let days = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
     assert!((365 * 86400..=366 * 86400).contains(&days), "{days}");
     assert_eq!(
-        crate::tls::receptor_names(&der).unwrap_or_default(),
+        crate::receptor_names(&der).unwrap_or_default(),
         vec!["gonode2".to_string()]
     );
     openssl_verify(&ca.0, &out);
@@ -270,7 +270,7 @@ fn go_signs_our_request_and_we_sign_go_requests() {
     openssl_verify(&go_ca.0, &go_signed);
     let go_der = pem_der(&go_signed, "CERTIFICATE");
     assert_eq!(
-        crate::tls::receptor_names(&go_der).unwrap_or_default(),
+        crate::receptor_names(&go_der).unwrap_or_default(),
         vec!["rustnode", "alias"]
     );
 

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use super::der::{self, oids, tag};
+use crate::der::{self, oids, tag};
 
 /// The names found in a subjectAltName extension.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,15 +53,41 @@ fn receptor_other_name(node_id: &str) -> Vec<u8> {
     der::explicit(0, &[der::oid(oids::RECEPTOR_NAME), value].concat())
 }
 
+/// A malformed subjectAltName; the messages are Go's `x509` texts (without `x509: `).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SanError {
+    /// The extension is not one DER SEQUENCE.
+    #[error("malformed subjectAltName")]
+    Malformed,
+    /// The SEQUENCE's entries do not parse.
+    #[error("malformed subjectAltName entry")]
+    MalformedEntry,
+    /// An otherName entry does not parse.
+    #[error("malformed otherName in subjectAltName")]
+    MalformedOtherName,
+    /// A dNSName that is not ASCII.
+    #[error("SAN dNSName is malformed")]
+    MalformedDnsName,
+    /// An iPAddress of neither 4 nor 16 bytes.
+    #[error("cannot parse IP address of length {0}")]
+    IpLength(usize),
+    /// A ReceptorName UTF8String that is not UTF-8.
+    #[error("ReceptorName is not valid UTF-8")]
+    ReceptorNameNotUtf8,
+    /// A ReceptorName that is not a string at all.
+    #[error("ReceptorName is not a string")]
+    ReceptorNameNotString,
+}
+
 /// Decodes a subjectAltName extension value. Entries other than DNS names, IPs and
 /// otherNames are skipped; otherNames of other types are ignored. Malformed entries
 /// are errors (as in Go, where they fail certificate parsing or verification).
-pub fn parse_san(value: &[u8]) -> Result<SanNames, String> {
-    let (t, content, _, rest) = der::read_tlv(value).ok_or("malformed subjectAltName")?;
+pub fn parse_san(value: &[u8]) -> Result<SanNames, SanError> {
+    let (t, content, _, rest) = der::read_tlv(value).ok_or(SanError::Malformed)?;
     if t != tag::SEQUENCE || !rest.is_empty() {
-        return Err("malformed subjectAltName".into());
+        return Err(SanError::Malformed);
     }
-    let entries = der::read_all(content).ok_or("malformed subjectAltName entry")?;
+    let entries = der::read_all(content).ok_or(SanError::MalformedEntry)?;
     let mut out = SanNames::default();
     for (t, content, _) in entries {
         match t {
@@ -70,19 +96,21 @@ pub fn parse_san(value: &[u8]) -> Result<SanNames, String> {
                     out.node_ids.push(name);
                 }
             }
-            0x80 => return Err("malformed otherName in subjectAltName".into()),
+            0x80 => return Err(SanError::MalformedOtherName),
             0x82 => {
                 let s = std::str::from_utf8(content)
                     .ok()
                     .filter(|s| s.is_ascii())
-                    .ok_or("SAN dNSName is malformed")?;
+                    .ok_or(SanError::MalformedDnsName)?;
                 out.dns_names.push(s.to_string());
             }
             0x87 => {
-                let ip = match content.len() {
-                    4 => IpAddr::from(<[u8; 4]>::try_from(content).map_err(|_| "bad IP")?),
-                    16 => IpAddr::from(<[u8; 16]>::try_from(content).map_err(|_| "bad IP")?),
-                    n => return Err(format!("cannot parse IP address of length {n}")),
+                let ip = if let Ok(v4) = <[u8; 4]>::try_from(content) {
+                    IpAddr::from(v4)
+                } else if let Ok(v6) = <[u8; 16]>::try_from(content) {
+                    IpAddr::from(v6)
+                } else {
+                    return Err(SanError::IpLength(content.len()));
                 };
                 out.ip_addresses.push(ip);
             }
@@ -93,31 +121,29 @@ pub fn parse_san(value: &[u8]) -> Result<SanNames, String> {
 }
 
 /// Decodes the content of an otherName; `Some(node)` for a ReceptorName.
-fn parse_other_name(content: &[u8]) -> Result<Option<String>, String> {
-    let bad = || "malformed otherName in subjectAltName".to_string();
-    let (t, _, oid_whole, rest) = der::read_tlv(content).ok_or_else(bad)?;
+fn parse_other_name(content: &[u8]) -> Result<Option<String>, SanError> {
+    let bad = SanError::MalformedOtherName;
+    let (t, _, oid_whole, rest) = der::read_tlv(content).ok_or(bad.clone())?;
     if t != tag::OID {
-        return Err(bad());
+        return Err(bad);
     }
-    let (t, value, _, _) = der::read_tlv(rest).ok_or_else(bad)?;
+    let (t, value, _, _) = der::read_tlv(rest).ok_or(bad.clone())?;
     if t != 0xa0 {
-        return Err(bad());
+        return Err(bad);
     }
     if !der::oid_is(oid_whole, oids::RECEPTOR_NAME) {
         return Ok(None);
     }
-    let (t, s, _, _) = der::read_tlv(value).ok_or_else(bad)?;
+    let (t, s, _, _) = der::read_tlv(value).ok_or(bad.clone())?;
     let text = match t {
-        tag::UTF8_STRING => {
-            std::str::from_utf8(s).map_err(|_| "ReceptorName is not valid UTF-8".to_string())?
-        }
+        tag::UTF8_STRING => std::str::from_utf8(s).map_err(|_| SanError::ReceptorNameNotUtf8)?,
         tag::PRINTABLE_STRING | tag::IA5_STRING | tag::NUMERIC_STRING | tag::T61_STRING => {
             std::str::from_utf8(s)
                 .ok()
                 .filter(|s| s.is_ascii())
-                .ok_or_else(bad)?
+                .ok_or(bad)?
         }
-        _ => return Err("ReceptorName is not a string".into()),
+        _ => return Err(SanError::ReceptorNameNotString),
     };
     Ok(Some(text.to_string()))
 }

@@ -4,6 +4,8 @@
 //! take the next character literally, a backslash outside quotes takes the next character
 //! literally, and a `#` at the start of a word starts a comment that runs to the end of
 //! the line.
+//!
+//! Shared by the host (`command-service`) and plugins (`work-command` parameters).
 
 /// Error for a quote that is never closed.
 pub const UNCLOSED_QUOTE: &str = "EOF found when expecting closing quote";

@@ -16,7 +16,7 @@ use rustls::{
     SignatureScheme,
 };
 
-use super::{receptor_names, TlsError};
+use crate::{receptor_names, TlsError};
 
 /// The handshake-signature methods of a [`ServerCertVerifier`] whose `algs` field
 /// (a `WebPkiSupportedAlgorithms`) lists the accepted algorithms: the signature is
@@ -128,7 +128,7 @@ pub(crate) fn check_receptor_name(leaf: &[u8], expected: &str) -> Result<(), Err
     if names.iter().any(|n| n == expected) {
         return Ok(());
     }
-    Err(other(super::name_mismatch_message(&names, expected)))
+    Err(other(crate::name_mismatch_message(&names, expected)))
 }
 
 /// Verifies a server certificate the way receptor's client does.
@@ -254,5 +254,36 @@ impl ClientCertVerifier for ReceptorClientVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_hex_of_sha256_or_sha512_length() {
+        let h32 = "AB:".repeat(31) + "AB";
+        let decoded = Pins::decode(&[h32]).map(|p| p.0.to_vec()).ok();
+        assert_eq!(decoded, Some(vec![vec![0xab; 32]]));
+        let decoded = Pins::decode(&["0f".repeat(64)]).map(|p| p.0.to_vec()).ok();
+        assert_eq!(decoded, Some(vec![vec![0x0f; 64]]));
+        assert!(Pins::decode(&["abc".into()]).is_err());
+        assert!(Pins::decode(&["zz".repeat(32)]).is_err());
+        assert!(Pins::decode(&["00".repeat(20)]).is_err());
+    }
+
+    #[test]
+    fn pins_compare_the_leaf_digest() {
+        let cert = b"not really a certificate";
+        let sha256 = ring::digest::digest(&ring::digest::SHA256, cert);
+        let sha512 = ring::digest::digest(&ring::digest::SHA512, cert);
+        let pins = |list: Vec<Vec<u8>>| Pins(list.into());
+        assert!(pins(vec![sha256.as_ref().to_vec()]).check(cert).is_ok());
+        assert!(pins(vec![vec![0; 32], sha512.as_ref().to_vec()])
+            .check(cert)
+            .is_ok());
+        assert!(pins(vec![vec![0; 32]]).check(cert).is_err());
+        assert!(pins(Vec::new()).check(cert).is_ok());
     }
 }
