@@ -242,9 +242,28 @@ impl Backoff {
 enum StartFailure {
     /// No connection: retry later.
     Connect(ConnectError),
+    /// The connection broke after it was made: retry later. The remote node may have
+    /// created the unit (and even received all of its payload) before it broke.
+    Interrupted(String),
+    /// The remote node already has a unit with this id (the message is the client's).
+    Duplicate(String),
     /// The exchange failed: the unit fails.
     Failed(String),
 }
+
+/// What became of a remote unit left by an earlier, interrupted start attempt.
+enum Reclaimed {
+    /// It received its whole payload: it is this unit's remote side.
+    Adopted,
+    /// Its payload was cut short: it was released; submit again.
+    Cleared,
+}
+
+/// Detail of a unit whose payload has not been received yet (Go's text).
+const WAITING_FOR_INPUT: &str = "Waiting for Input Data";
+
+/// Start of the detail of a unit whose payload could not be read (Go's text).
+const INPUT_ERROR: &str = "Error reading input data";
 
 /// Why a cancel or release attempt failed.
 enum OpFailure {
@@ -282,6 +301,7 @@ struct PendingOp {
 
 enum Exchange {
     Start(Result<String, StartFailure>),
+    Reclaim(Result<Reclaimed, StartFailure>),
     Op(OpKind, Result<(), OpFailure>),
 }
 
@@ -323,6 +343,9 @@ struct Driver {
     start_at: Option<Instant>,
     start_backoff: Backoff,
     expires_at: Option<Instant>,
+    /// An earlier start attempt (maybe before a restart) may have created the remote
+    /// unit: a remote unit with this id is ours, to adopt or to clear.
+    reclaim: bool,
 
     // The one exchange in flight.
     exchange: Option<BoxFuture<Exchange>>,
@@ -393,6 +416,7 @@ impl Driver {
             start_at: None,
             start_backoff: Backoff::new(o.retry_initial, o.retry_max),
             expires_at: None,
+            reclaim: false,
             exchange: None,
             op: None,
             following: false,
@@ -413,7 +437,7 @@ impl Driver {
 
     async fn run(mut self, mode: Mode) {
         match mode {
-            Mode::Start(first) => self.begin_start(first),
+            Mode::Start(first) => self.begin_start(Some(first)),
             Mode::Resume => self.resume().await,
         }
         loop {
@@ -562,8 +586,8 @@ impl Driver {
 
     // ---- starting ----
 
-    fn begin_start(&mut self, first: oneshot::Sender<StartOutcome>) {
-        self.first = Some(first);
+    fn begin_start(&mut self, first: Option<oneshot::Sender<StartOutcome>>) {
+        self.first = first;
         self.starting = true;
         self.expires_at = self.extra.expiration.map(|at| {
             let left = at
@@ -591,16 +615,68 @@ impl Driver {
         }
     }
 
+    fn launch_reclaim(&mut self) {
+        self.start_at = None;
+        let shared = self.shared.clone();
+        let extra = self.extra.clone();
+        let id = self.id.clone();
+        self.exchange = Some(Box::pin(async move {
+            Exchange::Reclaim(reclaim_exchange(&shared, &extra, &id).await)
+        }));
+    }
+
+    async fn started(&mut self, remote_id: String) {
+        self.starting = false;
+        self.reclaim = false;
+        self.extra.remote_unit_id = remote_id;
+        self.extra.remote_started = true;
+        self.save_extra().await;
+        self.report_first(StartOutcome::Started);
+        self.begin_following();
+    }
+
+    fn retry_start(&mut self, error: &str) {
+        tracing::warn!(
+            unit = %self.id,
+            "Starting the unit on {} was interrupted: {error}",
+            self.extra.remote_node
+        );
+        self.reclaim = true;
+        self.report_first(StartOutcome::Pending);
+        self.start_at = Some(Instant::now() + self.start_backoff.next_delay());
+    }
+
+    async fn reclaim_done(&mut self, result: Result<Reclaimed, StartFailure>) {
+        match result {
+            Ok(Reclaimed::Adopted) => {
+                tracing::info!(unit = %self.id, "the unit was already started on {}", self.extra.remote_node);
+                let id = self.id.clone();
+                self.started(id).await;
+            }
+            Ok(Reclaimed::Cleared) => {
+                self.start_at = Some(Instant::now() + self.start_backoff.next_delay());
+            }
+            Err(StartFailure::Connect(e)) => self.retry_start(&e.to_string()),
+            Err(StartFailure::Interrupted(e) | StartFailure::Duplicate(e)) => self.retry_start(&e),
+            Err(StartFailure::Failed(message)) => self.start_failed(message).await,
+        }
+    }
+
+    async fn start_failed(&mut self, message: String) {
+        self.starting = false;
+        self.set_state(
+            UnitState::Failed,
+            format!("Error starting worker: {message}"),
+        )
+        .await;
+        self.report_first(StartOutcome::Failed(message));
+    }
+
     async fn start_done(&mut self, result: Result<String, StartFailure>) {
         match result {
-            Ok(remote_id) => {
-                self.starting = false;
-                self.extra.remote_unit_id = remote_id;
-                self.extra.remote_started = true;
-                self.save_extra().await;
-                self.report_first(StartOutcome::Started);
-                self.begin_following();
-            }
+            Ok(remote_id) => self.started(remote_id).await,
+            Err(StartFailure::Duplicate(_)) if self.reclaim => self.launch_reclaim(),
+            Err(StartFailure::Interrupted(e)) => self.retry_start(&e),
             Err(StartFailure::Connect(e)) if e.is_tls() => {
                 self.starting = false;
                 self.report_first(StartOutcome::Pending);
@@ -619,14 +695,8 @@ impl Driver {
                 self.report_first(StartOutcome::Pending);
                 self.start_at = Some(Instant::now() + self.start_backoff.next_delay());
             }
-            Err(StartFailure::Failed(message)) => {
-                self.starting = false;
-                self.set_state(
-                    UnitState::Failed,
-                    format!("Error starting worker: {message}"),
-                )
-                .await;
-                self.report_first(StartOutcome::Failed(message));
+            Err(StartFailure::Failed(message) | StartFailure::Duplicate(message)) => {
+                self.start_failed(message).await;
             }
         }
     }
@@ -668,13 +738,22 @@ impl Driver {
             }
         }
         if !self.extra.remote_started {
-            if !is_final {
+            if is_final {
+                return;
+            }
+            if status.detail == WAITING_FOR_INPUT {
+                // The client never saw its payload accepted.
                 self.set_state(
                     UnitState::Failed,
                     "Failed to restart: remote work had not previously started".to_owned(),
                 )
                 .await;
+                return;
             }
+            // The payload was accepted and is on disk: start the unit now. An attempt
+            // before the restart may have created it on the remote node already.
+            self.reclaim = true;
+            self.begin_start(None);
             return;
         }
         if self.extra.local_released {
@@ -869,6 +948,10 @@ impl Driver {
         match done {
             Exchange::Start(result) => {
                 self.start_done(result).await;
+                Flow::Continue
+            }
+            Exchange::Reclaim(result) => {
+                self.reclaim_done(result).await;
                 Flow::Continue
             }
             Exchange::Op(kind, result) => self.op_done(kind, result).await,
@@ -1158,30 +1241,35 @@ async fn start_exchange(
     );
     let limit = shared.options.reply_timeout;
     c.write_all(&line).await.map_err(|e| {
-        StartFailure::Failed(format!("write error sending to {node}: {}", io_text(&e)))
+        StartFailure::Interrupted(format!("write error sending to {node}: {}", io_text(&e)))
     })?;
     let response = c.read_line_within(limit).await.map_err(|e| {
-        StartFailure::Failed(format!("read error reading from {node}: {}", io_text(&e)))
+        StartFailure::Interrupted(format!("read error reading from {node}: {}", io_text(&e)))
     })?;
     let remote_id = created_unit_id(&response, id).ok_or_else(|| {
-        StartFailure::Failed(format!(
+        let message = format!(
             "could not parse response: {}",
             response.trim_end_matches('\n')
-        ))
+        );
+        if response.contains("is already in use") {
+            StartFailure::Duplicate(message)
+        } else {
+            StartFailure::Failed(message)
+        }
     })?;
     if let Err(e) = tokio::fs::metadata(&stdin).await {
         return Err(StartFailure::Failed(format!(
             "error opening stdin file: {e}"
         )));
     }
-    c.send_file(&stdin)
-        .await
-        .map_err(|e| StartFailure::Failed(format!("error sending stdin file: {}", io_text(&e))))?;
-    c.shutdown_write()
-        .await
-        .map_err(|e| StartFailure::Failed(format!("error closing stdin file: {}", io_text(&e))))?;
+    c.send_file(&stdin).await.map_err(|e| {
+        StartFailure::Interrupted(format!("error sending stdin file: {}", io_text(&e)))
+    })?;
+    c.shutdown_write().await.map_err(|e| {
+        StartFailure::Interrupted(format!("error closing stdin file: {}", io_text(&e)))
+    })?;
     let response = c.read_line_within(limit).await.map_err(|e| {
-        StartFailure::Failed(format!("read error reading from {node}: {}", io_text(&e)))
+        StartFailure::Interrupted(format!("read error reading from {node}: {}", io_text(&e)))
     })?;
     if let Some(at) = response.find("ERROR: ") {
         return Err(StartFailure::Failed(format!(
@@ -1190,6 +1278,53 @@ async fn start_exchange(
         )));
     }
     Ok(remote_id)
+}
+
+/// Looks at the remote unit `id` left by an interrupted start attempt: one that got its
+/// whole payload is adopted; one whose payload was cut short (still waiting for it, or
+/// failed reading it) is released so that the unit can be submitted again.
+async fn reclaim_exchange(
+    shared: &Shared,
+    extra: &RemoteExtraData,
+    id: &str,
+) -> Result<Reclaimed, StartFailure> {
+    let node = &extra.remote_node;
+    let mut c = connect(shared, extra)
+        .await
+        .map_err(StartFailure::Connect)?;
+    let limit = shared.options.reply_timeout;
+    c.write_all(&status_line(id)).await.map_err(|e| {
+        StartFailure::Interrupted(format!("write error sending to {node}: {}", io_text(&e)))
+    })?;
+    let line = c.read_line_within(limit).await.map_err(|e| {
+        StartFailure::Interrupted(format!("read error reading from {node}: {}", io_text(&e)))
+    })?;
+    let status = match parse_status(&line) {
+        StatusReply::Status(status) => status,
+        StatusReply::Gone => return Ok(Reclaimed::Cleared),
+        StatusReply::Error(e) => return Err(StartFailure::Interrupted(e)),
+    };
+    let cut_short = (status.state == 0 && status.detail == WAITING_FOR_INPUT)
+        || (status.state == 3 && status.detail.starts_with(INPUT_ERROR));
+    if !cut_short {
+        return Ok(Reclaimed::Adopted);
+    }
+    let signature = signature(shared, extra).map_err(StartFailure::Failed)?;
+    c.write_all(&unit_line("release", id, signature.as_deref()))
+        .await
+        .map_err(|e| {
+            StartFailure::Interrupted(format!("write error sending to {node}: {}", io_text(&e)))
+        })?;
+    let response = c.read_line_within(limit).await.map_err(|e| {
+        StartFailure::Interrupted(format!("read error reading from {node}: {}", io_text(&e)))
+    })?;
+    let _ = c.shutdown_write().await;
+    match response.strip_prefix("ERROR") {
+        Some(message) if !message.contains("unknown work unit") => Err(StartFailure::Interrupted(
+            format!("cannot release {id} on {node}:{message}"),
+        )),
+        _ => Ok(Reclaimed::Cleared),
+    }
 }
 
 /// One attempt to cancel or release the remote unit.
