@@ -40,6 +40,12 @@ command -v ssh-keygen >/dev/null || apt_install openssh-client || die "ssh-keyge
 # saying so, where these are missing.
 command -v ip >/dev/null || apt_install iproute2 || log "warning: no ip (iproute2): the ip-router tests will fail"
 command -v ping >/dev/null || apt_install iputils-ping || log "warning: no ping: the ip-router tests will fail"
+# The package test builds a .deb, checks its unit with systemd-analyze (which also wants the
+# unit's /bin/kill) and reads the man page; none of it needs systemd running as PID 1.
+command -v dpkg-deb >/dev/null || die "dpkg-deb not found (a Debian-based system is required)"
+command -v systemd-analyze >/dev/null || apt_install systemd || die "systemd-analyze not found"
+[[ -x /bin/kill ]] || apt_install procps || die "/bin/kill not found"
+command -v man >/dev/null || apt_install man-db || die "man not found"
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "cargo-nextest missing: installing it from crates.io"
   cargo install --locked cargo-nextest >&2 || die "could not install cargo-nextest"

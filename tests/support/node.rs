@@ -63,11 +63,43 @@ impl Node {
         Node::start_with(implementation, config, true, wrapper)
     }
 
+    /// Starts a node from configuration text written by `render(datadir, socket)` instead
+    /// of one generated from a [`NodeConfig`] (e.g. an example file with its port and
+    /// paths replaced), then waits for the greeting like [`Node::start`]. `id` is the node
+    /// id the text configures; the greeting must name it.
+    pub fn start_from_text(
+        implementation: Implementation,
+        id: &str,
+        render: impl FnOnce(&Path, &Path) -> Result<String>,
+    ) -> Result<Node> {
+        let mut node = Node::prepare(implementation, NodeConfig::new(id), &[])?;
+        let text = render(&node.datadir(), &node.socket())?;
+        node.write_raw_config(&text)?;
+        node.spawn()?;
+        Ok(node)
+    }
+
     /// Prepares the node folder and spawns the process; waits for the greeting if `ready`.
     fn start_with(
         implementation: Implementation,
         config: NodeConfig,
         ready: bool,
+        wrapper: &[&str],
+    ) -> Result<Node> {
+        let mut node = Node::prepare(implementation, config, wrapper)?;
+        node.write_config()?;
+        if ready {
+            node.spawn()?;
+        } else {
+            node.launch()?;
+        }
+        Ok(node)
+    }
+
+    /// Creates the node folder and its data folder; writes nothing else.
+    fn prepare(
+        implementation: Implementation,
+        config: NodeConfig,
         wrapper: &[&str],
     ) -> Result<Node> {
         let dir = tempfile::Builder::new()
@@ -79,7 +111,7 @@ impl Node {
             .tempdir()
             .context("creating the node folder")?;
         let dir_path = dir.path().to_path_buf();
-        let mut node = Node {
+        let node = Node {
             implementation,
             config,
             dir: Some(dir),
@@ -88,12 +120,6 @@ impl Node {
             wrapper: wrapper.iter().map(|w| (*w).to_owned()).collect(),
         };
         fs::create_dir_all(node.datadir())?;
-        node.write_config()?;
-        if ready {
-            node.spawn()?;
-        } else {
-            node.launch()?;
-        }
         Ok(node)
     }
 
@@ -281,6 +307,17 @@ last reply: {reply}",
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             kill_tree(child.id());
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills only the node's own process with SIGKILL, as `kill -9 <pid>` does, and reaps it:
+    /// the processes it started (work units) live on, as after a real crash. Dropping the
+    /// [`Node`] no longer reaches them. [`Node::restart`] starts the node again.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // `Child::kill` sends SIGKILL.
+            let _ = child.kill();
             let _ = child.wait();
         }
     }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use receptor_proto::go::duration::parse_go_duration;
+
 use super::coerce;
 use super::error::ConfigError;
 use super::item::RawItem;
@@ -95,6 +97,7 @@ pub(crate) fn build_config(items: &[RawItem]) -> Result<Config, ConfigError> {
             "local-only" => config.local_only = true,
             "trace" => config.trace = true,
             "log-level" => config.log_level = log_level(&fields)?,
+            "log-format" => config.log_format = log_format(&fields)?,
             "control-service" => config.control_services.push(control_service(&fields)?),
             "plugins" => config
                 .plugins
@@ -400,7 +403,7 @@ impl Fields {
         let Some(text) = self.opt_str(key) else {
             return Ok(None);
         };
-        match coerce::parse_go_duration(&text) {
+        match parse_go_duration(&text).ok() {
             Some(nanos) if nanos >= 0 => Ok(Some(Duration::from_nanos(nanos.unsigned_abs()))),
             Some(_) => Err(self.bad(key, format!("{what} must not be negative, got {text:?}"))),
             None => Err(self.bad(
@@ -565,6 +568,18 @@ fn log_level(fields: &Fields) -> Result<LogLevel, ConfigError> {
             format!(
                 "{name} is not a valid log level name (expected Error, Warning, Info or Debug)"
             ),
+        )),
+    }
+}
+
+fn log_format(fields: &Fields) -> Result<LogFormat, ConfigError> {
+    let name = fields.str("format");
+    match name.to_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(fields.bad(
+            "format",
+            format!("{name} is not a log format (expected text or json)"),
         )),
     }
 }

@@ -15,6 +15,8 @@ pub struct Config {
     pub node: NodeConfig,
     /// `log-level` (Info when absent, Error when present without a level, as in Go).
     pub log_level: LogLevel,
+    /// `log-format`: text (the default) or JSON lines (receptor-rs extension).
+    pub log_format: LogFormat,
     /// `trace`: packet tracing.
     pub trace: bool,
     /// `local-only`: run without backends.
@@ -65,6 +67,7 @@ impl Config {
                 kube_settings: BTreeMap::new(),
             },
             log_level: LogLevel::Info,
+            log_format: LogFormat::Text,
             trace: false,
             local_only: false,
             control_services: Vec::new(),
@@ -165,6 +168,16 @@ impl LogLevel {
             LogLevel::Debug => "debug",
         }
     }
+}
+
+/// The form of the log output (`log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum LogFormat {
+    /// One human-readable line per record (the default).
+    #[default]
+    Text,
+    /// One JSON object per line: time, level, target, node, message, fields.
+    Json,
 }
 
 /// `control-service`.

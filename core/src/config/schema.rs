@@ -290,6 +290,18 @@ pub(crate) static KINDS: &[KindSpec] = &[
         ))],
     )),
     singleton(kind_spec(
+        "log-format",
+        "Form of the log output (receptor-rs extension)",
+        Core,
+        General,
+        &[bare(def(
+            "format",
+            Str,
+            "text",
+            "text, or json for one JSON object per line",
+        ))],
+    )),
+    singleton(kind_spec(
         "trace",
         "Log every packet (tracing)",
         Core,
@@ -755,6 +767,7 @@ pub(crate) fn v2_kind(key: &str) -> Option<&'static str> {
         "node" => "node",
         "trace" => "trace",
         "log-level" => "log-level",
+        "log-format" => "log-format",
         "local-only" => "local-only",
         "plugins" => "plugins",
         "control-services" => "control-service",

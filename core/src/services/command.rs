@@ -35,11 +35,11 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::process::Child;
 
-use super::bridge::BUFFER_SIZE;
 use super::tcp::abort_stream;
 use super::{listen_options, serve_streams, tls_name, ServiceError, ServiceHandle};
 use crate::config::CommandServiceConfig;
 use crate::mesh::Mesh;
+use crate::streams::bridge::BUFFER_SIZE;
 use crate::streams::{listen_with, MeshReadHalf, MeshStream, MeshWriteHalf};
 use crate::tls::TlsRegistry;
 

@@ -12,7 +12,7 @@
 //! half interoperates with Go receptor's.
 //!
 //! * TCP and unix connections ride on mesh streams (QUIC, see [`crate::streams`]) and are
-//!   relayed by [`bridge`]: 64 KiB per direction, half-close propagated, back-pressure
+//!   relayed by [`crate::streams::bridge`]: 64 KiB per direction, half-close propagated, back-pressure
 //!   from end to end, errors turned into resets (see [`relay`]). `tlsserver` /
 //!   `tlsclient` (TCP proxies) and `tls` (unix proxies) name the node's `tls-server` /
 //!   `tls-client` configurations, with Go's meaning for each side.
@@ -29,7 +29,6 @@
 //! Each running listener is a [`ServiceHandle`]; dropping it stops the listener and
 //! every connection it carries.
 
-pub mod bridge;
 pub mod command;
 pub mod control;
 pub mod ip_router;
@@ -52,9 +51,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::config::Config;
 use crate::control::UnixListenError;
 use crate::mesh::{Mesh, MeshError};
-use crate::streams::{
-    DialOptions, ListenOptions, MeshStream, PeerCheck, StreamError, StreamListener,
-};
+use crate::streams::{ListenOptions, MeshStream, PeerCheck, StreamError, StreamListener};
 use crate::tls::{ServerTls, TlsError, TlsRegistry};
 
 /// Connections one proxy carries at once; further ones wait to be accepted.
@@ -252,25 +249,6 @@ pub fn listen_options(
         opts.peer_check = Some(check);
     }
     opts
-}
-
-/// Dial options for `(node, _)` with the `tls-client` configuration `tls`, if any.
-pub fn dial_options(
-    mesh: &Mesh,
-    tls: Option<&str>,
-    registry: &TlsRegistry,
-    node: &str,
-) -> Result<DialOptions, TlsError> {
-    let mut opts = DialOptions::default();
-    if let Some(name) = tls {
-        let target = if node.eq_ignore_ascii_case("localhost") {
-            mesh.node_id()
-        } else {
-            node
-        };
-        opts.tls = Some((*registry.client(name)?.quic_config(target)?).clone());
-    }
-    Ok(opts)
 }
 
 /// The tags of an advertised proxy service.
