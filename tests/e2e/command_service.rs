@@ -3,7 +3,7 @@
 //!
 //! Each node runs three command services: `cmd` (a dialogue, then a long output), `ctls`
 //! (the same, with `tls: srv`) and `hold` (a shell and a background `sleep` that never
-//! end by themselves), and a `tcp-server` towards each of the other node's `cmd` and `hold`.
+//! end by themselves and ignore SIGHUP), and a `tcp-server` towards each of the other node's `cmd` and `hold`.
 //!
 //! * both nodes list both nodes' `cmd` (ConnType 1) and `ctls` (ConnType 2) with tags
 //!   `{"type":"Command Service"}`;
@@ -11,7 +11,8 @@
 //!   `connect <other> ctls cli` with TLS; the output (a terminal's, as in Go: echo and
 //!   `\r\n`) arrives whole and the stream then ends;
 //! * when a client of the Rust node's `hold` leaves (across the mesh through Go's
-//!   `tcp-server`, or locally), the command's processes are gone;
+//!   `tcp-server`, or locally), or the Rust node stops, the command's processes are gone,
+//!   even though they ignore the hang-up;
 //! * many sessions at once all get their whole output.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -31,8 +32,9 @@ use crate::streams_tls::make_certs;
 const SEQ_LINES: u32 = 20000;
 /// The dialogue: a prompt, one line read and answered, then a long output.
 const DIALOGUE: &str = "sh -c 'echo ready; read line; echo got:$line; seq 1 20000'";
-/// A shell that starts a background `sleep` and reports both pids, then waits forever.
-const HOLD: &str = "sh -c 'sleep 600 & echo pids:$$:$!; wait'";
+/// A shell that ignores hang-ups, starts a background `sleep` (which inherits that) and
+/// reports both pids, then waits forever: only a kill ends it.
+const HOLD: &str = "sh -c 'trap \"\" HUP; sleep 600 & echo pids:$$:$!; wait'";
 /// How long to wait for a process to be gone.
 const GONE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -288,6 +290,24 @@ fn a_command_is_gone_when_its_client_leaves() -> Result<()> {
 
     // The service still serves.
     dialogue_tcp(s.cmd_ports[0], "after")?;
+
+    // A node that stops (SIGTERM) takes its sessions' commands with it.
+    let stream = std::os::unix::net::UnixStream::connect(s.nodes[1].socket())?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(stream);
+    line.clear();
+    reader.read_line(&mut line)?;
+    reader.get_mut().write_all(b"connect localhost hold\n")?;
+    line.clear();
+    reader.read_line(&mut line)?;
+    ensure!(line == "Connecting\n", "connect localhost hold: {line:?}");
+    let pids = hold_pids(&mut reader)?;
+    let node_pid = s.nodes[1].pid().context("the Rust node's pid")?;
+    // SAFETY: kill(2) touches no memory; the pid is the harness's unreaped child.
+    unsafe {
+        libc::kill(node_pid as libc::pid_t, libc::SIGTERM);
+    }
+    wait_gone(pids, "the node stopped")?;
     Ok(())
 }
 

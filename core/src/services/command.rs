@@ -18,7 +18,9 @@
 //! is over, as in Go; unlike Go 1.6.9, which leaves the command running when the client
 //! was across the mesh, the command's process group gets SIGHUP (a terminal hang-up),
 //! its remaining output is still forwarded while the client reads, and SIGKILL follows
-//! after [`HANGUP_GRACE`]. The process is always reaped.
+//! after [`HANGUP_GRACE`]. A session cut short (the service stops, the node shuts down)
+//! kills the group too. The process is always reaped (by tokio when the session is cut
+//! short).
 
 use std::collections::BTreeMap;
 use std::ffi::CStr;
@@ -80,6 +82,9 @@ async fn session(stream: MeshStream, node: &str, argv: &[String]) {
         }
     };
     let group = child.id().and_then(|pid| libc::pid_t::try_from(pid).ok());
+    // Should this session be dropped half-way (the service stops, the node shuts
+    // down), the command's process group goes with it.
+    let mut guard = GroupGuard(group);
     tracing::debug!(?group, "command service session for {node}");
     let (mut from_client, mut to_client) = stream.into_split();
     let outcome = {
@@ -106,7 +111,7 @@ async fn session(stream: MeshStream, node: &str, argv: &[String]) {
         Ended::ClientThenCommand(..) | Ended::ClientOnly(_) => {}
     }
     // Whatever is left of the command's process group goes, and the command is reaped.
-    signal_group(group, libc::SIGKILL);
+    guard.kill();
     let status = child.wait().await;
     match outcome {
         Ended::Command(Ok(bytes)) => {
@@ -183,6 +188,23 @@ async fn forward_output(terminal: &Terminal, to: &mut MeshWriteHalf) -> io::Resu
         }
         to.write_all(&buf[..n]).await?;
         total += n as u64;
+    }
+}
+
+/// Kills the command's process group when dropped, unless [`GroupGuard::kill`] did
+/// already (after which the group's leader is reaped and its id may be reused).
+struct GroupGuard(Option<libc::pid_t>);
+
+impl GroupGuard {
+    /// SIGKILLs the group now, once.
+    fn kill(&mut self) {
+        signal_group(self.0.take(), libc::SIGKILL);
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
