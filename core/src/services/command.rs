@@ -72,7 +72,10 @@ pub(super) async fn start(
 
 /// One connection: a terminal, the command on it, the relay, and the clean-up.
 async fn session(stream: MeshStream, node: &str, argv: &[String]) {
-    let started = spawn(argv).and_then(|(child, master)| Ok((child, Terminal::new(master)?)));
+    let started = open_pty().and_then(|(master, slave)| {
+        let terminal = Terminal::new(master)?;
+        Ok((spawn(argv, slave)?, terminal))
+    });
     let (mut child, terminal) = match started {
         Ok(started) => started,
         Err(e) => {
@@ -219,13 +222,12 @@ fn signal_group(group: Option<libc::pid_t>, sig: libc::c_int) {
     }
 }
 
-/// Opens a pseudo-terminal and starts `argv` in a new session on it; returns the child
-/// and the terminal's master side.
-fn spawn(argv: &[String]) -> io::Result<(Child, OwnedFd)> {
+/// Starts `argv` in a new session whose controlling terminal, stdin, stdout and stderr
+/// are the terminal's `slave` side.
+fn spawn(argv: &[String], slave: OwnedFd) -> io::Result<Child> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-    let (master, slave) = open_pty()?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .stdin(Stdio::from(slave.try_clone()?))
@@ -246,8 +248,7 @@ fn spawn(argv: &[String]) -> io::Result<(Child, OwnedFd)> {
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
-    Ok((child, master))
+    cmd.spawn()
 }
 
 /// A new pseudo-terminal: (master, slave), both close-on-exec, the master non-blocking.
