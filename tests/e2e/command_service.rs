@@ -7,8 +7,8 @@
 //!
 //! * both nodes list both nodes' `cmd` (ConnType 1) and `ctls` (ConnType 2) with tags
 //!   `{"type":"Command Service"}`;
-//! * the other node's `tcp-server` and `connect` reach each node's command service, and
-//!   `connect <other> ctls cli` with TLS; the output (a terminal's, as in Go: echo and
+//! * the other node's `tcp-server`, `connect` and the real `receptorctl connect` reach
+//!   each node's command service, and `connect <other> ctls cli` with TLS; the output (a terminal's, as in Go: echo and
 //!   `\r\n`) arrives whole and the stream then ends;
 //! * when a client of the Rust node's `hold` leaves (across the mesh through Go's
 //!   `tcp-server`, or locally), or the Rust node stops, the command's processes are gone,
@@ -189,6 +189,77 @@ fn dialogue_connect(node: &Node, target: &str, service: &str, tls: &str, word: &
         .with_context(|| format!("{}: connect {target} {service} {tls}", node.id()))
 }
 
+/// Runs `receptorctl --socket <socket> connect <node> cmd` in a pty: types a word, and
+/// expects the answer, the output's last line and a normal exit once the command ends
+/// (receptorctl returns when the service closes the stream).
+const RECEPTORCTL_PTY: &str = r#"
+import json, os, pty, select, sys, time
+receptorctl, sock, node, word = sys.argv[1:5]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(receptorctl, [receptorctl, "--socket", sock, "connect", node, "cmd"])
+# Typed at once: the terminal holds the line until receptorctl reads its stdin, which it
+# does only once connected (the prompt itself may be swallowed by receptorctl's buffered
+# read of "Connecting", so it is not waited for).
+os.write(fd, word.encode() + b"\n")
+out = b""
+deadline = time.time() + 40
+status = None
+while status is None:
+    if time.time() > deadline:
+        os.kill(pid, 9)
+        raise SystemExit("receptorctl did not finish; output %r" % out[-300:])
+    r, _, _ = select.select([fd], [], [], 0.05)
+    if r:
+        try:
+            out += os.read(fd, 65536)
+        except OSError:
+            pass
+    done, st = os.waitpid(pid, os.WNOHANG)
+    if done:
+        status = st
+while True:
+    r, _, _ = select.select([fd], [], [], 0.2)
+    if not r:
+        break
+    try:
+        chunk = os.read(fd, 65536)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+print(json.dumps({"exit": os.waitstatus_to_exitcode(status), "output": out.decode(errors="replace")}))
+"#;
+
+/// The real `receptorctl connect` on `node` to `target`'s `cmd`.
+fn receptorctl_connect(node: &Node, target: &str, word: &str) -> Result<()> {
+    let ctl = receptor_tests::binaries::receptorctl()?;
+    let out = receptor_tests::receptorctl::run_python(
+        RECEPTORCTL_PTY,
+        &[
+            &ctl.display().to_string(),
+            &node.socket().display().to_string(),
+            target,
+            word,
+        ],
+    )?
+    .ok()?;
+    let result: Value = serde_json::from_str(out.stdout.trim())
+        .with_context(|| format!("pty script output: {}", out.describe()))?;
+    let output = result["output"].as_str().unwrap_or_default();
+    ensure!(
+        result["exit"] == 0
+            && output.contains(&format!("got:{word}"))
+            && output.contains(&format!("\n{SEQ_LINES}\r")),
+        "receptorctl connect {target} cmd from {}: exit {}, output ends {:?}",
+        node.id(),
+        result["exit"],
+        &output[output.len().saturating_sub(200)..]
+    );
+    Ok(())
+}
+
 #[test]
 fn command_services_between_go_and_rust() -> Result<()> {
     let s = setup()?;
@@ -222,6 +293,9 @@ fn command_services_between_go_and_rust() -> Result<()> {
     }
     // The Rust node's own service, through its own control socket.
     dialogue_connect(&s.nodes[1], "localhost", "cmd", "", "local")?;
+    // The real receptorctl, both ways.
+    receptorctl_connect(&s.nodes[0], "rust", "fromgo")?;
+    receptorctl_connect(&s.nodes[1], "go", "fromrust")?;
     Ok(())
 }
 
