@@ -22,6 +22,7 @@ pub mod control;
 pub mod daemon;
 pub mod logging;
 pub mod mesh;
+pub mod metrics;
 pub mod plugin_host;
 pub mod services;
 pub mod streams;

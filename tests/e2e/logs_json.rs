@@ -58,7 +58,11 @@ fn json_lines_with_fields_and_levels() -> Result<()> {
             "-f",
         ])?
         .ok()?;
-    ensure!(out.stdout.trim_end() == "hello", "results: {:?}", out.stdout);
+    ensure!(
+        out.stdout.trim_end() == "hello",
+        "results: {:?}",
+        out.stdout
+    );
 
     let debug = records(&json_node)?;
     ensure!(

@@ -14,6 +14,7 @@ mod firewall;
 mod harness;
 mod logs_json;
 mod mesh_line;
+mod metrics;
 mod package;
 mod ping_traceroute;
 mod python_api;

@@ -46,8 +46,19 @@ pub struct Config {
     pub unix_socket_servers: Vec<UnixSocketServerConfig>,
     /// `unix-socket-client` proxies.
     pub unix_socket_clients: Vec<UnixSocketClientConfig>,
+    /// `metrics`: the Prometheus endpoint (receptor-rs extension; off when absent).
+    pub metrics: Option<MetricsConfig>,
     /// Everything plugins provide (backends, work types, unknown kinds), in order.
     pub sections: Vec<Section>,
+}
+
+/// `metrics`: where the node serves its figures as Prometheus text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MetricsConfig {
+    /// `host:port` of the HTTP listener.
+    pub address: String,
+    /// Name of the `tls-server` that makes it HTTPS.
+    pub tls: Option<String>,
 }
 
 impl Config {
@@ -78,6 +89,7 @@ impl Config {
             udp_clients: Vec::new(),
             unix_socket_servers: Vec::new(),
             unix_socket_clients: Vec::new(),
+            metrics: None,
             sections: Vec::new(),
         }
     }
