@@ -46,10 +46,10 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ReloadError};
 pub use model::{
-    Config, ControlServiceConfig, LogFormat, LogLevel, MetricsConfig, NodeConfig, Section,
-    TcpClientConfig, TcpServerConfig, TlsClientConfig, TlsServerConfig, UdpClientConfig,
-    UdpServerConfig, UnixSocketClientConfig, UnixSocketServerConfig, WorkSigningConfig,
-    WorkVerificationConfig,
+    Cidr, CommandServiceConfig, Config, ControlServiceConfig, IpRouterConfig, LogFormat, LogLevel,
+    MetricsConfig, NodeConfig, Section, TcpClientConfig, TcpServerConfig, TlsClientConfig,
+    TlsServerConfig, UdpClientConfig, UdpServerConfig, UnixSocketClientConfig,
+    UnixSocketServerConfig, WorkSigningConfig, WorkVerificationConfig,
 };
 pub use reload::reload_check;
 

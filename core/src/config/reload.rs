@@ -62,6 +62,8 @@ fn fixed_items(config: &Config) -> Vec<(String, serde_json::Value)> {
     each(&mut out, "udp-client", &config.udp_clients);
     each(&mut out, "unix-socket-server", &config.unix_socket_servers);
     each(&mut out, "unix-socket-client", &config.unix_socket_clients);
+    each(&mut out, "command-service", &config.command_services);
+    each(&mut out, "ip-router", &config.ip_routers);
     out.extend(
         config
             .sections

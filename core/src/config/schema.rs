@@ -491,7 +491,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
     kind_spec(
         "command-service",
         "Serve an interactive command as a mesh service",
-        Plugin,
+        Core,
         Services,
         &[
             req("service", Str, "Mesh service name"),
@@ -502,7 +502,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
     kind_spec(
         "ip-router",
         "Route IP traffic through a tun interface",
-        Plugin,
+        Core,
         Services,
         &[
             req("networkname", Str, "Name of the network and of its service"),

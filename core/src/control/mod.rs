@@ -18,11 +18,10 @@
 
 pub mod command;
 pub mod connect;
-pub mod duration;
-mod json_line;
 pub mod listener;
 #[cfg(test)]
 mod mesh_tests;
+pub mod metrics;
 pub mod ping;
 pub mod registry;
 pub mod reload;

@@ -1,7 +1,8 @@
 //! Running a node: the configuration decides which plugins load, which backends
 //! connect the node to the mesh, which work types it offers and where its control
 //! service listens. This module wires those pieces together and keeps them running
-//! until the process is told to stop.
+//! until the process is told to stop. `reload` re-reads the file and changes only the
+//! backends whose sections changed; a reload that fails leaves the node as it was.
 //!
 //! Trust is settled before any backend starts: the named TLS configurations are
 //! built (a node whose own certificate does not name it does not start, unless
@@ -21,13 +22,13 @@ use tokio::sync::Mutex;
 
 use crate::config::{self, Config, Invocation};
 use crate::control::connect::ConnectCommand;
+use crate::control::metrics::MetricsCommand;
 use crate::control::reload::{ERRORCODE_CONFIG, ERRORCODE_NOT_RELOADABLE};
 use crate::control::{CommandRegistry, ControlListener, ControlService, ReloadFailure, ReloadFn};
 use crate::mesh::{Mesh, MeshOptions};
-use crate::metrics::command::MetricsCommand;
 use crate::metrics::http::{MetricsServer, SnapshotFn};
 use crate::metrics::{self, Snapshot};
-use crate::plugin_host::{ClaimType, LoadOptions, PluginHost};
+use crate::plugin_host::{ClaimType, LoadOptions, PluginError, PluginHost};
 use crate::services::{self, ServiceHandle, Services};
 use crate::tls::TlsRegistry;
 use crate::work::control::WorkCommand;
@@ -35,7 +36,9 @@ use crate::work::remote::{MeshDialer, RemoteOptions, RemoteWork, RemoteWorkType}
 use crate::work::signing::{SignatureVerifier, WorkSigner};
 use crate::work::store::Workceptor;
 
-pub use backends::{session_params, BackendConfigError, Backends};
+pub use backends::{
+    session_params, BackendConfigError, BackendReloadError, Backends, ReloadSummary,
+};
 
 /// Go receptor's floor for the idle timeout of backend sessions.
 const MIN_IDLE: Duration = Duration::from_secs(21);
@@ -88,11 +91,15 @@ impl Node {
         });
         trust::install_firewall(&mesh, &config).await?;
 
-        let mut work_types = Vec::new();
+        let mut work_types: Vec<Arc<dyn crate::work::worktype::WorkType>> = Vec::new();
         for section in sections_claimed(&plugins, &config, ClaimType::WorkType) {
             let wt = plugins
                 .work_type(&section.kind, &section.value)
                 .with_context(|| section.origin.clone())?;
+            // As Go receptor: a second section for a work type name is refused.
+            if work_types.iter().any(|w| w.name() == wt.name()) {
+                anyhow::bail!("work type {} already registered", wt.name());
+            }
             work_types.push(wt);
         }
         let (verifier, signer) = load_signing(&config, &node_id)?;
@@ -310,7 +317,8 @@ impl Node {
         outcome
     }
 
-    /// Re-reads the configuration and restarts the backends.
+    /// Re-reads the configuration and applies what changed in its backend sections
+    /// (see [`Backends::reload`]); on any error the node keeps running as it was.
     pub async fn reload(&self) -> Result<(), ReloadFailure> {
         let fresh = match config::parse_args(self.argv.clone()) {
             Ok(Invocation::Run { config, .. }) => config,
@@ -328,15 +336,21 @@ impl Node {
             }
         };
         for section in &fresh.sections {
-            if self.plugins.claims(&section.kind).is_none() {
-                return Err(ReloadFailure {
-                    message: format!(
-                        "error loading config file: could not get config type for command {0}: unknown config type {0}",
-                        section.kind
-                    ),
-                    code: ERRORCODE_CONFIG,
-                });
-            }
+            let message = match self.plugins.require(&section.kind) {
+                Ok(_) => continue,
+                // A kind of Go's own list that this build lacks is said so.
+                Err(e @ PluginError::NotProvided { .. }) => {
+                    format!("error loading config file: {e}")
+                }
+                Err(_) => format!(
+                    "error loading config file: could not get config type for command {0}: unknown config type {0}",
+                    section.kind
+                ),
+            };
+            return Err(ReloadFailure {
+                message,
+                code: ERRORCODE_CONFIG,
+            });
         }
         let mut current = self.config.lock().await;
         if let Err(e) = config::reload_check(&current, &fresh) {
@@ -347,14 +361,20 @@ impl Node {
         }
         let sections = sections_claimed(&self.plugins, &fresh, ClaimType::Backend);
         let mut backends = self.backends.lock().await;
-        backends.stop();
-        *backends = Backends::start(&self.plugins, &self.mesh, &fresh, &self.tls, &sections)
+        let summary = backends
+            .reload(&self.plugins, &self.mesh, &fresh, &self.tls, &sections)
+            .await
             .map_err(|e| ReloadFailure {
-                message: format!("error starting backends: {e:#}"),
+                message: format!("error starting backends: {e}"),
                 code: ERRORCODE_CONFIG,
             })?;
         *current = fresh;
-        tracing::info!("configuration reloaded");
+        tracing::info!(
+            "configuration reloaded: {} backends kept, {} stopped, {} started",
+            summary.kept,
+            summary.stopped,
+            summary.started
+        );
         Ok(())
     }
 
@@ -406,16 +426,6 @@ fn load_plugins(config: &Config) -> anyhow::Result<PluginHost> {
         paths: config.plugins.clone(),
         default_search: true,
     })?;
-    for p in host.plugins() {
-        tracing::info!(
-            "loaded plugin {} {} (ABI {}.{}) from {}",
-            p.name,
-            p.version,
-            p.abi.0,
-            p.abi.1,
-            p.path.display()
-        );
-    }
     for section in &config.sections {
         host.require(&section.kind)
             .with_context(|| section.origin.clone())?;

@@ -104,6 +104,10 @@ pub(crate) enum Command {
     Metrics {
         reply: oneshot::Sender<MeshSnapshot>,
     },
+    RoutesBack {
+        node: String,
+        reply: oneshot::Sender<bool>,
+    },
     Listen {
         service: Option<String>,
         advertise: Option<ServiceAdvertisement>,
@@ -261,6 +265,11 @@ impl Actor {
             }
             Command::Metrics { reply } => {
                 let _ = reply.send(self.metrics(now));
+            }
+            Command::RoutesBack { node, reply } => {
+                // Without a route there is nothing to wait for: the dial fails at once.
+                let routable = self.node.routing_table().contains_key(&node);
+                let _ = reply.send(!routable || self.node.routes_back(&node));
             }
             Command::Listen {
                 service,

@@ -5,11 +5,10 @@
 //! [`UnitCounters`], a plugin's [`CallCounters`]); the data path only ever adds to them,
 //! never takes a lock. A scrape asks each owner for a snapshot ([`Snapshot`]) and renders
 //! it as Prometheus text ([`Snapshot::prometheus`]) or JSON (the control service's
-//! `metrics` command).
+//! `metrics` command, in [`crate::control::metrics`]).
 //!
 //! Served over HTTP by [`http`] when the configuration has a `metrics` item.
 
-pub mod command;
 pub mod http;
 
 use std::collections::BTreeMap;
