@@ -35,6 +35,8 @@ REQUIRED_MODULES = [
     "quick_start",
     "logs_json",
     "package",
+    "metrics",
+    "topology_graph",
 ]
 
 

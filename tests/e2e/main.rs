@@ -38,6 +38,7 @@ mod streams_unix;
 mod tls_mesh;
 mod tls_pki;
 mod tls_refusals;
+mod topology_graph;
 mod unprovided_kinds;
 mod work_chaos;
 mod workceptor_guide;
