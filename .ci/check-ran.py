@@ -38,6 +38,8 @@ REQUIRED_MODULES = [
     "unprovided_kinds",
     "command_service",
     "ip_router",
+    "metrics",
+    "topology_graph",
 ]
 
 

@@ -98,6 +98,12 @@ pub(crate) fn build_config(items: &[RawItem]) -> Result<Config, ConfigError> {
             "trace" => config.trace = true,
             "log-level" => config.log_level = log_level(&fields)?,
             "log-format" => config.log_format = log_format(&fields)?,
+            "metrics" => {
+                config.metrics = Some(MetricsConfig {
+                    address: fields.non_empty("address")?,
+                    tls: fields.opt_str("tls").filter(|t| !t.is_empty()),
+                })
+            }
             "control-service" => config.control_services.push(control_service(&fields)?),
             "plugins" => config
                 .plugins
@@ -710,6 +716,9 @@ fn check_tls_references(config: &Config, items: &[RawItem]) -> Result<(), Config
                 refs.push(("control-service", i, "tcptls", n, true));
             }
         }
+    }
+    if let Some(n) = config.metrics.as_ref().and_then(|m| m.tls.as_ref()) {
+        refs.push(("metrics", 0, "tls", n, true));
     }
     for (i, p) in config.tcp_servers.iter().enumerate() {
         if let Some(n) = &p.tls_server {

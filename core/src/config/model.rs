@@ -50,8 +50,19 @@ pub struct Config {
     pub command_services: Vec<CommandServiceConfig>,
     /// `ip-router` items.
     pub ip_routers: Vec<IpRouterConfig>,
+    /// `metrics`: the Prometheus endpoint (receptor-rs extension; off when absent).
+    pub metrics: Option<MetricsConfig>,
     /// Everything plugins provide (backends, work types, unknown kinds), in order.
     pub sections: Vec<Section>,
+}
+
+/// `metrics`: where the node serves its figures as Prometheus text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MetricsConfig {
+    /// `host:port` of the HTTP listener.
+    pub address: String,
+    /// Name of the `tls-server` that makes it HTTPS.
+    pub tls: Option<String>,
 }
 
 impl Config {
@@ -84,6 +95,7 @@ impl Config {
             unix_socket_clients: Vec::new(),
             command_services: Vec::new(),
             ip_routers: Vec::new(),
+            metrics: None,
             sections: Vec::new(),
         }
     }

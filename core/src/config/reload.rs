@@ -41,6 +41,7 @@ fn fixed_items(config: &Config) -> Vec<(String, serde_json::Value)> {
         ("node".to_owned(), json(&config.node)),
         ("log-level".to_owned(), json(&config.log_level)),
         ("log-format".to_owned(), json(&config.log_format)),
+        ("metrics".to_owned(), json(&config.metrics)),
     ];
     if config.trace {
         out.push(("trace".to_owned(), serde_json::Value::Bool(true)));

@@ -302,6 +302,16 @@ pub(crate) static KINDS: &[KindSpec] = &[
         ))],
     )),
     singleton(kind_spec(
+        "metrics",
+        "Serve the node's metrics as Prometheus text over HTTP (receptor-rs extension)",
+        Core,
+        General,
+        &[
+            bare(req("address", Str, "host:port to listen on")),
+            f("tls", Str, "Name of the tls-server that makes it HTTPS"),
+        ],
+    )),
+    singleton(kind_spec(
         "trace",
         "Log every packet (tracing)",
         Core,
@@ -768,6 +778,7 @@ pub(crate) fn v2_kind(key: &str) -> Option<&'static str> {
         "trace" => "trace",
         "log-level" => "log-level",
         "log-format" => "log-format",
+        "metrics" => "metrics",
         "local-only" => "local-only",
         "plugins" => "plugins",
         "control-services" => "control-service",

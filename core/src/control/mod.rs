@@ -21,6 +21,7 @@ pub mod connect;
 pub mod listener;
 #[cfg(test)]
 mod mesh_tests;
+pub mod metrics;
 pub mod ping;
 pub mod registry;
 pub mod reload;
@@ -29,6 +30,7 @@ pub mod session;
 pub mod status;
 #[cfg(test)]
 mod tests;
+pub mod topology;
 
 use std::sync::Arc;
 
@@ -54,8 +56,8 @@ pub enum ControlError {
     TcpListen(String),
 }
 
-/// Registers the built-in commands `status`, `ping`, `traceroute` and `reload` (with
-/// the daemon's reload callback, if it has a configuration file to reload).
+/// Registers the built-in commands `status`, `ping`, `traceroute`, `reload` (with the
+/// daemon's reload callback, if it has a configuration file to reload) and `topology`.
 pub fn register_builtins(
     registry: &CommandRegistry,
     mesh: &Mesh,
@@ -65,5 +67,6 @@ pub fn register_builtins(
     registry.register(Arc::new(ping::PingCommand::new(mesh.clone())))?;
     registry.register(Arc::new(ping::TracerouteCommand::new(mesh.clone())))?;
     registry.register(Arc::new(reload::ReloadCommand::new(reload)))?;
+    registry.register(Arc::new(topology::TopologyCommand::new(mesh.clone())))?;
     Ok(())
 }

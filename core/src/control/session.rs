@@ -133,6 +133,9 @@ enum Next {
 /// Runs a session to its end on `conn`, greeting with `greeting` (a full line).
 pub(crate) async fn run(greeting: &[u8], registry: &CommandRegistry, mut conn: ControlConn) {
     tracing::debug!(peer = ?conn.peer, "client connected to control service");
+    let counters = crate::metrics::node();
+    counters.control_connections_total.inc();
+    let _open = counters.control_connections.hold();
     if write_raw(&mut conn.writer, greeting).await.is_ok() {
         command_loop(registry, &mut conn).await;
     }

@@ -22,9 +22,12 @@ use tokio::sync::Mutex;
 
 use crate::config::{self, Config, Invocation};
 use crate::control::connect::ConnectCommand;
+use crate::control::metrics::MetricsCommand;
 use crate::control::reload::{ERRORCODE_CONFIG, ERRORCODE_NOT_RELOADABLE};
 use crate::control::{CommandRegistry, ControlListener, ControlService, ReloadFailure, ReloadFn};
 use crate::mesh::{Mesh, MeshOptions};
+use crate::metrics::http::{MetricsServer, SnapshotFn};
+use crate::metrics::{self, Snapshot};
 use crate::plugin_host::{ClaimType, LoadOptions, PluginError, PluginHost};
 use crate::services::{self, ServiceHandle, Services};
 use crate::tls::TlsRegistry;
@@ -62,6 +65,8 @@ pub struct Daemon {
     remote: Arc<RemoteWork>,
     argv: Vec<OsString>,
     config_file: Option<PathBuf>,
+    /// The Prometheus endpoint, when configured.
+    metrics_server: Mutex<Option<MetricsServer>>,
 }
 
 impl Daemon {
@@ -146,11 +151,57 @@ impl Daemon {
             remote,
             argv,
             config_file,
+            metrics_server: Mutex::new(None),
         });
         // Proxies before the control service: a node that greets is fully up.
         node.start_services().await?;
+        node.start_metrics().await?;
         node.start_control_services().await?;
         Ok(node)
+    }
+
+    /// Gathers the node's figures (see [`crate::metrics`]) on each call.
+    pub fn metrics_source(&self) -> SnapshotFn {
+        let mesh = self.mesh.clone();
+        let work = self.work.clone();
+        Arc::new(move || {
+            let (mesh, work) = (mesh.clone(), work.clone());
+            Box::pin(async move {
+                let mut snapshot = Snapshot {
+                    node: mesh.node_id().to_owned(),
+                    mesh: mesh.metrics().await,
+                    ..Snapshot::default()
+                };
+                for unit in work.list() {
+                    let status = unit.status();
+                    *snapshot
+                        .work_types
+                        .entry(status.work_type.clone())
+                        .or_default()
+                        .units
+                        .entry(crate::work::status::state_name(status.state))
+                        .or_default() += 1;
+                }
+                snapshot.with_node_counters()
+            })
+        })
+    }
+
+    /// Starts the Prometheus endpoint of the `metrics` item, if any.
+    async fn start_metrics(&self) -> anyhow::Result<()> {
+        let Some(settings) = self.config.lock().await.metrics.clone() else {
+            return Ok(());
+        };
+        let tls = match &settings.tls {
+            Some(name) => Some(self.tls.server(name)?.backend_config()),
+            None => None,
+        };
+        let server = metrics::http::serve(&settings.address, tls, self.metrics_source())
+            .await
+            .context("metrics")?;
+        tracing::info!("serving metrics on {}", server.local_addr());
+        *self.metrics_server.lock().await = Some(server);
+        Ok(())
     }
 
     async fn start_control_services(self: &Arc<Daemon>) -> anyhow::Result<()> {
@@ -162,6 +213,9 @@ impl Daemon {
         registry
             .register(Arc::new(work_command))
             .context("registering the work command")?;
+        registry
+            .register(Arc::new(MetricsCommand::new(self.metrics_source())))
+            .context("registering the metrics command")?;
         registry
             .register(Arc::new(ConnectCommand::new(
                 self.mesh.clone(),
@@ -326,6 +380,7 @@ impl Daemon {
 
     /// Stops backends, control listeners and the mesh.
     pub async fn shutdown(&self) {
+        self.metrics_server.lock().await.take();
         self.remote.shutdown();
         self.services.lock().await.stop();
         self.control_services.lock().await.clear();

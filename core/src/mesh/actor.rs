@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use receptor_proto::data::{ServiceName, PING_SERVICE, UNREACH_SERVICE};
 use receptor_proto::hash::{node_hash, HashKeyedMap};
+use receptor_proto::message::MessageType;
 use receptor_proto::node::{Event, NodeConfig, NodeState, SessionConfig, SessionId};
 use receptor_proto::svcad::{ServiceAdvertisement, WorkCommand};
 use tokio::sync::{mpsc, oneshot};
@@ -22,6 +23,7 @@ use tracing::{debug, error, warn};
 
 use super::datapath::{DataPath, DataTx, Delivery, Firewall, RouteTable, ServiceTable};
 use super::{ConnectionInfo, MeshError, MeshOptions, MeshStatus};
+use crate::metrics::{LinkCounters, LinkSnapshot, MeshSnapshot, Transitions};
 
 /// Capacity of the node task's command queue.
 pub(crate) const COMMAND_QUEUE: usize = 1024;
@@ -51,6 +53,8 @@ pub(crate) struct SessionShared {
     pub(crate) close_reason: Mutex<Option<MeshError>>,
     /// A full control queue was already reported for this session.
     warned_full: AtomicBool,
+    /// Bytes and messages through this session.
+    pub(crate) counters: LinkCounters,
 }
 
 impl SessionShared {
@@ -61,6 +65,7 @@ impl SessionShared {
             cancel: CancellationToken::new(),
             close_reason: Mutex::new(None),
             warned_full: AtomicBool::new(false),
+            counters: LinkCounters::default(),
         })
     }
 
@@ -95,6 +100,9 @@ pub(crate) enum Command {
     },
     Status {
         reply: oneshot::Sender<MeshStatus>,
+    },
+    Metrics {
+        reply: oneshot::Sender<MeshSnapshot>,
     },
     RoutesBack {
         node: String,
@@ -135,6 +143,27 @@ pub(crate) struct Actor {
     names: HashKeyedMap<Arc<str>>,
     shut_down: CancellationToken,
     services_changed: bool,
+    /// Routing figures and link history, for [`Command::Metrics`].
+    routing: RoutingFigures,
+}
+
+/// What the node task counts itself (it is their only writer: no atomics needed).
+#[derive(Default)]
+struct RoutingFigures {
+    sent: u64,
+    received: u64,
+    dropped: u64,
+    /// Established sessions and their peers.
+    peers: HashMap<SessionId, (String, f64)>,
+    transitions: std::collections::BTreeMap<String, Transitions>,
+}
+
+impl RoutingFigures {
+    fn down(&mut self, session: SessionId) {
+        if let Some((peer, _)) = self.peers.remove(&session) {
+            self.transitions.entry(peer).or_default().down += 1;
+        }
+    }
 }
 
 impl Actor {
@@ -165,6 +194,7 @@ impl Actor {
             names: HashKeyedMap::default(),
             shut_down,
             services_changed: false,
+            routing: RoutingFigures::default(),
         }
     }
 
@@ -220,14 +250,21 @@ impl Actor {
                 let _ = reply.send(Ok(sid));
             }
             Command::Message { session, message } => {
+                if MessageType::of(&message) == Ok(MessageType::Route) {
+                    self.routing.received += 1;
+                }
                 self.node.handle_message(now, session, &message);
             }
             Command::SessionEnded { session } => {
+                self.routing.down(session);
                 self.sessions.remove(&session);
                 self.node.session_closed(now, session);
             }
             Command::Status { reply } => {
                 let _ = reply.send(self.status(now));
+            }
+            Command::Metrics { reply } => {
+                let _ = reply.send(self.metrics(now));
             }
             Command::RoutesBack { node, reply } => {
                 // Without a route there is nothing to wait for: the dial fails at once.
@@ -279,6 +316,40 @@ impl Actor {
             routing_table: st.routing_table,
             known_connection_costs: st.known_connection_costs,
             advertisements: st.advertisements,
+        }
+    }
+
+    fn metrics(&self, now: Instant) -> MeshSnapshot {
+        let st = self.node.status(now);
+        let mut links: Vec<LinkSnapshot> = self
+            .routing
+            .peers
+            .iter()
+            .filter_map(|(sid, (peer, cost))| {
+                let c = &self.sessions.get(sid)?.shared.counters;
+                Some(LinkSnapshot {
+                    peer: peer.clone(),
+                    cost: *cost,
+                    bytes_in: c.bytes_in.get(),
+                    messages_in: c.messages_in.get(),
+                    bytes_out: c.bytes_out.get(),
+                    messages_out: c.messages_out.get(),
+                })
+            })
+            .collect();
+        links.sort_by(|a, b| a.peer.cmp(&b.peer));
+        let data = &self.data.counters;
+        MeshSnapshot {
+            links,
+            transitions: self.routing.transitions.clone(),
+            known_nodes: u64::try_from(st.known_connection_costs.len()).unwrap_or(u64::MAX),
+            routes: u64::try_from(st.routing_table.len()).unwrap_or(u64::MAX),
+            routing_updates_sent: self.routing.sent,
+            routing_updates_received: self.routing.received,
+            routing_updates_dropped: self.routing.dropped,
+            datagrams_delivered: data.delivered.get(),
+            datagrams_forwarded: data.forwarded.get(),
+            datagrams_dropped: data.dropped(),
         }
     }
 
@@ -370,9 +441,11 @@ impl Actor {
             let Some(link) = self.sessions.get(&t.session) else {
                 continue;
             };
+            let route = MessageType::of(&t.message) == Ok(MessageType::Route);
             match link.control.try_send(WriterItem::Message(t.message)) {
-                Ok(()) => {}
+                Ok(()) => self.routing.sent += u64::from(route),
                 Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.routing.dropped += u64::from(route);
                     if !link.shared.warned_full.swap(true, Ordering::Relaxed) {
                         warn!(session = %t.session, "session control queue full (peer not reading?); dropping control messages");
                     }
@@ -382,12 +455,20 @@ impl Actor {
         }
         while let Some(ev) = self.node.poll_event() {
             match ev {
-                Event::Established { session, .. } => {
+                Event::Established {
+                    session,
+                    peer,
+                    cost,
+                    ..
+                } => {
                     if let Some(link) = self.sessions.get(&session) {
                         link.shared.established.store(true, Ordering::Release);
                     }
+                    self.routing.transitions.entry(peer.clone()).or_default().up += 1;
+                    self.routing.peers.insert(session, (peer, cost));
                 }
                 Event::Closed { session, reason } => {
+                    self.routing.down(session);
                     if let Some(link) = self.sessions.remove(&session) {
                         let err = match reason {
                             receptor_proto::node::CloseReason::Shutdown => MeshError::Shutdown,

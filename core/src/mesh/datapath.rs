@@ -25,6 +25,7 @@ use tracing::{debug, trace};
 
 use super::snapshot::{Cached, Published};
 use super::MeshError;
+use crate::metrics::DataCounters;
 
 /// A session's queue of outgoing DATA messages.
 pub(crate) type DataTx = mpsc::Sender<Bytes>;
@@ -139,6 +140,8 @@ pub(crate) struct DataPath {
     own_hash: u64,
     pub(crate) routes: Published<RouteTable>,
     pub(crate) services: Published<ServiceTable>,
+    /// What happened to the DATA messages handled here.
+    pub(crate) counters: DataCounters,
 }
 
 /// Longest payload a DATA message can carry on every backend.
@@ -159,6 +162,7 @@ impl DataPath {
             own_hash: receptor_proto::hash::node_hash(node_id),
             routes: Published::new(RouteTable::default()),
             services: Published::new(ServiceTable::default()),
+            counters: DataCounters::default(),
         }
     }
 
@@ -273,8 +277,12 @@ impl DataPath {
             });
             match verdict {
                 FirewallVerdict::Accept => {}
-                FirewallVerdict::Drop => return Ok(None),
+                FirewallVerdict::Drop => {
+                    self.counters.dropped_firewall.inc();
+                    return Ok(None);
+                }
                 FirewallVerdict::Reject => {
+                    self.counters.dropped_firewall.inc();
                     if hdr.from_service.is(UNREACH_SERVICE) {
                         return Ok(None);
                     }
@@ -289,6 +297,7 @@ impl DataPath {
         }
 
         if hdr.to_node == self.own_hash {
+            self.counters.delivered.inc();
             let services = cur.services.get(&self.services);
             return self
                 .deliver_local(services, &hdr, from_name, to_name, msg)
@@ -296,6 +305,7 @@ impl DataPath {
         }
 
         if hdr.hops_to_live == 0 {
+            self.counters.dropped_hop_limit.inc();
             if hdr.from_service.is(UNREACH_SERVICE) {
                 return Ok(None);
             }
@@ -306,15 +316,17 @@ impl DataPath {
                 PROBLEM_EXPIRED,
             )));
         }
-        let tx = routes
-            .next_hop
-            .get(&hdr.to_node)
-            .ok_or(DataError::NoRoute)?;
+        let Some(tx) = routes.next_hop.get(&hdr.to_node) else {
+            self.counters.dropped_unreachable.inc();
+            return Err(DataError::NoRoute);
+        };
         msg[HOPS_TO_LIVE_OFFSET] -= 1;
         trace!(to = %to_name, len = msg.len(), "forwarding data");
-        tx.send(msg.freeze())
-            .await
-            .map_err(|_| DataError::NextHopGone)?;
+        if tx.send(msg.freeze()).await.is_err() {
+            self.counters.dropped_unreachable.inc();
+            return Err(DataError::NextHopGone);
+        }
+        self.counters.forwarded.inc();
         Ok(None)
     }
 

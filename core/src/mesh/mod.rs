@@ -368,6 +368,14 @@ impl Mesh {
             .unwrap_or_default()
     }
 
+    /// The mesh's figures: links and their traffic, routing, datagrams.
+    pub async fn metrics(&self) -> crate::metrics::MeshSnapshot {
+        self.inner
+            .request(|reply| Command::Metrics { reply })
+            .await
+            .unwrap_or_default()
+    }
+
     /// Sends one ping to `target` (`localhost` = self) with the given hops-to-live
     /// (30 for a ping, 0..=30 for traceroute probes) and waits up to 10 s.
     pub async fn ping(&self, target: &str, hops_to_live: u8) -> PingReply {

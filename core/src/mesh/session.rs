@@ -329,7 +329,11 @@ async fn reader_loop<R: MessageReader>(
         let ms = u64::try_from(inner.base.elapsed().as_millis()).unwrap_or(u64::MAX);
         shared.last_rx_ms.store(ms.max(1), Ordering::Relaxed);
         let msg = match next {
-            Ok(ReadOutcome::Message(m)) => m,
+            Ok(ReadOutcome::Message(m)) => {
+                shared.counters.messages_in.inc();
+                shared.counters.bytes_in.add(m.len() as u64);
+                m
+            }
             Ok(ReadOutcome::Skip(why)) => {
                 if logged.first(32) {
                     warn!(session = %sid, "{why} ignored");
@@ -455,11 +459,13 @@ async fn writer_loop<W: MessageWriter>(
                 r = writer.write_batch(&batch) => r,
                 () = &mut cancelled => return None,
             };
-            batch.clear();
             if let Err(e) = res {
                 shared.cancel.cancel();
                 return Some(e);
             }
+            shared.counters.messages_out.add(batch.len() as u64);
+            shared.counters.bytes_out.add(bytes as u64);
+            batch.clear();
         }
         if closing {
             let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, writer.close()).await;

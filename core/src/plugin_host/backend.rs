@@ -222,7 +222,7 @@ pub(super) fn start(
         connection_tls: Some(host_connection_tls),
     };
     let json = config.to_string();
-    let slot = ErrorSlot::default();
+    let slot = ErrorSlot::for_call(plugin);
     let sink = slot.sink();
     let mut instance: *mut c_void = std::ptr::null_mut();
     // SAFETY: every pointer passed is valid for the call; the plugin takes over the

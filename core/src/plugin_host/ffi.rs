@@ -5,17 +5,30 @@
 
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::metrics::CallCounters;
 
 use receptor_plugin_sdk::abi;
 
-/// Collects the message a plugin reports through an [`abi::ErrorSink`] during one call.
-#[derive(Default)]
+/// Collects the message a plugin reports through an [`abi::ErrorSink`] during one call,
+/// and counts the call (and its failure) in the plugin's [`CallCounters`].
 pub(super) struct ErrorSlot {
     message: Mutex<Option<String>>,
+    counters: Arc<CallCounters>,
 }
 
 impl ErrorSlot {
+    /// A slot for one call into plugin `plugin`.
+    pub(super) fn for_call(plugin: &str) -> ErrorSlot {
+        let counters = crate::metrics::plugin(plugin);
+        counters.calls.inc();
+        ErrorSlot {
+            message: Mutex::new(None),
+            counters,
+        }
+    }
+
     /// The sink to pass to the plugin; valid while `self` is.
     pub(super) fn sink(&self) -> abi::ErrorSink {
         abi::ErrorSink {
@@ -27,6 +40,7 @@ impl ErrorSlot {
 
     /// The error for a failed call that returned `status`.
     pub(super) fn message(&self, status: abi::Status) -> String {
+        self.counters.failures.inc();
         let taken = self
             .message
             .lock()

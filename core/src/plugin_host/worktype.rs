@@ -127,7 +127,7 @@ pub(super) fn create(
     config: &serde_json::Value,
 ) -> Result<PluginWorkType, PluginError> {
     let json = config.to_string();
-    let slot = ErrorSlot::default();
+    let slot = ErrorSlot::for_call(plugin);
     let sink = slot.sink();
     let mut info = abi::WorkTypeInfo {
         struct_size: std::mem::size_of::<abi::WorkTypeInfo>(),
@@ -207,7 +207,7 @@ impl PluginWorkType {
             report: Some(progress_report),
             release: Some(progress_release),
         };
-        let slot = ErrorSlot::default();
+        let slot = ErrorSlot::for_call(&self.instance.names.plugin);
         let sink = slot.sink();
         let mut unit: *mut c_void = std::ptr::null_mut();
         // SAFETY: every pointer is valid for the call; the plugin takes over the
@@ -310,7 +310,7 @@ struct PluginUnit {
 
 impl WorkHandle for PluginUnit {
     fn cancel(&self) -> Result<(), WorkTypeError> {
-        let slot = ErrorSlot::default();
+        let slot = ErrorSlot::for_call(&self.instance.names.plugin);
         let sink = slot.sink();
         // SAFETY: the unit handle is alive until drop frees it.
         let status = unsafe { (self.instance.fns.cancel)(self.unit.0, &sink) };

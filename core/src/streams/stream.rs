@@ -53,6 +53,8 @@ struct ConnGuard {
     closed: AtomicBool,
     /// The sending half of a dropped write half, finished but maybe not yet delivered.
     send_left: Mutex<Option<SendStream>>,
+    /// Counts this stream as open while either half lives.
+    _open: crate::metrics::GaugeHold,
 }
 
 impl Drop for ConnGuard {
@@ -138,6 +140,7 @@ impl MeshStream {
             linger: p.linger,
             closed: AtomicBool::new(false),
             send_left: Mutex::new(None),
+            _open: crate::metrics::node().streams_open.hold(),
         });
         Self {
             read: MeshReadHalf {

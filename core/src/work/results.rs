@@ -67,6 +67,9 @@ pub async fn stream_results<W: AsyncWrite + Unpin + ?Sized>(
             }
             out.write_all(&chunk).await?;
             sent += chunk.len() as u64;
+            crate::metrics::node()
+                .result_bytes_streamed
+                .add(chunk.len() as u64);
             reader.recycle(chunk);
         }
         if unit.is_released() || status.is_final() {

@@ -480,6 +480,7 @@ impl Workceptor {
             extra: None,
         });
         let (unit_id, unit_dir) = (unit.id.clone(), unit.dir.clone());
+        let counters = crate::metrics::work_type(wt.name());
         let started = tokio::task::spawn_blocking(move || {
             if let Some(payload) = payload {
                 write_payload(&unit_dir, &payload).map_err(StartFailure::Payload)?;
@@ -503,6 +504,7 @@ impl Workceptor {
         });
         match started {
             Ok(handle) => {
+                counters.started.inc();
                 *unit.lock_handle() = Some(Arc::from(handle));
                 tokio::spawn(monitor(unit.clone(), rx, self.shutdown.clone()));
                 Ok(())
@@ -530,6 +532,9 @@ impl Workceptor {
 
     /// Marks a unit failed with `detail` (for errors before its work type runs it).
     pub async fn fail(&self, unit: &Unit, detail: String) {
+        crate::metrics::work_type(&unit.status().work_type)
+            .failed
+            .inc();
         unit.update_logged(|s| s.set(UnitState::Failed, detail))
             .await;
     }
@@ -797,6 +802,14 @@ async fn finish(unit: &Arc<Unit>, end: WorkProgress) {
         }
     };
     unit.lock_handle().take();
+    crate::metrics::node()
+        .result_bytes_written
+        .add(u64::try_from(size).unwrap_or(0));
+    if end.state == UnitState::Failed {
+        crate::metrics::work_type(&unit.status().work_type)
+            .failed
+            .inc();
+    }
     unit.update_logged(|s| {
         if !s.is_final() {
             s.set(end.state, end.detail);
