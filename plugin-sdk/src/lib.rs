@@ -52,6 +52,7 @@ pub mod config;
 mod error;
 pub mod export;
 pub mod log;
+pub mod shlex;
 pub mod work;
 
 pub use backend::{Backend, ConnectionSink, Framing, SessionToken};

@@ -33,7 +33,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::{debug, info, warn};
 
-use crate::gotime::GoTime;
+use crate::go::time::GoTime;
 use crate::hash::{node_hash, HashKeyedMap};
 use crate::message::{MessageType, REJECT_MESSAGE};
 use crate::routing::{shortest_paths, LinkCosts, LinkState, Route};

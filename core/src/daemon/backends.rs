@@ -426,7 +426,7 @@ async fn run_connection(feed: &Feed, conn: BackendConnection) -> Result<(), Mesh
 
 /// The check of a connection on which the plugin ran TLS and passed the peer's
 /// certificate on; `None` without a certificate or without a TLS configuration to
-/// hold it to (a `wss://` peer without `tls` uses the system roots and no names).
+/// hold it to (see [`plugin_peer_tls`]).
 fn plugin_identity(feed: &Feed, conn: &BackendConnection) -> Option<PeerIdentity> {
     let cert = conn.peer_cert.as_deref()?;
     let Some(settings) = &feed.plugin_tls else {
@@ -543,19 +543,42 @@ fn tls_name(section: &Section) -> anyhow::Result<Option<&str>> {
 
 /// For a backend whose plugin does TLS itself and that names `tls`: the `tls-server`
 /// (listener) or `tls-client` (dialer) the peer certificates it passes on are held to.
+///
+/// A `wss://` peer without `tls` verifies its server with the system roots, which is the
+/// node's built-in `default` tls-client: its certificate is held to that configuration,
+/// so the node ID the server announces must be one of the certificate's ReceptorNames
+/// unless a `tls-client` named `default` sets `skipreceptornamescheck`.
 fn plugin_peer_tls(registry: &TlsRegistry, section: &Section) -> anyhow::Result<Option<PeerTls>> {
+    let ctx = |e: crate::tls::TlsError| anyhow::anyhow!("{}: {e}", section.origin);
     let Some(name) = tls_name(section)? else {
+        if is_wss_peer(section) {
+            return Ok(Some(PeerTls::Client(
+                registry.client(DEFAULT_CLIENT).map_err(ctx)?,
+            )));
+        }
         return Ok(None);
     };
     if !plugin_does_tls(&section.kind) {
         return Ok(None);
     }
-    let ctx = |e: crate::tls::TlsError| anyhow::anyhow!("{}: {e}", section.origin);
     Ok(Some(if is_listener(&section.kind) {
         PeerTls::Server(registry.server(name).map_err(ctx)?)
     } else {
         PeerTls::Client(registry.client(name).map_err(ctx)?)
     }))
+}
+
+/// The name of the node's built-in client configuration (system roots).
+const DEFAULT_CLIENT: &str = "default";
+
+/// Whether `section` is a `ws-peer` dialing a `wss://` URL.
+fn is_wss_peer(section: &Section) -> bool {
+    section.kind == "ws-peer"
+        && section
+            .value
+            .get("address")
+            .and_then(Value::as_str)
+            .is_some_and(|a| a.trim_start().to_ascii_lowercase().starts_with("wss://"))
 }
 
 fn is_listener(kind: &str) -> bool {

@@ -9,6 +9,7 @@
 //! `skipreceptornamescheck`), and `node.firewallrules` is installed in the mesh.
 
 mod backends;
+pub mod notify;
 mod trust;
 
 use std::ffi::OsString;
@@ -24,7 +25,7 @@ use crate::control::connect::ConnectCommand;
 use crate::control::reload::{ERRORCODE_CONFIG, ERRORCODE_NOT_RELOADABLE};
 use crate::control::{CommandRegistry, ControlListener, ControlService, ReloadFailure, ReloadFn};
 use crate::mesh::{Mesh, MeshOptions};
-use crate::plugin_host::{ClaimType, LoadOptions, PluginHost};
+use crate::plugin_host::{ClaimType, LoadOptions, PluginError, PluginHost};
 use crate::services::{self, ServiceHandle, Services};
 use crate::tls::TlsRegistry;
 use crate::work::control::WorkCommand;
@@ -85,11 +86,15 @@ impl Node {
         });
         trust::install_firewall(&mesh, &config).await?;
 
-        let mut work_types = Vec::new();
+        let mut work_types: Vec<Arc<dyn crate::work::worktype::WorkType>> = Vec::new();
         for section in sections_claimed(&plugins, &config, ClaimType::WorkType) {
             let wt = plugins
                 .work_type(&section.kind, &section.value)
                 .with_context(|| section.origin.clone())?;
+            // As Go receptor: a second section for a work type name is refused.
+            if work_types.iter().any(|w| w.name() == wt.name()) {
+                anyhow::bail!("work type {} already registered", wt.name());
+            }
             work_types.push(wt);
         }
         let (verifier, signer) = load_signing(&config, &node_id)?;
@@ -236,7 +241,7 @@ impl Node {
             let weak = weak.clone();
             Box::pin(async move {
                 match weak.upgrade() {
-                    Some(node) => node.reload().await,
+                    Some(node) => node.reload_notified().await,
                     None => Err(ReloadFailure {
                         message: "node is shutting down".to_owned(),
                         code: ERRORCODE_CONFIG,
@@ -244,6 +249,18 @@ impl Node {
                 }
             })
         }))
+    }
+
+    /// [`Node::reload`], told to the service manager (`RELOADING=1`, then `READY=1`
+    /// whatever the outcome: the node keeps running either way).
+    pub async fn reload_notified(&self) -> Result<(), ReloadFailure> {
+        notify::reloading();
+        let outcome = self.reload().await;
+        notify::ready(match &outcome {
+            Ok(()) => "running; configuration reloaded",
+            Err(_) => "running; last reload failed",
+        });
+        outcome
     }
 
     /// Re-reads the configuration and applies what changed in its backend sections
@@ -265,15 +282,21 @@ impl Node {
             }
         };
         for section in &fresh.sections {
-            if self.plugins.claims(&section.kind).is_none() {
-                return Err(ReloadFailure {
-                    message: format!(
-                        "error loading config file: could not get config type for command {0}: unknown config type {0}",
-                        section.kind
-                    ),
-                    code: ERRORCODE_CONFIG,
-                });
-            }
+            let message = match self.plugins.require(&section.kind) {
+                Ok(_) => continue,
+                // A kind of Go's own list that this build lacks is said so.
+                Err(e @ PluginError::NotProvided { .. }) => {
+                    format!("error loading config file: {e}")
+                }
+                Err(_) => format!(
+                    "error loading config file: could not get config type for command {0}: unknown config type {0}",
+                    section.kind
+                ),
+            };
+            return Err(ReloadFailure {
+                message,
+                code: ERRORCODE_CONFIG,
+            });
         }
         let mut current = self.config.lock().await;
         if let Err(e) = config::reload_check(&current, &fresh) {
@@ -348,16 +371,6 @@ fn load_plugins(config: &Config) -> anyhow::Result<PluginHost> {
         paths: config.plugins.clone(),
         default_search: true,
     })?;
-    for p in host.plugins() {
-        tracing::info!(
-            "loaded plugin {} {} (ABI {}.{}) from {}",
-            p.name,
-            p.version,
-            p.abi.0,
-            p.abi.1,
-            p.path.display()
-        );
-    }
     for section in &config.sections {
         host.require(&section.kind)
             .with_context(|| section.origin.clone())?;
@@ -380,26 +393,39 @@ fn sections_claimed<'a>(
         .collect()
 }
 
-/// Runs a node until SIGINT or SIGTERM.
+/// Runs a node until SIGINT or SIGTERM; SIGHUP reloads the configuration (as the
+/// control service's `reload` does). The service manager hears of each step
+/// ([`notify`]).
 pub async fn run(
     config: Config,
     config_file: Option<PathBuf>,
     argv: Vec<OsString>,
 ) -> anyhow::Result<()> {
-    let node = Node::start(config, config_file, argv).await?;
-    wait_for_signal().await?;
-    tracing::info!("shutting down");
-    node.shutdown().await;
-    Ok(())
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    let reloadable = config_file.is_some();
+    let node = Node::start(config, config_file, argv).await?;
+    notify::ready("running");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                if !reloadable {
+                    tracing::warn!("SIGHUP ignored: reload needs a node started with --config");
+                    continue;
+                }
+                tracing::info!("SIGHUP: reloading the configuration");
+                if let Err(failure) = node.reload_notified().await {
+                    tracing::warn!("reload not successful: {}", failure.message);
+                }
+            }
+        }
     }
+    notify::stopping();
+    tracing::info!("shutting down");
+    node.shutdown().await;
     Ok(())
 }

@@ -238,13 +238,19 @@ pub(super) fn start(
     };
     if status != abi::STATUS_OK || instance.is_null() {
         ctx.stopped.cancel();
+        let message = if status == abi::STATUS_OK {
+            "start returned no instance".to_owned()
+        } else {
+            slot.message(status)
+        };
+        if status == abi::STATUS_PANIC {
+            tracing::error!(plugin, section = kind, "backend start panicked: {message}");
+        } else {
+            tracing::warn!(plugin, section = kind, "backend start failed: {message}");
+        }
         return Err(PluginError::Call {
             plugin: plugin.to_owned(),
-            message: if status == abi::STATUS_OK {
-                format!("{kind}: start returned no instance")
-            } else {
-                slot.message(status)
-            },
+            message: format!("{kind}: {message}"),
         });
     }
     let handle = BackendHandle {

@@ -16,7 +16,8 @@ pub const PLUGIN_PATH_ENV: &str = "RECEPTOR_PLUGIN_PATH";
 /// The system folder searched by default.
 pub const SYSTEM_PLUGIN_DIR: &str = "/usr/lib/receptor/plugins";
 /// Plugins in the executable's folder must be named `libreceptor_*` (the folder also
-/// holds unrelated files, e.g. in a cargo target folder).
+/// holds unrelated files, e.g. in a cargo target folder); the unknown-section error
+/// lists the shared libraries passed over there.
 const EXE_DIR_PREFIX: &str = "libreceptor_";
 /// More claims than this in one descriptor means the descriptor is garbage.
 const MAX_CLAIMS: usize = 4096;
@@ -24,11 +25,26 @@ const MAX_CLAIMS: usize = 4096;
 /// Where a plugin path came from, which decides which files in a folder are plugins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Origin {
-    /// Named in the config or `RECEPTOR_PLUGIN_PATH`, or the system folder: every shared
-    /// library in a folder is a plugin.
+    /// Named in the config: every shared library in a folder is a plugin.
     Config,
+    /// Named in `RECEPTOR_PLUGIN_PATH`: every shared library in a folder is a plugin.
+    Env,
     /// The executable's folder: only `libreceptor_*` shared libraries.
     ExeDir,
+    /// The system folder: every shared library is a plugin.
+    System,
+}
+
+impl Origin {
+    /// Where such a path comes from, for error messages.
+    pub(super) fn describe(self) -> &'static str {
+        match self {
+            Origin::Config => "configuration",
+            Origin::Env => PLUGIN_PATH_ENV,
+            Origin::ExeDir => "the executable's folder, libreceptor_* files only",
+            Origin::System => "system folder",
+        }
+    }
 }
 
 /// The default search path, in priority order: `RECEPTOR_PLUGIN_PATH`, the folder of
@@ -46,7 +62,7 @@ pub(super) fn default_search_locations() -> Vec<(PathBuf, Origin)> {
         locations.extend(
             std::env::split_paths(&var)
                 .filter(|p| !p.as_os_str().is_empty())
-                .map(|p| (p, Origin::Config)),
+                .map(|p| (p, Origin::Env)),
         );
     }
     if let Some(dir) = std::env::current_exe()
@@ -55,7 +71,7 @@ pub(super) fn default_search_locations() -> Vec<(PathBuf, Origin)> {
     {
         locations.push((dir, Origin::ExeDir));
     }
-    locations.push((PathBuf::from(SYSTEM_PLUGIN_DIR), Origin::Config));
+    locations.push((PathBuf::from(SYSTEM_PLUGIN_DIR), Origin::System));
     locations
 }
 
@@ -64,29 +80,50 @@ fn is_shared_library(name: &OsStr) -> bool {
     name.ends_with(".so") || name.contains(".so.") || name.ends_with(".dylib")
 }
 
+/// What a plugin path holds: the plugin files to load and the shared libraries passed
+/// over (with why).
+#[derive(Debug, Default)]
+pub(super) struct Listing {
+    /// The files to load, sorted.
+    pub(super) files: Vec<PathBuf>,
+    /// Shared libraries that are not loaded, each with the reason.
+    pub(super) skipped: Vec<(PathBuf, String)>,
+}
+
 /// The plugin files a configured path names: the file itself, or the shared
-/// libraries in a folder (sorted, not recursive).
-pub(super) fn plugin_files(path: &Path, origin: Origin) -> Result<Vec<PathBuf>, PluginError> {
+/// libraries in a folder (sorted, not recursive). In the executable's folder only
+/// `libreceptor_*` libraries are plugins; the others are listed as skipped.
+pub(super) fn plugin_files(path: &Path, origin: Origin) -> Result<Listing, PluginError> {
     let err = |reason: String| PluginError::Path {
         path: path.to_path_buf(),
         reason,
     };
     let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
     if meta.is_file() {
-        return Ok(vec![path.to_path_buf()]);
+        return Ok(Listing {
+            files: vec![path.to_path_buf()],
+            skipped: Vec::new(),
+        });
     }
-    let mut files = Vec::new();
+    let mut listing = Listing::default();
     for entry in std::fs::read_dir(path).map_err(|e| err(e.to_string()))? {
         let entry = entry.map_err(|e| err(e.to_string()))?;
         let name = entry.file_name();
-        let wanted = is_shared_library(&name)
-            && (origin == Origin::Config || name.to_string_lossy().starts_with(EXE_DIR_PREFIX));
-        if wanted && entry.path().is_file() {
-            files.push(entry.path());
+        if !is_shared_library(&name) || !entry.path().is_file() {
+            continue;
+        }
+        if origin == Origin::ExeDir && !name.to_string_lossy().starts_with(EXE_DIR_PREFIX) {
+            listing.skipped.push((
+                entry.path(),
+                format!("not named {EXE_DIR_PREFIX}* in the executable's folder"),
+            ));
+        } else {
+            listing.files.push(entry.path());
         }
     }
-    files.sort();
-    Ok(files)
+    listing.files.sort();
+    listing.skipped.sort();
+    Ok(listing)
 }
 
 /// A plugin that passed every check.

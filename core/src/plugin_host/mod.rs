@@ -5,16 +5,16 @@
 //!
 //! * finds them: the paths given in the config (files or folders) plus a default search
 //!   path ([`default_search_path`]): `RECEPTOR_PLUGIN_PATH`, the folder of the running
-//!   executable (so `cargo build` output works with no config) and
-//!   `/usr/lib/receptor/plugins`;
+//!   executable (so `cargo build` output works with no config; there only
+//!   `libreceptor_*` files are plugins) and `/usr/lib/receptor/plugins`;
 //! * loads each, checks its ABI major (a wrong major is refused naming the file and both
-//!   versions) and logs its path, name and version. A plugin that was used is never
+//!   versions) and logs its path, name, version and ABI in one line. A plugin that was used is never
 //!   unloaded; one found on the default search path that the configuration does not need
 //!   is unloaded again ([`PluginHost::unload_unused`]) and stays known: it is loaded back
 //!   the first time one of its sections is used (e.g. after `reload`);
 //! * keeps a registry of which plugin claims which config section kind (two plugins
 //!   claiming one kind is an error; a section nobody claims is an error listing what is
-//!   available);
+//!   available, the paths searched and the libraries skipped);
 //! * adapts the C vtables to the daemon's Rust world: a backend instance delivers
 //!   connected descriptors on a bounded channel ([`BackendInstance`]); a work type is an
 //!   `Arc<dyn WorkType>` whose progress callbacks feed the unit's `watch` channel.
@@ -110,7 +110,7 @@ pub enum PluginError {
         second: PathBuf,
     },
     /// No loaded plugin claims a config section kind.
-    #[error("unknown config section {kind:?}: no loaded plugin handles it (sections plugins handle: {available}; plugins loaded: {plugins})")]
+    #[error("unknown config section {kind:?}: no loaded plugin handles it (sections plugins handle: {available}; plugins loaded: {plugins}; searched: {searched}; skipped: {skipped})")]
     Unclaimed {
         /// The section kind.
         kind: String,
@@ -118,6 +118,21 @@ pub enum PluginError {
         available: String,
         /// The plugins loaded (`name version (path)`), comma-separated.
         plugins: String,
+        /// The plugin paths searched, in order, each with where it came from.
+        searched: String,
+        /// The shared libraries found there but not loaded, each with the reason.
+        skipped: String,
+    },
+    /// A kind of Go receptor 1.6.9's own list that this build does not run, and no
+    /// loaded plugin claims.
+    #[error("config section {kind:?} ({what}, a kind of Go receptor 1.6.9) is not provided by this build of receptor: {hint}")]
+    NotProvided {
+        /// The section kind.
+        kind: String,
+        /// What the kind configures in Go receptor.
+        what: &'static str,
+        /// What the user can do about it.
+        hint: &'static str,
     },
     /// The section kind is claimed, but as the other kind of thing.
     #[error("config section {kind:?} configures a {actual}, not a {expected}")]
@@ -137,6 +152,22 @@ pub enum PluginError {
         /// The plugin's message.
         message: String,
     },
+}
+
+/// Kinds of Go receptor 1.6.9's own list that this build does not run: what each
+/// configures and what the user can do, for an error that is not mistaken for a typo.
+fn not_provided(kind: &str) -> Option<(&'static str, &'static str)> {
+    match kind.to_ascii_lowercase().as_str() {
+        "work-kubernetes" => Some((
+            "a work type that runs units as Kubernetes pods",
+            "a work-type plugin can provide it: load one that claims \"work-kubernetes\" (plugins: key, RECEPTOR_PLUGIN_PATH or /usr/lib/receptor/plugins), or remove the section",
+        )),
+        "work-python" => Some((
+            "a work type of Python plugins, deprecated: Go receptor 1.6.9 refuses it too",
+            "remove the section (a work-command can run the Python code)",
+        )),
+        _ => None,
+    }
 }
 
 /// Where to look for plugins.
@@ -244,6 +275,10 @@ pub struct PluginHost {
     /// Parallel to `plugins`.
     entries: Vec<Entry>,
     claims: BTreeMap<String, Claim>,
+    /// The paths searched, as `path (origin[, why nothing came from it])`.
+    searched: Vec<String>,
+    /// Shared libraries found and not loaded, as `path: reason`.
+    skipped: Vec<String>,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -265,28 +300,54 @@ impl PluginHost {
             plugins: Vec::new(),
             entries: Vec::new(),
             claims: BTreeMap::new(),
+            searched: Vec::new(),
+            skipped: Vec::new(),
         };
         let mut seen_files = Vec::new();
         for path in &opts.paths {
-            for file in loader::plugin_files(path, loader::Origin::Config)? {
+            let listing = loader::plugin_files(path, loader::Origin::Config)?;
+            host.searched.push(format!(
+                "{} ({})",
+                path.display(),
+                loader::Origin::Config.describe()
+            ));
+            host.note_skipped(&listing);
+            for file in listing.files {
                 host.load_file(&file, true, &mut seen_files)?;
             }
         }
         if opts.default_search {
             for (dir, origin) in loader::default_search_locations() {
-                let files = match loader::plugin_files(&dir, origin) {
-                    Ok(files) => files,
+                let listing = match loader::plugin_files(&dir, origin) {
+                    Ok(listing) => listing,
                     Err(e) => {
                         tracing::debug!("skipping plugin folder {}: {e}", dir.display());
+                        host.searched.push(format!(
+                            "{} ({}, not readable)",
+                            dir.display(),
+                            origin.describe()
+                        ));
                         continue;
                     }
                 };
-                for file in files {
+                host.searched
+                    .push(format!("{} ({})", dir.display(), origin.describe()));
+                host.note_skipped(&listing);
+                for file in listing.files {
                     host.load_file(&file, false, &mut seen_files)?;
                 }
             }
         }
         Ok(host)
+    }
+
+    fn note_skipped(&mut self, listing: &loader::Listing) {
+        self.skipped.extend(
+            listing
+                .skipped
+                .iter()
+                .map(|(path, why)| format!("{}: {why}", path.display())),
+        );
     }
 
     fn load_file(
@@ -304,6 +365,7 @@ impl PluginHost {
             Ok(loaded) => loaded,
             Err(PluginError::Load { path, reason }) if !explicit => {
                 tracing::warn!("skipping {}: {reason}", path.display());
+                self.skipped.push(format!("{}: {reason}", path.display()));
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -322,6 +384,12 @@ impl PluginHost {
                 loaded.info.path.display(),
                 prev.path.display()
             );
+            self.skipped.push(format!(
+                "{}: plugin {} already loaded from {}",
+                loaded.info.path.display(),
+                loaded.info.name,
+                prev.path.display()
+            ));
             return Ok(());
         }
         let index = self.plugins.len();
@@ -336,8 +404,9 @@ impl PluginHost {
         }
         tracing::info!(
             path = %loaded.info.path.display(),
-            name = %loaded.info.name,
+            plugin = %loaded.info.name,
             version = %loaded.info.version,
+            abi = %format_args!("{}.{}", loaded.info.abi.0, loaded.info.abi.1),
             sections = %loaded.claims.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(","),
             "loaded plugin"
         );
@@ -470,6 +539,13 @@ impl PluginHost {
     }
 
     fn unclaimed(&self, kind: &str) -> PluginError {
+        if let Some((what, hint)) = not_provided(kind) {
+            return PluginError::NotProvided {
+                kind: kind.to_owned(),
+                what,
+                hint,
+            };
+        }
         let available = self.section_kinds().collect::<Vec<_>>().join(", ");
         let plugins = self
             .plugins
@@ -477,7 +553,16 @@ impl PluginHost {
             .map(|p| format!("{} {} ({})", p.name, p.version, p.path.display()))
             .collect::<Vec<_>>()
             .join(", ");
+        let list = |items: &[String]| {
+            if items.is_empty() {
+                "none".to_owned()
+            } else {
+                items.join(", ")
+            }
+        };
         PluginError::Unclaimed {
+            searched: list(&self.searched),
+            skipped: list(&self.skipped),
             kind: kind.to_owned(),
             available: if available.is_empty() {
                 "none".to_owned()
@@ -550,7 +635,7 @@ impl PluginHost {
         let ClaimFns::WorkType(fns) = fns else {
             return Err(self.unclaimed(kind));
         };
-        let wt = worktype::create(&plugin.name, ctx, fns, config)?;
+        let wt = worktype::create(&plugin.name, &kind.to_ascii_lowercase(), ctx, fns, config)?;
         Ok(Arc::new(wt))
     }
 }

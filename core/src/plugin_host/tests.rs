@@ -436,7 +436,7 @@ async fn panics_in_plugin_calls_become_errors_and_the_host_keeps_running() {
         .expect("create panics");
     assert!(
         err.to_string()
-            .contains("plugin faulty: plugin panicked: boom in create"),
+            .contains("plugin faulty: faulty-worktype: plugin panicked: boom in create"),
         "{err}"
     );
     let err = host
@@ -482,6 +482,8 @@ fn unclaimed_section_lists_what_is_available() {
         "tcp 0.1.0",
         "echo 0.1.0",
         "libreceptor_tcp.so",
+        "searched: ",
+        "(configuration)",
     ] {
         assert!(msg.contains(needle), "{needle} missing in: {msg}");
     }
@@ -538,6 +540,7 @@ fn executable_folder_only_offers_receptor_plugins() {
     let names = |origin| {
         loader::plugin_files(dir.path(), origin)
             .unwrap()
+            .files
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect::<Vec<_>>()
@@ -554,6 +557,12 @@ fn executable_folder_only_offers_receptor_plugins() {
             "libreceptor_tcp.so"
         ]
     );
+    let skipped = loader::plugin_files(dir.path(), loader::Origin::ExeDir)
+        .unwrap()
+        .skipped;
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].0.ends_with("libfaulty_fixture.so"));
+    assert!(skipped[0].1.contains("libreceptor_*"), "{}", skipped[0].1);
     let search = default_search_path();
     assert!(search.contains(&PathBuf::from("/usr/lib/receptor/plugins")));
     assert!(search.contains(&artifact_dir().join("deps")));

@@ -90,7 +90,17 @@ impl WorkTypeFns {
 struct Instance {
     handle: SendPtr,
     fns: WorkTypeFns,
-    plugin: String,
+    /// Who this is, for every log line and error about it.
+    names: Arc<Names>,
+}
+
+/// The names that identify a work type in logs: its plugin, its config section kind and
+/// the work type's name.
+#[derive(Debug)]
+pub(super) struct Names {
+    pub(super) plugin: String,
+    pub(super) section: String,
+    pub(super) work_type: String,
 }
 
 impl Drop for Instance {
@@ -111,6 +121,7 @@ pub(super) struct PluginWorkType {
 /// Builds the work type a config section describes.
 pub(super) fn create(
     plugin: &str,
+    section: &str,
     claim_ctx: SendPtr,
     fns: WorkTypeFns,
     config: &serde_json::Value,
@@ -135,9 +146,17 @@ pub(super) fn create(
             &mut handle,
         )
     };
-    let call_err = |message: String| PluginError::Call {
-        plugin: plugin.to_owned(),
-        message,
+    let call_err = |message: String| {
+        tracing::error!(
+            plugin,
+            section,
+            panicked = status == abi::STATUS_PANIC,
+            "work type not created: {message}"
+        );
+        PluginError::Call {
+            plugin: plugin.to_owned(),
+            message: format!("{section}: {message}"),
+        }
     };
     if status != abi::STATUS_OK {
         return Err(call_err(slot.message(status)));
@@ -145,13 +164,17 @@ pub(super) fn create(
     if handle.is_null() {
         return Err(call_err("create returned no work type".to_owned()));
     }
+    // SAFETY: the name is owned by the plugin while the work type lives; copied here.
+    let name = unsafe { info.name.to_string_lossy() };
     let instance = Arc::new(Instance {
         handle: SendPtr(handle),
         fns,
-        plugin: plugin.to_owned(),
+        names: Arc::new(Names {
+            plugin: plugin.to_owned(),
+            section: section.to_owned(),
+            work_type: name.clone(),
+        }),
     });
-    // SAFETY: the name is owned by the plugin while the work type lives; copied here.
-    let name = unsafe { info.name.to_string_lossy() };
     if name.is_empty() {
         return Err(call_err("the work type has no name".to_owned()));
     }
@@ -168,6 +191,7 @@ impl PluginWorkType {
     fn unit_call<R>(
         &self,
         call: UnitCall<R>,
+        what: &'static str,
         request: &R,
         unit_id: &str,
         progress: watch::Sender<WorkProgress>,
@@ -175,7 +199,7 @@ impl PluginWorkType {
         let ctx = Arc::new(ProgressCtx {
             sender: progress,
             unit_id: unit_id.to_owned(),
-            plugin: self.instance.plugin.clone(),
+            names: Arc::clone(&self.instance.names),
         });
         let progress = abi::Progress {
             struct_size: std::mem::size_of::<abi::Progress>(),
@@ -190,14 +214,23 @@ impl PluginWorkType {
         // progress reference (and releases it, also on failure).
         let status = unsafe { call(self.instance.handle.0, request, &progress, &sink, &mut unit) };
         if status != abi::STATUS_OK {
-            return Err(slot.message(status));
+            let message = slot.message(status);
+            self.instance
+                .names
+                .log_failure(unit_id, what, status, &message);
+            return Err(message);
         }
         if unit.is_null() {
-            return Err("the work type returned no unit".to_owned());
+            let message = "the work type returned no unit".to_owned();
+            self.instance
+                .names
+                .log_failure(unit_id, what, abi::STATUS_ERROR, &message);
+            return Err(message);
         }
         Ok(Box::new(PluginUnit {
             instance: Arc::clone(&self.instance),
             unit: SendPtr(unit),
+            unit_id: unit_id.to_owned(),
         }))
     }
 }
@@ -232,7 +265,13 @@ impl WorkType for PluginWorkType {
             params: abi::Str::new(&request.params),
             extra_params_json: abi::Str::new(&extra),
         };
-        self.unit_call(self.instance.fns.start, &raw, &request.unit_id, progress)
+        self.unit_call(
+            self.instance.fns.start,
+            "start",
+            &raw,
+            &request.unit_id,
+            progress,
+        )
     }
 
     fn reattach(
@@ -251,7 +290,13 @@ impl WorkType for PluginWorkType {
             unit_dir: abi::Str::from_bytes(request.unit_dir.as_os_str().as_bytes()),
             extra_json: abi::Str::new(&extra),
         };
-        self.unit_call(self.instance.fns.reattach, &raw, &request.unit_id, progress)
+        self.unit_call(
+            self.instance.fns.reattach,
+            "reattach",
+            &raw,
+            &request.unit_id,
+            progress,
+        )
     }
 }
 
@@ -259,6 +304,7 @@ impl WorkType for PluginWorkType {
 struct PluginUnit {
     instance: Arc<Instance>,
     unit: SendPtr,
+    unit_id: String,
 }
 
 impl WorkHandle for PluginUnit {
@@ -270,7 +316,11 @@ impl WorkHandle for PluginUnit {
         if status == abi::STATUS_OK {
             Ok(())
         } else {
-            Err(slot.message(status))
+            let message = slot.message(status);
+            self.instance
+                .names
+                .log_failure(&self.unit_id, "cancel", status, &message);
+            Err(message)
         }
     }
 }
@@ -286,7 +336,30 @@ impl Drop for PluginUnit {
 struct ProgressCtx {
     sender: watch::Sender<WorkProgress>,
     unit_id: String,
-    plugin: String,
+    names: Arc<Names>,
+}
+
+impl Names {
+    /// Logs a failed or panicked call about one unit, naming everything involved.
+    fn log_failure(&self, unit: &str, call: &str, status: abi::Status, message: &str) {
+        if status == abi::STATUS_PANIC {
+            tracing::error!(
+                plugin = %self.plugin,
+                section = %self.section,
+                work_type = %self.work_type,
+                unit,
+                "{call} panicked: {message}"
+            );
+        } else {
+            tracing::warn!(
+                plugin = %self.plugin,
+                section = %self.section,
+                work_type = %self.work_type,
+                unit,
+                "{call} failed: {message}"
+            );
+        }
+    }
 }
 
 unsafe extern "C" fn progress_release(ctx: *mut c_void) {
@@ -325,7 +398,8 @@ fn report(ctx: &ProgressCtx, state: u32, detail: String, extra: &[u8]) {
         abi::STATE_FAILED => UnitState::Failed,
         abi::STATE_CANCELED => UnitState::Canceled,
         other => {
-            tracing::warn!(plugin = %ctx.plugin, unit = %ctx.unit_id, "progress with unknown state {other} ignored");
+            let n = &ctx.names;
+            tracing::warn!(plugin = %n.plugin, section = %n.section, work_type = %n.work_type, unit = %ctx.unit_id, "progress with unknown state {other} ignored");
             return;
         }
     };
@@ -335,7 +409,8 @@ fn report(ctx: &ProgressCtx, state: u32, detail: String, extra: &[u8]) {
         match serde_json::from_slice(extra) {
             Ok(v) => Some(v),
             Err(e) => {
-                tracing::warn!(plugin = %ctx.plugin, unit = %ctx.unit_id, "progress with bad extra data ignored: {e}");
+                let n = &ctx.names;
+                tracing::warn!(plugin = %n.plugin, section = %n.section, work_type = %n.work_type, unit = %ctx.unit_id, "progress with bad extra data ignored: {e}");
                 return;
             }
         }

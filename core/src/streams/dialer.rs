@@ -11,7 +11,8 @@ use tokio::sync::broadcast;
 use super::socket::{spawn_socket, PeerEvent};
 use super::stream::{MeshStream, Role, StreamParts, CODE_ERROR};
 use super::{runtime, tls, watch_peer, DatagramNetwork, DatagramSocket, StreamConfig, StreamError};
-use crate::mesh::MeshError;
+use crate::mesh::{Mesh, MeshError};
+use crate::tls::{TlsError, TlsRegistry};
 
 /// How long a dial waits for the target to be able to route back to this node before
 /// it sends its first packet anyway.
@@ -26,6 +27,25 @@ pub struct DialOptions {
     pub tls: Option<rustls::ClientConfig>,
     /// QUIC parameters.
     pub config: StreamConfig,
+}
+
+/// Dial options for `(node, _)` with the `tls-client` configuration `tls`, if any.
+pub fn dial_options(
+    mesh: &Mesh,
+    tls: Option<&str>,
+    registry: &TlsRegistry,
+    node: &str,
+) -> Result<DialOptions, TlsError> {
+    let mut opts = DialOptions::default();
+    if let Some(name) = tls {
+        let target = if node.eq_ignore_ascii_case("localhost") {
+            mesh.node_id()
+        } else {
+            node
+        };
+        opts.tls = Some((*registry.client(name)?.quic_config(target)?).clone());
+    }
+    Ok(opts)
 }
 
 /// Connects to `service` on `node` (ConnType 1 if `tls` is `None`, else ConnType 2).

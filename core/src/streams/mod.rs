@@ -10,7 +10,9 @@
 //!   connection, together with the dialing node's ID;
 //! * [`dial`] / [`dial_with`] connect to `(node, service)` from a fresh ephemeral
 //!   service, one private QUIC endpoint per connection as in Go;
-//! * [`MeshStream`] is a tokio `AsyncRead + AsyncWrite` byte stream with half-close.
+//! * [`MeshStream`] is a tokio `AsyncRead + AsyncWrite` byte stream with half-close;
+//! * [`bridge`] relays bytes between two such streams (or any two connections), as
+//!   `connect` and the TCP/unix proxies do.
 //!
 //! The datagram layer is abstracted by [`DatagramNetwork`] / [`DatagramSocket`]
 //! (implemented by [`crate::mesh::Mesh`]); `socket` adapts it to quinn's UDP socket
@@ -53,6 +55,7 @@
 //! Go peers advertise 1452 bytes, so connections with them never exceed what quic-go
 //! reads, while Rust-to-Rust connections use up to 16 KiB per mesh message.
 
+pub mod bridge;
 mod dialer;
 mod listener;
 mod socket;
@@ -74,7 +77,7 @@ use std::time::Duration;
 use quinn::{EndpointConfig, IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
 use tokio::sync::broadcast;
 
-pub use dialer::{dial, dial_with, DialOptions};
+pub use dialer::{dial, dial_options, dial_with, DialOptions};
 pub use listener::{listen, listen_with, ListenOptions, PeerCheck, StreamListener};
 pub use stream::{
     MeshReadHalf, MeshStream, MeshWriteHalf, CODE_CANCEL_READ, CODE_ERROR, CODE_NORMAL,
