@@ -42,7 +42,7 @@ mod rust_nodes {
         node.wait_for_status("a status", |_| true)?;
         let log = node.log();
         for name in ["tcp", "udp", "websocket", "echo", "command"] {
-            let needle = format!("name={name} ");
+            let needle = format!("plugin={name} ");
             let lines: Vec<&str> = log
                 .lines()
                 .filter(|l| l.contains("loaded plugin") && l.contains(&needle))
