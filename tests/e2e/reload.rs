@@ -513,7 +513,7 @@ mod rust_nodes {
         let port = free_port()?;
         let taken = TcpListener::bind(("127.0.0.1", free_port()?))?;
         let taken_port = taken.local_addr()?.port();
-        let mut solo = Node::start(Rust, NodeConfig::new("solo").tcp_listener(port))?;
+        let mut solo = NodeProcess::start(Rust, NodeConfig::new("solo").tcp_listener(port))?;
         solo.set_config(NodeConfig::new("solo").tcp_listener(taken_port))?;
         let reply = reload_raw(&solo)?;
         ensure!(
