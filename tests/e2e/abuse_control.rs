@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, ensure, Context, Result};
 use receptor_tests::wait::{wait_until, CONVERGE_TIMEOUT};
 use receptor_tests::Implementation::Rust;
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::json;
 
 /// Idle control connections held open.
@@ -68,7 +68,7 @@ fn ensure_fd_limit(want: u64) -> Result<()> {
 
 /// `status` and a ping to `peer` from a fresh client, each answered within
 /// [`ANSWER_WITHIN`].
-fn served(node: &Node, peer: &str) -> Result<(Duration, Duration)> {
+fn served(node: &NodeProcess, peer: &str) -> Result<(Duration, Duration)> {
     let started = Instant::now();
     let status = node.status()?;
     let status_took = started.elapsed();
@@ -91,8 +91,8 @@ mod rust_nodes {
     fn two_thousand_idle_control_connections() -> Result<()> {
         ensure_fd_limit(IDLE as u64 + 256)?;
         let port = free_port()?;
-        let node = Node::start(Rust, NodeConfig::new("target").tcp_listener(port))?;
-        let peer = Node::start(Rust, NodeConfig::new("peer").tcp_peer(port))?;
+        let node = NodeProcess::start(Rust, NodeConfig::new("target").tcp_listener(port))?;
+        let peer = NodeProcess::start(Rust, NodeConfig::new("peer").tcp_peer(port))?;
         node.wait_for_ping("peer")?;
         let pid = node.pid().ok_or_else(|| anyhow!("target is not running"))?;
         served(&node, "peer")?;
