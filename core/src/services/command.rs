@@ -260,10 +260,12 @@ fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: `fd` was just returned by posix_openpt and is owned by nobody else.
     let master = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: grantpt and unlockpt take a descriptor we own; no memory is passed.
-    if unsafe { libc::grantpt(master.as_raw_fd()) } != 0
-        || unsafe { libc::unlockpt(master.as_raw_fd()) } != 0
-    {
+    // SAFETY: grantpt takes a descriptor we own; no memory is passed.
+    if unsafe { libc::grantpt(master.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: unlockpt takes a descriptor we own; no memory is passed.
+    if unsafe { libc::unlockpt(master.as_raw_fd()) } != 0 {
         return Err(io::Error::last_os_error());
     }
     let mut name = [0 as libc::c_char; 128];
