@@ -206,7 +206,10 @@ static const ReceptorWorkTypeVtable vtable = {
 };
 
 static const ReceptorSectionClaim claim = {
-    sizeof(ReceptorSectionClaim), RECEPTOR_STR(SECTION_KIND), RECEPTOR_CLAIM_WORK_TYPE, 0, NULL, NULL, &vtable,
+    .struct_size = sizeof(ReceptorSectionClaim),
+    .section_kind = RECEPTOR_STR(SECTION_KIND),
+    .claim_type = RECEPTOR_CLAIM_WORK_TYPE,
+    .work_type = &vtable,
 };
 
 static const ReceptorSectionClaim *const claims[] = {&claim};

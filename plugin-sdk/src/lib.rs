@@ -49,13 +49,16 @@ pub mod abi;
 pub mod backend;
 pub mod backend_support;
 pub mod config;
+pub mod describe;
 mod error;
 pub mod export;
+pub mod layout;
 pub mod log;
 pub mod work;
 
 pub use backend::{Backend, ConnectionSink, Framing, SessionToken};
 pub use config::Section;
+pub use describe::{Field, FieldType, SectionDesc};
 pub use error::PluginError;
 pub use export::Plugin;
 pub use work::{Progress, ReattachRequest, StartRequest, Unit, WorkState, WorkType, WorkTypeInfo};

@@ -32,7 +32,7 @@
 
 mod build;
 mod cli;
-mod coerce;
+pub(crate) mod coerce;
 mod error;
 mod item;
 mod model;

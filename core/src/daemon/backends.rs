@@ -58,9 +58,11 @@ impl Backends {
         let mut handles = Vec::new();
         for section in sections {
             let params = session_params(section)?;
-            let core_tls = CoreTls::from_section(tls, section)?;
-            let plugin_tls = plugin_peer_tls(tls, section)?;
-            let value = with_tls_config(config, section)?;
+            // The plugin says whether it runs TLS itself (ABI 1.2 capability).
+            let own_tls = plugins.runs_own_tls(&section.kind);
+            let core_tls = CoreTls::from_section(tls, section, own_tls)?;
+            let plugin_tls = plugin_peer_tls(tls, section, own_tls)?;
+            let value = with_tls_config(config, section, own_tls)?;
             let instance = plugins
                 .start_backend(&section.kind, &value)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", section.origin))?;
@@ -252,20 +254,16 @@ fn number(v: &Value) -> Option<f64> {
     }
 }
 
-/// Backends whose plugin does TLS itself (websockets: TLS sits below HTTP); the core
-/// runs TLS for every other backend section that names a `tls` configuration.
-fn plugin_does_tls(kind: &str) -> bool {
-    kind.starts_with("ws-")
-}
-
-/// Backends that do their own TLS get the named `tls-server` / `tls-client` inlined
-/// as `tlsconfig`, with file paths and hex pins.
-fn with_tls_config(config: &Config, section: &Section) -> anyhow::Result<Value> {
+/// Backends that do their own TLS (`own_tls`: the plugin declared the capability, as the
+/// websocket plugin does, TLS sitting below HTTP there) get the named `tls-server` /
+/// `tls-client` inlined as `tlsconfig`, with file paths and hex pins; the core runs TLS
+/// for every other backend section that names a `tls` configuration.
+fn with_tls_config(config: &Config, section: &Section, own_tls: bool) -> anyhow::Result<Value> {
     let mut value = section.value.clone();
     let Some(name) = section.value.get("tls").and_then(Value::as_str) else {
         return Ok(value);
     };
-    if name.is_empty() || !plugin_does_tls(&section.kind) {
+    if name.is_empty() || !own_tls {
         return Ok(value);
     }
     let inlined = if is_listener(&section.kind) {
@@ -296,11 +294,15 @@ fn tls_name(section: &Section) -> anyhow::Result<Option<&str>> {
 
 /// For a backend whose plugin does TLS itself and that names `tls`: the `tls-server`
 /// (listener) or `tls-client` (dialer) the peer certificates it passes on are held to.
-fn plugin_peer_tls(registry: &TlsRegistry, section: &Section) -> anyhow::Result<Option<PeerTls>> {
+fn plugin_peer_tls(
+    registry: &TlsRegistry,
+    section: &Section,
+    own_tls: bool,
+) -> anyhow::Result<Option<PeerTls>> {
     let Some(name) = tls_name(section)? else {
         return Ok(None);
     };
-    if !plugin_does_tls(&section.kind) {
+    if !own_tls {
         return Ok(None);
     }
     let ctx = |e: crate::tls::TlsError| anyhow::anyhow!("{}: {e}", section.origin);
@@ -329,11 +331,15 @@ enum CoreTls {
 
 impl CoreTls {
     /// Reads the section's `tls` key; `None` without it or when the plugin does TLS.
-    fn from_section(registry: &TlsRegistry, section: &Section) -> anyhow::Result<Option<CoreTls>> {
+    fn from_section(
+        registry: &TlsRegistry,
+        section: &Section,
+        own_tls: bool,
+    ) -> anyhow::Result<Option<CoreTls>> {
         let Some(name) = tls_name(section)? else {
             return Ok(None);
         };
-        if plugin_does_tls(&section.kind) {
+        if own_tls {
             return Ok(None);
         }
         let ctx = |e: crate::tls::TlsError| anyhow::anyhow!("{}: {e}", section.origin);
@@ -400,11 +406,5 @@ mod tests {
             Ok("node.example.com")
         );
         assert!(name("bad host:1").is_err());
-    }
-
-    #[test]
-    fn only_websockets_do_their_own_tls() {
-        assert!(plugin_does_tls("ws-listener") && plugin_does_tls("ws-peer"));
-        assert!(!plugin_does_tls("tcp-listener") && !plugin_does_tls("tcp-peer"));
     }
 }

@@ -23,6 +23,7 @@
 //! boundary and never block a thread of the host's async runtime.
 
 mod backend;
+mod config_access;
 mod ffi;
 mod loader;
 mod worktype;
@@ -38,6 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use libloading::os::unix::Library;
 
 use receptor_plugin_sdk::abi;
+pub use receptor_plugin_sdk::describe::{Field, FieldType, SectionDesc};
 
 pub use backend::{BackendConnection, BackendHandle, BackendInstance};
 pub use loader::default_search_path;
@@ -209,11 +211,21 @@ impl ClaimFns {
 }
 
 /// One claimed section kind.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Claim {
     /// Index into `PluginHost::plugins`.
     plugin: usize,
     claim_type: ClaimType,
+    /// What the plugin says about the section (ABI 1.2; empty for older plugins).
+    desc: Arc<SectionDesc>,
+}
+
+/// A claim as read from a plugin's descriptor.
+#[derive(Clone)]
+struct ClaimEntry {
+    ctx: SendPtr,
+    fns: ClaimFns,
+    desc: SectionDesc,
 }
 
 /// A loaded plugin library and the functions of its claims.
@@ -221,7 +233,7 @@ struct Live {
     /// Never dropped for a plugin that was used (its code and data stay in use); only
     /// [`PluginHost::unload_unused`] drops it.
     lib: ManuallyDrop<Library>,
-    claims: BTreeMap<String, (SendPtr, ClaimFns)>,
+    claims: BTreeMap<String, ClaimEntry>,
     /// A backend or work type was created from it: it can no longer be unloaded.
     used: bool,
 }
@@ -384,15 +396,16 @@ impl PluginHost {
             "loaded plugin"
         );
         let mut claims = BTreeMap::new();
-        for (kind, (ctx, fns)) in loaded.claims {
+        for (kind, entry) in loaded.claims {
             self.claims.insert(
                 kind.clone(),
                 Claim {
                     plugin: index,
-                    claim_type: fns.claim_type(),
+                    claim_type: entry.fns.claim_type(),
+                    desc: Arc::new(entry.desc.clone()),
                 },
             );
-            claims.insert(kind, (ctx, fns));
+            claims.insert(kind, entry);
         }
         self.plugins.push(loaded.info);
         self.entries.push(Entry {
@@ -469,7 +482,7 @@ impl PluginHost {
         let Some(l) = live.as_mut() else {
             return Err(self.unclaimed(kind));
         };
-        let Some(&(ctx, fns)) = l.claims.get(kind) else {
+        let Some(&ClaimEntry { ctx, fns, .. }) = l.claims.get(kind) else {
             return Err(PluginError::Load {
                 path: info.path.clone(),
                 reason: format!("the plugin no longer claims section {kind:?}"),
@@ -501,6 +514,29 @@ impl PluginHost {
         let claim = self.claims.get(&kind.to_ascii_lowercase())?;
         let plugin = self.plugins.get(claim.plugin)?;
         Some((claim.claim_type, plugin))
+    }
+
+    /// What the plugin claiming `kind` says about it (fields, help, capabilities);
+    /// empty for a plugin built before ABI 1.2.
+    pub fn section_desc(&self, kind: &str) -> Option<&SectionDesc> {
+        self.claims
+            .get(&kind.to_ascii_lowercase())
+            .map(|c| &*c.desc)
+    }
+
+    /// Whether the backend of `kind` runs TLS itself: its plugin declares
+    /// [`abi::CLAIM_FLAG_OWN_TLS`] (ABI 1.2). A plugin built before 1.2 cannot say so;
+    /// for it, as before, a `ws-*` section runs its own TLS.
+    pub fn runs_own_tls(&self, kind: &str) -> bool {
+        let kind = kind.to_ascii_lowercase();
+        let Some(claim) = self.claims.get(&kind) else {
+            return false;
+        };
+        let before_1_2 = self
+            .plugins
+            .get(claim.plugin)
+            .is_some_and(|p| p.abi.0 == 1 && p.abi.1 < 2);
+        claim.desc.own_tls || (before_1_2 && kind.starts_with("ws-"))
     }
 
     /// Like [`PluginHost::claims`], but an unclaimed kind is an error that lists the
@@ -550,7 +586,7 @@ impl PluginHost {
         expected: ClaimType,
     ) -> Result<(SendPtr, ClaimFns, &PluginInfo), PluginError> {
         let kind = kind.to_ascii_lowercase();
-        let claim = *self
+        let claim = self
             .claims
             .get(&kind)
             .ok_or_else(|| self.unclaimed(&kind))?;
