@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         }
         Invocation::Help(text) => {
             print!("{text}");
+            print!("{}", plugin_help());
             ExitCode::SUCCESS
         }
         Invocation::Run {
@@ -34,6 +35,25 @@ fn main() -> ExitCode {
         Invocation::CertMakeReq(section) => cert_command(certs::cert_makereq(&section.value)),
         Invocation::CertSignReq(section) => cert_command(certs::cert_signreq(&section.value)),
     }
+}
+
+/// The `--help` entries of the sections that plugins on the default search path
+/// describe and the core's list does not have (plugins are loaded for this only when
+/// help is asked for, so a node's start-up does not pay for it).
+fn plugin_help() -> String {
+    use receptor_core::plugin_host::{LoadOptions, PluginHost};
+    let host = match PluginHost::load(&LoadOptions {
+        paths: Vec::new(),
+        default_search: true,
+    }) {
+        Ok(host) => host,
+        Err(e) => return format!("(plugins on the default search path: {e})\n"),
+    };
+    let text = host.help_text(config::is_core_listed_kind);
+    if text.is_empty() {
+        return text;
+    }
+    format!("Sections of plugins on the default search path:\n\n{text}")
 }
 
 fn cert_command(outcome: Result<(), certs::CertError>) -> ExitCode {

@@ -84,6 +84,12 @@ pub enum Invocation {
     CertSignReq(Section),
 }
 
+/// Whether `--help` already lists `kind` (the core's sections and Go receptor's own
+/// backend and work-type sections).
+pub fn is_core_listed_kind(kind: &str) -> bool {
+    schema::kind(kind).is_some()
+}
+
 /// Parses a command line. The first item is the program name (as in `std::env::args_os`).
 ///
 /// For `reload`, Go receptor re-parses the whole original command line (flags and

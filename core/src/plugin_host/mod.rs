@@ -23,6 +23,7 @@
 //! boundary and never block a thread of the host's async runtime.
 
 mod backend;
+mod checks;
 mod config_access;
 mod ffi;
 mod loader;
@@ -134,6 +135,12 @@ pub enum PluginError {
         expected: &'static str,
         /// What the plugin provides.
         actual: &'static str,
+    },
+    /// A section does not match the description its plugin gave of it.
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong, naming the section kind and the key.
+        message: String,
     },
     /// A plugin call failed (a configuration error, a failure, or a panic).
     #[error("plugin {plugin}: {message}")]
@@ -424,7 +431,7 @@ impl PluginHost {
     /// has no use for mapped. They stay known (listed, and their sections claimed) and
     /// are loaded again when one of their sections is used.
     pub fn unload_unused<'a>(&self, needed: impl IntoIterator<Item = &'a str>) {
-        let needed: Vec<String> = needed.into_iter().map(str::to_ascii_lowercase).collect();
+        let needed: Vec<String> = needed.into_iter().map(|k| self.canonical(k)).collect();
         for (index, entry) in self.entries.iter().enumerate() {
             if entry.explicit {
                 continue;
@@ -511,7 +518,7 @@ impl PluginHost {
 
     /// What `kind` configures and which plugin claims it, if any plugin does.
     pub fn claims(&self, kind: &str) -> Option<(ClaimType, &PluginInfo)> {
-        let claim = self.claims.get(&kind.to_ascii_lowercase())?;
+        let claim = self.claims.get(&self.canonical(kind))?;
         let plugin = self.plugins.get(claim.plugin)?;
         Some((claim.claim_type, plugin))
     }
@@ -519,16 +526,14 @@ impl PluginHost {
     /// What the plugin claiming `kind` says about it (fields, help, capabilities);
     /// empty for a plugin built before ABI 1.2.
     pub fn section_desc(&self, kind: &str) -> Option<&SectionDesc> {
-        self.claims
-            .get(&kind.to_ascii_lowercase())
-            .map(|c| &*c.desc)
+        self.claims.get(&self.canonical(kind)).map(|c| &*c.desc)
     }
 
     /// Whether the backend of `kind` runs TLS itself: its plugin declares
     /// [`abi::CLAIM_FLAG_OWN_TLS`] (ABI 1.2). A plugin built before 1.2 cannot say so;
     /// for it, as before, a `ws-*` section runs its own TLS.
     pub fn runs_own_tls(&self, kind: &str) -> bool {
-        let kind = kind.to_ascii_lowercase();
+        let kind = self.canonical(kind);
         let Some(claim) = self.claims.get(&kind) else {
             return false;
         };
@@ -585,7 +590,7 @@ impl PluginHost {
         kind: &str,
         expected: ClaimType,
     ) -> Result<(SendPtr, ClaimFns, &PluginInfo), PluginError> {
-        let kind = kind.to_ascii_lowercase();
+        let kind = self.canonical(kind);
         let claim = self
             .claims
             .get(&kind)
@@ -612,6 +617,105 @@ impl PluginHost {
         Ok((ctx, fns, plugin))
     }
 
+    /// The claimed kind a section kind names: itself, or the kind whose version-2 key
+    /// it is (the map form's `acme-things:` holds `acme-thing` sections), lower case.
+    fn canonical(&self, kind: &str) -> String {
+        let kind = kind.to_ascii_lowercase();
+        if self.claims.contains_key(&kind) {
+            return kind;
+        }
+        self.claims
+            .iter()
+            .find(|(_, c)| c.desc.v2_key.as_deref() == Some(kind.as_str()))
+            .map(|(k, _)| k.clone())
+            .unwrap_or(kind)
+    }
+
+    /// A section as its plugin gets it: a bare command-line value (`--kind value`, kept
+    /// under the empty key by the loader) moved to the field the plugin named for it.
+    fn normalise(&self, kind: &str, config: &serde_json::Value) -> serde_json::Value {
+        let mut config = config.clone();
+        let bare = self
+            .claims
+            .get(kind)
+            .and_then(|c| c.desc.bare_field.clone());
+        if let (Some(field), serde_json::Value::Object(map)) = (bare, &mut config) {
+            if let Some(value) = map.remove("") {
+                map.insert(field, value);
+            }
+        }
+        config
+    }
+
+    /// The `--help` entries of the sections plugins describe, for the kinds `listed`
+    /// does not already cover: `--kind: help`, then one line per field.
+    pub fn help_text(&self, listed: impl Fn(&str) -> bool) -> String {
+        let mut out = String::new();
+        for (kind, claim) in &self.claims {
+            if listed(kind) {
+                continue;
+            }
+            let plugin = self
+                .plugins
+                .get(claim.plugin)
+                .map(|p| p.name.as_str())
+                .unwrap_or_default();
+            let help = if claim.desc.help.is_empty() {
+                claim.claim_type.noun()
+            } else {
+                claim.desc.help.as_str()
+            };
+            out.push_str(&format!("   --{kind}: {help} (plugin {plugin})\n"));
+            for field in &claim.desc.fields {
+                out.push_str(&format!(
+                    "      {}=<{}>",
+                    field.name,
+                    field.field_type.noun()
+                ));
+                if !field.help.is_empty() {
+                    out.push_str(&format!(": {}", field.help));
+                }
+                let mut extras = Vec::new();
+                if field.required {
+                    extras.push("required".to_owned());
+                }
+                if let Some(default) = &field.default {
+                    extras.push(format!("default: {default}"));
+                }
+                if claim.desc.bare_field.as_deref() == Some(field.name.as_str()) {
+                    extras.push(format!("--{kind} <value> sets it"));
+                }
+                if !extras.is_empty() {
+                    out.push_str(&format!(" ({})", extras.join(", ")));
+                }
+                out.push('\n');
+            }
+            if let Some(key) = &claim.desc.v2_key {
+                out.push_str(&format!("      (version-2 form: under \"{key}:\")\n"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Checks a section against its plugin's description of it (ABI 1.2): unknown keys
+    /// (with a suggestion), required fields, types. Sections of plugins that describe
+    /// no fields are left to the plugin.
+    pub fn check(
+        &self,
+        kind: &str,
+        backend: bool,
+        config: &serde_json::Value,
+    ) -> Result<(), PluginError> {
+        let kind = self.canonical(kind);
+        let config = self.normalise(&kind, config);
+        match self.claims.get(&kind) {
+            Some(claim) => checks::check_section(&kind, &claim.desc, backend, &config)
+                .map_err(|message| PluginError::Invalid { message }),
+            None => Ok(()),
+        }
+    }
+
     /// Starts a backend instance for one config section (a JSON object with lower-case
     /// keys, core keys such as `cost` included: plugins ignore them). Connections arrive
     /// on the instance's bounded channel.
@@ -620,11 +724,14 @@ impl PluginHost {
         kind: &str,
         config: &serde_json::Value,
     ) -> Result<BackendInstance, PluginError> {
-        let (ctx, fns, plugin) = self.claim(kind, ClaimType::Backend)?;
+        let kind = self.canonical(kind);
+        self.check(&kind, true, config)?;
+        let config = self.normalise(&kind, config);
+        let (ctx, fns, plugin) = self.claim(&kind, ClaimType::Backend)?;
         let ClaimFns::Backend(fns) = fns else {
-            return Err(self.unclaimed(kind));
+            return Err(self.unclaimed(&kind));
         };
-        backend::start(&plugin.name, &kind.to_ascii_lowercase(), ctx, fns, config)
+        backend::start(&plugin.name, &kind, ctx, fns, &config)
     }
 
     /// Builds the work type one config section describes.
@@ -633,11 +740,14 @@ impl PluginHost {
         kind: &str,
         config: &serde_json::Value,
     ) -> Result<Arc<dyn WorkType>, PluginError> {
-        let (ctx, fns, plugin) = self.claim(kind, ClaimType::WorkType)?;
+        let kind = self.canonical(kind);
+        self.check(&kind, false, config)?;
+        let config = self.normalise(&kind, config);
+        let (ctx, fns, plugin) = self.claim(&kind, ClaimType::WorkType)?;
         let ClaimFns::WorkType(fns) = fns else {
-            return Err(self.unclaimed(kind));
+            return Err(self.unclaimed(&kind));
         };
-        let wt = worktype::create(&plugin.name, &kind.to_ascii_lowercase(), ctx, fns, config)?;
+        let wt = worktype::create(&plugin.name, &kind, ctx, fns, &config)?;
         Ok(Arc::new(wt))
     }
 }
