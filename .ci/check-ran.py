@@ -32,6 +32,9 @@ REQUIRED_MODULES = [
     "streams_udp",
     "streams_unix",
     "workceptor_guide",
+    "quick_start",
+    "logs_json",
+    "package",
 ]
 
 

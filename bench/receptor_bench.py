@@ -33,6 +33,22 @@ WORKLOADS = {
     "submit_rate": ("2b. submits without results (cat)", workloads.submit_rate("cat")),
     "submit_rate_echo": ("2b. submits without results (echo-worktype)",
                          workloads.submit_rate("echo")),
+    "units_local_cat": ("2c. units/s, local cat, sequential",
+                        workloads.unit_throughput("local", "cat", 1)),
+    "units_local_cat_8": ("2c. units/s, local cat, 8 submitters",
+                          workloads.unit_throughput("local", "cat", 8)),
+    "units_local_echo": ("2c. units/s, local echo, sequential",
+                         workloads.unit_throughput("local", "echo", 1)),
+    "units_local_echo_8": ("2c. units/s, local echo, 8 submitters",
+                           workloads.unit_throughput("local", "echo", 8)),
+    "units_remote1": ("2d. units/s, cat 1 hop away, sequential",
+                      workloads.unit_throughput("remote1", "cat", 1)),
+    "units_remote1_8": ("2d. units/s, cat 1 hop away, 8 submitters",
+                        workloads.unit_throughput("remote1", "cat", 8)),
+    "units_remote2": ("2d. units/s, cat 2 hops away, sequential",
+                      workloads.unit_throughput("remote2", "cat", 1)),
+    "units_remote2_8": ("2d. units/s, cat 2 hops away, 8 submitters",
+                        workloads.unit_throughput("remote2", "cat", 8)),
     "local_results": ("4a. results of a local unit", workloads.local_results),
     "remote_results": ("4. results through 2 hops", workloads.remote_results),
     "stream_tcp_server": ("4b. stream through 2 hops (tcp-server)", workloads.stream("tcp-server")),
@@ -43,7 +59,7 @@ WORKLOADS = {
 
 QUICK = dict(startups=2, idle_settle_s=1.0, units=20, unit_budget_s=10.0, submits=20,
              results_mb=20, remote_runs=3, remote_budget_s=10.0, stream_mb=20,
-             transfer_budget_s=20.0)
+             transfer_budget_s=20.0, throughput_units=40, throughput_budget_s=10.0)
 
 
 def parse_args() -> argparse.Namespace:

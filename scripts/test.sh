@@ -36,6 +36,16 @@ command -v flock >/dev/null || apt_install util-linux || die "flock not found"
 command -v patch >/dev/null || apt_install patch || die "patch not found"
 command -v openssl >/dev/null || apt_install openssl || die "openssl not found"
 command -v ssh-keygen >/dev/null || apt_install openssh-client || die "ssh-keygen not found"
+# The ip-router tests make network namespaces (`ip`) and ping through them; they fail,
+# saying so, where these are missing.
+command -v ip >/dev/null || apt_install iproute2 || log "warning: no ip (iproute2): the ip-router tests will fail"
+command -v ping >/dev/null || apt_install iputils-ping || log "warning: no ping: the ip-router tests will fail"
+# The package test builds a .deb, checks its unit with systemd-analyze (which also wants the
+# unit's /bin/kill) and reads the man page; none of it needs systemd running as PID 1.
+command -v dpkg-deb >/dev/null || die "dpkg-deb not found (a Debian-based system is required)"
+command -v systemd-analyze >/dev/null || apt_install systemd || die "systemd-analyze not found"
+[[ -x /bin/kill ]] || apt_install procps || die "/bin/kill not found"
+command -v man >/dev/null || apt_install man-db || die "man not found"
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "cargo-nextest missing: installing it from crates.io"
   cargo install --locked cargo-nextest >&2 || die "could not install cargo-nextest"

@@ -147,6 +147,35 @@ def submit(path: str, node: str, worktype: str, payload: bytes,
     return unit_id
 
 
+def submit_json(path: str, node: str, worktype: str, payload: bytes,
+                timeout: float = DEFAULT_TIMEOUT) -> str:
+    """`work submit` in the JSON form, as a client library would send it, on a new
+    connection: `{"command":"work","subcommand":"submit","node":..,"worktype":..}`, then the
+    payload once the `Work unit created` line came, a half-close and the final reply.
+    Returns the unit id."""
+    line = json.dumps({"command": "work", "subcommand": "submit", "node": node,
+                       "worktype": worktype}, separators=(",", ":"))
+    with Control(path, timeout) as ctl:
+        ctl.sock.sendall(line.encode() + b"\n")
+        created = ctl.read_line()
+        if not created.startswith(SUBMIT_PREFIX):
+            parse_reply(created)
+            raise ControlError(f"unexpected submit answer {created!r}")
+        unit_id = created[len(SUBMIT_PREFIX) :].split(b".", 1)[0].decode()
+        if payload:
+            ctl.sock.sendall(payload)
+        ctl.sock.shutdown(socket.SHUT_WR)
+        reply = parse_reply(ctl.read_line())
+    if reply.get("unitid") != unit_id or reply.get("result") not in ("Job Started", "Job Submitted"):
+        raise ControlError(f"unexpected submit reply {reply!r}")
+    return unit_id
+
+
+def work_list(path: str, timeout: float = DEFAULT_TIMEOUT) -> dict:
+    """`work list` in the JSON form on a new connection: unit id -> status object."""
+    return command(path, '{"command":"work","subcommand":"list"}')
+
+
 @dataclass
 class Results:
     """What `work results` delivered."""

@@ -5,8 +5,8 @@
   running `head -c <N> /dev/zero`) and, on our implementation only, `echo` (the
   `echo-worktype` plugin, which copies stdin to stdout inside the node).
 * `line`: A - B - C over TCP on 127.0.0.1 (B listens, A and C dial B), so that work and
-  streams between A and C cross two hops. C carries the work types; A and C may get extra
-  entries (proxies).
+  streams between A and C cross two hops. C carries the work types (and B too when asked,
+  for work one hop away); A and C may get extra entries (proxies).
 """
 
 from __future__ import annotations
@@ -80,10 +80,12 @@ class Line:
     """A started A - B - C line; `nodes` in that order."""
 
     def __init__(self, impl: Impl, zeros_bytes: int = 0,
-                 a_extra: list | None = None, c_extra: list | None = None):
+                 a_extra: list | None = None, c_extra: list | None = None,
+                 b_work: bool = False):
         port_b = free_port()
         self.a = Node(impl.name, impl.binary, "A", [peer(port_b)] + (a_extra or []))
-        self.b = Node(impl.name, impl.binary, "B", [listener(port_b)])
+        self.b = Node(impl.name, impl.binary, "B", [listener(port_b)]
+                      + (work_types(impl, zeros_bytes) if b_work else []))
         self.c = Node(impl.name, impl.binary, "C",
                       [peer(port_b)] + work_types(impl, zeros_bytes) + (c_extra or []))
         self.nodes = [self.a, self.b, self.c]

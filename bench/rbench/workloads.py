@@ -56,6 +56,8 @@ class Settings:
     remote_budget_s: float = 40.0
     stream_mb: int = 100
     transfer_budget_s: float = 45.0
+    throughput_units: int = 300
+    throughput_budget_s: float = 20.0
 
 
 class Meter:
@@ -224,6 +226,128 @@ def submit_rate(worktype: str) -> Callable[[Impl, Settings], dict]:
     return run
 
 
+# --- 2c. unit throughput: units finished per second ---------------------------------------
+
+#: Pause between two `work list` polls while waiting for submitted units to finish.
+FINISH_POLL_S = 0.01
+
+#: How long submitted units get to finish once the last one was submitted.
+FINISH_TIMEOUT = 60.0
+
+
+def small_payload(i: int) -> bytes:
+    """The 12-byte stdin of the i-th throughput unit."""
+    return b"unit %06d\n" % (i % 1_000_000)
+
+
+def wait_finished(sock: str, ids: list[str], timeout: float = FINISH_TIMEOUT) -> float:
+    """Polls `work list` (a new connection each time) until every unit of `ids` is finished;
+    returns perf_counter() when that was seen. Any unit that did not succeed is an error."""
+    deadline = time.perf_counter() + timeout
+    pending = set(ids)
+    while True:
+        listing = control.work_list(sock)
+        now = time.perf_counter()
+        for unit in list(pending):
+            st = listing.get(unit)
+            if st is None:
+                continue
+            state = st.get("State")
+            if state in (3, 4):
+                raise control.ControlError(f"unit {unit} ended {st.get('StateName')}: "
+                                           f"{st.get('Detail')!r}")
+            if state == 2:
+                pending.discard(unit)
+        if not pending:
+            return now
+        if now > deadline:
+            sample = next(iter(pending))
+            raise control.ControlError(f"{len(pending)} of {len(ids)} units not finished "
+                                       f"{timeout:.0f}s after the last submit, e.g. {sample}: "
+                                       f"{listing.get(sample)}")
+        time.sleep(FINISH_POLL_S)
+
+
+def unit_throughput(where: str, worktype: str, concurrency: int
+                    ) -> Callable[[Impl, Settings], dict]:
+    """Units finished per second, as a client would see it: `throughput_units` small units
+    (12-byte payload) submitted with the JSON form of `work submit`, a new control connection
+    per unit, by `concurrency` submitters at once (each submits its next unit as soon as the
+    previous one was accepted); the count stops when every unit is Succeeded (polled with
+    `work list`). `where`: `local` (one node), `remote1` (submitted at A, runs on its peer B)
+    or `remote2` (submitted at A, runs on C through B). Submission stops early after
+    `throughput_budget_s`."""
+
+    def run(impl: Impl, s: Settings) -> dict:
+        if worktype == "echo" and not impl.has_echo_worktype:
+            raise Skip("no echo-worktype plugin in Go receptor")
+        if where == "local":
+            node, target = single_node(impl), "localhost"
+            nodes, sock, cleanup = [node], node.socket, node.remove
+        else:
+            line = Line(impl, b_work=where == "remote1")
+            target = "B" if where == "remote1" else "C"
+            nodes, sock, cleanup = line.nodes, line.a.socket, line.remove
+        try:
+            # Warm-up (not measured): the first unit to a remote node sets up what the
+            # implementation keeps between units.
+            for i in range(2):
+                wait_finished(sock, [control.submit_json(sock, target, worktype,
+                                                         small_payload(i))])
+            meter = Meter(nodes)
+            ids: list[str] = []
+            submit_times: list[float] = []
+            lock = threading.Lock()
+            errors: list[BaseException] = []
+            counter = iter(range(s.throughput_units))
+            t0 = time.perf_counter()
+
+            def submitter() -> None:
+                try:
+                    while time.perf_counter() - t0 <= s.throughput_budget_s:
+                        with lock:
+                            i = next(counter, None)
+                        if i is None:
+                            return
+                        t = time.perf_counter()
+                        unit = control.submit_json(sock, target, worktype, small_payload(i))
+                        took = time.perf_counter() - t
+                        with lock:
+                            ids.append(unit)
+                            submit_times.append(took)
+                except BaseException as e:  # reported below
+                    errors.append(e)
+
+            threads = [threading.Thread(target=submitter) for _ in range(concurrency)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            submitted_at = time.perf_counter()
+            if errors:
+                raise errors[0]
+            done_at = wait_finished(sock, ids)
+            resources = meter.stop()
+        finally:
+            cleanup()
+        wall = done_at - t0
+        return {"metrics": {
+            "units": len(ids),
+            "concurrency": concurrency,
+            "wall_s": round(wall, 3),
+            "units_per_s": round(len(ids) / wall, 2),
+            "submits_per_s": round(len(ids) / (submitted_at - t0), 2),
+            "drain_ms": round((done_at - submitted_at) * 1000, 1),
+            "submit_latency": latency_stats(submit_times),
+            "cpu_ms_per_unit": round(resources["cpu_total_s"] * 1000 / max(1, len(ids)), 3),
+            "cpu_self_ms_per_unit": round(
+                sum(n["cpu_self_s"] for n in resources["nodes"].values()) * 1000
+                / max(1, len(ids)), 3),
+        }, "resources": resources}
+
+    return run
+
+
 # --- 4. results throughput ----------------------------------------------------------------
 
 def _big_unit(sock: str, node: str, size: int, budget_s: float) -> dict:
@@ -298,10 +422,14 @@ def remote_latency(worktype: str) -> Callable[[Impl, Settings], dict]:
             resources = meter.stop()
         finally:
             line.remove()
+        stats = latency_stats(samples)
         return {"metrics": {
             "units": len(samples),
             "units_per_s": round(len(samples) / wall, 2),
-            "latency": latency_stats(samples),
+            "latency": stats,
+            # Stalls: the slowest unit against the median (the mission wants <= 10).
+            "worst_over_median": round(stats["max_ms"] / stats["median_ms"], 2)
+            if stats["median_ms"] else None,
         }, "resources": resources}
 
     return run

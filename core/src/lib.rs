@@ -14,14 +14,22 @@
 //! * [`services`] runs the control service on the mesh and the TCP, unix-socket and
 //!   UDP proxies of the configuration.
 //! * [`config`] reads receptor's YAML files and command-line flags.
+//! * [`logging`] writes the log as text or as JSON lines.
 
-pub mod certs;
 pub mod config;
 pub mod control;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod logging;
 pub mod mesh;
 pub mod plugin_host;
 pub mod services;
 pub mod streams;
-pub mod tls;
 pub mod work;
+
+/// TLS settings and node-ID certificates (the `receptor-tls` crate, shared with backend
+/// plugins that run their own TLS).
+pub use receptor_tls as tls;
+/// The `--cert-init`, `--cert-makereq` and `--cert-signreq` commands.
+pub use receptor_tls::certs;

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use receptor_core::certs;
-use receptor_core::config::{self, Invocation, LogLevel};
+use receptor_core::config::{self, Invocation};
 
 fn main() -> ExitCode {
     let argv: Vec<_> = std::env::args_os().collect();
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     };
     match invocation {
         Invocation::Version => {
-            println!("{}", config::VERSION);
+            println!("{}", config::version_line());
             ExitCode::SUCCESS
         }
         Invocation::Help(text) => {
@@ -71,7 +71,7 @@ fn run_node(
     config_file: Option<std::path::PathBuf>,
     argv: Vec<std::ffi::OsString>,
 ) -> ExitCode {
-    init_logging(config.log_level);
+    receptor_core::logging::init(config.log_level, config.log_format, &config.node.id);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("receptor")
@@ -91,22 +91,4 @@ fn run_node(
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(level: LogLevel) {
-    let default = match level {
-        LogLevel::Error => "error",
-        LogLevel::Warning => "warn",
-        LogLevel::Info => "info",
-        LogLevel::Debug => "debug",
-    };
-    let filter = std::env::var("RECEPTOR_LOG").unwrap_or_else(|_| default.to_owned());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use receptor_core::config::{
-    self, Config, ControlServiceConfig, Invocation, LogLevel, Section, TcpClientConfig,
+    self, Config, ControlServiceConfig, Invocation, LogFormat, LogLevel, Section, TcpClientConfig,
     TcpServerConfig, TlsClientConfig, TlsServerConfig, UdpClientConfig, UdpServerConfig,
     UnixSocketClientConfig, UnixSocketServerConfig, WorkSigningConfig, WorkVerificationConfig,
 };
@@ -81,11 +81,27 @@ fn expected_foo() -> Config {
 fn expected_bar() -> Config {
     let mut c = empty("bar");
     c.log_level = LogLevel::Debug;
-    c.control_services.push(control(None));
+    c.control_services.push(control(Some("/tmp/bar.sock")));
     c.sections
         .push(section("tcp-peer", json!({"address": "localhost:2222"})));
+    c.sections.push(section(
+        "work-command",
+        json!({"worktype": "echoint", "command": "bash", "params": ECHOINT_PARAMS}),
+    ));
+    c.sections.push(section(
+        "work-command",
+        json!({"worktype": "echopayload", "command": "bash", "params": ECHOPAYLOAD_PARAMS}),
+    ));
+    c.sections.push(section(
+        "work-command",
+        json!({"worktype": "listcontents", "command": "ls", "allowruntimeparams": true}),
+    ));
     c
 }
+
+/// The `params` of the Workceptor guide's `echoint` and `echopayload` work types.
+const ECHOINT_PARAMS: &str = r#"-c "for i in {1..5}; do echo $i; done""#;
+const ECHOPAYLOAD_PARAMS: &str = r#"-c "while read -r line; do echo ${line^^}; done""#;
 
 /// Command-line values of plugin sections are strings: compare with scalars as text.
 fn as_strings(value: &serde_json::Value) -> serde_json::Value {
@@ -118,7 +134,7 @@ fn user_guide_foo_in_the_version_2_form() {
     assert_eq!(
         config.sections[0].origin,
         format!(
-            "{} key tcp-listeners item 1 (line 10)",
+            "{} key tcp-listeners item 1 (line 12)",
             repo_file("examples/foo.yml").display()
         )
     );
@@ -183,6 +199,19 @@ fn command_line_equivalents_of_the_examples() {
         "--tcp-peer",
         "localhost:2222",
         "--control-service",
+        "filename=/tmp/bar.sock",
+        "--work-command",
+        "worktype=echoint",
+        "command=bash",
+        &format!("params={ECHOINT_PARAMS}"),
+        "--work-command",
+        "worktype=echopayload",
+        "command=bash",
+        &format!("params={ECHOPAYLOAD_PARAMS}"),
+        "--work-command",
+        "worktype=listcontents",
+        "command=ls",
+        "allowruntimeparams=true",
     ]);
     assert_eq!(
         with_string_sections(bar),
@@ -572,7 +601,14 @@ fn version_help_and_certificate_commands() {
         )
     };
     assert!(matches!(parse(&["--version"]), Ok(Invocation::Version)));
-    assert_eq!(config::VERSION, "1.6.9");
+    assert_eq!(config::COMPATIBLE_VERSION, "1.6.9");
+    assert_eq!(
+        config::version_line(),
+        format!(
+            "receptor-rs {} (compatible with receptor 1.6.9)",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
     for args in [&[][..], &["--help"][..], &["--node", "id=x", "-h"][..]] {
         match parse(args) {
             Ok(Invocation::Help(text)) => {
@@ -740,6 +776,7 @@ fn reference_receptor_accepts_the_example_files() {
             .replace("2222", &port)
             .replace("2223", &port)
             .replace("/tmp/foo.sock", &socket)
+            .replace("/tmp/bar.sock", &socket)
             .replace("/tmp/receptor-node1.sock", &socket)
             .replace(
                 "/tmp/receptor-node1",
@@ -795,4 +832,62 @@ fn reference_receptor_and_we_refuse_the_same_bad_files() {
         let (up, output) = reference_outcome(&binary, dir.path(), &["--config", file_arg.as_str()]);
         assert!(!up, "the reference accepted:\n{text}\n{output}");
     }
+}
+
+#[test]
+fn log_format_from_flags_and_both_file_forms() {
+    let (flags, _) = run(&["--node", "id=a", "--log-format", "json"]);
+    assert_eq!(flags.log_format, LogFormat::Json);
+    let (default, _) = run(&["--node", "id=a"]);
+    assert_eq!(default.log_format, LogFormat::Text);
+    for text in [
+        "- node: {id: a}\n- log-format: json\n",
+        "version: 2\nnode: {id: a}\nlog-format:\n  format: JSON\n",
+    ] {
+        let config = config::load_str(text, "test.yml");
+        assert!(
+            matches!(&config, Ok(c) if c.log_format == LogFormat::Json),
+            "{text}: {config:?}"
+        );
+    }
+    let bad = config::load_str("- node: {id: a}\n- log-format: xml\n", "test.yml");
+    assert!(
+        matches!(&bad, Err(e) if e.to_string().contains("xml is not a log format")),
+        "{bad:?}"
+    );
+}
+
+#[test]
+fn man_page_and_completions_come_from_the_kinds_table() {
+    let parse = |args: &[&str]| {
+        config::parse_args(
+            std::iter::once("receptor")
+                .chain(args.iter().copied())
+                .map(OsString::from),
+        )
+    };
+    let text = |args: &[&str]| match parse(args) {
+        Ok(Invocation::Help(text)) => text,
+        other => panic!("{args:?}: {other:?}"),
+    };
+    let man = text(&["--man"]);
+    assert!(man.contains(".TH receptor 1"), "{man}");
+    let help = text(&["--help"]);
+    for kind in ["tcp-listener", "work-command", "log-format", "cert-init"] {
+        assert!(help.contains(&format!("--{kind}:")), "help lacks {kind}");
+        assert!(
+            man.contains(&format!("\\fB\\-\\-{}\\fR", kind.replace('-', "\\-"))),
+            "man page lacks {kind}"
+        );
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let script = text(&["--completion", shell]);
+        assert!(
+            script.contains("tcp-listener") && script.contains("log-format"),
+            "{shell}: {script}"
+        );
+    }
+    assert!(
+        matches!(parse(&["--completion", "ksh"]), Err(e) if e.to_string().contains("bash, zsh or fish"))
+    );
 }

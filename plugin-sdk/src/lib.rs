@@ -54,6 +54,7 @@ mod error;
 pub mod export;
 pub mod layout;
 pub mod log;
+pub mod shlex;
 pub mod work;
 
 pub use backend::{Backend, ConnectionSink, Framing, SessionToken};

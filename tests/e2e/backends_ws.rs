@@ -12,7 +12,9 @@
 //! announces is refused, whether it dialed the Rust node's `ws-listener` (client
 //! certificate) or the Rust node dialed it (server certificate), with one clear log
 //! line, while a well-behaved Go peer on the same listener stays connected; with
-//! `skipreceptornamescheck` the same peers are accepted.
+//! `skipreceptornamescheck` the same peers are accepted. A `wss://` peer without `tls`
+//! (system roots; here the test CA through `SSL_CERT_FILE`) is held to its node ID the
+//! same way, unless a `tls-client` named `default` sets `skipreceptornamescheck`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -297,5 +299,72 @@ fn wss_node_id_check_is_skipped_with_skipreceptornamescheck() -> Result<()> {
         "a peer was refused:\n{}",
         hub.log()
     );
+    Ok(())
+}
+
+/// A Go node listening on `wss` with a certificate from `ca` naming `names` (no client
+/// certificates), `skipreceptornamescheck` on, so that it starts whatever it is called.
+fn start_wss_go_listener(pki: &Pki, ca: &Ca, id: &str, names: &[&str], port: u16) -> Result<Node> {
+    let cert = pki.cert(ca, &format!("{id}-server"), names, Go)?;
+    let srv = json!({"name": "srv", "cert": cert.cert.display().to_string(),
+                     "key": cert.key.display().to_string(), "skipreceptornamescheck": true});
+    Node::start(
+        Go,
+        NodeConfig::new(id)
+            .entry("tls-server", srv)
+            .entry("ws-listener", wss_listener(port, "srv")),
+    )
+}
+
+/// A `ws-peer` dialing `wss://127.0.0.1:port/` with no TLS configuration (system roots).
+fn wss_peer_system_roots(port: u16) -> serde_json::Value {
+    json!({"address": format!("wss://127.0.0.1:{port}/")})
+}
+
+#[test]
+fn wss_peer_with_system_roots_is_held_to_its_node_id() -> Result<()> {
+    let pki = Pki::new()?;
+    let ca = pki.ca("mesh", Go)?;
+    let (honest_port, liar_port) = (free_port()?, free_port()?);
+    let _honest = start_wss_go_listener(&pki, &ca, "honest", &["honest"], honest_port)?;
+    let _liar = start_wss_go_listener(&pki, &ca, "liar", &["someone"], liar_port)?;
+    // The test CA stands for the system roots: rustls-native-certs reads SSL_CERT_FILE.
+    let roots = format!("SSL_CERT_FILE={}", ca.cert.display());
+    let wrapper = ["env", roots.as_str()];
+    let dialer = Node::start_wrapped(
+        Rust,
+        NodeConfig::new("dialer")
+            .entry("ws-peer", wss_peer_system_roots(honest_port))
+            .entry("ws-peer", wss_peer_system_roots(liar_port)),
+        &wrapper,
+    )?;
+    wait_for_log_line(
+        &dialer,
+        &[
+            "ws-peer",
+            &format!("wss://127.0.0.1:{liar_port}/"),
+            "refused",
+            "it announced node ID liar but its certificate does not name it",
+        ],
+    )?;
+    wait_for_peers(&dialer, &["honest"])?;
+    dialer.wait_for_ping("honest")?;
+
+    // A `tls-client` named `default` with `skipreceptornamescheck` turns the check off
+    // (a tls-client needs a certificate and key, as in Go).
+    let own = pki.cert(&ca, "lenient", &["lenient"], Go)?;
+    let lenient = Node::start_wrapped(
+        Rust,
+        NodeConfig::new("lenient")
+            .entry(
+                "tls-client",
+                json!({"name": "default", "cert": own.cert.display().to_string(),
+                       "key": own.key.display().to_string(), "skipreceptornamescheck": true}),
+            )
+            .entry("ws-peer", wss_peer_system_roots(liar_port)),
+        &wrapper,
+    )?;
+    wait_for_peers(&lenient, &["liar"])?;
+    lenient.wait_for_ping("liar")?;
     Ok(())
 }

@@ -95,7 +95,7 @@ fn reload(subject: &mut Node) -> Result<()> {
         "reload: {}",
         out.describe()
     );
-    // Reloading restarts the backends: the link must come back.
+    // Go restarts its backends on reload (ours keeps unchanged ones): the link must be up.
     subject.wait_for_ping("peer")?;
 
     subject.set_config(original.clone().work_command("added", "cat", None))?;

@@ -43,7 +43,7 @@ fn cert_command(dir: &Path, args: &[String]) -> Result<()> {
 }
 
 /// A CA and a certificate for each node in `dir`.
-fn make_certs(dir: &Path, nodes: &[&str]) -> Result<()> {
+pub(crate) fn make_certs(dir: &Path, nodes: &[&str]) -> Result<()> {
     cert_command(
         dir,
         &[

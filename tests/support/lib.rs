@@ -17,12 +17,14 @@
 //! - [`node`]: one running node: start, wait for its control socket, status, kill on drop;
 //! - [`control`]: a raw control-protocol client (line in, line or JSON out);
 //! - [`receptorctl`]: runs the `receptorctl` CLI or a python snippet with a timeout;
+//! - [`netns`]: network namespaces a test makes (root only), for tun devices;
 //! - [`topology`]: meshes made of several nodes (a line, ...);
 //! - [`wait`]: polling a condition with a deadline (tests never sleep to synchronise).
 
 pub mod binaries;
 pub mod config;
 pub mod control;
+pub mod netns;
 pub mod node;
 pub mod ports;
 pub mod receptorctl;

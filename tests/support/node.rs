@@ -40,6 +40,8 @@ pub struct Node {
     dir: Option<TempDir>,
     dir_path: PathBuf,
     child: Option<Child>,
+    /// Command the node's binary runs under, e.g. `ip netns exec NS` (empty: none).
+    wrapper: Vec<String>,
 }
 
 impl Node {
@@ -47,11 +49,59 @@ impl Node {
     /// the node's id. Fails (with the node's log) if the process exits or does not answer
     /// within [`START_TIMEOUT`].
     pub fn start(implementation: Implementation, config: NodeConfig) -> Result<Node> {
-        Node::start_with(implementation, config, true)
+        Node::start_with(implementation, config, true, &[])
+    }
+
+    /// Like [`Node::start`], with the binary run under `wrapper` (a command that ends by
+    /// executing its arguments in place, e.g. `["ip", "netns", "exec", "ns1"]`), also on
+    /// [`Node::restart`].
+    pub fn start_wrapped(
+        implementation: Implementation,
+        config: NodeConfig,
+        wrapper: &[&str],
+    ) -> Result<Node> {
+        Node::start_with(implementation, config, true, wrapper)
+    }
+
+    /// Starts a node from configuration text written by `render(datadir, socket)` instead
+    /// of one generated from a [`NodeConfig`] (e.g. an example file with its port and
+    /// paths replaced), then waits for the greeting like [`Node::start`]. `id` is the node
+    /// id the text configures; the greeting must name it.
+    pub fn start_from_text(
+        implementation: Implementation,
+        id: &str,
+        render: impl FnOnce(&Path, &Path) -> Result<String>,
+    ) -> Result<Node> {
+        let mut node = Node::prepare(implementation, NodeConfig::new(id), &[])?;
+        let text = render(&node.datadir(), &node.socket())?;
+        node.write_raw_config(&text)?;
+        node.spawn()?;
+        Ok(node)
     }
 
     /// Prepares the node folder and spawns the process; waits for the greeting if `ready`.
-    fn start_with(implementation: Implementation, config: NodeConfig, ready: bool) -> Result<Node> {
+    fn start_with(
+        implementation: Implementation,
+        config: NodeConfig,
+        ready: bool,
+        wrapper: &[&str],
+    ) -> Result<Node> {
+        let mut node = Node::prepare(implementation, config, wrapper)?;
+        node.write_config()?;
+        if ready {
+            node.spawn()?;
+        } else {
+            node.launch()?;
+        }
+        Ok(node)
+    }
+
+    /// Creates the node folder and its data folder; writes nothing else.
+    fn prepare(
+        implementation: Implementation,
+        config: NodeConfig,
+        wrapper: &[&str],
+    ) -> Result<Node> {
         let dir = tempfile::Builder::new()
             .prefix(&format!(
                 "receptor-{}-{}-",
@@ -61,20 +111,15 @@ impl Node {
             .tempdir()
             .context("creating the node folder")?;
         let dir_path = dir.path().to_path_buf();
-        let mut node = Node {
+        let node = Node {
             implementation,
             config,
             dir: Some(dir),
             dir_path,
             child: None,
+            wrapper: wrapper.iter().map(|w| (*w).to_owned()).collect(),
         };
         fs::create_dir_all(node.datadir())?;
-        node.write_config()?;
-        if ready {
-            node.spawn()?;
-        } else {
-            node.launch()?;
-        }
         Ok(node)
     }
 
@@ -86,7 +131,17 @@ impl Node {
         implementation: Implementation,
         config: NodeConfig,
     ) -> Result<String> {
-        let mut node = Node::start_with(implementation, config, false)?;
+        Node::run_expecting_failure_wrapped(implementation, config, &[])
+    }
+
+    /// [`Node::run_expecting_failure`] with the binary run under `wrapper` (see
+    /// [`Node::start_wrapped`]).
+    pub fn run_expecting_failure_wrapped(
+        implementation: Implementation,
+        config: NodeConfig,
+        wrapper: &[&str],
+    ) -> Result<String> {
+        let mut node = Node::start_with(implementation, config, false, wrapper)?;
         let child = node.child.as_mut().ok_or_else(|| anyhow!("not started"))?;
         let status = wait_until(START_TIMEOUT, "the node to exit", || Ok(child.try_wait()?))
             .map_err(|e| anyhow!("node {} kept running: {e:#}", implementation.label()))?;
@@ -256,6 +311,17 @@ last reply: {reply}",
         }
     }
 
+    /// Kills only the node's own process with SIGKILL, as `kill -9 <pid>` does, and reaps it:
+    /// the processes it started (work units) live on, as after a real crash. Dropping the
+    /// [`Node`] no longer reaches them. [`Node::restart`] starts the node again.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // `Child::kill` sends SIGKILL.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Kills the node and starts it again with the same folder and config.
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
@@ -287,7 +353,15 @@ last reply: {reply}",
             .append(true)
             .open(self.log_path())
             .context("opening the node log")?;
-        let child = Command::new(&binary)
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
+        let child = command
             .arg("--config")
             .arg(self.config_path())
             .current_dir(&self.dir_path)
@@ -296,7 +370,9 @@ last reply: {reply}",
             .stderr(log)
             .process_group(0)
             .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+            .with_context(|| {
+                format!("starting {} (wrapper {:?})", binary.display(), self.wrapper)
+            })?;
         self.child = Some(child);
         Ok(())
     }

@@ -15,8 +15,8 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::gojson;
-use crate::message::MessageError;
+use crate::error::MessageError;
+use crate::go::json as gojson;
 
 /// Length of the DATA header.
 pub const DATA_HEADER_LEN: usize = 36;

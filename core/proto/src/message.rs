@@ -13,58 +13,8 @@ use crate::data::{DataHeader, DATA_HEADER_LEN};
 use crate::svcad::SvcadMessage;
 use crate::update::RoutingUpdate;
 
-/// Errors decoding a message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MessageError {
-    /// The message has no bytes at all.
-    #[error("empty message")]
-    Empty,
-    /// The type byte is not one of DATA, ROUTE, SVCAD, REJECT.
-    #[error("unknown message type {0}")]
-    UnknownType(u8),
-    /// A DATA message shorter than its 36-byte header.
-    #[error("data too short to be a valid message ({0} bytes)")]
-    DataTooShort(usize),
-    /// A JSON body that Go would refuse.
-    #[error("bad json: {0}")]
-    Json(String),
-    /// A field with a value Go would refuse.
-    #[error("bad {field}: {reason}")]
-    Field {
-        /// Field name.
-        field: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
-
-/// Message types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum MessageType {
-    /// A datagram between services.
-    Data = 0,
-    /// A link-state routing update.
-    Route = 1,
-    /// A service advertisement.
-    ServiceAdvertisement = 2,
-    /// Refusal of a session.
-    Reject = 3,
-}
-
-impl MessageType {
-    /// The type of a message, from its first byte.
-    pub fn of(msg: &[u8]) -> Result<MessageType, MessageError> {
-        match msg.first() {
-            None => Err(MessageError::Empty),
-            Some(0) => Ok(MessageType::Data),
-            Some(1) => Ok(MessageType::Route),
-            Some(2) => Ok(MessageType::ServiceAdvertisement),
-            Some(3) => Ok(MessageType::Reject),
-            Some(&t) => Err(MessageError::UnknownType(t)),
-        }
-    }
-}
+pub use crate::error::MessageError;
+pub use crate::msgtype::MessageType;
 
 /// The complete REJECT message Go sends: type 3 and the JSON `[]`.
 pub const REJECT_MESSAGE: &[u8] = b"\x03[]";

@@ -33,7 +33,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::{debug, info, warn};
 
-use crate::gotime::GoTime;
+use crate::go::time::GoTime;
 use crate::hash::{node_hash, HashKeyedMap};
 use crate::message::{MessageType, REJECT_MESSAGE};
 use crate::routing::{shortest_paths, LinkCosts, LinkState, Route};
@@ -478,6 +478,27 @@ impl Node {
     /// The session to an established neighbour.
     pub fn session_to(&self, peer: &str) -> Option<SessionId> {
         self.peers.get(peer).copied()
+    }
+
+    /// Whether `node` has shown that it can route back to this node: a neighbour has
+    /// sent its own routing update listing us since the session was established (a
+    /// node recomputes its routes as it floods that update), a farther node's own
+    /// routing update has reached us. Until then, a message `node` sends us right away
+    /// (the answer to a QUIC handshake, say) may be dropped for want of a route.
+    pub fn routes_back(&self, node: &str) -> bool {
+        if node == self.id {
+            return true;
+        }
+        match self.peers.get(node).and_then(|sid| self.sessions.get(sid)) {
+            Some(Session {
+                state:
+                    SessionState::Established {
+                        remote_established, ..
+                    },
+                ..
+            }) => *remote_established,
+            _ => self.known_info.contains_key(node),
+        }
     }
 
     /// Handles one complete message received on a session. DATA messages only count

@@ -11,9 +11,10 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::gojson;
-use crate::gotime::GoTime;
-use crate::message::{MessageError, MessageType};
+use crate::error::MessageError;
+use crate::go::json as gojson;
+use crate::go::time::GoTime;
+use crate::msgtype::MessageType;
 
 /// A work type offered by a node, carried in its control service advertisement.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,8 +17,9 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::gojson;
-use crate::message::MessageError;
+use crate::error::MessageError;
+use crate::go::json as gojson;
+use crate::msgtype::MessageType;
 
 /// A routing update.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -56,7 +57,7 @@ impl RoutingUpdate {
     /// The complete ROUTE message (type byte + JSON).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(160 + 24 * self.connections.len());
-        out.push(1);
+        out.push(MessageType::Route as u8);
         out.extend_from_slice(&self.to_json());
         out
     }

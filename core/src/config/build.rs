@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use receptor_proto::go::duration::parse_go_duration;
+
 use super::coerce;
 use super::error::ConfigError;
 use super::item::RawItem;
@@ -95,6 +97,7 @@ pub(crate) fn build_config(items: &[RawItem]) -> Result<Config, ConfigError> {
             "local-only" => config.local_only = true,
             "trace" => config.trace = true,
             "log-level" => config.log_level = log_level(&fields)?,
+            "log-format" => config.log_format = log_format(&fields)?,
             "control-service" => config.control_services.push(control_service(&fields)?),
             "plugins" => config
                 .plugins
@@ -139,6 +142,13 @@ pub(crate) fn build_config(items: &[RawItem]) -> Result<Config, ConfigError> {
                 filename: PathBuf::from(fields.non_empty("filename")?),
                 tls: fields.opt_str("tls"),
             }),
+            "command-service" => config.command_services.push(CommandServiceConfig {
+                service: fields.service_name("service")?,
+                argv: command_words(&fields)?,
+                command: fields.str("command"),
+                tls: fields.opt_str("tls"),
+            }),
+            "ip-router" => config.ip_routers.push(ip_router(&fields)?),
             _ => config.sections.push(Section {
                 kind: item.kind.clone(),
                 value: serde_json::Value::Object(fields.with_defaults()),
@@ -393,7 +403,7 @@ impl Fields {
         let Some(text) = self.opt_str(key) else {
             return Ok(None);
         };
-        match coerce::parse_go_duration(&text) {
+        match parse_go_duration(&text).ok() {
             Some(nanos) if nanos >= 0 => Ok(Some(Duration::from_nanos(nanos.unsigned_abs()))),
             Some(_) => Err(self.bad(key, format!("{what} must not be negative, got {text:?}"))),
             None => Err(self.bad(
@@ -562,6 +572,18 @@ fn log_level(fields: &Fields) -> Result<LogLevel, ConfigError> {
     }
 }
 
+fn log_format(fields: &Fields) -> Result<LogFormat, ConfigError> {
+    let name = fields.str("format");
+    match name.to_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(fields.bad(
+            "format",
+            format!("{name} is not a log format (expected text or json)"),
+        )),
+    }
+}
+
 fn control_service(fields: &Fields) -> Result<ControlServiceConfig, ConfigError> {
     let service = fields.str("service");
     check_service_name(&service).map_err(|m| fields.bad("service", m))?;
@@ -607,6 +629,50 @@ fn tls_client(fields: &Fields) -> Result<TlsClientConfig, ConfigError> {
         pinned_server_certs: fields.fingerprints("pinnedservercert")?,
         skip_receptor_names_check: fields.bool("skipreceptornamescheck"),
         min_tls13: fields.bool("mintls13"),
+    })
+}
+
+/// The words of a `command-service`'s `command`, split as Go's `shlex` splits them. Go
+/// splits on each connection and logs the error there; a command that can never run is
+/// refused here instead.
+fn command_words(fields: &Fields) -> Result<Vec<String>, ConfigError> {
+    let line = fields.non_empty("command")?;
+    match receptor_plugin_sdk::shlex::split(&line) {
+        Ok(words) if !words.is_empty() => Ok(words),
+        Ok(_) => Err(fields.bad("command", "no program to run")),
+        Err(e) => Err(fields.bad("command", e)),
+    }
+}
+
+/// An `ip-router`, with Go 1.6.9's checks and messages.
+fn ip_router(fields: &Fields) -> Result<IpRouterConfig, ConfigError> {
+    let cidr = |key: &str, text: &str| {
+        Cidr::parse(text.trim())
+            .ok_or_else(|| fields.bad(key, format!("could not parse {text} as a CIDR address")))
+    };
+    let local = fields.non_empty("localnet")?;
+    let local_net = cidr("localnet", &local)?;
+    if local_net.prefix != 30 {
+        return Err(fields.bad(
+            "localnet",
+            format!("local network {local} must be a /30 CIDR"),
+        ));
+    }
+    if !local_net.addr.is_ipv4() {
+        return Err(fields.bad("localnet", format!("local network {local} must be IPv4")));
+    }
+    let routes = match fields.opt_str("routes") {
+        Some(list) => list
+            .split(',')
+            .map(|r| cidr("routes", r))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    Ok(IpRouterConfig {
+        network_name: fields.service_name("networkname")?,
+        interface: fields.opt_str("interface"),
+        local_net,
+        routes,
     })
 }
 
@@ -669,6 +735,11 @@ fn check_tls_references(config: &Config, items: &[RawItem]) -> Result<(), Config
     for (i, p) in config.unix_socket_clients.iter().enumerate() {
         if let Some(n) = &p.tls {
             refs.push(("unix-socket-client", i, "tls", n, true));
+        }
+    }
+    for (i, p) in config.command_services.iter().enumerate() {
+        if let Some(n) = &p.tls {
+            refs.push(("command-service", i, "tls", n, true));
         }
     }
     for (kind, index, key, name, server) in refs {

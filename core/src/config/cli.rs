@@ -64,10 +64,15 @@ pub(crate) fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Invocat
     if words.is_empty() {
         return Ok(Invocation::Help(help_text(&program)));
     }
-    for word in &words {
+    for (index, word) in words.iter().enumerate() {
         match word.to_lowercase().as_str() {
             "-h" | "--help" => return Ok(Invocation::Help(help_text(&program))),
             "--bash-completion" => return Ok(Invocation::Help(bash_completion(&program))),
+            "--man" => return Ok(Invocation::Help(man_page(&program)?)),
+            "--completion" => {
+                let shell = words.get(index + 1).map(String::as_str).unwrap_or("");
+                return Ok(Invocation::Help(completion(&program, shell)?));
+            }
             _ => {}
         }
     }
@@ -141,30 +146,17 @@ fn group_with_clap(
             }
         }
     }
-    let mut command = Command::new(program.to_owned())
-        .no_binary_name(true)
-        .disable_help_flag(true)
-        .disable_version_flag(true)
-        .disable_help_subcommand(true)
-        .arg(
-            Arg::new(STRAY)
-                .num_args(1..)
-                .action(ArgAction::Append)
-                .hide(true),
-        );
-    for name in &names {
-        let values = if name == "config" {
-            0..=1
-        } else {
-            0..=usize::MAX
-        };
-        command = command.arg(
-            Arg::new(name.clone())
-                .long(name.clone())
-                .num_args(values)
-                .action(ArgAction::Append)
-                .value_name("KEY=VALUE"),
-        );
+    let mut command = command(program).no_binary_name(true).arg(
+        Arg::new(STRAY)
+            .num_args(1..)
+            .action(ArgAction::Append)
+            .hide(true),
+    );
+    for name in names
+        .iter()
+        .filter(|n| schema::kind(n).is_none() && *n != "config")
+    {
+        command = command.arg(kind_arg(name.clone()));
     }
     let matches = command
         .try_get_matches_from(normalised)
@@ -183,6 +175,92 @@ fn group_with_clap(
         }
     }
     Ok(occurrences)
+}
+
+/// The command line as a clap [`Command`], built from the same table of kinds as
+/// [`help_text`]: one repeatable `--<kind>` option per kind taking any number of
+/// `key=value` words, plus `--config`. It groups the words of a command line into
+/// occurrences, and `--man` and `--completion` are generated from it.
+pub(crate) fn command(program: &str) -> Command {
+    let mut command = Command::new(program.to_owned())
+        .about("Receptor mesh node (receptor-rs, compatible with receptor 1.6.9)")
+        .version(super::VERSION)
+        .override_usage(format!("{program} [--<action> [<param>=<value> ...] ...]"))
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .disable_help_subcommand(true)
+        .arg(
+            Arg::new("config")
+                .short('c')
+                .long("config")
+                .num_args(0..=1)
+                .action(ArgAction::Append)
+                .value_name("FILE")
+                .value_hint(clap::ValueHint::FilePath)
+                .help("Load additional config options from a YAML file"),
+        );
+    for kind in KINDS {
+        let mut long_help = format!("{}.", kind.description);
+        for field in kind.fields {
+            long_help.push_str(&format!(
+                "\n  {}=<{}>",
+                field.name,
+                schema::type_label(field.ty)
+            ));
+            if !field.description.is_empty() {
+                long_help.push_str(&format!(": {}", field.description));
+            }
+            if let Some(default) = field.default {
+                long_help.push_str(&format!(" (default: {default})"));
+            }
+        }
+        command = command.arg(
+            kind_arg(kind.name.to_owned())
+                .help(kind.description)
+                .long_help(long_help)
+                .hide(kind.hidden),
+        );
+    }
+    command
+}
+
+/// The option of one kind: `--<name> [key=value ...]`, repeatable.
+fn kind_arg(name: String) -> Arg {
+    Arg::new(name.clone())
+        .long(name)
+        .num_args(0..=usize::MAX)
+        .action(ArgAction::Append)
+        .value_name("KEY=VALUE")
+}
+
+/// `--man`: a roff man page (section 1) generated from [`command`].
+pub(crate) fn man_page(program: &str) -> Result<String, ConfigError> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(command(program))
+        .render(&mut out)
+        .map_err(|e| ConfigError::CommandLine(format!("cannot render the man page: {e}")))?;
+    String::from_utf8(out)
+        .map_err(|e| ConfigError::CommandLine(format!("cannot render the man page: {e}")))
+}
+
+/// `--completion <shell>`: a completion script for bash, zsh or fish generated from
+/// [`command`].
+pub(crate) fn completion(program: &str, shell: &str) -> Result<String, ConfigError> {
+    use clap_complete::Shell;
+    let shell = match shell.to_lowercase().as_str() {
+        "bash" => Shell::Bash,
+        "zsh" => Shell::Zsh,
+        "fish" => Shell::Fish,
+        other => {
+            return Err(ConfigError::CommandLine(format!(
+                "--completion needs a shell: bash, zsh or fish (got {other:?})"
+            )))
+        }
+    };
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut command(program), program, &mut out);
+    String::from_utf8(out)
+        .map_err(|e| ConfigError::CommandLine(format!("cannot render the completion: {e}")))
 }
 
 fn one_line(message: &str) -> String {
@@ -266,6 +344,8 @@ pub(crate) fn help_text(program: &str) -> String {
     out.push_str(&format!(
         "         Run \". <({program} --bash-completion)\" to activate now\n\n"
     ));
+    out.push_str("   --completion <shell>: Generate a completion script for bash, zsh or fish\n\n");
+    out.push_str("   --man: Print the manual page (roff)\n\n");
     for group in Group::ALL {
         if !group.heading().is_empty() {
             out.push_str(group.heading());

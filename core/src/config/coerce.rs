@@ -333,79 +333,6 @@ pub(crate) fn parse_go_float(s: &str) -> Option<f64> {
     s.parse().ok()
 }
 
-/// Go's `time.ParseDuration`, e.g. `1.5h`, `30m10s`, `300ms`, `-2s`. Returns nanoseconds.
-pub(crate) fn parse_go_duration(s: &str) -> Option<i64> {
-    let (neg, mut rest) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if rest == "0" {
-        return Some(0);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total: u128 = 0;
-    while !rest.is_empty() {
-        let first = rest.as_bytes()[0];
-        if !(first == b'.' || first.is_ascii_digit()) {
-            return None;
-        }
-        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let int_part = &rest[..int_len];
-        rest = &rest[int_len..];
-        let mut frac_part = "";
-        if let Some(after_dot) = rest.strip_prefix('.') {
-            let frac_len = after_dot.bytes().take_while(u8::is_ascii_digit).count();
-            frac_part = &after_dot[..frac_len];
-            rest = &after_dot[frac_len..];
-        }
-        if int_part.is_empty() && frac_part.is_empty() {
-            return None;
-        }
-        let unit_len = rest
-            .char_indices()
-            .find(|&(_, c)| c == '.' || c.is_ascii_digit())
-            .map_or(rest.len(), |(i, _)| i);
-        if unit_len == 0 {
-            return None;
-        }
-        let unit: u128 = match &rest[..unit_len] {
-            "ns" => 1,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        let whole: u128 = if int_part.is_empty() {
-            0
-        } else {
-            int_part.parse().ok()?
-        };
-        let mut value = whole.checked_mul(unit)?;
-        if !frac_part.is_empty() {
-            // Keep at most 18 fractional digits: enough below a nanosecond.
-            let digits = &frac_part[..frac_part.len().min(18)];
-            let numerator: u128 = digits.parse().ok()?;
-            let scale = 10u128.pow(u32::try_from(digits.len()).ok()?);
-            value = value.checked_add(numerator.checked_mul(unit)? / scale)?;
-        }
-        total = total.checked_add(value)?;
-        if total > 1u128 << 63 {
-            return None;
-        }
-    }
-    if neg {
-        i64::try_from(-i128::try_from(total).ok()?).ok()
-    } else {
-        i64::try_from(total).ok()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,24 +360,6 @@ mod tests {
             Err("value out of range")
         );
         assert_eq!(parse_go_int("-9223372036854775808"), Ok(i64::MIN));
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("30m"), Some(1_800_000_000_000));
-        assert_eq!(parse_go_duration("1.5h"), Some(5_400_000_000_000));
-        assert_eq!(parse_go_duration("30m10s"), Some(1_810_000_000_000));
-        assert_eq!(parse_go_duration("20.9s"), Some(20_900_000_000));
-        assert_eq!(parse_go_duration(".5s"), Some(500_000_000));
-        assert_eq!(parse_go_duration("1µs"), Some(1_000));
-        assert_eq!(parse_go_duration("-2s"), Some(-2_000_000_000));
-        assert_eq!(parse_go_duration("0"), Some(0));
-        assert_eq!(parse_go_duration("5"), None);
-        assert_eq!(parse_go_duration(""), None);
-        assert_eq!(parse_go_duration("60d"), None);
-        assert_eq!(parse_go_duration("."), None);
-        assert_eq!(parse_go_duration("1.s"), Some(1_000_000_000));
-        assert_eq!(parse_go_duration("99999999999h"), None);
     }
 
     #[test]

@@ -46,17 +46,28 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ReloadError};
 pub use model::{
-    Config, ControlServiceConfig, LogLevel, NodeConfig, Section, TcpClientConfig, TcpServerConfig,
-    TlsClientConfig, TlsServerConfig, UdpClientConfig, UdpServerConfig, UnixSocketClientConfig,
-    UnixSocketServerConfig, WorkSigningConfig, WorkVerificationConfig,
+    Cidr, CommandServiceConfig, Config, ControlServiceConfig, IpRouterConfig, LogFormat, LogLevel,
+    NodeConfig, Section, TcpClientConfig, TcpServerConfig, TlsClientConfig, TlsServerConfig,
+    UdpClientConfig, UdpServerConfig, UnixSocketClientConfig, UnixSocketServerConfig,
+    WorkSigningConfig, WorkVerificationConfig,
 };
 pub use reload::reload_check;
 
 /// The kinds whose items `reload` restarts (everything else needs a process restart).
 pub const RELOADABLE_KINDS: [&str; 7] = schema::RELOADABLE;
 
-/// The version `receptor --version` prints (the Go release this project is compatible with).
-pub const VERSION: &str = "1.6.9";
+/// This project's version (the workspace's package version).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The Go receptor release this project is a drop-in replacement for (wire, control
+/// protocol, configuration, work-unit files). `status` reports it as `Version`.
+pub const COMPATIBLE_VERSION: &str = "1.6.9";
+
+/// What `receptor --version` prints: this project's version and the Go receptor release
+/// it is compatible with, e.g. `receptor-rs 0.1.0 (compatible with receptor 1.6.9)`.
+pub fn version_line() -> String {
+    format!("receptor-rs {VERSION} (compatible with receptor {COMPATIBLE_VERSION})")
+}
 
 /// What the command line asks the `receptor` binary to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +80,7 @@ pub enum Invocation {
         /// The first `--config` file, which `reload` re-reads.
         config_file: Option<PathBuf>,
     },
-    /// `--version`: print [`VERSION`].
+    /// `--version`: print [`version_line`].
     Version,
     /// Print this text and exit successfully (`--help`, no arguments, `--bash-completion`).
     Help(String),

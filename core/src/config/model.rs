@@ -15,6 +15,8 @@ pub struct Config {
     pub node: NodeConfig,
     /// `log-level` (Info when absent, Error when present without a level, as in Go).
     pub log_level: LogLevel,
+    /// `log-format`: text (the default) or JSON lines (receptor-rs extension).
+    pub log_format: LogFormat,
     /// `trace`: packet tracing.
     pub trace: bool,
     /// `local-only`: run without backends.
@@ -44,6 +46,10 @@ pub struct Config {
     pub unix_socket_servers: Vec<UnixSocketServerConfig>,
     /// `unix-socket-client` proxies.
     pub unix_socket_clients: Vec<UnixSocketClientConfig>,
+    /// `command-service` items.
+    pub command_services: Vec<CommandServiceConfig>,
+    /// `ip-router` items.
+    pub ip_routers: Vec<IpRouterConfig>,
     /// Everything plugins provide (backends, work types, unknown kinds), in order.
     pub sections: Vec<Section>,
 }
@@ -61,6 +67,7 @@ impl Config {
                 kube_settings: BTreeMap::new(),
             },
             log_level: LogLevel::Info,
+            log_format: LogFormat::Text,
             trace: false,
             local_only: false,
             control_services: Vec::new(),
@@ -75,6 +82,8 @@ impl Config {
             udp_clients: Vec::new(),
             unix_socket_servers: Vec::new(),
             unix_socket_clients: Vec::new(),
+            command_services: Vec::new(),
+            ip_routers: Vec::new(),
             sections: Vec::new(),
         }
     }
@@ -159,6 +168,16 @@ impl LogLevel {
             LogLevel::Debug => "debug",
         }
     }
+}
+
+/// The form of the log output (`log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum LogFormat {
+    /// One human-readable line per record (the default).
+    #[default]
+    Text,
+    /// One JSON object per line: time, level, target, node, message, fields.
+    Json,
 }
 
 /// `control-service`.
@@ -314,4 +333,88 @@ pub struct UnixSocketClientConfig {
     pub filename: PathBuf,
     /// `tls`: a `tls-server` for the mesh service.
     pub tls: Option<String>,
+}
+
+/// `command-service`: run a command for each connection to a mesh service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommandServiceConfig {
+    /// Mesh service to listen on.
+    pub service: String,
+    /// The command line as configured.
+    pub command: String,
+    /// Its words (split as Go's `shlex` splits them; no shell): program and arguments.
+    pub argv: Vec<String>,
+    /// `tls`: a `tls-server` for the mesh service.
+    pub tls: Option<String>,
+}
+
+/// An IP network in CIDR form, its address masked to the prefix (Go's `net.IPNet` as
+/// `net.ParseCIDR` returns it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Cidr {
+    /// The network address (host bits zero).
+    pub addr: std::net::IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/n` or `x::y/n` and masks the address, as Go's `net.ParseCIDR`.
+    pub fn parse(text: &str) -> Option<Cidr> {
+        let (addr, prefix) = text.split_once('/')?;
+        let addr: std::net::IpAddr = addr.parse().ok()?;
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let prefix: u8 = prefix.parse().ok()?;
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > bits {
+            return None;
+        }
+        Some(Cidr {
+            addr: mask(addr, prefix),
+            prefix,
+        })
+    }
+
+    /// Whether `ip` is in the network.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.prefix) == self.addr
+    }
+}
+
+/// `ip` with every bit after the first `prefix` cleared.
+fn mask(ip: std::net::IpAddr, prefix: u8) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match ip {
+        IpAddr::V4(a) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
+        }
+        IpAddr::V6(a) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
+        }
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// `ip-router`: IP packets between this node's tun interface and other nodes' over the
+/// mesh.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IpRouterConfig {
+    /// `networkname`: the mesh (datagram) service, and the network it routes.
+    pub network_name: String,
+    /// `interface`: the tun device's name (the kernel chooses when absent).
+    pub interface: Option<String>,
+    /// `localnet`: an IPv4 /30; the tun device gets its first host address, with the
+    /// second as point-to-point peer.
+    pub local_net: Cidr,
+    /// `routes`: further networks reachable through this node, advertised.
+    pub routes: Vec<Cidr>,
 }

@@ -40,6 +40,7 @@ fn fixed_items(config: &Config) -> Vec<(String, serde_json::Value)> {
     let mut out = vec![
         ("node".to_owned(), json(&config.node)),
         ("log-level".to_owned(), json(&config.log_level)),
+        ("log-format".to_owned(), json(&config.log_format)),
     ];
     if config.trace {
         out.push(("trace".to_owned(), serde_json::Value::Bool(true)));
@@ -60,6 +61,8 @@ fn fixed_items(config: &Config) -> Vec<(String, serde_json::Value)> {
     each(&mut out, "udp-client", &config.udp_clients);
     each(&mut out, "unix-socket-server", &config.unix_socket_servers);
     each(&mut out, "unix-socket-client", &config.unix_socket_clients);
+    each(&mut out, "command-service", &config.command_services);
+    each(&mut out, "ip-router", &config.ip_routers);
     out.extend(
         config
             .sections

@@ -290,6 +290,18 @@ pub(crate) static KINDS: &[KindSpec] = &[
         ))],
     )),
     singleton(kind_spec(
+        "log-format",
+        "Form of the log output (receptor-rs extension)",
+        Core,
+        General,
+        &[bare(def(
+            "format",
+            Str,
+            "text",
+            "text, or json for one JSON object per line",
+        ))],
+    )),
+    singleton(kind_spec(
         "trace",
         "Log every packet (tracing)",
         Core,
@@ -469,7 +481,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
     kind_spec(
         "command-service",
         "Serve an interactive command as a mesh service",
-        Plugin,
+        Core,
         Services,
         &[
             req("service", Str, "Mesh service name"),
@@ -480,7 +492,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
     kind_spec(
         "ip-router",
         "Route IP traffic through a tun interface",
-        Plugin,
+        Core,
         Services,
         &[
             req("networkname", Str, "Name of the network and of its service"),
@@ -755,6 +767,7 @@ pub(crate) fn v2_kind(key: &str) -> Option<&'static str> {
         "node" => "node",
         "trace" => "trace",
         "log-level" => "log-level",
+        "log-format" => "log-format",
         "local-only" => "local-only",
         "plugins" => "plugins",
         "control-services" => "control-service",

@@ -7,7 +7,7 @@
 //! the target: its certificate has to carry the target node's ID.
 //!
 //! On success the node writes `Connecting\n`, then relays bytes both ways (see
-//! [`crate::services::bridge`]): end of stream from the client half-closes the mesh
+//! [`crate::streams::bridge`]): end of stream from the client half-closes the mesh
 //! stream and the remote service's end of stream half-closes the client's connection;
 //! the session ends when both directions are done. Dial failures are `ERROR:` lines with
 //! Go's wording (`no route to node`, `service name too long`, and `context canceled`
@@ -21,9 +21,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::command::{Args, ControlCommand, ControlConn, Reply};
 use crate::mesh::{Mesh, MeshError};
-use crate::services::bridge::{bridge, End};
-use crate::services::dial_options;
-use crate::streams::{dial_with, StreamError};
+use crate::streams::bridge::{bridge, End};
+use crate::streams::{dial_options, dial_with, StreamError};
 use crate::tls::TlsRegistry;
 
 /// Longest service name the mesh carries.

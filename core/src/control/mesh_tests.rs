@@ -229,7 +229,10 @@ async fn status_reports_the_mesh() {
 
 fn assert_time(hop: &Value) {
     let nanos = hop["Time"].as_i64().expect("Time in ns");
-    assert_eq!(hop["TimeStr"], super::duration::go_duration(nanos));
+    assert_eq!(
+        hop["TimeStr"],
+        receptor_proto::go::duration::go_duration(nanos)
+    );
 }
 
 #[tokio::test]

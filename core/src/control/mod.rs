@@ -18,8 +18,6 @@
 
 pub mod command;
 pub mod connect;
-pub mod duration;
-mod json_line;
 pub mod listener;
 #[cfg(test)]
 mod mesh_tests;

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
 use super::command::{Args, ControlCommand, ControlConn, Reply};
-use super::duration::{duration_nanos, go_duration};
 use crate::mesh::{Mesh, PingReply};
+use receptor_proto::go::duration::{duration_nanos, go_duration};
 
 /// Most hops a message may be forwarded (Go's `MaxForwardingHops`).
 pub const MAX_FORWARDING_HOPS: u8 = 30;

@@ -1,8 +1,9 @@
-//! `reload`: re-read the configuration file and restart the backends.
+//! `reload`: re-read the configuration file and apply what changed in its backends.
 //!
 //! The work is the daemon's: it supplies a [`ReloadFn`] that re-parses the file given
-//! with `--config`, refuses changes to items that cannot be reloaded, and restarts the
-//! backends. This command runs it (one reload at a time) and replies
+//! with `--config`, refuses changes to items that cannot be reloaded, and starts, stops
+//! or replaces the backends whose sections changed (unchanged ones keep running); a
+//! reload that fails leaves the node as it was. This command runs it (one reload at a time) and replies
 //! `{"Success":true}` or `{"Error":"<message> ERRORCODE <n>","Success":false}`;
 //! `receptorctl reload` turns the code into its exit status (3: a non-reloadable item
 //! changed, 4: the configuration could not be loaded). Without a configuration file

@@ -28,8 +28,8 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::command::{Args, BoxRead, BoxWrite, ControlConn, Reply};
-use super::json_line;
 use super::registry::CommandRegistry;
+use receptor_proto::go::json_decode;
 
 /// Longest command line accepted (bytes, `\r` excluded). Longer lines are discarded up
 /// to their newline and answered with one error line.
@@ -103,7 +103,7 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<Parsed, String> {
     if line.first() == Some(&b'{') {
         return parse_json(line);
     }
-    let text = json_line::go_lossy(line);
+    let text = json_decode::go_lossy(line);
     let (word, params) = text.split_once(' ').unwrap_or((&text, ""));
     Ok(Parsed {
         name: word.to_lowercase(),
@@ -112,7 +112,7 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<Parsed, String> {
 }
 
 fn parse_json(line: &[u8]) -> Result<Parsed, String> {
-    let map = json_line::parse_object(line)?;
+    let map = json_decode::parse_object(line).map_err(|e| e.to_string())?;
     let name = match map.get("command") {
         None => return Err("JSON did not contain a command".to_owned()),
         Some(Value::String(name)) => name.clone(),

@@ -17,8 +17,11 @@ use serde_json::Value;
 use super::command::{Args, ControlCommand, ControlConn, Reply};
 use crate::mesh::{Mesh, MeshStatus};
 
-/// The receptor version this node reports.
-pub const VERSION: &str = "1.6.9";
+/// The version `status` reports: the Go receptor release this node is compatible with
+/// ([`crate::config::COMPATIBLE_VERSION`]), not this project's own version, because
+/// clients read it as receptor's version (`receptorctl` warns when it differs from its
+/// own, and controllers compare it with the receptor releases they know).
+pub const VERSION: &str = crate::config::COMPATIBLE_VERSION;
 
 /// Host facts reported by `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! Backend instances: starting them from config sections, handing their connections
-//! to the mesh, and restarting them all on `reload`.
+//! to the mesh, and on `reload` changing only the sections the new configuration
+//! changes.
 //!
 //! A backend section naming `tls` gets TLS either from the core (TLS-TCP: the core runs
 //! the handshake on the connection the plugin hands over) or from the plugin itself
@@ -9,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
@@ -36,12 +38,74 @@ pub enum BackendConfigError {
     },
 }
 
-/// The backends of one configuration generation; dropping or [`Backends::stop`]ping
-/// them closes their listeners, dialers and sessions.
+/// The running backends of a node: each configured backend section with its plugin
+/// instance and the sessions it carries. [`Backends::reload`] changes only what the new
+/// configuration changes; dropping or [`Backends::stop`]ping them closes every listener,
+/// dialer and session.
 pub struct Backends {
-    handles: Vec<BackendHandle>,
-    cancel: CancellationToken,
+    running: Vec<Running>,
 }
+
+/// One backend section that was checked and can be started (again).
+#[derive(Clone)]
+struct Prepared {
+    section: Section,
+    /// The section as the plugin gets it (with `tlsconfig` for plugins doing TLS).
+    value: Value,
+    params: SessionParams,
+    core_tls: Option<Arc<CoreTls>>,
+    plugin_tls: Option<PeerTls>,
+}
+
+/// One started backend section.
+struct Running {
+    prepared: Prepared,
+    handle: BackendHandle,
+    /// Ends the sessions this backend handed over.
+    sessions: CancellationToken,
+}
+
+impl Running {
+    /// Stops the plugin instance and ends the sessions it carried.
+    fn stop(&self) {
+        self.sessions.cancel();
+        self.handle.stop();
+    }
+}
+
+/// Why a reload of the backends did not apply. Whatever the reason, the backends that
+/// ran before still run.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendReloadError {
+    /// A new or changed section is malformed; nothing was touched.
+    #[error("{0:#}")]
+    Invalid(anyhow::Error),
+    /// A new or changed backend did not start; the ones it was to replace run again.
+    #[error("{0:#}")]
+    Start(anyhow::Error),
+}
+
+/// What a reload did, by section count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Sections present before and after, unchanged: left running untouched.
+    pub kept: usize,
+    /// Sections gone from the configuration (or changed): stopped.
+    pub stopped: usize,
+    /// Sections new in the configuration (or changed): started.
+    pub started: usize,
+}
+
+/// How long a stopped backend gets to give back what it held (threads ended, sockets
+/// closed) before the backend that replaces it starts anyway.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a replacement keeps trying to start after that (a plugin may close its
+/// sockets just after giving its context back).
+const RESTART_RETRY: Duration = Duration::from_secs(1);
+
+/// Pause between those tries.
+const RESTART_PAUSE: Duration = Duration::from_millis(50);
 
 impl Backends {
     /// Starts every backend section of `sections` and feeds its connections to `mesh`;
@@ -54,38 +118,129 @@ impl Backends {
         tls: &TlsRegistry,
         sections: &[&Section],
     ) -> anyhow::Result<Backends> {
-        let cancel = CancellationToken::new();
-        let mut handles = Vec::new();
+        let mut backends = Backends {
+            running: Vec::new(),
+        };
         for section in sections {
-            let params = session_params(section)?;
-            // The plugin says whether it runs TLS itself (ABI 1.2 capability).
-            let own_tls = plugins.runs_own_tls(&section.kind);
-            let core_tls = CoreTls::from_section(tls, section, own_tls)?;
-            let plugin_tls = plugin_peer_tls(tls, section, own_tls)?;
-            let value = with_tls_config(config, section, own_tls)?;
-            let instance = plugins
-                .start_backend(&section.kind, &value)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", section.origin))?;
-            tracing::info!("started backend {} ({})", section.kind, section.origin);
-            handles.push(instance.handle.clone());
-            let feed = Feed {
-                label: Arc::from(section.kind.as_str()),
-                mesh: mesh.clone(),
-                params,
-                tls: core_tls.map(Arc::new),
-                plugin_tls,
-                handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
-            };
-            tokio::spawn(feed_sessions(instance, feed, cancel.clone()));
+            let prepared = prepare(plugins, config, tls, section)?;
+            backends.running.push(launch(plugins, mesh, prepared)?);
         }
-        Ok(Backends { handles, cancel })
+        Ok(backends)
+    }
+
+    /// Moves the running backends to `sections` of `config`: a section present before
+    /// and after with the same settings keeps running untouched (its listener stays
+    /// bound, its sessions up); one that is gone stops; a new one starts; a changed one
+    /// (seen as gone plus new) is started only once the old one has stopped and given
+    /// back what it held (a removed one, too, has let go when this returns, so the next
+    /// reload can bind its address). Every new section is checked before anything
+    /// changes, and new sections that replace nothing start before any old one stops: a
+    /// reload that fails leaves the backends that ran before running (if a replacement
+    /// fails, the ones it replaced start again).
+    pub async fn reload(
+        &mut self,
+        plugins: &PluginHost,
+        mesh: &Mesh,
+        config: &Config,
+        tls: &TlsRegistry,
+        sections: &[&Section],
+    ) -> Result<ReloadSummary, BackendReloadError> {
+        // Pair each new section with an identical running one (duplicates pair one to one).
+        let mut matched = vec![false; self.running.len()];
+        let mut added = Vec::new();
+        for section in sections {
+            let same = self
+                .running
+                .iter()
+                .enumerate()
+                .position(|(i, r)| !matched[i] && r.prepared.section == **section);
+            match same {
+                Some(i) => matched[i] = true,
+                None => added.push(*section),
+            }
+        }
+        let kept = matched.iter().filter(|m| **m).count();
+        let prepared = added
+            .iter()
+            .map(|s| prepare(plugins, config, tls, s))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(BackendReloadError::Invalid)?;
+        // A changed section is a removed one and an added one of the same kind: each
+        // removed section is paired with the added one of its kind closest to it.
+        let mut replaces = vec![false; prepared.len()];
+        for (r, _) in self.running.iter().zip(&matched).filter(|(_, m)| !**m) {
+            let closest = prepared
+                .iter()
+                .enumerate()
+                .filter(|(i, p)| !replaces[*i] && p.section.kind == r.prepared.section.kind)
+                .max_by_key(|(_, p)| shared_keys(&p.section.value, &r.prepared.section.value))
+                .map(|(i, _)| i);
+            if let Some(i) = closest {
+                replaces[i] = true;
+            }
+        }
+        let (replacing, fresh): (Vec<_>, Vec<_>) =
+            prepared.into_iter().zip(replaces).partition(|(_, r)| *r);
+        let replacing: Vec<Prepared> = replacing.into_iter().map(|(p, _)| p).collect();
+        let fresh: Vec<Prepared> = fresh.into_iter().map(|(p, _)| p).collect();
+
+        // Additions that replace nothing: started while the old backends still run.
+        let mut started = Vec::new();
+        for p in fresh {
+            match launch(plugins, mesh, p) {
+                Ok(r) => started.push(r),
+                Err(e) => {
+                    stop_and_release(&started).await;
+                    return Err(BackendReloadError::Start(e));
+                }
+            }
+        }
+
+        // Then the replacements: the old ones stop and let go first.
+        let mut old = Vec::new();
+        let mut still = Vec::new();
+        for (r, m) in std::mem::take(&mut self.running).into_iter().zip(matched) {
+            if m {
+                still.push(r);
+            } else {
+                old.push(r);
+            }
+        }
+        self.running = still;
+        let stopped = old.len();
+        stop_and_release(&old).await;
+        for p in replacing {
+            match launch_retrying(plugins, mesh, p).await {
+                Ok(r) => started.push(r),
+                Err(e) => {
+                    // Back to what ran before: the new ones stop, the old ones start again.
+                    stop_and_release(&started).await;
+                    for r in old {
+                        let origin = r.prepared.section.origin.clone();
+                        match launch(plugins, mesh, r.prepared) {
+                            Ok(r) => self.running.push(r),
+                            Err(e) => tracing::error!(
+                                "{origin}: cannot restart the backend after a failed reload: {e:#}"
+                            ),
+                        }
+                    }
+                    return Err(BackendReloadError::Start(e));
+                }
+            }
+        }
+        let summary = ReloadSummary {
+            kept,
+            stopped,
+            started: started.len(),
+        };
+        self.running.extend(started);
+        Ok(summary)
     }
 
     /// Stops every backend and closes the sessions they carried.
     pub fn stop(&self) {
-        self.cancel.cancel();
-        for handle in &self.handles {
-            handle.stop();
+        for r in &self.running {
+            r.stop();
         }
     }
 }
@@ -93,6 +248,103 @@ impl Backends {
 impl Drop for Backends {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// How many top-level keys two section values share with equal values.
+fn shared_keys(a: &Value, b: &Value) -> usize {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            a.iter().filter(|(k, v)| b.get(*k) == Some(*v)).count()
+        }
+        _ => 0,
+    }
+}
+
+/// Stops `backends` and waits (at most [`RELEASE_TIMEOUT`]) until each has given back
+/// what it held.
+async fn stop_and_release(backends: &[Running]) {
+    for r in backends {
+        r.stop();
+    }
+    let deadline = tokio::time::Instant::now() + RELEASE_TIMEOUT;
+    for r in backends {
+        if tokio::time::timeout_at(deadline, r.handle.released())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    for r in backends.iter().filter(|r| !r.handle.is_released()) {
+        tracing::warn!(
+            "{}: the stopped {} backend has not let go of its resources after {:?}",
+            r.prepared.section.origin,
+            r.prepared.section.kind,
+            RELEASE_TIMEOUT
+        );
+    }
+}
+
+/// Checks a backend section: the core's keys, its TLS configuration.
+fn prepare(
+    plugins: &PluginHost,
+    config: &Config,
+    tls: &TlsRegistry,
+    section: &Section,
+) -> anyhow::Result<Prepared> {
+    // The plugin says whether it runs TLS itself (ABI 1.2 capability).
+    let own_tls = plugins.runs_own_tls(&section.kind);
+    Ok(Prepared {
+        section: section.clone(),
+        params: session_params(section)?,
+        core_tls: CoreTls::from_section(tls, section, own_tls)?.map(Arc::new),
+        plugin_tls: plugin_peer_tls(tls, section, own_tls)?,
+        value: with_tls_config(config, section, own_tls)?,
+    })
+}
+
+/// Starts the plugin instance of a checked section and feeds its connections to `mesh`.
+fn launch(plugins: &PluginHost, mesh: &Mesh, prepared: Prepared) -> anyhow::Result<Running> {
+    let section = &prepared.section;
+    let instance = plugins
+        .start_backend(&section.kind, &prepared.value)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", section.origin))?;
+    tracing::info!("started backend {} ({})", section.kind, section.origin);
+    let handle = instance.handle.clone();
+    let sessions = CancellationToken::new();
+    let feed = Feed {
+        label: Arc::from(section.kind.as_str()),
+        mesh: mesh.clone(),
+        params: prepared.params.clone(),
+        tls: prepared.core_tls.clone(),
+        plugin_tls: prepared.plugin_tls.clone(),
+        handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+    };
+    tokio::spawn(feed_sessions(instance, feed, sessions.clone()));
+    Ok(Running {
+        prepared,
+        handle,
+        sessions,
+    })
+}
+
+/// [`launch`], tried again for [`RESTART_RETRY`] while it fails.
+async fn launch_retrying(
+    plugins: &PluginHost,
+    mesh: &Mesh,
+    prepared: Prepared,
+) -> anyhow::Result<Running> {
+    let deadline = tokio::time::Instant::now() + RESTART_RETRY;
+    loop {
+        match launch(plugins, mesh, prepared.clone()) {
+            Ok(r) => return Ok(r),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                tracing::debug!("{e:#}; trying again");
+                tokio::time::sleep(RESTART_PAUSE).await;
+            }
+        }
     }
 }
 
@@ -181,7 +433,7 @@ async fn run_connection(feed: &Feed, conn: BackendConnection) -> Result<(), Mesh
 
 /// The check of a connection on which the plugin ran TLS and passed the peer's
 /// certificate on; `None` without a certificate or without a TLS configuration to
-/// hold it to (a `wss://` peer without `tls` uses the system roots and no names).
+/// hold it to (see [`plugin_peer_tls`]).
 fn plugin_identity(feed: &Feed, conn: &BackendConnection) -> Option<PeerIdentity> {
     let cert = conn.peer_cert.as_deref()?;
     let Some(settings) = &feed.plugin_tls else {
@@ -294,23 +546,46 @@ fn tls_name(section: &Section) -> anyhow::Result<Option<&str>> {
 
 /// For a backend whose plugin does TLS itself and that names `tls`: the `tls-server`
 /// (listener) or `tls-client` (dialer) the peer certificates it passes on are held to.
+///
+/// A `wss://` peer without `tls` verifies its server with the system roots, which is the
+/// node's built-in `default` tls-client: its certificate is held to that configuration,
+/// so the node ID the server announces must be one of the certificate's ReceptorNames
+/// unless a `tls-client` named `default` sets `skipreceptornamescheck`.
 fn plugin_peer_tls(
     registry: &TlsRegistry,
     section: &Section,
     own_tls: bool,
 ) -> anyhow::Result<Option<PeerTls>> {
+    let ctx = |e: crate::tls::TlsError| anyhow::anyhow!("{}: {e}", section.origin);
     let Some(name) = tls_name(section)? else {
+        if is_wss_peer(section) {
+            return Ok(Some(PeerTls::Client(
+                registry.client(DEFAULT_CLIENT).map_err(ctx)?,
+            )));
+        }
         return Ok(None);
     };
     if !own_tls {
         return Ok(None);
     }
-    let ctx = |e: crate::tls::TlsError| anyhow::anyhow!("{}: {e}", section.origin);
     Ok(Some(if is_listener(&section.kind) {
         PeerTls::Server(registry.server(name).map_err(ctx)?)
     } else {
         PeerTls::Client(registry.client(name).map_err(ctx)?)
     }))
+}
+
+/// The name of the node's built-in client configuration (system roots).
+const DEFAULT_CLIENT: &str = "default";
+
+/// Whether `section` is a `ws-peer` dialing a `wss://` URL.
+fn is_wss_peer(section: &Section) -> bool {
+    section.kind == "ws-peer"
+        && section
+            .value
+            .get("address")
+            .and_then(Value::as_str)
+            .is_some_and(|a| a.trim_start().to_ascii_lowercase().starts_with("wss://"))
 }
 
 fn is_listener(kind: &str) -> bool {

@@ -96,6 +96,10 @@ pub(crate) enum Command {
     Status {
         reply: oneshot::Sender<MeshStatus>,
     },
+    RoutesBack {
+        node: String,
+        reply: oneshot::Sender<bool>,
+    },
     Listen {
         service: Option<String>,
         advertise: Option<ServiceAdvertisement>,
@@ -224,6 +228,11 @@ impl Actor {
             }
             Command::Status { reply } => {
                 let _ = reply.send(self.status(now));
+            }
+            Command::RoutesBack { node, reply } => {
+                // Without a route there is nothing to wait for: the dial fails at once.
+                let routable = self.node.routing_table().contains_key(&node);
+                let _ = reply.send(!routable || self.node.routes_back(&node));
             }
             Command::Listen {
                 service,

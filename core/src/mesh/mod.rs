@@ -51,6 +51,9 @@ pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Datagrams a local socket may have waiting before senders have to wait.
 const SOCKET_QUEUE: usize = 1024;
 
+/// How often [`Mesh::wait_routes_back`] asks the node task.
+const ROUTES_BACK_POLL: Duration = Duration::from_millis(10);
+
 /// Errors surfaced by mesh operations.
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
@@ -324,6 +327,37 @@ impl Mesh {
             identity,
         )
         .await
+    }
+
+    /// Whether `node` has shown that it can route back to this node (see
+    /// [`receptor_proto::node::Node::routes_back`]); also true when this node has no
+    /// route to `node` (nothing to wait for then).
+    pub async fn routes_back(&self, node: &str) -> bool {
+        self.inner
+            .request(|reply| Command::RoutesBack {
+                node: node.to_owned(),
+                reply,
+            })
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Waits until `node` can route back to this node (or this node has no route to
+    /// it), at most `limit`; false if the time ran out.
+    /// A new neighbour learns its route to us only when it recomputes its routes
+    /// (100 ms after the link came up, for Go and for us), so an answer it sends before
+    /// then is lost.
+    pub async fn wait_routes_back(&self, node: &str, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.routes_back(node).await {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline || self.inner.shut_down.is_cancelled() {
+                return false;
+            }
+            tokio::time::sleep(ROUTES_BACK_POLL).await;
+        }
     }
 
     /// Snapshot for `status`.

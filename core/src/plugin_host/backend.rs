@@ -119,6 +119,9 @@ struct BackendCtx {
     /// Taken out at stop, so that the receiver ends once in-flight hand-overs finish.
     tx: std::sync::Mutex<Option<mpsc::Sender<BackendConnection>>>,
     stopped: CancellationToken,
+    /// Cancelled when the plugin gives its reference back (`release`): its threads have
+    /// ended and what they held (a listening socket, say) is closed.
+    released: CancellationToken,
     plugin: String,
     kind: String,
 }
@@ -147,6 +150,18 @@ impl BackendHandle {
     /// Whether the instance was stopped.
     pub fn is_stopped(&self) -> bool {
         self.inner.ctx.stopped.is_cancelled()
+    }
+
+    /// Waits until the plugin has given back its context (`release`), which it does
+    /// once the instance's threads have ended and dropped what they held: after a
+    /// [`BackendHandle::stop`], a listener's address can be bound again.
+    pub async fn released(&self) {
+        self.inner.ctx.released.cancelled().await;
+    }
+
+    /// Whether the plugin has given back its context (see [`BackendHandle::released`]).
+    pub fn is_released(&self) -> bool {
+        self.inner.ctx.released.is_cancelled()
     }
 
     /// The config section kind of the instance (e.g. `tcp-peer`).
@@ -191,6 +206,7 @@ pub(super) fn start(
     let ctx = Arc::new(BackendCtx {
         tx: std::sync::Mutex::new(Some(tx)),
         stopped: CancellationToken::new(),
+        released: CancellationToken::new(),
         plugin: plugin.to_owned(),
         kind: kind.to_owned(),
     });
@@ -249,7 +265,9 @@ pub(super) fn start(
 unsafe extern "C" fn host_release(ctx: *mut c_void) {
     if !ctx.is_null() {
         // SAFETY: the plugin gives back the reference created by Arc::into_raw in start.
-        drop(unsafe { Arc::from_raw(ctx as *const BackendCtx) });
+        let ctx = unsafe { Arc::from_raw(ctx as *const BackendCtx) };
+        ctx.released.cancel();
+        drop(ctx);
     }
 }
 
@@ -560,5 +578,18 @@ mod tests {
         let (token, _ours) = hand_over(&host, b"cert");
         assert_eq!(token, 0);
         release(&host);
+    }
+
+    #[test]
+    fn released_reports_when_the_plugin_gives_its_context_back() {
+        let kept = Kept::default();
+        let (instance, host) = started(&kept);
+        instance.handle.stop();
+        assert!(
+            !instance.handle.is_released(),
+            "released before the plugin said so"
+        );
+        release(&host);
+        assert!(instance.handle.is_released());
     }
 }

@@ -8,7 +8,9 @@
 use receptor_plugin_sdk::describe::{FieldType, SectionDesc};
 use serde_json::Value;
 
-use crate::config::coerce::{parse_go_bool, parse_go_duration, parse_go_float, parse_go_int};
+use receptor_proto::go::duration::parse_go_duration;
+
+use crate::config::coerce::{parse_go_bool, parse_go_float, parse_go_int};
 
 /// Keys the core reads from every backend section (cost, TLS, ...); never unknown.
 const CORE_BACKEND_KEYS: &[&str] = receptor_plugin_sdk::CORE_BACKEND_KEYS;
@@ -96,7 +98,7 @@ fn fits(ty: FieldType, v: &Value) -> bool {
         (FieldType::Float, Value::String(s)) => parse_go_float(s).is_some(),
         (FieldType::Duration, Value::Number(_)) => true,
         (FieldType::Duration, Value::String(s)) => {
-            parse_go_duration(s).is_some() || s.parse::<f64>().is_ok()
+            parse_go_duration(s).is_ok() || s.parse::<f64>().is_ok()
         }
         (FieldType::List, Value::String(_)) => true,
         (FieldType::List, Value::Array(items)) => items

@@ -11,7 +11,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use receptor_plugin_sdk::{abi, layout};
 use serde_json::Value;
 
-use crate::config::coerce::{parse_go_bool, parse_go_duration, parse_go_int};
+use receptor_proto::go::duration::parse_go_duration;
+
+use crate::config::coerce::{parse_go_bool, parse_go_int};
 
 /// Why a field cannot be read.
 enum Lookup {
@@ -109,7 +111,7 @@ fn as_duration_ms(key: &str, v: &Value) -> Result<u64, Lookup> {
             .ok_or_else(|| bad(n.to_string()))?,
         Value::String(s) => match s.parse::<f64>() {
             Ok(secs) if (0.0..1.8e10).contains(&secs) => (secs * 1e9) as i64,
-            _ => parse_go_duration(s).ok_or_else(|| bad(format!("{s:?}")))?,
+            _ => parse_go_duration(s).map_err(|_| bad(format!("{s:?}")))?,
         },
         other => return Err(bad(kind(other).to_owned())),
     };

@@ -126,6 +126,17 @@ pub enum PluginError {
         /// The shared libraries found there but not loaded, each with the reason.
         skipped: String,
     },
+    /// A kind of Go receptor 1.6.9's own list that this build does not run, and no
+    /// loaded plugin claims.
+    #[error("config section {kind:?} ({what}, a kind of Go receptor 1.6.9) is not provided by this build of receptor: {hint}")]
+    NotProvided {
+        /// The section kind.
+        kind: String,
+        /// What the kind configures in Go receptor.
+        what: &'static str,
+        /// What the user can do about it.
+        hint: &'static str,
+    },
     /// The section kind is claimed, but as the other kind of thing.
     #[error("config section {kind:?} configures a {actual}, not a {expected}")]
     WrongClaimType {
@@ -150,6 +161,22 @@ pub enum PluginError {
         /// The plugin's message.
         message: String,
     },
+}
+
+/// Kinds of Go receptor 1.6.9's own list that this build does not run: what each
+/// configures and what the user can do, for an error that is not mistaken for a typo.
+fn not_provided(kind: &str) -> Option<(&'static str, &'static str)> {
+    match kind.to_ascii_lowercase().as_str() {
+        "work-kubernetes" => Some((
+            "a work type that runs units as Kubernetes pods",
+            "a work-type plugin can provide it: load one that claims \"work-kubernetes\" (plugins: key, RECEPTOR_PLUGIN_PATH or /usr/lib/receptor/plugins), or remove the section",
+        )),
+        "work-python" => Some((
+            "a work type of Python plugins, deprecated: Go receptor 1.6.9 refuses it too",
+            "remove the section (a work-command can run the Python code)",
+        )),
+        _ => None,
+    }
 }
 
 /// Where to look for plugins.
@@ -396,7 +423,7 @@ impl PluginHost {
         }
         tracing::info!(
             path = %loaded.info.path.display(),
-            name = %loaded.info.name,
+            plugin = %loaded.info.name,
             version = %loaded.info.version,
             abi = %format_args!("{}.{}", loaded.info.abi.0, loaded.info.abi.1),
             sections = %loaded.claims.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(","),
@@ -553,6 +580,13 @@ impl PluginHost {
     }
 
     fn unclaimed(&self, kind: &str) -> PluginError {
+        if let Some((what, hint)) = not_provided(kind) {
+            return PluginError::NotProvided {
+                kind: kind.to_owned(),
+                what,
+                hint,
+            };
+        }
         let available = self.section_kinds().collect::<Vec<_>>().join(", ");
         let plugins = self
             .plugins

@@ -12,13 +12,16 @@
 //! half interoperates with Go receptor's.
 //!
 //! * TCP and unix connections ride on mesh streams (QUIC, see [`crate::streams`]) and are
-//!   relayed by [`bridge`]: 64 KiB per direction, half-close propagated, back-pressure
+//!   relayed by [`crate::streams::bridge`]: 64 KiB per direction, half-close propagated, back-pressure
 //!   from end to end, errors turned into resets (see [`relay`]). `tlsserver` /
 //!   `tlsclient` (TCP proxies) and `tls` (unix proxies) name the node's `tls-server` /
 //!   `tls-client` configurations, with Go's meaning for each side.
 //! * UDP datagrams ride on mesh datagrams, one mesh socket (or UDP socket) per peer as
 //!   Go does; see `udp` for the bounds this module adds (peer count, queues, idle
 //!   expiry).
+//! * [`command`] runs a command on a pseudo-terminal for each connection to a
+//!   `command-service`.
+//! * [`ip_router`] carries IP packets between tun devices of nodes (`ip-router`).
 //! * [`control`] serves the control service on the mesh (`service`, advertised as
 //!   `{"type":"Control Service"}` with the node's work commands) and on TLS TCP
 //!   listeners (`tcptls`).
@@ -26,8 +29,9 @@
 //! Each running listener is a [`ServiceHandle`]; dropping it stops the listener and
 //! every connection it carries.
 
-pub mod bridge;
+pub mod command;
 pub mod control;
+pub mod ip_router;
 pub mod relay;
 mod tcp;
 mod udp;
@@ -47,9 +51,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::config::Config;
 use crate::control::UnixListenError;
 use crate::mesh::{Mesh, MeshError};
-use crate::streams::{
-    DialOptions, ListenOptions, MeshStream, PeerCheck, StreamError, StreamListener,
-};
+use crate::streams::{ListenOptions, MeshStream, PeerCheck, StreamError, StreamListener};
 use crate::tls::{ServerTls, TlsError, TlsRegistry};
 
 /// Connections one proxy carries at once; further ones wait to be accepted.
@@ -81,6 +83,14 @@ pub enum ServiceError {
     /// A UDP socket could not be bound.
     #[error("error listening on UDP: {0}")]
     UdpListen(String),
+    /// An `ip-router` could not set up its tun device.
+    #[error("{what}: {source}")]
+    IpRouter {
+        /// What failed.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// An address does not resolve.
     #[error("could not resolve address {0}")]
     Resolve(String),
@@ -127,7 +137,7 @@ impl Drop for ServiceHandle {
     }
 }
 
-/// The proxies of a configuration.
+/// The proxies and command services of a configuration.
 #[derive(Debug, Default)]
 pub struct Services {
     handles: Vec<ServiceHandle>,
@@ -135,7 +145,8 @@ pub struct Services {
 
 impl Services {
     /// Starts every `tcp-server`, `tcp-client`, `udp-server`, `udp-client`,
-    /// `unix-socket-server` and `unix-socket-client` of `config` on `mesh`; the first
+    /// `unix-socket-server`, `unix-socket-client`, `command-service` and `ip-router` of
+    /// `config` on `mesh`; the first
     /// failure stops the ones already started and is returned with its section kind.
     pub async fn start(
         mesh: &Mesh,
@@ -185,6 +196,20 @@ impl Services {
                     .map_err(|e| ("unix-socket-client", e))?,
             );
         }
+        for c in &config.command_services {
+            handles.push(
+                command::start(mesh, c, tls)
+                    .await
+                    .map_err(|e| ("command-service", e))?,
+            );
+        }
+        for c in &config.ip_routers {
+            handles.push(
+                ip_router::start(mesh, c)
+                    .await
+                    .map_err(|e| ("ip-router", e))?,
+            );
+        }
         Ok(Services { handles })
     }
 
@@ -224,25 +249,6 @@ pub fn listen_options(
         opts.peer_check = Some(check);
     }
     opts
-}
-
-/// Dial options for `(node, _)` with the `tls-client` configuration `tls`, if any.
-pub fn dial_options(
-    mesh: &Mesh,
-    tls: Option<&str>,
-    registry: &TlsRegistry,
-    node: &str,
-) -> Result<DialOptions, TlsError> {
-    let mut opts = DialOptions::default();
-    if let Some(name) = tls {
-        let target = if node.eq_ignore_ascii_case("localhost") {
-            mesh.node_id()
-        } else {
-            node
-        };
-        opts.tls = Some((*registry.client(name)?.quic_config(target)?).clone());
-    }
-    Ok(opts)
 }
 
 /// The tags of an advertised proxy service.

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::bridge::{bridge, End};
+use crate::streams::bridge::{bridge, End};
 use crate::streams::MeshStream;
 
 /// A connection on this machine's side of a proxy.

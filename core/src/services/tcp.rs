@@ -18,12 +18,12 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::relay::{relay, LocalStream};
 use super::{
-    dial_options, listen_options, serve_streams, tags, tls_name, ServiceError, ServiceHandle,
-    MAX_CONNECTIONS,
+    listen_options, serve_streams, tags, tls_name, ServiceError, ServiceHandle, MAX_CONNECTIONS,
 };
 use crate::config::{TcpClientConfig, TcpServerConfig};
 use crate::control::listener::describe;
 use crate::mesh::Mesh;
+use crate::streams::dial_options;
 use crate::streams::{dial_with, listen_with, DialOptions, MeshStream};
 use crate::tls::TlsRegistry;
 

@@ -17,12 +17,12 @@ use tokio::task::JoinSet;
 use super::relay::{relay, LocalStream};
 use super::tcp::{abort_stream, Target, ACCEPT_BACKOFF};
 use super::{
-    dial_options, listen_options, serve_streams, tags, tls_name, ServiceError, ServiceHandle,
-    MAX_CONNECTIONS,
+    listen_options, serve_streams, tags, tls_name, ServiceError, ServiceHandle, MAX_CONNECTIONS,
 };
 use crate::config::{UnixSocketClientConfig, UnixSocketServerConfig};
 use crate::control::listener::bind_unix;
 use crate::mesh::Mesh;
+use crate::streams::dial_options;
 use crate::streams::{listen_with, MeshStream};
 use crate::tls::TlsRegistry;
 

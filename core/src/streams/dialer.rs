@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{Endpoint, VarInt};
@@ -10,7 +11,12 @@ use tokio::sync::broadcast;
 use super::socket::{spawn_socket, PeerEvent};
 use super::stream::{MeshStream, Role, StreamParts, CODE_ERROR};
 use super::{runtime, tls, watch_peer, DatagramNetwork, DatagramSocket, StreamConfig, StreamError};
-use crate::mesh::MeshError;
+use crate::mesh::{Mesh, MeshError};
+use crate::tls::{TlsError, TlsRegistry};
+
+/// How long a dial waits for the target to be able to route back to this node before
+/// it sends its first packet anyway.
+const ROUTE_BACK_WAIT: Duration = Duration::from_secs(2);
 
 /// How to dial.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +27,25 @@ pub struct DialOptions {
     pub tls: Option<rustls::ClientConfig>,
     /// QUIC parameters.
     pub config: StreamConfig,
+}
+
+/// Dial options for `(node, _)` with the `tls-client` configuration `tls`, if any.
+pub fn dial_options(
+    mesh: &Mesh,
+    tls: Option<&str>,
+    registry: &TlsRegistry,
+    node: &str,
+) -> Result<DialOptions, TlsError> {
+    let mut opts = DialOptions::default();
+    if let Some(name) = tls {
+        let target = if node.eq_ignore_ascii_case("localhost") {
+            mesh.node_id()
+        } else {
+            node
+        };
+        opts.tls = Some((*registry.client(name)?.quic_config(target)?).clone());
+    }
+    Ok(opts)
 }
 
 /// Connects to `service` on `node` (ConnType 1 if `tls` is `None`, else ConnType 2).
@@ -76,6 +101,11 @@ pub async fn dial_with<N: DatagramNetwork>(
     let mut client_cfg = quinn::ClientConfig::new(Arc::new(quic_tls));
     client_cfg.transport_config(Arc::new(cfg.transport_config(Role::Dialer)?));
 
+    // A node that cannot route back yet (a neighbour in its first 100 ms) would drop
+    // its answer to our first handshake packet, costing a retransmission timeout.
+    if node != net.node_id() {
+        net.ready_to_answer(node, ROUTE_BACK_WAIT).await;
+    }
     let sock = net.open(None, None).await?;
     let local_service = sock.service().to_owned();
     let (parts, target) = spawn_socket(sock, cfg.evict_after(), Some((node, service)));

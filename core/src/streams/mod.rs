@@ -10,7 +10,9 @@
 //!   connection, together with the dialing node's ID;
 //! * [`dial`] / [`dial_with`] connect to `(node, service)` from a fresh ephemeral
 //!   service, one private QUIC endpoint per connection as in Go;
-//! * [`MeshStream`] is a tokio `AsyncRead + AsyncWrite` byte stream with half-close.
+//! * [`MeshStream`] is a tokio `AsyncRead + AsyncWrite` byte stream with half-close;
+//! * [`bridge`] relays bytes between two such streams (or any two connections), as
+//!   `connect` and the TCP/unix proxies do.
 //!
 //! The datagram layer is abstracted by [`DatagramNetwork`] / [`DatagramSocket`]
 //! (implemented by [`crate::mesh::Mesh`]); `socket` adapts it to quinn's UDP socket
@@ -53,6 +55,7 @@
 //! Go peers advertise 1452 bytes, so connections with them never exceed what quic-go
 //! reads, while Rust-to-Rust connections use up to 16 KiB per mesh message.
 
+pub mod bridge;
 mod dialer;
 mod listener;
 mod socket;
@@ -74,7 +77,7 @@ use std::time::Duration;
 use quinn::{EndpointConfig, IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
 use tokio::sync::broadcast;
 
-pub use dialer::{dial, dial_with, DialOptions};
+pub use dialer::{dial, dial_options, dial_with, DialOptions};
 pub use listener::{listen, listen_with, ListenOptions, PeerCheck, StreamListener};
 pub use stream::{
     MeshReadHalf, MeshStream, MeshWriteHalf, CODE_CANCEL_READ, CODE_ERROR, CODE_NORMAL,
@@ -169,6 +172,8 @@ impl Default for StreamConfig {
 const RECEIVE_WINDOW: u32 = 2 * 1024 * 1024;
 /// Unacknowledged bytes a sender may have in flight (bounds its buffering).
 const SEND_WINDOW: u64 = 2 * 1024 * 1024;
+/// The RTT assumed before the first sample (quic-go's default).
+const INITIAL_RTT: Duration = Duration::from_millis(100);
 /// Smallest datagram QUIC allows.
 const MIN_DATAGRAM: u16 = 1200;
 /// Largest `max_udp_payload_size` QUIC allows.
@@ -193,6 +198,9 @@ impl StreamConfig {
         let idle = IdleTimeout::try_from(self.max_idle_timeout)
             .map_err(|e| StreamError::Io(std::io::Error::other(e.to_string())))?;
         t.max_idle_timeout(Some(idle));
+        // quic-go's first RTT estimate: a lost handshake packet is sent again after
+        // about 300 ms, not quinn's default of about 1 s.
+        t.initial_rtt(INITIAL_RTT);
         t.keep_alive_interval(match role {
             Role::Dialer => self.keep_alive,
             Role::Acceptor => None,

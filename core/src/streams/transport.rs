@@ -7,6 +7,7 @@
 //! one with loss and reordering).
 
 use std::future::Future;
+use std::time::Duration;
 
 use receptor_proto::svcad::ServiceAdvertisement;
 
@@ -27,6 +28,13 @@ pub trait DatagramNetwork: Send + Sync + 'static {
         service: Option<&str>,
         advertise: Option<ServiceAdvertisement>,
     ) -> impl Future<Output = Result<Self::Socket, MeshError>> + Send;
+
+    /// Waits (at most `limit`) until `node` can send datagrams back to this node, so
+    /// that a dial's first answer is not lost; carriers that always can return at once.
+    fn ready_to_answer(&self, node: &str, limit: Duration) -> impl Future<Output = ()> + Send {
+        let _ = (node, limit);
+        async {}
+    }
 }
 
 /// A datagram socket bound to one local service; dropping it unregisters the service.
@@ -61,6 +69,15 @@ impl DatagramNetwork for Mesh {
         advertise: Option<ServiceAdvertisement>,
     ) -> Result<PacketConn, MeshError> {
         self.listen(service, advertise).await
+    }
+
+    async fn ready_to_answer(&self, node: &str, limit: Duration) {
+        if !self.wait_routes_back(node, limit).await {
+            tracing::debug!(
+                node,
+                "no sign yet that the node can route back to us; dialing anyway"
+            );
+        }
     }
 }
 

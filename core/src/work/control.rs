@@ -14,42 +14,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 
+use super::payload::receive_small_payload;
+use super::remote::{RemoteSubmitter, REMOTE_WORK_TYPE};
 use super::request::{self, SubmitRequest, WorkRequest};
 use super::results;
+use super::signing::WorkVerifier;
 use super::status::{StatusReply, UnitStatus};
 use super::store::{Unit, WorkError, Workceptor};
-use crate::control::command::{Args, BoxRead, ControlCommand, ControlConn, PeerKind, Reply};
-
-/// Checks work signatures (JWTs) sent by clients; provided by the node's
-/// `work-verification` configuration.
-pub trait WorkVerifier: Send + Sync {
-    /// Verifies `token` for this node. The error is the full reply text (e.g.
-    /// `token audience did not match node ID`).
-    fn verify(&self, token: &str) -> Result<(), String>;
-}
-
-/// Submits work to other nodes and drives the local units that stand for it (the
-/// `remote` work type); absent until remote work is configured, in which case
-/// submissions to other nodes are refused.
-#[async_trait]
-pub trait RemoteSubmitter: Send + Sync {
-    /// Submits `request` to `request.node`: creates the local unit, answers with the
-    /// `Work unit created` line, reads the payload from `conn` and starts the remote
-    /// unit. Returns the reply (`{"result":..,"unitid":..}`).
-    async fn submit(&self, request: SubmitRequest, conn: &mut ControlConn)
-        -> Result<Reply, String>;
-
-    /// Cancels a remote unit: `{"cancelled":id}`, or `{"cancel pending":id}` while the
-    /// remote node cannot be reached.
-    async fn cancel(&self, unit: Arc<Unit>) -> Result<Value, String>;
-
-    /// Releases a remote unit here and on the remote node: `{"released":id}`, or
-    /// `{"release pending":id}` while the remote node cannot be reached (`force`:
-    /// one attempt, then the local unit goes regardless).
-    async fn release(&self, unit: Arc<Unit>, force: bool) -> Result<Value, String>;
-}
+use crate::control::command::{Args, ControlCommand, ControlConn, PeerKind, Reply};
 
 /// The `work` command.
 pub struct WorkCommand {
@@ -136,7 +110,7 @@ impl WorkCommand {
 
     fn is_remote_unit(unit: &Unit) -> bool {
         unit.work_type()
-            .is_some_and(|w| w.name() == super::remote::REMOTE_WORK_TYPE)
+            .is_some_and(|w| w.name() == REMOTE_WORK_TYPE)
     }
 
     fn is_local(&self, node: &str) -> bool {
@@ -317,52 +291,6 @@ impl WorkCommand {
             .map_err(|e| e.to_string())?;
         Ok(Reply::Json(json!({ "released": unit_id })))
     }
-}
-
-/// Copies the client's bytes into the unit's `stdin` until the client half-closes.
-/// Payloads up to this size are held in memory until the unit starts.
-const SMALL_PAYLOAD: usize = 64 * 1024;
-
-/// Reads the payload until the client half-closes. Up to [`SMALL_PAYLOAD`] bytes it is
-/// returned (an empty payload as `None`: the `stdin` file is already empty); a larger
-/// one is written to the unit's `stdin` file as it arrives and `None` is returned.
-async fn receive_small_payload(
-    unit: &Unit,
-    reader: &mut BufReader<BoxRead>,
-) -> std::io::Result<Option<Vec<u8>>> {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    // Ends at the end of the payload, or one byte past the limit.
-    (&mut *reader)
-        .take(SMALL_PAYLOAD as u64 + 1)
-        .read_to_end(&mut buf)
-        .await?;
-    if buf.len() <= SMALL_PAYLOAD {
-        return Ok((!buf.is_empty()).then_some(buf));
-    }
-    let file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .open(unit.stdin_path())
-        .await?;
-    let mut file = tokio::io::BufWriter::with_capacity(256 * 1024, file);
-    file.write_all(&buf).await?;
-    tokio::io::copy_buf(reader, &mut file).await?;
-    file.flush().await?;
-    Ok(None)
-}
-
-pub(crate) async fn receive_payload(
-    unit: &Unit,
-    reader: &mut BufReader<BoxRead>,
-) -> std::io::Result<u64> {
-    let file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .open(unit.stdin_path())
-        .await?;
-    let mut file = tokio::io::BufWriter::with_capacity(256 * 1024, file);
-    let copied = tokio::io::copy_buf(reader, &mut file).await?;
-    file.flush().await?;
-    Ok(copied)
 }
 
 #[async_trait]

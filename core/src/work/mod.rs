@@ -10,11 +10,17 @@
 //! * states are Pending (0), Running (1), Succeeded (2), Failed (3) and Canceled (4).
 //!
 //! Modules: [`store`] owns the table of units and their folders, [`status`] the status
-//! file format, [`results`] result streaming, [`request`] and [`control`] the `work`
-//! control command, [`worktype`] the contract with the work types that run units.
+//! file format, [`results`] result streaming, [`worktype`] the contract with the work
+//! types that run units, [`remote`] the `remote` work type (units that run on another
+//! node), [`signing`] work signatures, [`request`] the parsing of `work` commands.
+//! [`control`], the `work` control command, sits on top: it uses the others and none of
+//! them uses it. The store knows no work type by name; what is particular to a type
+//! (such as hiding the secrets in a remote unit's `ExtraData`) is a method of
+//! [`worktype::WorkType`].
 
 pub mod control;
 pub mod inotify;
+mod payload;
 pub mod remote;
 pub mod request;
 pub mod results;

@@ -327,55 +327,12 @@ fn go_percent_s(value: &Value) -> String {
     }
 }
 
-/// Go's `time.ParseDuration`, with its error texts (`time: invalid duration "bogus"`).
+/// A `ttl` read with Go's `time.ParseDuration` (the shared
+/// [`receptor_proto::go::duration::parse_go_duration`]); `Err` is Go's error text
+/// (`time: invalid duration "bogus"`). A negative TTL has already expired: zero.
 pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("time: invalid duration {text:?}");
-    let mut s = text;
-    let negative = s.starts_with('-');
-    s = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.is_empty() {
-        return Err(invalid());
-    }
-    let mut total: f64 = 0.0;
-    while !s.is_empty() {
-        let number_len = s
-            .bytes()
-            .take_while(|b| b.is_ascii_digit() || *b == b'.')
-            .count();
-        let (number, rest) = s.split_at(number_len);
-        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
-            return Err(invalid());
-        }
-        let unit_len = rest
-            .char_indices()
-            .find(|(_, c)| c.is_ascii_digit() || *c == '.')
-            .map_or(rest.len(), |(i, _)| i);
-        let (unit, rest) = rest.split_at(unit_len);
-        let nanos_per_unit: f64 = match unit {
-            "" => return Err(format!("time: missing unit in duration {text:?}")),
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(format!("time: unknown unit {unit:?} in duration {text:?}")),
-        };
-        let value: f64 = number.parse().map_err(|_| invalid())?;
-        total += value * nanos_per_unit;
-        s = rest;
-    }
-    if total > 9.223_372_036_854_775e18 {
-        return Err(invalid());
-    }
-    if negative {
-        // A negative TTL has already expired.
-        return Ok(Duration::ZERO);
-    }
-    Ok(Duration::from_nanos(total as u64))
+    let nanos = receptor_proto::go::duration::parse_go_duration(text).map_err(|e| e.to_string())?;
+    Ok(Duration::from_nanos(u64::try_from(nanos).unwrap_or(0)))
 }
 
 #[cfg(test)]

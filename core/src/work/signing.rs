@@ -37,9 +37,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde_json::Value;
 
-use super::control::WorkVerifier;
 use crate::config::{WorkSigningConfig, WorkVerificationConfig};
-use crate::control::duration::go_duration;
+use receptor_proto::go::duration::go_duration;
 
 /// The JWT header Go receptor writes, byte for byte.
 const HEADER_JSON: &str = r#"{"alg":"RS512","typ":"JWT"}"#;
@@ -293,6 +292,14 @@ impl SignatureVerifier {
             Ok(false) | Err(_) => Err("crypto/rsa: verification error".to_owned()),
         }
     }
+}
+
+/// Checks work signatures (JWTs) sent by clients; provided by the node's
+/// `work-verification` configuration.
+pub trait WorkVerifier: Send + Sync {
+    /// Verifies `token` for this node. The error is the full reply text (e.g.
+    /// `token audience did not match node ID`).
+    fn verify(&self, token: &str) -> Result<(), String>;
 }
 
 impl WorkVerifier for SignatureVerifier {

@@ -197,14 +197,11 @@ impl Unit {
     }
 
     /// `ExtraData` as replies show it, if not as stored: Go shows `"Unknown WorkType"`
-    /// for units whose work type is not configured here, and hides the `secret_*`
-    /// parameters of remote units.
+    /// for units whose work type is not configured here; a work type may hide parts of
+    /// its data ([`WorkType::shown_extra`], e.g. the secrets of remote units).
     pub fn extra_override(&self) -> Option<Value> {
         match &self.work_type {
-            Some(wt) if wt.name() == super::remote::REMOTE_WORK_TYPE => {
-                super::remote::redacted_extra(self.status.borrow().extra.as_ref())
-            }
-            Some(_) => None,
+            Some(wt) => wt.shown_extra(self.status.borrow().extra.as_ref()),
             None => Some(Value::String("Unknown WorkType".to_owned())),
         }
     }

@@ -97,4 +97,10 @@ pub trait WorkType: Send + Sync {
         request: ReattachRequest,
         progress: watch::Sender<WorkProgress>,
     ) -> Result<Box<dyn WorkHandle>, String>;
+
+    /// `ExtraData` as `work status` and `work list` show it, when it differs from what
+    /// is stored (e.g. without secrets); `None` shows the stored value.
+    fn shown_extra(&self, _stored: Option<&serde_json::Value>) -> Option<serde_json::Value> {
+        None
+    }
 }

@@ -8,7 +8,8 @@
 //! and a cancel kills everything it started.
 //!
 //! * [`config`]: the `work-command` configuration section;
-//! * [`shlex`]: splitting parameters as Go receptor does;
+//! * [`shlex`]: splitting parameters as Go receptor does (from the SDK, shared with the
+//!   host);
 //! * [`spawn`]: the supervisor process;
 //! * [`runner`]: starting, following, cancelling and re-attaching units;
 //! * this module: the plugin as the host sees it ([`plugin`], exported with the SDK).
@@ -22,7 +23,7 @@ use receptor_plugin_sdk::{
 
 pub mod config;
 pub mod runner;
-pub mod shlex;
+pub use receptor_plugin_sdk::shlex;
 pub mod spawn;
 
 #[cfg(test)]

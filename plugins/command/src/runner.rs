@@ -55,6 +55,9 @@ pub type Reporter = Arc<dyn Fn(Report) + Send + Sync>;
 #[derive(Debug, Clone)]
 pub struct CommandWork {
     cfg: CommandConfig,
+    /// Where the last `$PATH` search found the command (a bare name only), so that the
+    /// next unit checks one file instead of searching every folder of `$PATH` again.
+    found: Arc<Mutex<Option<PathBuf>>>,
 }
 
 /// What the waiter and `cancel` share about a running supervisor.
@@ -140,7 +143,29 @@ fn kill_group(pgid: libc::pid_t) -> Result<(), String> {
 impl CommandWork {
     /// A work type for `cfg`.
     pub fn new(cfg: CommandConfig) -> CommandWork {
-        CommandWork { cfg }
+        CommandWork {
+            cfg,
+            found: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The program to run: [`resolve_program`], except that a bare name found in `$PATH`
+    /// before is used again while that file is still an executable regular file (the
+    /// node's `$PATH` does not change while it runs).
+    fn program(&self) -> Result<PathBuf, String> {
+        if self.cfg.command.contains('/') {
+            return resolve_program(&self.cfg.command);
+        }
+        let mut found = self
+            .found
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(path) = found.as_ref().filter(|p| is_executable_file(p)) {
+            return Ok(path.clone());
+        }
+        let path = resolve_program(&self.cfg.command)?;
+        *found = Some(path.clone());
+        Ok(path)
     }
 
     /// The configuration.
@@ -175,7 +200,7 @@ impl CommandWork {
                 return Ok(RunningCommand::finished());
             }
         };
-        let program = match resolve_program(&self.cfg.command) {
+        let program = match self.program() {
             Ok(program) => program,
             Err(detail) => {
                 report(Report::new(WorkState::Failed, detail, None));
@@ -438,11 +463,14 @@ pub fn resolve_program(command: &str) -> Result<PathBuf, String> {
             continue;
         }
         let candidate = dir.join(command);
-        if let Ok(meta) = fs::metadata(&candidate) {
-            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
-                return Ok(candidate);
-            }
+        if is_executable_file(&candidate) {
+            return Ok(candidate);
         }
     }
     Err(not_found())
+}
+
+/// Whether `path` is a regular file with an execute bit (what `exec.LookPath` accepts).
+fn is_executable_file(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }

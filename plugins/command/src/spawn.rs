@@ -9,7 +9,10 @@
 //! ```
 //!
 //! The supervisor waits for the command and writes its raw wait status to
-//! `<unitdir>/waitstatus` (through a temporary file and a rename), then exits. The node
+//! `<unitdir>/waitstatus` (through a temporary file and a rename), then exits. The file
+//! is not fsynced: it only has to outlive the node process (a crash or restart of the
+//! node, not of the machine), and the node makes the unit's end durable itself (results
+//! and final status are fsynced before the unit is reported finished). The node
 //! waits for the supervisor: directly while it is its child, through a pidfd after a
 //! restart. The supervisor's pid is also the process group id, so a cancel kills the whole
 //! group (the command and anything it forked) with one `kill(-pgid, SIGKILL)`.
@@ -382,7 +385,6 @@ unsafe fn write_status(prepared: &Prepared, status: libc::c_int) {
             return;
         }
         write_all(fd, &text[..len]);
-        libc::fsync(fd);
         libc::close(fd);
         libc::rename(prepared.status_temp.as_ptr(), prepared.status_file.as_ptr());
     }

@@ -37,7 +37,13 @@ pub fn start(section: &Section, sink: ConnectionSink) -> Result<Box<dyn Backend>
     let thread_stop = Arc::clone(&stop);
     std::thread::Builder::new()
         .name(format!("tcp-listener {local}"))
-        .spawn(move || accept_loop(&listener, &sink, &thread_stop))?;
+        .spawn(move || {
+            accept_loop(&listener, &sink, &thread_stop);
+            // The socket closes before the host hears that the instance let go
+            // (dropping the sink), so a replacement can bind the address at once.
+            drop(listener);
+            drop(sink);
+        })?;
     Ok(Box::new(Listener { stop }))
 }
 

@@ -14,8 +14,9 @@
 //! * the *results stream* is one `work results <id> <offset>` request, half-closed at
 //!   once: the remote node streams until the unit is complete and then closes, so
 //!   results arrive as they are produced and the end is seen at once;
-//! * the *status poll* asks `work status <id>` on one kept connection, at 1 s growing to
-//!   a few seconds while nothing changes. It mirrors the remote state, notices a unit
+//! * the *status poll* asks `work status <id>` on one kept connection (an idle session
+//!   left by an earlier unit on the same node if there is one, and left in turn for the
+//!   next unit), at 1 s growing to a few seconds while nothing changes. It mirrors the remote state, notices a unit
 //!   that is gone, and notices a Canceled unit on a Go peer, whose results stream never
 //!   ends (Go 1.6.9's `work results` treats only Succeeded and Failed as complete).
 //!
@@ -44,6 +45,7 @@ use super::client::{
 };
 use super::dialer::ControlDialer;
 use super::extra::{expiry_stamp, RemoteExtraData};
+use super::sessions::SessionPool;
 use super::RemoteOptions;
 use crate::work::signing::WorkSigner;
 use crate::work::status::UnitStatus;
@@ -105,6 +107,8 @@ pub(super) struct Shared {
     pub(super) signer: Option<Arc<WorkSigner>>,
     pub(super) options: RemoteOptions,
     pub(super) shutdown: CancellationToken,
+    /// Idle control sessions for status polls, shared by the drivers.
+    sessions: SessionPool,
     drivers: Mutex<HashMap<String, Entry>>,
     generations: AtomicU64,
 }
@@ -122,6 +126,7 @@ impl Shared {
             signer,
             options,
             shutdown: CancellationToken::new(),
+            sessions: SessionPool::default(),
             drivers: Mutex::new(HashMap::new()),
             generations: AtomicU64::new(0),
         }
@@ -237,9 +242,28 @@ impl Backoff {
 enum StartFailure {
     /// No connection: retry later.
     Connect(ConnectError),
+    /// The connection broke after it was made: retry later. The remote node may have
+    /// created the unit (and even received all of its payload) before it broke.
+    Interrupted(String),
+    /// The remote node already has a unit with this id (the message is the client's).
+    Duplicate(String),
     /// The exchange failed: the unit fails.
     Failed(String),
 }
+
+/// What became of a remote unit left by an earlier, interrupted start attempt.
+enum Reclaimed {
+    /// It received its whole payload: it is this unit's remote side.
+    Adopted,
+    /// Its payload was cut short: it was released; submit again.
+    Cleared,
+}
+
+/// Detail of a unit whose payload has not been received yet (Go's text).
+const WAITING_FOR_INPUT: &str = "Waiting for Input Data";
+
+/// Start of the detail of a unit whose payload could not be read (Go's text).
+const INPUT_ERROR: &str = "Error reading input data";
 
 /// Why a cancel or release attempt failed.
 enum OpFailure {
@@ -277,6 +301,7 @@ struct PendingOp {
 
 enum Exchange {
     Start(Result<String, StartFailure>),
+    Reclaim(Result<Reclaimed, StartFailure>),
     Op(OpKind, Result<(), OpFailure>),
 }
 
@@ -318,6 +343,9 @@ struct Driver {
     start_at: Option<Instant>,
     start_backoff: Backoff,
     expires_at: Option<Instant>,
+    /// An earlier start attempt (maybe before a restart) may have created the remote
+    /// unit: a remote unit with this id is ours, to adopt or to clear.
+    reclaim: bool,
 
     // The one exchange in flight.
     exchange: Option<BoxFuture<Exchange>>,
@@ -331,6 +359,9 @@ struct Driver {
     results_at: Option<Instant>,
     results_backoff: Backoff,
     poll: Option<BoxFuture<PollResult>>,
+    /// A poll was due while one was in flight: its answer may predate what made the new
+    /// one due (the end of the results), so poll again as soon as it is back.
+    poll_again: bool,
     status_conn: Option<ControlClient>,
     poll_at: Option<Instant>,
     poll_interval: Duration,
@@ -385,6 +416,7 @@ impl Driver {
             start_at: None,
             start_backoff: Backoff::new(o.retry_initial, o.retry_max),
             expires_at: None,
+            reclaim: false,
             exchange: None,
             op: None,
             following: false,
@@ -394,6 +426,7 @@ impl Driver {
             results_at: None,
             results_backoff: Backoff::new(o.retry_initial, o.retry_max),
             poll: None,
+            poll_again: false,
             status_conn: None,
             poll_at: None,
             poll_interval: o.poll_initial,
@@ -404,7 +437,7 @@ impl Driver {
 
     async fn run(mut self, mode: Mode) {
         match mode {
-            Mode::Start(first) => self.begin_start(first),
+            Mode::Start(first) => self.begin_start(Some(first)),
             Mode::Resume => self.resume().await,
         }
         loop {
@@ -553,8 +586,8 @@ impl Driver {
 
     // ---- starting ----
 
-    fn begin_start(&mut self, first: oneshot::Sender<StartOutcome>) {
-        self.first = Some(first);
+    fn begin_start(&mut self, first: Option<oneshot::Sender<StartOutcome>>) {
+        self.first = first;
         self.starting = true;
         self.expires_at = self.extra.expiration.map(|at| {
             let left = at
@@ -582,16 +615,68 @@ impl Driver {
         }
     }
 
+    fn launch_reclaim(&mut self) {
+        self.start_at = None;
+        let shared = self.shared.clone();
+        let extra = self.extra.clone();
+        let id = self.id.clone();
+        self.exchange = Some(Box::pin(async move {
+            Exchange::Reclaim(reclaim_exchange(&shared, &extra, &id).await)
+        }));
+    }
+
+    async fn started(&mut self, remote_id: String) {
+        self.starting = false;
+        self.reclaim = false;
+        self.extra.remote_unit_id = remote_id;
+        self.extra.remote_started = true;
+        self.save_extra().await;
+        self.report_first(StartOutcome::Started);
+        self.begin_following();
+    }
+
+    fn retry_start(&mut self, error: &str) {
+        tracing::warn!(
+            unit = %self.id,
+            "Starting the unit on {} was interrupted: {error}",
+            self.extra.remote_node
+        );
+        self.reclaim = true;
+        self.report_first(StartOutcome::Pending);
+        self.start_at = Some(Instant::now() + self.start_backoff.next_delay());
+    }
+
+    async fn reclaim_done(&mut self, result: Result<Reclaimed, StartFailure>) {
+        match result {
+            Ok(Reclaimed::Adopted) => {
+                tracing::info!(unit = %self.id, "the unit was already started on {}", self.extra.remote_node);
+                let id = self.id.clone();
+                self.started(id).await;
+            }
+            Ok(Reclaimed::Cleared) => {
+                self.start_at = Some(Instant::now() + self.start_backoff.next_delay());
+            }
+            Err(StartFailure::Connect(e)) => self.retry_start(&e.to_string()),
+            Err(StartFailure::Interrupted(e) | StartFailure::Duplicate(e)) => self.retry_start(&e),
+            Err(StartFailure::Failed(message)) => self.start_failed(message).await,
+        }
+    }
+
+    async fn start_failed(&mut self, message: String) {
+        self.starting = false;
+        self.set_state(
+            UnitState::Failed,
+            format!("Error starting worker: {message}"),
+        )
+        .await;
+        self.report_first(StartOutcome::Failed(message));
+    }
+
     async fn start_done(&mut self, result: Result<String, StartFailure>) {
         match result {
-            Ok(remote_id) => {
-                self.starting = false;
-                self.extra.remote_unit_id = remote_id;
-                self.extra.remote_started = true;
-                self.save_extra().await;
-                self.report_first(StartOutcome::Started);
-                self.begin_following();
-            }
+            Ok(remote_id) => self.started(remote_id).await,
+            Err(StartFailure::Duplicate(_)) if self.reclaim => self.launch_reclaim(),
+            Err(StartFailure::Interrupted(e)) => self.retry_start(&e),
             Err(StartFailure::Connect(e)) if e.is_tls() => {
                 self.starting = false;
                 self.report_first(StartOutcome::Pending);
@@ -610,14 +695,8 @@ impl Driver {
                 self.report_first(StartOutcome::Pending);
                 self.start_at = Some(Instant::now() + self.start_backoff.next_delay());
             }
-            Err(StartFailure::Failed(message)) => {
-                self.starting = false;
-                self.set_state(
-                    UnitState::Failed,
-                    format!("Error starting worker: {message}"),
-                )
-                .await;
-                self.report_first(StartOutcome::Failed(message));
+            Err(StartFailure::Failed(message) | StartFailure::Duplicate(message)) => {
+                self.start_failed(message).await;
             }
         }
     }
@@ -659,13 +738,22 @@ impl Driver {
             }
         }
         if !self.extra.remote_started {
-            if !is_final {
+            if is_final {
+                return;
+            }
+            if status.detail == WAITING_FOR_INPUT {
+                // The client never saw its payload accepted.
                 self.set_state(
                     UnitState::Failed,
                     "Failed to restart: remote work had not previously started".to_owned(),
                 )
                 .await;
+                return;
             }
+            // The payload was accepted and is on disk: start the unit now. An attempt
+            // before the restart may have created it on the remote node already.
+            self.reclaim = true;
+            self.begin_start(None);
             return;
         }
         if self.extra.local_released {
@@ -862,6 +950,10 @@ impl Driver {
                 self.start_done(result).await;
                 Flow::Continue
             }
+            Exchange::Reclaim(result) => {
+                self.reclaim_done(result).await;
+                Flow::Continue
+            }
             Exchange::Op(kind, result) => self.op_done(kind, result).await,
         }
     }
@@ -912,8 +1004,14 @@ impl Driver {
         self.results_stop.cancel();
         self.results_at = None;
         self.poll = None;
+        self.poll_again = false;
         self.poll_at = None;
-        self.status_conn = None;
+        if let Some(session) = self.status_conn.take() {
+            // Between two commands: the next unit followed on that node can poll on it.
+            self.shared
+                .sessions
+                .put(&self.extra.remote_node, &self.extra.tls_client, session);
+        }
     }
 
     fn launch_results(&mut self) {
@@ -935,6 +1033,7 @@ impl Driver {
     fn launch_poll(&mut self) {
         self.poll_at = None;
         if self.poll.is_some() {
+            self.poll_again = true;
             return;
         }
         let shared = self.shared.clone();
@@ -989,6 +1088,7 @@ impl Driver {
         }
         self.status_conn = conn;
         let now = Instant::now();
+        let again = std::mem::take(&mut self.poll_again);
         match reply {
             Ok(StatusReply::Status(status)) => {
                 self.poll_backoff.reset();
@@ -1015,7 +1115,12 @@ impl Driver {
                     }
                 }
                 if self.following && !self.finishing {
-                    self.poll_at = Some(now + self.poll_interval);
+                    let wait = if again {
+                        Duration::ZERO
+                    } else {
+                        self.poll_interval
+                    };
+                    self.poll_at = Some(now + wait);
                 }
             }
             Ok(StatusReply::Gone) => {
@@ -1136,30 +1241,35 @@ async fn start_exchange(
     );
     let limit = shared.options.reply_timeout;
     c.write_all(&line).await.map_err(|e| {
-        StartFailure::Failed(format!("write error sending to {node}: {}", io_text(&e)))
+        StartFailure::Interrupted(format!("write error sending to {node}: {}", io_text(&e)))
     })?;
     let response = c.read_line_within(limit).await.map_err(|e| {
-        StartFailure::Failed(format!("read error reading from {node}: {}", io_text(&e)))
+        StartFailure::Interrupted(format!("read error reading from {node}: {}", io_text(&e)))
     })?;
     let remote_id = created_unit_id(&response, id).ok_or_else(|| {
-        StartFailure::Failed(format!(
+        let message = format!(
             "could not parse response: {}",
             response.trim_end_matches('\n')
-        ))
+        );
+        if response.contains("is already in use") {
+            StartFailure::Duplicate(message)
+        } else {
+            StartFailure::Failed(message)
+        }
     })?;
     if let Err(e) = tokio::fs::metadata(&stdin).await {
         return Err(StartFailure::Failed(format!(
             "error opening stdin file: {e}"
         )));
     }
-    c.send_file(&stdin)
-        .await
-        .map_err(|e| StartFailure::Failed(format!("error sending stdin file: {}", io_text(&e))))?;
-    c.shutdown_write()
-        .await
-        .map_err(|e| StartFailure::Failed(format!("error closing stdin file: {}", io_text(&e))))?;
+    c.send_file(&stdin).await.map_err(|e| {
+        StartFailure::Interrupted(format!("error sending stdin file: {}", io_text(&e)))
+    })?;
+    c.shutdown_write().await.map_err(|e| {
+        StartFailure::Interrupted(format!("error closing stdin file: {}", io_text(&e)))
+    })?;
     let response = c.read_line_within(limit).await.map_err(|e| {
-        StartFailure::Failed(format!("read error reading from {node}: {}", io_text(&e)))
+        StartFailure::Interrupted(format!("read error reading from {node}: {}", io_text(&e)))
     })?;
     if let Some(at) = response.find("ERROR: ") {
         return Err(StartFailure::Failed(format!(
@@ -1168,6 +1278,53 @@ async fn start_exchange(
         )));
     }
     Ok(remote_id)
+}
+
+/// Looks at the remote unit `id` left by an interrupted start attempt: one that got its
+/// whole payload is adopted; one whose payload was cut short (still waiting for it, or
+/// failed reading it) is released so that the unit can be submitted again.
+async fn reclaim_exchange(
+    shared: &Shared,
+    extra: &RemoteExtraData,
+    id: &str,
+) -> Result<Reclaimed, StartFailure> {
+    let node = &extra.remote_node;
+    let mut c = connect(shared, extra)
+        .await
+        .map_err(StartFailure::Connect)?;
+    let limit = shared.options.reply_timeout;
+    c.write_all(&status_line(id)).await.map_err(|e| {
+        StartFailure::Interrupted(format!("write error sending to {node}: {}", io_text(&e)))
+    })?;
+    let line = c.read_line_within(limit).await.map_err(|e| {
+        StartFailure::Interrupted(format!("read error reading from {node}: {}", io_text(&e)))
+    })?;
+    let status = match parse_status(&line) {
+        StatusReply::Status(status) => status,
+        StatusReply::Gone => return Ok(Reclaimed::Cleared),
+        StatusReply::Error(e) => return Err(StartFailure::Interrupted(e)),
+    };
+    let cut_short = (status.state == 0 && status.detail == WAITING_FOR_INPUT)
+        || (status.state == 3 && status.detail.starts_with(INPUT_ERROR));
+    if !cut_short {
+        return Ok(Reclaimed::Adopted);
+    }
+    let signature = signature(shared, extra).map_err(StartFailure::Failed)?;
+    c.write_all(&unit_line("release", id, signature.as_deref()))
+        .await
+        .map_err(|e| {
+            StartFailure::Interrupted(format!("write error sending to {node}: {}", io_text(&e)))
+        })?;
+    let response = c.read_line_within(limit).await.map_err(|e| {
+        StartFailure::Interrupted(format!("read error reading from {node}: {}", io_text(&e)))
+    })?;
+    let _ = c.shutdown_write().await;
+    match response.strip_prefix("ERROR") {
+        Some(message) if !message.contains("unknown work unit") => Err(StartFailure::Interrupted(
+            format!("cannot release {id} on {node}:{message}"),
+        )),
+        _ => Ok(Reclaimed::Cleared),
+    }
 }
 
 /// One attempt to cancel or release the remote unit.
@@ -1304,19 +1461,40 @@ async fn results_stream(
     end
 }
 
-/// One `work status` query, on the kept connection if there is one.
+/// One `work status` query, on the unit's kept connection if there is one, else on an
+/// idle session to the node (see [`super::sessions`]), else on a new connection. A kept
+/// idle session that turns out dead is replaced by a new connection at once.
 async fn poll_status(
     shared: &Shared,
     extra: &RemoteExtraData,
     conn: Option<ControlClient>,
 ) -> PollResult {
-    let mut c = match conn {
-        Some(c) => c,
-        None => match connect(shared, extra).await {
-            Ok(c) => c,
-            Err(e) => return (None, Err(e.to_string())),
-        },
+    let (conn, pooled) = match conn {
+        Some(c) => (Some(c), false),
+        None => {
+            let idle = shared.sessions.take(&extra.remote_node, &extra.tls_client);
+            let pooled = idle.is_some();
+            (idle, pooled)
+        }
     };
+    if let Some(c) = conn {
+        let (c, reply) = status_exchange(shared, extra, c).await;
+        if !(pooled && c.is_none()) {
+            return (c, reply);
+        }
+    }
+    match connect(shared, extra).await {
+        Ok(c) => status_exchange(shared, extra, c).await,
+        Err(e) => (None, Err(e.to_string())),
+    }
+}
+
+/// `work status` on `c`; the connection comes back if it is still usable.
+async fn status_exchange(
+    shared: &Shared,
+    extra: &RemoteExtraData,
+    mut c: ControlClient,
+) -> PollResult {
     if let Err(e) = c.write_all(&status_line(&extra.remote_unit_id)).await {
         return (None, Err(io_text(&e)));
     }

@@ -15,18 +15,25 @@
 //!   and the driver keeps trying with back-off (1 s ×1.5, up to 1 min) until the unit
 //!   starts, is cancelled or released, or its `ttl` expires;
 //! * once started, the unit is followed with one results stream from the local
-//!   `stdout` size on, and a slow status poll; it is finished here when the remote unit
+//!   `stdout` size on, and a slow status poll (on a control session that later units
+//!   to the same node reuse, see `sessions`); it is finished here when the remote unit
 //!   is final and all of its results are on the local disk;
 //! * cancel and release are carried to `bar` (retried while it cannot be reached:
 //!   `cancel pending` / `release pending`); `force-release` tries once;
+//! * a start attempt whose connection breaks is retried like one that cannot connect;
+//!   the retry finds the remote unit the broken attempt may have left and adopts it
+//!   if it got its whole payload, or releases it and submits again if it did not;
 //! * after a restart, units that were being followed are followed again from the
-//!   local `stdout` size, and pending cancels and releases are retried.
+//!   local `stdout` size, units whose payload had been accepted but that had not
+//!   started are started (Go 1.6.9 fails them), and pending cancels and releases are
+//!   retried.
 
 mod client;
 mod dialer;
 mod driver;
 mod extra;
 mod mesh_dialer;
+mod sessions;
 
 #[cfg(test)]
 pub mod gonode;
@@ -48,7 +55,7 @@ pub use dialer::{ControlDialer, ControlIo, ControlStream, DialError};
 pub use extra::{is_secret, redacted_extra, rfc3339_nano, RemoteExtraData};
 pub use mesh_dialer::{MeshDialer, CONTROL_SERVICE};
 
-use super::control::{receive_payload, RemoteSubmitter};
+use super::payload::receive_payload;
 use super::request::{parse_go_duration, SubmitRequest};
 use super::signing::WorkSigner;
 use super::store::{Unit, Workceptor};
@@ -60,6 +67,27 @@ use driver::{Command, Mode, Shared, StartOutcome};
 
 /// Name of the internal work type of remote units.
 pub const REMOTE_WORK_TYPE: &str = "remote";
+
+/// Submits work to other nodes and drives the local units that stand for it (the
+/// `remote` work type); absent until remote work is configured, in which case
+/// submissions to other nodes are refused.
+#[async_trait]
+pub trait RemoteSubmitter: Send + Sync {
+    /// Submits `request` to `request.node`: creates the local unit, answers with the
+    /// `Work unit created` line, reads the payload from `conn` and starts the remote
+    /// unit. Returns the reply (`{"result":..,"unitid":..}`).
+    async fn submit(&self, request: SubmitRequest, conn: &mut ControlConn)
+        -> Result<Reply, String>;
+
+    /// Cancels a remote unit: `{"cancelled":id}`, or `{"cancel pending":id}` while the
+    /// remote node cannot be reached.
+    async fn cancel(&self, unit: Arc<Unit>) -> Result<Value, String>;
+
+    /// Releases a remote unit here and on the remote node: `{"released":id}`, or
+    /// `{"release pending":id}` while the remote node cannot be reached (`force`:
+    /// one attempt, then the local unit goes regardless).
+    async fn release(&self, unit: Arc<Unit>, force: bool) -> Result<Value, String>;
+}
 
 /// Timing of remote work.
 #[derive(Debug, Clone)]
@@ -131,6 +159,11 @@ impl WorkType for RemoteWorkType {
     ) -> Result<Box<dyn WorkHandle>, String> {
         Err("remote units are resumed by remote work, not by the store".to_owned())
     }
+
+    /// Hides the `secret_*` parameters.
+    fn shown_extra(&self, stored: Option<&Value>) -> Option<Value> {
+        redacted_extra(stored)
+    }
 }
 
 /// Remote work of one node: submits units to other nodes and drives them.
@@ -165,10 +198,11 @@ impl RemoteWork {
     }
 
     /// Picks up the remote units found on disk at start-up (call it before the control
-    /// service serves clients): units that had not started fail (`Failed to restart:
-    /// remote work had not previously started`), units that were being followed are
-    /// followed again, pending cancels and releases are retried. Finished units are left
-    /// alone.
+    /// service serves clients): units whose payload was accepted but that had not
+    /// started on the remote node are started now (Go 1.6.9 fails them), units still
+    /// waiting for their payload fail (`Failed to restart: remote work had not
+    /// previously started`), units that were being followed are followed again, pending
+    /// cancels and releases are retried. Finished units are left alone.
     pub async fn recover(&self) {
         for unit in self.shared.store.list() {
             if !is_remote(&unit) {
@@ -178,7 +212,13 @@ impl RemoteWork {
             let failure = match RemoteExtraData::from_value(status.extra.as_ref()) {
                 Err(e) => Some(format!("Failed to restart: {e}")),
                 Ok(extra) if !extra.remote_started => {
-                    Some("Failed to restart: remote work had not previously started".to_owned())
+                    if status.is_final() || status.detail == "Waiting for Input Data" {
+                        Some("Failed to restart: remote work had not previously started".to_owned())
+                    } else {
+                        // Its payload was accepted: the driver starts it now.
+                        self.shared.spawn(unit.clone(), Mode::Resume);
+                        None
+                    }
                 }
                 Ok(extra) => {
                     if !status.is_final() || extra.local_released {
