@@ -133,8 +133,32 @@ fn leak_fields(desc: &SectionDesc) -> (*const abi::FieldDesc, usize) {
 /// }
 /// receptor_plugin_sdk::export_plugin!(plugin);
 /// ```
+///
+/// A plugin built with `panic = "abort"` cannot have its panics caught at the boundary:
+/// one panic would take the whole node down. The macro refuses to build such a plugin;
+/// `export_plugin!(plugin, panic_abort_allowed)` builds it anyway, for a plugin that is
+/// meant to run isolated in a process of its own.
 #[macro_export]
 macro_rules! export_plugin {
+    ($make:path, panic_abort_allowed) => {
+        $crate::__export_entry!($make);
+    };
+    ($make:path) => {
+        #[cfg(panic = "abort")]
+        compile_error!(
+            "this plugin is built with panic = \"abort\": a panic in it would abort the \
+             whole receptor node. Build it with panic = \"unwind\", or, for a plugin \
+             meant to run isolated, export it with \
+             `export_plugin!(plugin, panic_abort_allowed)`."
+        );
+        $crate::__export_entry!($make);
+    };
+}
+
+/// The entry point definition behind [`export_plugin!`](crate::export_plugin).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_entry {
     ($make:path) => {
         /// The plugin's entry point for ABI major 1.
         ///

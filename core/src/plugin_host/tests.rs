@@ -591,10 +591,30 @@ async fn c_plugin_runs_a_unit() {
     let host = load(&[lib]).unwrap();
     assert_eq!(host.plugins()[0].name, "uppercase");
     let err = host
-        .work_type("uppercase-worktype", &json!({"worktype": 7}))
+        .work_type("uppercase-worktype", &json!({"worktype": ["a"]}))
         .err()
         .expect("bad worktype");
-    assert!(err.to_string().contains("\"worktype\""), "{err}");
+    assert!(
+        err.to_string()
+            .contains("uppercase-worktype: worktype: expected a string, got a list"),
+        "{err}"
+    );
+    let err = host
+        .work_type("uppercase-worktype", &json!({"worktype": ""}))
+        .err()
+        .expect("empty worktype");
+    assert!(
+        err.to_string().contains("expected a non-empty name"),
+        "{err}"
+    );
+    let err = host
+        .work_type("uppercase-worktype", &json!({"wrktype": "x"}))
+        .err()
+        .expect("typo");
+    assert!(
+        err.to_string().contains("did you mean \"worktype\""),
+        "{err}"
+    );
     let wt = host
         .work_type("uppercase-worktype", &json!({"worktype": "shout"}))
         .unwrap();
