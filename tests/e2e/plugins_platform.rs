@@ -285,3 +285,28 @@ mod third_party {
         Ok(())
     }
 }
+
+/// `receptor plugin inspect` shows what a plugin file provides, or why it cannot load.
+#[test]
+fn plugin_inspect_describes_a_file_or_says_why_not() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let lib = build_greeter(dir.path())?;
+    let not_a_plugin = dir.path().join("notes.so");
+    std::fs::write(&not_a_plugin, "not a library")?;
+    let out = Command::new(rust_receptor()?)
+        .args(["plugin", "inspect"])
+        .arg(&lib)
+        .arg(&not_a_plugin)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(!out.status.success(), "a bad file must fail the command");
+    for needle in [
+        "plugin acme 0.1.0 (ABI 1.2, host ABI 1.2)",
+        "section acme-greeter: work type, Greet people, from ACME's plugin [bare value sets greeting; version-2 key acme-greeters]",
+        "names: list of strings, required - Whom to greet",
+        "notes.so: not loadable: cannot load plugin",
+    ] {
+        ensure!(text.contains(needle), "{needle} missing in:\n{text}");
+    }
+    Ok(())
+}

@@ -732,6 +732,63 @@ impl PluginHost {
         out
     }
 
+    /// What `receptor plugin inspect` prints about each loaded plugin: its ABI version,
+    /// name, version and path, then every section it claims with its kind, capabilities
+    /// and fields.
+    pub fn inspect_text(&self) -> String {
+        let mut out = String::new();
+        for (index, p) in self.plugins.iter().enumerate() {
+            out.push_str(&format!(
+                "plugin {} {} (ABI {}.{}, host ABI {}.{})\n  file: {}\n",
+                p.name,
+                p.version,
+                p.abi.0,
+                p.abi.1,
+                abi::ABI_MAJOR,
+                abi::ABI_MINOR,
+                p.path.display()
+            ));
+            for (kind, claim) in self.claims.iter().filter(|(_, c)| c.plugin == index) {
+                let desc = &claim.desc;
+                let mut flags = Vec::new();
+                if desc.own_tls {
+                    flags.push("runs its own TLS".to_owned());
+                }
+                if let Some(field) = &desc.bare_field {
+                    flags.push(format!("bare value sets {field}"));
+                }
+                if let Some(key) = &desc.v2_key {
+                    flags.push(format!("version-2 key {key}"));
+                }
+                out.push_str(&format!("  section {kind}: {}", claim.claim_type.noun()));
+                if !desc.help.is_empty() {
+                    out.push_str(&format!(", {}", desc.help));
+                }
+                if !flags.is_empty() {
+                    out.push_str(&format!(" [{}]", flags.join("; ")));
+                }
+                out.push('\n');
+                if desc.fields.is_empty() {
+                    out.push_str("    (fields not described: checked by the plugin)\n");
+                }
+                for f in &desc.fields {
+                    out.push_str(&format!("    {}: {}", f.name, f.field_type.noun()));
+                    if f.required {
+                        out.push_str(", required");
+                    }
+                    if let Some(d) = &f.default {
+                        out.push_str(&format!(", default {d}"));
+                    }
+                    if !f.help.is_empty() {
+                        out.push_str(&format!(" - {}", f.help));
+                    }
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
     /// Checks a section against its plugin's description of it (ABI 1.2): unknown keys
     /// (with a suggestion), required fields, types. Sections of plugins that describe
     /// no fields are left to the plugin.
