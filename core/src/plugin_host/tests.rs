@@ -684,8 +684,19 @@ fn rust_example() -> PathBuf {
 #[tokio::test]
 async fn standalone_rust_plugin_runs_a_unit() {
     let host = load(&[rust_example()]).unwrap();
+    let desc = host.section_desc("wordcount-worktype").unwrap();
+    assert_eq!(desc.bare_field.as_deref(), Some("worktype"));
+    let err = host
+        .work_type("wordcount-worktype", &json!({"workype": "wc"}))
+        .err()
+        .expect("typo refused");
+    assert!(
+        err.to_string().contains("did you mean \"worktype\""),
+        "{err}"
+    );
+    // A bare command-line value goes to the described field.
     let wt = host
-        .work_type("wordcount-worktype", &json!({"worktype": "wc"}))
+        .work_type("wordcount-worktype", &json!({"": "wc"}))
         .unwrap();
     assert_eq!(wt.name(), "wc");
     let dir = tempfile::tempdir().unwrap();
