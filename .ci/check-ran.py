@@ -35,6 +35,9 @@ REQUIRED_MODULES = [
     "quick_start",
     "logs_json",
     "package",
+    "unprovided_kinds",
+    "command_service",
+    "ip_router",
 ]
 
 

@@ -130,7 +130,7 @@ typedef struct ReceptorErrorSink {
     void (*set)(void *ctx, ReceptorStr message);
 } ReceptorErrorSink;
 
-/* Given to the entry point; valid for the life of the process. */
+/* Given to the entry point; valid at least as long as the library is loaded. */
 typedef struct ReceptorHostApi {
     size_t struct_size;
     uint32_t abi_major;

@@ -11,7 +11,7 @@ use std::process::Command;
 use anyhow::{anyhow, ensure, Context, Result};
 use receptor_tests::binaries::{repo_root, rust_receptor};
 use receptor_tests::Implementation::{Go, Rust};
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::json;
 
 /// Like Go receptor 1.6.9, two sections declaring the same work type name stop the
@@ -29,7 +29,7 @@ fn duplicate_work_types_are_refused() -> Result<()> {
                 "work-command",
                 json!({"worktype": "same", "command": "echo"}),
             );
-        let log = Node::run_expecting_failure(implementation, config)?;
+        let log = NodeProcess::run_expecting_failure(implementation, config)?;
         ensure!(
             log.contains("work type same already registered"),
             "{}: {log}",
@@ -45,7 +45,7 @@ mod rust_nodes {
     /// Every plugin the node loads gets exactly one log line, naming its ABI version.
     #[test]
     fn one_log_line_per_loaded_plugin() -> Result<()> {
-        let node = Node::start(Rust, NodeConfig::new("solo").tcp_listener(free_port()?))?;
+        let node = NodeProcess::start(Rust, NodeConfig::new("solo").tcp_listener(free_port()?))?;
         node.wait_for_status("a status", |_| true)?;
         let log = node.log();
         for name in ["tcp", "udp", "websocket", "echo", "command"] {
@@ -87,7 +87,7 @@ fn build_greeter(dir: &Path) -> Result<PathBuf> {
 }
 
 /// Submits a unit with an empty payload; returns its id.
-fn submit(node: &Node, work_type: &str) -> Result<String> {
+fn submit(node: &NodeProcess, work_type: &str) -> Result<String> {
     let mut c = node.control()?;
     let created = c.command(&format!("work submit {} {work_type}", node.id()))?;
     let id = created
@@ -102,7 +102,7 @@ fn submit(node: &Node, work_type: &str) -> Result<String> {
 }
 
 /// Waits for a unit to succeed; returns its detail and results.
-fn finished(node: &Node, id: &str) -> Result<(String, String)> {
+fn finished(node: &NodeProcess, id: &str) -> Result<(String, String)> {
     let mut detail = String::new();
     receptor_tests::wait::wait_until(
         std::time::Duration::from_secs(10),
@@ -132,7 +132,7 @@ mod third_party {
     fn yaml_list_form_and_all_field_types() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let lib = build_greeter(dir.path())?;
-        let node = Node::start(
+        let node = NodeProcess::start(
             Rust,
             NodeConfig::new("acme")
                 .entry("plugins", json!([lib.display().to_string()]))
@@ -260,7 +260,7 @@ mod third_party {
         let typo = NodeConfig::new("acme3")
             .entry("plugins", json!([lib.display().to_string()]))
             .entry("acme-greeter", json!({"greting": "hi", "names": ["a"]}));
-        let log = Node::run_expecting_failure(Rust, typo)?;
+        let log = NodeProcess::run_expecting_failure(Rust, typo)?;
         ensure!(
             log.contains("acme-greeter: unknown key \"greting\" (did you mean \"greeting\"?)")
                 && log.contains("(line "),
@@ -269,7 +269,7 @@ mod third_party {
         let wrong = NodeConfig::new("acme4")
             .entry("plugins", json!([lib.display().to_string()]))
             .entry("acme-greeter", json!({"times": "many", "names": ["a"]}));
-        let log = Node::run_expecting_failure(Rust, wrong)?;
+        let log = NodeProcess::run_expecting_failure(Rust, wrong)?;
         ensure!(
             log.contains("acme-greeter: times: expected an integer, got \"many\""),
             "{log}"
@@ -277,7 +277,7 @@ mod third_party {
         let missing = NodeConfig::new("acme5")
             .entry("plugins", json!([lib.display().to_string()]))
             .entry("acme-greeter", json!({"times": 1}));
-        let log = Node::run_expecting_failure(Rust, missing)?;
+        let log = NodeProcess::run_expecting_failure(Rust, missing)?;
         ensure!(
             log.contains("acme-greeter: names (list of strings) is required"),
             "{log}"

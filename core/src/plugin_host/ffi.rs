@@ -58,7 +58,8 @@ unsafe extern "C" fn error_set(ctx: *mut c_void, message: abi::Str) {
     }));
 }
 
-/// The log context of one plugin (leaked: plugins are never unloaded).
+/// The log context of one load of a plugin (leaked, so that it outlives an unload; each
+/// load leaks one, a few bytes).
 pub(super) struct LogCtx {
     /// Set once the plugin told its name; until then the file name is used.
     pub(super) name: std::sync::OnceLock<String>,
@@ -67,7 +68,8 @@ pub(super) struct LogCtx {
 
 /// Builds the [`abi::HostApi`] for one plugin, as a host of ABI 1.`minor` would (its
 /// `struct_size` and `abi_minor`; the current minor in production, older ones in the
-/// compatibility tests); it and its context live forever.
+/// compatibility tests); it and its context are leaked, so they stay valid after an
+/// unload.
 pub(super) fn host_api(
     file: &std::path::Path,
     minor: u32,

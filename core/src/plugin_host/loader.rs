@@ -164,7 +164,7 @@ pub(super) fn load_plugin_as(path: &Path, host_minor: u32) -> Result<LoadedPlugi
         }
     };
     let (api, log_ctx) = ffi::host_api(path, host_minor);
-    // SAFETY: calling the plugin's entry point with a HostApi that lives forever.
+    // SAFETY: calling the plugin's entry point with a HostApi that is never freed.
     let desc = unsafe { entry(api) };
     if desc.is_null() {
         std::mem::forget(lib);
@@ -211,7 +211,8 @@ fn missing_entry(path: &Path, lib: &Library) -> PluginError {
 ///
 /// # Safety
 /// `desc` must point to a descriptor at least as large as its leading `struct_size`,
-/// `abi_major` and `abi_minor` fields, valid forever.
+/// `abi_major` and `abi_minor` fields, valid while the library is loaded (what is kept is
+/// copied out).
 unsafe fn read_descriptor(
     path: &Path,
     desc: *const abi::PluginDescriptor,
@@ -255,7 +256,7 @@ unsafe fn read_descriptor(
     // SAFETY: the descriptor has struct_size readable bytes (contract); read_prefix
     // reads only the whole minors they cover.
     let d = unsafe { layout::read_prefix(desc) }.map_err(|e| bad(e.to_string()))?;
-    // SAFETY: descriptor strings are valid forever.
+    // SAFETY: descriptor strings are valid while the library is loaded; they are copied.
     let (name, version) = unsafe { (d.name.to_string_lossy(), d.version.to_string_lossy()) };
     if name.is_empty() {
         return Err(bad("the plugin has no name".to_owned()));
@@ -290,25 +291,27 @@ unsafe fn read_descriptor(
 ///
 /// # Safety
 /// `claim` must be null or point to a claim of at least its `struct_size` bytes whose
-/// vtables are valid forever.
+/// vtables are valid while the library is loaded (its claims are used only then).
 unsafe fn read_claim(claim: *const abi::SectionClaim) -> Result<(String, ClaimEntry), String> {
     // SAFETY: null or a claim of struct_size readable bytes (contract).
     let c = unsafe { layout::read_prefix(claim) }.map_err(|e| e.to_string())?;
-    // SAFETY: claim strings are valid forever.
+    // SAFETY: claim strings are valid while the library is loaded; they are copied.
     let kind = unsafe { c.section_kind.to_string_lossy() }.to_ascii_lowercase();
     if kind.is_empty() {
         return Err("empty section kind".to_owned());
     }
     let fns = match c.claim_type {
         abi::CLAIM_BACKEND if !c.backend.is_null() => {
-            // SAFETY: non-null vtable, valid forever; from_vtable checks its size.
+            // SAFETY: non-null vtable, valid while the library is loaded; from_vtable checks
+            // its size.
             ClaimFns::Backend(
                 unsafe { BackendFns::from_vtable(c.backend) }
                     .map_err(|r| format!("{kind}: {r}"))?,
             )
         }
         abi::CLAIM_WORK_TYPE if !c.work_type.is_null() => {
-            // SAFETY: non-null vtable, valid forever; from_vtable checks its size.
+            // SAFETY: non-null vtable, valid while the library is loaded; from_vtable checks
+            // its size.
             ClaimFns::WorkType(
                 unsafe { WorkTypeFns::from_vtable(c.work_type) }
                     .map_err(|r| format!("{kind}: {r}"))?,
@@ -317,7 +320,7 @@ unsafe fn read_claim(claim: *const abi::SectionClaim) -> Result<(String, ClaimEn
         t => return Err(format!("{kind}: claim type {t} without its vtable")),
     };
     // SAFETY: the description (1.2; zero, i.e. absent, from older plugins) is valid
-    // forever.
+    // while the library is loaded; it is copied.
     let desc = unsafe { read_description(&c) }.map_err(|r| format!("{kind}: {r}"))?;
     Ok((
         kind,
@@ -341,7 +344,7 @@ unsafe fn read_description(c: &abi::SectionClaim) -> Result<describe::SectionDes
         return Err(format!("bad field list ({} fields)", c.field_count));
     }
     let text = |s: abi::Str| {
-        // SAFETY: descriptor strings are valid forever.
+        // SAFETY: descriptor strings are valid while the library is loaded; they are copied.
         let s = unsafe { s.to_string_lossy() };
         (!s.is_empty()).then_some(s)
     };
