@@ -32,9 +32,9 @@ macro_rules! field_end {
         const fn size_of_pointee<T>(_: *const T) -> usize {
             ::std::mem::size_of::<T>()
         }
-        // The field's address is only computed, nothing is read.
-        ::std::mem::offset_of!($ty, $field)
-            + size_of_pointee(unsafe { ::std::ptr::addr_of!((*probe.as_ptr()).$field) })
+        // SAFETY: only the field's address is computed; nothing is read.
+        let field = unsafe { ::std::ptr::addr_of!((*probe.as_ptr()).$field) };
+        ::std::mem::offset_of!($ty, $field) + size_of_pointee(field)
     }};
 }
 
