@@ -10,6 +10,9 @@ use receptor_core::config::{self, Invocation};
 
 fn main() -> ExitCode {
     let argv: Vec<_> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "plugin") {
+        return plugin_command(&argv[2..]);
+    }
     let invocation = match config::parse_args(argv.clone()) {
         Ok(inv) => inv,
         Err(e) => {
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
         }
         Invocation::Help(text) => {
             print!("{text}");
+            print!("{}", plugin_help());
             ExitCode::SUCCESS
         }
         Invocation::Run {
@@ -34,6 +38,57 @@ fn main() -> ExitCode {
         Invocation::CertMakeReq(section) => cert_command(certs::cert_makereq(&section.value)),
         Invocation::CertSignReq(section) => cert_command(certs::cert_signreq(&section.value)),
     }
+}
+
+/// `receptor plugin inspect FILE...`: what each file provides, or the precise reason it
+/// is not a loadable plugin (an addition to Go receptor's command line, which has no
+/// positional words).
+fn plugin_command(args: &[std::ffi::OsString]) -> ExitCode {
+    use receptor_core::plugin_host::{LoadOptions, PluginHost};
+    let (Some(verb), files) = (args.first(), args.get(1..).unwrap_or_default()) else {
+        eprintln!("Usage: receptor plugin inspect FILE...");
+        return ExitCode::FAILURE;
+    };
+    if verb != "inspect" || files.is_empty() {
+        eprintln!("Usage: receptor plugin inspect FILE...");
+        return ExitCode::FAILURE;
+    }
+    let mut status = ExitCode::SUCCESS;
+    for file in files {
+        match PluginHost::load(&LoadOptions {
+            paths: vec![std::path::PathBuf::from(file)],
+            default_search: false,
+        }) {
+            Ok(host) => print!("{}", host.inspect_text()),
+            Err(e) => {
+                println!(
+                    "{}: not loadable: {e}",
+                    std::path::Path::new(file).display()
+                );
+                status = ExitCode::FAILURE;
+            }
+        }
+    }
+    status
+}
+
+/// The `--help` entries of the sections that plugins on the default search path
+/// describe and the core's list does not have (plugins are loaded for this only when
+/// help is asked for, so a node's start-up does not pay for it).
+fn plugin_help() -> String {
+    use receptor_core::plugin_host::{LoadOptions, PluginHost};
+    let host = match PluginHost::load(&LoadOptions {
+        paths: Vec::new(),
+        default_search: true,
+    }) {
+        Ok(host) => host,
+        Err(e) => return format!("(plugins on the default search path: {e})\n"),
+    };
+    let text = host.help_text(config::is_core_listed_kind);
+    if text.is_empty() {
+        return text;
+    }
+    format!("Sections of plugins on the default search path:\n\n{text}")
 }
 
 fn cert_command(outcome: Result<(), certs::CertError>) -> ExitCode {

@@ -9,8 +9,12 @@
  * A unit copies its payload to its results with ASCII letters in upper case, on a thread
  * of its own, and reports Running, then Succeeded (or Failed, or Canceled).
  *
- * Build:  cc -std=c11 -shared -fPIC -pthread -I ../../plugin-sdk/include uppercase.c \
- *            -o libuppercase.so
+ * It reads its section through the host's typed accessors and describes it (ABI 1.2),
+ * so the node checks the section, lists it in --help and accepts
+ * `--uppercase-worktype shout` on the command line.
+ *
+ * Build:  cc -std=c11 -shared -fPIC -pthread -fvisibility=hidden \
+ *            -I ../../plugin-sdk/include uppercase.c -o libuppercase.so
  * Load:   list the file (or its folder) under `plugins:` in receptor's config, or put it
  *         in a folder named by RECEPTOR_PLUGIN_PATH.
  */
@@ -37,26 +41,9 @@ static void set_error(const ReceptorErrorSink *err, const char *message) {
     }
 }
 
-/* ---- configuration: the section arrives as compact JSON, e.g. {"worktype":"shout"} ---- */
+/* ---- configuration: read through the host's typed accessors (ABI 1.2) ---- */
 
-/* Copies the string value of "key" into out; returns 1 if found, 0 if absent, -1 if it
- * is not a plain string (this example does not handle escapes). */
-static int json_string_field(ReceptorStr json, const char *key, char *out, size_t out_len) {
-    char pattern[64];
-    int n = snprintf(pattern, sizeof pattern, "\"%s\":", key);
-    if (n < 0 || (size_t)n >= sizeof pattern) return -1;
-    for (size_t i = 0; i + (size_t)n <= json.len; i++) {
-        if (memcmp(json.ptr + i, pattern, (size_t)n) != 0) continue;
-        if (i + (size_t)n >= json.len || json.ptr[i + (size_t)n] != '"') return -1;
-        size_t start = i + (size_t)n + 1, end = start;
-        while (end < json.len && json.ptr[end] != '"' && json.ptr[end] != '\\') end++;
-        if (end >= json.len || json.ptr[end] == '\\' || end - start + 1 > out_len) return -1;
-        memcpy(out, json.ptr + start, end - start);
-        out[end - start] = '\0';
-        return 1;
-    }
-    return 0;
-}
+static const ReceptorHostApi *host;
 
 typedef struct {
     char name[128];
@@ -65,8 +52,8 @@ typedef struct {
 static ReceptorStatus wt_create(void *claim_ctx, ReceptorStr config_json, const ReceptorErrorSink *err,
                                 ReceptorWorkTypeInfo *out_info, void **out_work_type) {
     (void)claim_ctx;
-    if (out_info->struct_size < sizeof(ReceptorWorkTypeInfo)) {
-        set_error(err, "host work type info too small");
+    if (!host || host->struct_size < RECEPTOR_HOST_API_V1_2_SIZE) {
+        set_error(err, "this plugin needs a receptor of plugin ABI 1.2 or later");
         return RECEPTOR_STATUS_ERROR;
     }
     WorkType *wt = calloc(1, sizeof *wt);
@@ -74,13 +61,16 @@ static ReceptorStatus wt_create(void *claim_ctx, ReceptorStr config_json, const 
         set_error(err, "out of memory");
         return RECEPTOR_STATUS_ERROR;
     }
-    int found = json_string_field(config_json, "worktype", wt->name, sizeof wt->name);
-    if (found < 0 || (found == 1 && wt->name[0] == '\0')) {
+    size_t len = 0;
+    ReceptorStatus st = host->config_string(host->ctx, config_json, RECEPTOR_STR("worktype"),
+                                            (uint8_t *)wt->name, sizeof wt->name - 1, &len, err);
+    if (st == RECEPTOR_STATUS_ERROR || (st == RECEPTOR_STATUS_OK && (len == 0 || len >= sizeof wt->name))) {
         free(wt);
-        set_error(err, SECTION_KIND ": key \"worktype\": expected a plain non-empty string");
+        if (st == RECEPTOR_STATUS_OK) set_error(err, SECTION_KIND ": worktype: expected a non-empty name");
         return RECEPTOR_STATUS_ERROR;
     }
-    if (found == 0) strcpy(wt->name, "uppercase");
+    if (st == RECEPTOR_STATUS_ABSENT) strcpy(wt->name, "uppercase");
+    else wt->name[len] = '\0';
     out_info->name = (ReceptorStr){(const uint8_t *)wt->name, strlen(wt->name)};
     out_info->flags = 0;
     *out_work_type = wt;
@@ -205,8 +195,22 @@ static const ReceptorWorkTypeVtable vtable = {
     sizeof(ReceptorWorkTypeVtable), wt_create, wt_start, wt_reattach, wt_cancel, wt_free_unit, wt_destroy,
 };
 
+/* The section's description (ABI 1.2): the node checks it, lists it in --help and
+ * takes `--uppercase-worktype NAME` on the command line. */
+static const ReceptorFieldDesc fields[] = {
+    {sizeof(ReceptorFieldDesc), RECEPTOR_STR("worktype"), RECEPTOR_FIELD_STRING, 0, RECEPTOR_STR("uppercase"),
+     RECEPTOR_STR("Name clients submit units to")},
+};
+
 static const ReceptorSectionClaim claim = {
-    sizeof(ReceptorSectionClaim), RECEPTOR_STR(SECTION_KIND), RECEPTOR_CLAIM_WORK_TYPE, 0, NULL, NULL, &vtable,
+    .struct_size = sizeof(ReceptorSectionClaim),
+    .section_kind = RECEPTOR_STR(SECTION_KIND),
+    .claim_type = RECEPTOR_CLAIM_WORK_TYPE,
+    .work_type = &vtable,
+    .help = RECEPTOR_STR("Copy the payload to the results in upper case (example C plugin)"),
+    .fields = fields,
+    .field_count = 1,
+    .bare_field = RECEPTOR_STR("worktype"),
 };
 
 static const ReceptorSectionClaim *const claims[] = {&claim};
@@ -221,9 +225,10 @@ static const ReceptorPluginDescriptor descriptor = {
     1,
 };
 
-const ReceptorPluginDescriptor *receptor_plugin_entry_v1(const ReceptorHostApi *host) {
-    if (host && host->struct_size >= sizeof(ReceptorHostApi) && host->log) {
-        host->log(host->ctx, RECEPTOR_LOG_DEBUG, RECEPTOR_STR("uppercase plugin ready"));
+RECEPTOR_PLUGIN_EXPORT const ReceptorPluginDescriptor *receptor_plugin_entry_v1(const ReceptorHostApi *h) {
+    host = h;
+    if (h && h->struct_size >= RECEPTOR_HOST_API_V1_0_SIZE && h->log) {
+        h->log(h->ctx, RECEPTOR_LOG_DEBUG, RECEPTOR_STR("uppercase plugin ready"));
     }
     return &descriptor;
 }

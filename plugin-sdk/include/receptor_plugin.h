@@ -1,9 +1,13 @@
 /*
- * receptor_plugin.h - the C ABI of receptor plugins, version 1.
+ * receptor_plugin.h - the C ABI of receptor plugins, version 1.2.
  *
  * A plugin is a shared library exporting
  *
  *     const ReceptorPluginDescriptor *receptor_plugin_entry_v1(const ReceptorHostApi *host);
+ *
+ * (declared below with RECEPTOR_PLUGIN_EXPORT, so that it stays visible when the plugin
+ * is built with -fvisibility=hidden and keeps C linkage in C++). The header compiles as
+ * C11 and as C++17.
  *
  * The host calls it once after each load; the returned descriptor (and everything it
  * points to) must stay valid while the library is loaded. Return NULL to refuse to
@@ -18,7 +22,8 @@
  *  - Every struct starts with struct_size, its size as known to whoever filled it in,
  *    and only grows at the end within a major version. Read a field only if struct_size
  *    covers it; in an out-struct, write only the fields covered by the struct_size the
- *    host set.
+ *    host set. The RECEPTOR_*_V1_n_SIZE constants are each struct's frozen size at
+ *    minor n (field ends, never sizeof): compare struct_size with them.
  *  - ReceptorStr is borrowed UTF-8 {ptr, len} (not NUL-terminated), valid for the call.
  *  - Whoever allocates frees. Plugin handles are freed by the plugin when the host calls
  *    stop / free_unit / destroy; host contexts (ReceptorBackendHost.ctx,
@@ -41,13 +46,34 @@ extern "C" {
 #endif
 
 #define RECEPTOR_PLUGIN_ABI_MAJOR 1
-#define RECEPTOR_PLUGIN_ABI_MINOR 1 /* 1.1: ReceptorBackendHost.connection_tls */
+/* 1.1: ReceptorBackendHost.connection_tls.
+ * 1.2: self-describing sections (ReceptorSectionClaim.flags, help, fields, bare_field,
+ *      v2_key; ReceptorFieldDesc) and the typed configuration accessors of
+ *      ReceptorHostApi (config_string ... config_list_item). */
+#define RECEPTOR_PLUGIN_ABI_MINOR 2
 #define RECEPTOR_PLUGIN_ENTRY_V1 "receptor_plugin_entry_v1"
+
+/* Makes the entry point visible (and of C linkage in C++) whatever the default
+ * visibility of the build. */
+#if defined(__cplusplus)
+#define RECEPTOR_EXTERN_C extern "C"
+#else
+#define RECEPTOR_EXTERN_C
+#endif
+#if defined(_WIN32)
+#define RECEPTOR_PLUGIN_EXPORT RECEPTOR_EXTERN_C __declspec(dllexport)
+#else
+#define RECEPTOR_PLUGIN_EXPORT RECEPTOR_EXTERN_C __attribute__((visibility("default")))
+#endif
+
+/* The end of a field: its offset plus its size. The frozen sizes below are field ends. */
+#define RECEPTOR_FIELD_END(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
 
 typedef int32_t ReceptorStatus;
 #define RECEPTOR_STATUS_OK 0
 #define RECEPTOR_STATUS_ERROR 1
 #define RECEPTOR_STATUS_PANIC 2
+#define RECEPTOR_STATUS_ABSENT 3 /* since 1.2, config accessors: no such key (not an error) */
 
 /* Framing of a connection handed to the host. */
 #define RECEPTOR_FRAMING_LEN16LE 1  /* byte stream, u16 little-endian length prefix (TCP) */
@@ -56,6 +82,21 @@ typedef int32_t ReceptorStatus;
 /* ReceptorSectionClaim.claim_type */
 #define RECEPTOR_CLAIM_BACKEND 1
 #define RECEPTOR_CLAIM_WORK_TYPE 2
+
+/* ReceptorSectionClaim.flags (since 1.2) */
+#define RECEPTOR_CLAIM_FLAG_OWN_TLS 1u /* the backend runs TLS itself; it gets "tlsconfig" */
+
+/* ReceptorFieldDesc.field_type (since 1.2) */
+#define RECEPTOR_FIELD_STRING 1
+#define RECEPTOR_FIELD_INT 2
+#define RECEPTOR_FIELD_BOOL 3
+#define RECEPTOR_FIELD_DURATION 4
+#define RECEPTOR_FIELD_LIST 5
+#define RECEPTOR_FIELD_FLOAT 6
+#define RECEPTOR_FIELD_ANY 7
+
+/* ReceptorFieldDesc.flags (since 1.2) */
+#define RECEPTOR_FIELD_REQUIRED 1u
 
 /* ReceptorWorkTypeInfo.flags */
 #define RECEPTOR_WORK_TYPE_VERIFY_SIGNATURE 1u
@@ -81,6 +122,14 @@ typedef struct ReceptorStr {
     size_t len;
 } ReceptorStr;
 
+/* Where a plugin reports why a call failed; borrowed for the call. */
+typedef struct ReceptorErrorSink {
+    size_t struct_size;
+    void *ctx;
+    /* Records the message (copied; the last call wins). */
+    void (*set)(void *ctx, ReceptorStr message);
+} ReceptorErrorSink;
+
 /* Given to the entry point; valid at least as long as the library is loaded. */
 typedef struct ReceptorHostApi {
     size_t struct_size;
@@ -89,15 +138,33 @@ typedef struct ReceptorHostApi {
     void *ctx;
     /* Logs a message at a RECEPTOR_LOG_* level. Thread-safe. */
     void (*log)(void *ctx, uint32_t level, ReceptorStr message);
+    /* Since 1.2 (use them only if struct_size >= RECEPTOR_HOST_API_V1_2_SIZE): typed
+     * reads of the plugin's own section, config_json as passed to create()/start(); pass
+     * host->ctx and the call's err sink. Keys match without regard to case. Each returns
+     * RECEPTOR_STATUS_OK, RECEPTOR_STATUS_ABSENT (no such key; err untouched) or
+     * RECEPTOR_STATUS_ERROR (wrong type; err names the key and the expected type).
+     * Strings: at most cap bytes are copied to buf and the full length is stored in
+     * *out_len (call again with a larger buffer if it exceeds cap); not NUL-terminated. */
+    ReceptorStatus (*config_string)(void *ctx, ReceptorStr config_json, ReceptorStr key, uint8_t *buf,
+                                    size_t cap, size_t *out_len, const ReceptorErrorSink *err);
+    ReceptorStatus (*config_int)(void *ctx, ReceptorStr config_json, ReceptorStr key, int64_t *out,
+                                 const ReceptorErrorSink *err);
+    /* *out = 1 or 0; true/false, yes/no, on/off. */
+    ReceptorStatus (*config_bool)(void *ctx, ReceptorStr config_json, ReceptorStr key, uint32_t *out,
+                                  const ReceptorErrorSink *err);
+    /* Go's form (1m30s, 250ms); a bare number is seconds. */
+    ReceptorStatus (*config_duration_ms)(void *ctx, ReceptorStr config_json, ReceptorStr key, uint64_t *out,
+                                         const ReceptorErrorSink *err);
+    /* A list of strings (or one comma-separated string). */
+    ReceptorStatus (*config_list_len)(void *ctx, ReceptorStr config_json, ReceptorStr key, size_t *out,
+                                      const ReceptorErrorSink *err);
+    ReceptorStatus (*config_list_item)(void *ctx, ReceptorStr config_json, ReceptorStr key, size_t index,
+                                       uint8_t *buf, size_t cap, size_t *out_len, const ReceptorErrorSink *err);
 } ReceptorHostApi;
 
-/* Where a plugin reports why a call failed; borrowed for the call. */
-typedef struct ReceptorErrorSink {
-    size_t struct_size;
-    void *ctx;
-    /* Records the message (copied; the last call wins). */
-    void (*set)(void *ctx, ReceptorStr message);
-} ReceptorErrorSink;
+#define RECEPTOR_HOST_API_V1_0_SIZE RECEPTOR_FIELD_END(ReceptorHostApi, log)
+#define RECEPTOR_HOST_API_V1_1_SIZE RECEPTOR_FIELD_END(ReceptorHostApi, log)
+#define RECEPTOR_HOST_API_V1_2_SIZE RECEPTOR_FIELD_END(ReceptorHostApi, config_list_item)
 
 /* The host side of a running backend instance. The struct is borrowed for start() (copy
  * it); ctx stays valid until the plugin calls release(ctx), exactly once, also when
@@ -122,8 +189,9 @@ typedef struct ReceptorBackendHost {
 } ReceptorBackendHost;
 
 /* The least a host passes (ABI 1.0: up to release), and the size with connection_tls. */
-#define RECEPTOR_BACKEND_HOST_V1_0_SIZE offsetof(ReceptorBackendHost, connection_tls)
-#define RECEPTOR_BACKEND_HOST_V1_1_SIZE sizeof(ReceptorBackendHost)
+#define RECEPTOR_BACKEND_HOST_V1_0_SIZE RECEPTOR_FIELD_END(ReceptorBackendHost, release)
+#define RECEPTOR_BACKEND_HOST_V1_1_SIZE RECEPTOR_FIELD_END(ReceptorBackendHost, connection_tls)
+#define RECEPTOR_BACKEND_HOST_V1_2_SIZE RECEPTOR_FIELD_END(ReceptorBackendHost, connection_tls)
 
 typedef struct ReceptorBackendVtable {
     size_t struct_size;
@@ -193,16 +261,39 @@ typedef struct ReceptorWorkTypeVtable {
     void (*destroy)(void *work_type);
 } ReceptorWorkTypeVtable;
 
+/* Since 1.2: one field of a section, for --help, the command line, the version-2 form
+ * and type checks. Valid as long as its claim. */
+typedef struct ReceptorFieldDesc {
+    size_t struct_size;
+    ReceptorStr name;          /* the key, lower case */
+    uint32_t field_type;       /* RECEPTOR_FIELD_STRING ... */
+    uint32_t flags;            /* RECEPTOR_FIELD_REQUIRED */
+    ReceptorStr default_value; /* shown in --help; empty: none */
+    ReceptorStr help;          /* one line */
+} ReceptorFieldDesc;
+
+#define RECEPTOR_FIELD_DESC_V1_2_SIZE RECEPTOR_FIELD_END(ReceptorFieldDesc, help)
+
 /* One config section kind the plugin claims. */
 typedef struct ReceptorSectionClaim {
     size_t struct_size;
     ReceptorStr section_kind; /* as written in the config, lower case, e.g. "tcp-listener" */
     uint32_t claim_type;      /* RECEPTOR_CLAIM_* */
-    uint32_t reserved;        /* 0 */
+    uint32_t flags;           /* RECEPTOR_CLAIM_FLAG_* (since 1.2; was reserved, 0) */
     void *claim_ctx;          /* passed back to start()/create() */
     const ReceptorBackendVtable *backend;    /* for RECEPTOR_CLAIM_BACKEND, else NULL */
     const ReceptorWorkTypeVtable *work_type; /* for RECEPTOR_CLAIM_WORK_TYPE, else NULL */
+    /* Since 1.2 (a claim of RECEPTOR_SECTION_CLAIM_V1_0_SIZE has none of these): */
+    ReceptorStr help;                /* one line for --help; empty: none */
+    const ReceptorFieldDesc *fields; /* NULL with 0: not described, any keys accepted */
+    size_t field_count;
+    ReceptorStr bare_field;          /* the field --kind value sets; empty: none */
+    ReceptorStr v2_key;              /* its map's key in the version-2 form; empty: none */
 } ReceptorSectionClaim;
+
+#define RECEPTOR_SECTION_CLAIM_V1_0_SIZE RECEPTOR_FIELD_END(ReceptorSectionClaim, work_type)
+#define RECEPTOR_SECTION_CLAIM_V1_1_SIZE RECEPTOR_FIELD_END(ReceptorSectionClaim, work_type)
+#define RECEPTOR_SECTION_CLAIM_V1_2_SIZE RECEPTOR_FIELD_END(ReceptorSectionClaim, v2_key)
 
 typedef struct ReceptorPluginDescriptor {
     size_t struct_size;
@@ -216,8 +307,15 @@ typedef struct ReceptorPluginDescriptor {
 
 typedef const ReceptorPluginDescriptor *(*ReceptorPluginEntryV1)(const ReceptorHostApi *host);
 
-/* Builds a ReceptorStr from a NUL-terminated literal. */
+/* The entry point a plugin defines. */
+RECEPTOR_PLUGIN_EXPORT const ReceptorPluginDescriptor *receptor_plugin_entry_v1(const ReceptorHostApi *host);
+
+/* Builds a ReceptorStr from a string literal (C and C++). */
+#if defined(__cplusplus)
+#define RECEPTOR_STR(literal) (ReceptorStr{reinterpret_cast<const uint8_t *>(literal), sizeof(literal) - 1})
+#else
 #define RECEPTOR_STR(literal) ((ReceptorStr){(const uint8_t *)(literal), sizeof(literal) - 1})
+#endif
 
 #ifdef __cplusplus
 }

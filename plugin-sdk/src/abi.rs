@@ -19,8 +19,9 @@
 //!   filled it in) and only ever grows at the end within a major version. A reader uses a
 //!   field only if `struct_size` covers it; a writer of an out-struct (such as
 //!   [`WorkTypeInfo`]) writes only the fields covered by the `struct_size` the host set.
-//!   Version 1.0 has no optional fields: the minimum size of each struct is its 1.0
-//!   size. Version 1.1 appends [`BackendHost::connection_tls`] (see [`BACKEND_HOST_V1_0_SIZE`]).
+//!   The minimum size of each struct is its 1.0 size; [`crate::layout`] holds the
+//!   frozen size of each struct at each minor and the routines that read and write
+//!   structs of a peer of another minor.
 //! * **Strings** are borrowed [`Str`] (`{ptr, len}`, UTF-8, not NUL-terminated), valid
 //!   only for the duration of the call that passes them, unless documented otherwise.
 //!   Whoever keeps one copies it.
@@ -47,7 +48,13 @@ pub const ABI_MAJOR: u32 = 1;
 ///
 /// * 1.0: the initial version.
 /// * 1.1: [`BackendHost::connection_tls`].
-pub const ABI_MINOR: u32 = 1;
+/// * 1.2: self-describing sections ([`SectionClaim::flags`], [`SectionClaim::help`],
+///   [`SectionClaim::fields`] of [`FieldDesc`], [`SectionClaim::bare_field`],
+///   [`SectionClaim::v2_key`]) and typed configuration accessors in [`HostApi`]
+///   (`config_string` ... `config_list_item`).
+///
+/// The frozen size of every struct at every minor is in [`crate::layout`].
+pub const ABI_MINOR: u32 = 2;
 /// Name of the entry symbol for ABI major 1 (without the trailing NUL).
 pub const ENTRY_SYMBOL_V1: &str = "receptor_plugin_entry_v1";
 
@@ -62,6 +69,9 @@ pub const STATUS_OK: Status = 0;
 pub const STATUS_ERROR: Status = 1;
 /// The plugin panicked (or threw); the error sink received what is known.
 pub const STATUS_PANIC: Status = 2;
+/// Since 1.2, from the configuration accessors: the key is not in the section (not an
+/// error; the error sink is not called).
+pub const STATUS_ABSENT: Status = 3;
 
 /// [`BackendHost::connection`] framing: a byte stream, each message preceded by its
 /// length as a little-endian u16 (receptor's TCP framing).
@@ -74,6 +84,30 @@ pub const FRAMING_DATAGRAM: u32 = 2;
 pub const CLAIM_BACKEND: u32 = 1;
 /// [`SectionClaim::claim_type`]: the section configures a work type.
 pub const CLAIM_WORK_TYPE: u32 = 2;
+
+/// [`SectionClaim::flags`] (since 1.2): the backend runs TLS itself (below its own
+/// protocol, as websockets do): the core passes the named `tls-server` / `tls-client`
+/// settings inlined in the section's `tls` key instead of running TLS on the connection.
+pub const CLAIM_FLAG_OWN_TLS: u32 = 1;
+
+/// [`FieldDesc::field_type`]: a string.
+pub const FIELD_STRING: u32 = 1;
+/// [`FieldDesc::field_type`]: an integer.
+pub const FIELD_INT: u32 = 2;
+/// [`FieldDesc::field_type`]: a boolean (`true`, `false`; YAML 1.1 forms accepted).
+pub const FIELD_BOOL: u32 = 3;
+/// [`FieldDesc::field_type`]: a duration (Go's form, e.g. `1m30s`, or seconds).
+pub const FIELD_DURATION: u32 = 4;
+/// [`FieldDesc::field_type`]: a list of strings (a YAML list, or comma-separated on the
+/// command line).
+pub const FIELD_LIST: u32 = 5;
+/// [`FieldDesc::field_type`]: a number.
+pub const FIELD_FLOAT: u32 = 6;
+/// [`FieldDesc::field_type`]: any value (a map, ...), passed on as JSON unchecked.
+pub const FIELD_ANY: u32 = 7;
+
+/// [`FieldDesc::flags`]: the field must be given.
+pub const FIELD_REQUIRED: u32 = 1;
 
 /// [`WorkTypeInfo::flags`]: submissions must carry a valid signature (`verifysignature`).
 pub const WORK_TYPE_VERIFY_SIGNATURE: u32 = 1;
@@ -173,6 +207,79 @@ pub struct HostApi {
     pub ctx: *mut c_void,
     /// Logs a message from the plugin at a `LOG_*` level. Thread-safe.
     pub log: Option<unsafe extern "C" fn(ctx: *mut c_void, level: u32, message: Str)>,
+    /// Since 1.2: reads string field `key` of `config_json` (the section as passed to
+    /// `create` / `start`). Copies at most `cap` bytes to `buf` and stores the full
+    /// length in `*out_len` (larger than `cap`: call again with a larger buffer).
+    /// Returns [`STATUS_ABSENT`] if the key is not there, [`STATUS_ERROR`] (with the
+    /// key and the expected type in the sink) if it is not a string. Thread-safe, as are
+    /// the other accessors; keys are matched without regard to case.
+    pub config_string: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            config_json: Str,
+            key: Str,
+            buf: *mut u8,
+            cap: usize,
+            out_len: *mut usize,
+            err: *const ErrorSink,
+        ) -> Status,
+    >,
+    /// Since 1.2: reads integer field `key` (a number, or a string holding one).
+    pub config_int: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            config_json: Str,
+            key: Str,
+            out: *mut i64,
+            err: *const ErrorSink,
+        ) -> Status,
+    >,
+    /// Since 1.2: reads boolean field `key` into `*out` (1 or 0); `yes`/`no`, `on`/`off`
+    /// and `true`/`false` in any case are booleans.
+    pub config_bool: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            config_json: Str,
+            key: Str,
+            out: *mut u32,
+            err: *const ErrorSink,
+        ) -> Status,
+    >,
+    /// Since 1.2: reads duration field `key` in milliseconds (Go's form such as `1m30s`
+    /// or `250ms`; a bare number is seconds).
+    pub config_duration_ms: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            config_json: Str,
+            key: Str,
+            out: *mut u64,
+            err: *const ErrorSink,
+        ) -> Status,
+    >,
+    /// Since 1.2: the number of items of list field `key` (a list of strings, or one
+    /// string of comma-separated items).
+    pub config_list_len: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            config_json: Str,
+            key: Str,
+            out: *mut usize,
+            err: *const ErrorSink,
+        ) -> Status,
+    >,
+    /// Since 1.2: item `index` of list field `key`, copied as by `config_string`.
+    pub config_list_item: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            config_json: Str,
+            key: Str,
+            index: usize,
+            buf: *mut u8,
+            cap: usize,
+            out_len: *mut usize,
+            err: *const ErrorSink,
+        ) -> Status,
+    >,
 }
 
 /// What a plugin is and what it provides. Returned by the entry point; must stay valid
@@ -206,14 +313,47 @@ pub struct SectionClaim {
     pub section_kind: Str,
     /// [`CLAIM_BACKEND`] or [`CLAIM_WORK_TYPE`].
     pub claim_type: u32,
-    /// Reserved, 0.
-    pub reserved: u32,
+    /// `CLAIM_FLAG_*` capability bits (since 1.2; before, this field was reserved and
+    /// 0, which means no capability).
+    pub flags: u32,
     /// Opaque plugin context passed back to `start` / `create`.
     pub claim_ctx: *mut c_void,
     /// The backend functions (set for [`CLAIM_BACKEND`], else null).
     pub backend: *const BackendVtable,
     /// The work-type functions (set for [`CLAIM_WORK_TYPE`], else null).
     pub work_type: *const WorkTypeVtable,
+    /// Since 1.2: one line of help for the section (`--help`). Empty: none.
+    pub help: Str,
+    /// Since 1.2: `field_count` descriptions of the section's fields; with none, the
+    /// section is not described and takes any keys (as before 1.2).
+    pub fields: *const FieldDesc,
+    /// Since 1.2: number of entries at `fields`.
+    pub field_count: usize,
+    /// Since 1.2: the field a bare command-line value sets (`--kind value`), empty if
+    /// none.
+    pub bare_field: Str,
+    /// Since 1.2: the key of the section's map in the version-2 form (e.g.
+    /// `tcp-listeners`), empty if the section has none there.
+    pub v2_key: Str,
+}
+
+/// Since 1.2: one field of a section, as `--help`, the command line, the version-2 form
+/// and the type checks see it. Valid for as long as its [`SectionClaim`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct FieldDesc {
+    /// Size of this struct as built by the plugin.
+    pub struct_size: usize,
+    /// The key, lower case.
+    pub name: Str,
+    /// `FIELD_*` type.
+    pub field_type: u32,
+    /// `FIELD_REQUIRED` and other `FIELD_*` flag bits.
+    pub flags: u32,
+    /// The default, as shown in `--help` (empty: none).
+    pub default_value: Str,
+    /// One line of help.
+    pub help: Str,
 }
 
 /// Where a plugin reports why a call failed. Borrowed for the call.
@@ -278,7 +418,17 @@ pub struct BackendHost {
 
 /// Size of a [`BackendHost`] of ABI 1.0 (the fields up to `release`): the least a host
 /// passes. Fields beyond it exist only if the host's `struct_size` covers them.
-pub const BACKEND_HOST_V1_0_SIZE: usize = std::mem::offset_of!(BackendHost, connection_tls);
+pub const BACKEND_HOST_V1_0_SIZE: usize = crate::field_end!(BackendHost, release);
+/// Size of a [`BackendHost`] of ABI 1.1 (with `connection_tls`).
+pub const BACKEND_HOST_V1_1_SIZE: usize = crate::field_end!(BackendHost, connection_tls);
+/// Size of a [`HostApi`] of ABI 1.0 and 1.1 (up to `log`).
+pub const HOST_API_V1_0_SIZE: usize = crate::field_end!(HostApi, log);
+/// Size of a [`HostApi`] of ABI 1.2 (with the configuration accessors).
+pub const HOST_API_V1_2_SIZE: usize = crate::field_end!(HostApi, config_list_item);
+/// Size of a [`SectionClaim`] of ABI 1.0 and 1.1 (up to `work_type`).
+pub const SECTION_CLAIM_V1_0_SIZE: usize = crate::field_end!(SectionClaim, work_type);
+/// Size of a [`SectionClaim`] of ABI 1.2 (with the section's description).
+pub const SECTION_CLAIM_V1_2_SIZE: usize = crate::field_end!(SectionClaim, v2_key);
 
 /// Functions of a backend section kind.
 #[repr(C)]

@@ -15,8 +15,9 @@ use std::sync::OnceLock;
 
 use crate::backend::{Backend, ConnectionSink, SessionToken};
 use crate::config::Section;
+use crate::describe::SectionDesc;
 use crate::work::{Progress, ReattachRequest, StartRequest, WorkHandle, WorkType};
-use crate::{abi, log, PluginError};
+use crate::{abi, layout, log, PluginError};
 
 type BackendStart =
     dyn Fn(&Section, ConnectionSink) -> Result<Box<dyn Backend>, PluginError> + Send + Sync;
@@ -30,6 +31,7 @@ enum Handler {
 struct ClaimDef {
     kind: String,
     handler: Handler,
+    desc: SectionDesc,
 }
 
 /// What a plugin provides: its name and version and the config section kinds it claims.
@@ -61,6 +63,7 @@ impl Plugin {
         self.claims.push(ClaimDef {
             kind: kind.to_ascii_lowercase(),
             handler: Handler::Backend(Box::new(start)),
+            desc: SectionDesc::default(),
         });
         self
     }
@@ -74,9 +77,50 @@ impl Plugin {
         self.claims.push(ClaimDef {
             kind: kind.to_ascii_lowercase(),
             handler: Handler::WorkType(Box::new(create)),
+            desc: SectionDesc::default(),
         });
         self
     }
+
+    /// Describes the section kind claimed last (fields, help, command-line and
+    /// version-2 forms, capabilities); see [`SectionDesc`].
+    pub fn describe(mut self, desc: SectionDesc) -> Plugin {
+        if let Some(last) = self.claims.last_mut() {
+            last.desc = desc;
+        }
+        self
+    }
+}
+
+/// Leaks a string for the life of the library (descriptors are never freed).
+fn leak_str(s: &str) -> abi::Str {
+    let s: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    abi::Str::new(s)
+}
+
+/// Leaks the ABI form of a section's field descriptions.
+fn leak_fields(desc: &SectionDesc) -> (*const abi::FieldDesc, usize) {
+    if desc.fields.is_empty() {
+        return (std::ptr::null(), 0);
+    }
+    let fields: Vec<abi::FieldDesc> = desc
+        .fields
+        .iter()
+        .map(|f| abi::FieldDesc {
+            struct_size: std::mem::size_of::<abi::FieldDesc>(),
+            name: leak_str(&f.name),
+            field_type: f.field_type.to_abi(),
+            flags: if f.required { abi::FIELD_REQUIRED } else { 0 },
+            default_value: f
+                .default
+                .as_deref()
+                .map(leak_str)
+                .unwrap_or(abi::Str::EMPTY),
+            help: leak_str(&f.help),
+        })
+        .collect();
+    let fields: &'static [abi::FieldDesc] = Box::leak(fields.into_boxed_slice());
+    (fields.as_ptr(), fields.len())
 }
 
 /// Exports a plugin: defines `receptor_plugin_entry_v1`, which builds the plugin with
@@ -89,8 +133,32 @@ impl Plugin {
 /// }
 /// receptor_plugin_sdk::export_plugin!(plugin);
 /// ```
+///
+/// A plugin built with `panic = "abort"` cannot have its panics caught at the boundary:
+/// one panic would take the whole node down. The macro refuses to build such a plugin;
+/// `export_plugin!(plugin, panic_abort_allowed)` builds it anyway, for a plugin that is
+/// meant to run isolated in a process of its own.
 #[macro_export]
 macro_rules! export_plugin {
+    ($make:path, panic_abort_allowed) => {
+        $crate::__export_entry!($make);
+    };
+    ($make:path) => {
+        #[cfg(panic = "abort")]
+        compile_error!(
+            "this plugin is built with panic = \"abort\": a panic in it would abort the \
+             whole receptor node. Build it with panic = \"unwind\", or, for a plugin \
+             meant to run isolated, export it with \
+             `export_plugin!(plugin, panic_abort_allowed)`."
+        );
+        $crate::__export_entry!($make);
+    };
+}
+
+/// The entry point definition behind [`export_plugin!`](crate::export_plugin).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_entry {
     ($make:path) => {
         /// The plugin's entry point for ABI major 1.
         ///
@@ -121,9 +189,19 @@ pub unsafe fn entry(
     make: fn() -> Plugin,
 ) -> *const abi::PluginDescriptor {
     let result = catch_unwind(|| {
-        if !host.is_null() {
-            // SAFETY: the host passes a valid HostApi that outlives the process.
-            log::install(unsafe { &*host });
+        // SAFETY: the host passes a valid HostApi (of any minor) that outlives the
+        // process; read_prefix reads only what its struct_size covers.
+        if let Ok(api) = unsafe { layout::read_prefix(host) } {
+            log::install(&api);
+            if api.abi_major == abi::ABI_MAJOR && api.abi_minor < abi::ABI_MINOR {
+                log::debug(&format!(
+                    "host speaks plugin ABI {}.{}, this plugin {}.{}: features of the newer minor are off",
+                    api.abi_major,
+                    api.abi_minor,
+                    abi::ABI_MAJOR,
+                    abi::ABI_MINOR
+                ));
+            }
         }
         *DESCRIPTOR.get_or_init(|| build_descriptor(make()) as usize)
     });
@@ -169,6 +247,21 @@ fn build_descriptor(plugin: Plugin) -> *const abi::PluginDescriptor {
         .claims
         .into_iter()
         .map(|def| {
+            let (fields, field_count) = leak_fields(&def.desc);
+            let flags = def.desc.flags();
+            let help = leak_str(&def.desc.help);
+            let bare_field = def
+                .desc
+                .bare_field
+                .as_deref()
+                .map(leak_str)
+                .unwrap_or(abi::Str::EMPTY);
+            let v2_key = def
+                .desc
+                .v2_key
+                .as_deref()
+                .map(leak_str)
+                .unwrap_or(abi::Str::EMPTY);
             let ctx: &'static ClaimCtx = Box::leak(Box::new(ClaimCtx {
                 kind: def.kind,
                 handler: def.handler,
@@ -189,10 +282,15 @@ fn build_descriptor(plugin: Plugin) -> *const abi::PluginDescriptor {
                 struct_size: std::mem::size_of::<abi::SectionClaim>(),
                 section_kind: abi::Str::new(&ctx.kind),
                 claim_type,
-                reserved: 0,
+                flags,
                 claim_ctx: ctx as *const ClaimCtx as *mut c_void,
                 backend,
                 work_type,
+                help,
+                fields,
+                field_count,
+                bare_field,
+                v2_key,
             });
             Box::into_raw(claim) as *const abi::SectionClaim
         })
@@ -225,11 +323,10 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// # Safety
 /// `err` must be null or a valid sink for the current call.
 unsafe fn report_error(err: *const abi::ErrorSink, message: &str) {
-    if err.is_null() {
+    // SAFETY: the host passes a valid sink (or null) for the duration of the call.
+    let Ok(sink) = (unsafe { layout::read_prefix(err) }) else {
         return;
-    }
-    // SAFETY: the host passes a valid sink for the duration of the call.
-    let sink = unsafe { &*err };
+    };
     if let Some(set) = sink.set {
         // SAFETY: the message is borrowed for the call; the host copies it.
         unsafe { set(sink.ctx, abi::Str::new(message)) };
@@ -270,47 +367,6 @@ fn guarded_void(what: &str, f: impl FnOnce()) {
     }
 }
 
-/// Checks that a host-filled struct carries every field of ABI 1.0.
-fn check_size(what: &str, size: usize, needed: usize) -> Result<(), PluginError> {
-    if size < needed {
-        return Err(PluginError::new(format!(
-            "host passed a {what} of {size} bytes, at least {needed} expected"
-        )));
-    }
-    Ok(())
-}
-
-/// Copies the fields of a host's `BackendHost` that its `struct_size` covers; the
-/// others (added by a later minor than the host's) are left empty.
-///
-/// # Safety
-/// `host` must point to a `BackendHost` of at least its `struct_size` bytes, and of at
-/// least the `struct_size` and `ctx` fields.
-unsafe fn read_backend_host(host: *const abi::BackendHost) -> abi::BackendHost {
-    let mut out = abi::BackendHost {
-        struct_size: 0,
-        ctx: std::ptr::null_mut(),
-        connection: None,
-        release: None,
-        connection_tls: None,
-    };
-    // SAFETY: every BackendHost starts with struct_size.
-    let size = unsafe { std::ptr::addr_of!((*host).struct_size).read() };
-    let n = size.min(std::mem::size_of::<abi::BackendHost>());
-    // SAFETY: the host's struct has `size` readable bytes; `out` has room for `n`, and
-    // the bytes are of the same layout (all-zero bytes, kept where the host's struct
-    // ends, are a valid null pointer and `None`).
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            host.cast::<u8>(),
-            std::ptr::addr_of_mut!(out).cast::<u8>(),
-            n,
-        );
-    }
-    out.struct_size = size;
-    out
-}
-
 unsafe extern "C" fn backend_start(
     claim_ctx: *mut c_void,
     config_json: abi::Str,
@@ -321,18 +377,14 @@ unsafe extern "C" fn backend_start(
     // SAFETY: `err` is the sink of this call.
     unsafe {
         guarded(err, || {
-            if host.is_null() || claim_ctx.is_null() || out_instance.is_null() {
+            // SAFETY: the host passes a valid BackendHost (of any minor) for the call; it
+            // is copied and its context reference taken over first, so every path below
+            // releases it.
+            let host = layout::read_prefix(host).map_err(|e| PluginError::new(e.to_string()))?;
+            let sink = ConnectionSink::from_abi(host);
+            if claim_ctx.is_null() || out_instance.is_null() {
                 return Err(PluginError::new("null argument to backend start"));
             }
-            // SAFETY: the host passes a valid BackendHost for the call; we copy it and take
-            // over its context reference first, so every path below releases it.
-            let host = read_backend_host(host);
-            let sink = ConnectionSink::from_abi(host);
-            check_size(
-                "backend host",
-                host.struct_size,
-                abi::BACKEND_HOST_V1_0_SIZE,
-            )?;
             // SAFETY: claim_ctx is the leaked ClaimCtx this plugin put in the claim.
             let claim = &*(claim_ctx as *const ClaimCtx);
             let Handler::Backend(start) = &claim.handler else {
@@ -390,11 +442,10 @@ unsafe extern "C" fn work_type_create(
             if claim_ctx.is_null() || out_info.is_null() || out_work_type.is_null() {
                 return Err(PluginError::new("null argument to work type create"));
             }
-            check_size(
-                "work type info",
-                (*out_info).struct_size,
-                std::mem::size_of::<abi::WorkTypeInfo>(),
-            )?;
+            // SAFETY: the host's out-struct has at least its struct_size bytes.
+            let info_size = layout::read_prefix(out_info)
+                .map_err(|e| PluginError::new(e.to_string()))?
+                .struct_size;
             // SAFETY: claim_ctx is the leaked ClaimCtx this plugin put in the claim.
             let claim = &*(claim_ctx as *const ClaimCtx);
             let Handler::WorkType(create) = &claim.handler else {
@@ -410,9 +461,15 @@ unsafe extern "C" fn work_type_create(
                 work_type,
                 _name: info.name.clone(),
             });
-            (*out_info).name = abi::Str::new(&boxed._name);
-            (*out_info).flags = info.flags();
-            (*out_info).reserved = 0;
+            let written = abi::WorkTypeInfo {
+                struct_size: info_size,
+                name: abi::Str::new(&boxed._name),
+                flags: info.flags(),
+                reserved: 0,
+            };
+            // SAFETY: as above; only the fields its struct_size covers are written.
+            layout::write_prefix(out_info, &written)
+                .map_err(|e| PluginError::new(e.to_string()))?;
             *out_work_type = Box::into_raw(boxed) as *mut c_void;
             Ok(())
         })
@@ -423,17 +480,14 @@ unsafe extern "C" fn work_type_create(
 ///
 /// # Safety
 /// `r` must be the host's valid request for the current call.
-unsafe fn start_request(r: &abi::StartRequest) -> Result<StartRequest, PluginError> {
+unsafe fn start_request(r: *const abi::StartRequest) -> Result<StartRequest, PluginError> {
+    // SAFETY: the host's request, of any minor, valid for the call.
+    let r = unsafe { layout::read_prefix(r) }.map_err(|e| PluginError::new(e.to_string()))?;
     let owned = |fd: i32| {
         // SAFETY: the ABI moves ownership of both descriptors to the plugin.
         (fd >= 0).then(|| unsafe { File::from_raw_fd(fd) })
     };
     let (stdin, stdout) = (owned(r.stdin_fd), owned(r.stdout_fd));
-    check_size(
-        "start request",
-        r.struct_size,
-        std::mem::size_of::<abi::StartRequest>(),
-    )?;
     let (Some(stdin), Some(stdout)) = (stdin, stdout) else {
         return Err(PluginError::new(
             "start request without stdin or stdout descriptor",
@@ -475,18 +529,12 @@ unsafe fn run_unit_call(
     out_unit: *mut *mut c_void,
     f: impl FnOnce(&dyn WorkType, Progress) -> Result<Box<dyn WorkHandle>, PluginError>,
 ) -> Result<(), PluginError> {
-    if progress.is_null() {
-        return Err(PluginError::new("null progress argument"));
-    }
-    // SAFETY: valid for the call; copied, and its reference taken over at once.
-    let progress_abi = unsafe { *progress };
+    // SAFETY: valid for the call (any minor); copied, and its reference taken over at
+    // once.
+    let progress_abi =
+        unsafe { layout::read_prefix(progress) }.map_err(|e| PluginError::new(e.to_string()))?;
     // SAFETY: this is the plugin's reference to the progress context.
     let progress = unsafe { Progress::from_abi(progress_abi) };
-    check_size(
-        "progress",
-        progress_abi.struct_size,
-        std::mem::size_of::<abi::Progress>(),
-    )?;
     if work_type.is_null() || out_unit.is_null() {
         return Err(PluginError::new("null argument to unit call"));
     }
@@ -508,11 +556,7 @@ unsafe extern "C" fn work_type_start(
     // SAFETY: the arguments are the host's for this call.
     unsafe {
         guarded(err, || {
-            let request = if request.is_null() {
-                Err(PluginError::new("null start request"))
-            } else {
-                start_request(&*request)
-            };
+            let request = start_request(request);
             run_unit_call(work_type, progress, out_unit, |wt, progress| {
                 wt.start(request?, progress)
             })
@@ -531,16 +575,9 @@ unsafe extern "C" fn work_type_reattach(
     unsafe {
         guarded(err, || {
             run_unit_call(work_type, progress, out_unit, |wt, progress| {
-                if request.is_null() {
-                    return Err(PluginError::new("null reattach request"));
-                }
-                // SAFETY: valid for the call.
-                let r = &*request;
-                check_size(
-                    "reattach request",
-                    r.struct_size,
-                    std::mem::size_of::<abi::ReattachRequest>(),
-                )?;
+                // SAFETY: valid for the call (any minor).
+                let r =
+                    layout::read_prefix(request).map_err(|e| PluginError::new(e.to_string()))?;
                 let extra = r.extra_json.as_bytes();
                 let extra =
                     if extra.is_empty() {
@@ -621,14 +658,14 @@ mod tests {
             connection_tls: Some(connection_tls),
         };
         // SAFETY: a valid struct of its full size.
-        let read = unsafe { read_backend_host(&full) };
+        let read = unsafe { layout::read_prefix(&full) }.unwrap();
         assert!(read.connection_tls.is_some() && read.ctx == full.ctx);
         let v1_0 = abi::BackendHost {
             struct_size: abi::BACKEND_HOST_V1_0_SIZE,
             ..full
         };
         // SAFETY: as above (only a prefix is read).
-        let read = unsafe { read_backend_host(&v1_0) };
+        let read = unsafe { layout::read_prefix(&v1_0) }.unwrap();
         assert!(read.connection_tls.is_none() && read.ctx == full.ctx);
         assert_eq!(read.struct_size, abi::BACKEND_HOST_V1_0_SIZE);
     }

@@ -15,6 +15,19 @@
 //! work type gets the unit's payload and results files as descriptors and reports state
 //! changes through a thread-safe callback.
 //!
+//! **Versioning promise.** The entry symbol's name carries the ABI major; the host refuses
+//! another major. Within a major, structs only grow at their end and the size of every
+//! struct at every minor is frozen in [`layout`]; every struct from the other side is
+//! read with [`layout::read_prefix`], which fills what an older peer did not have with
+//! defaults. A plugin built against an older minor keeps working with newer hosts; a
+//! plugin of a newer minor works with an older host, without what that host lacks.
+//!
+//! **Describing sections** (ABI 1.2). [`Plugin::describe`] attaches a [`SectionDesc`]
+//! (help, typed fields, the bare command-line value, the version-2 key, capabilities
+//! such as running its own TLS) to the section just claimed: the node then checks the
+//! section against it, lists it in `--help` and configures it from the command line and
+//! both YAML forms.
+//!
 //! The safe layer wraps the ABI in plain traits: implement [`Backend`] or
 //! [`WorkType`]/[`WorkHandle`], describe the plugin with [`Plugin`] and export it with
 //! [`export_plugin!`]. The traits are synchronous on purpose: a plugin never runs on the
@@ -49,14 +62,17 @@ pub mod abi;
 pub mod backend;
 pub mod backend_support;
 pub mod config;
+pub mod describe;
 mod error;
 pub mod export;
+pub mod layout;
 pub mod log;
 pub mod shlex;
 pub mod work;
 
 pub use backend::{Backend, ConnectionSink, Framing, SessionToken};
 pub use config::Section;
+pub use describe::{Field, FieldType, SectionDesc};
 pub use error::PluginError;
 pub use export::Plugin;
 pub use work::{

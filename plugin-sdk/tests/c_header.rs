@@ -29,7 +29,10 @@ macro_rules! fields {
 fn layout_table() -> Vec<(String, String, usize, usize)> {
     fields! {
         Str => "ReceptorStr" { ptr, len }
-        HostApi => "ReceptorHostApi" { struct_size, abi_major, abi_minor, ctx, log }
+        HostApi => "ReceptorHostApi" {
+            struct_size, abi_major, abi_minor, ctx, log, config_string, config_int, config_bool,
+            config_duration_ms, config_list_len, config_list_item
+        }
         ErrorSink => "ReceptorErrorSink" { struct_size, ctx, set }
         BackendHost => "ReceptorBackendHost" {
             struct_size, ctx, connection, release, connection_tls
@@ -45,7 +48,11 @@ fn layout_table() -> Vec<(String, String, usize, usize)> {
             struct_size, create, start, reattach, cancel, free_unit, destroy
         }
         SectionClaim => "ReceptorSectionClaim" {
-            struct_size, section_kind, claim_type, reserved, claim_ctx, backend, work_type
+            struct_size, section_kind, claim_type, flags, claim_ctx, backend, work_type,
+            help, fields, field_count, bare_field, v2_key
+        }
+        FieldDesc => "ReceptorFieldDesc" {
+            struct_size, name, field_type, flags, default_value, help
         }
         PluginDescriptor => "ReceptorPluginDescriptor" {
             struct_size, abi_major, abi_minor, name, version, claims, claim_count
@@ -63,8 +70,37 @@ fn constants() -> Vec<(&'static str, i64)> {
         ),
         (
             "RECEPTOR_BACKEND_HOST_V1_1_SIZE",
-            std::mem::size_of::<abi::BackendHost>() as i64,
+            abi::BACKEND_HOST_V1_1_SIZE as i64,
         ),
+        (
+            "RECEPTOR_HOST_API_V1_0_SIZE",
+            abi::HOST_API_V1_0_SIZE as i64,
+        ),
+        (
+            "RECEPTOR_HOST_API_V1_2_SIZE",
+            abi::HOST_API_V1_2_SIZE as i64,
+        ),
+        (
+            "RECEPTOR_SECTION_CLAIM_V1_0_SIZE",
+            abi::SECTION_CLAIM_V1_0_SIZE as i64,
+        ),
+        (
+            "RECEPTOR_SECTION_CLAIM_V1_2_SIZE",
+            abi::SECTION_CLAIM_V1_2_SIZE as i64,
+        ),
+        ("RECEPTOR_STATUS_ABSENT", i64::from(abi::STATUS_ABSENT)),
+        (
+            "RECEPTOR_CLAIM_FLAG_OWN_TLS",
+            i64::from(abi::CLAIM_FLAG_OWN_TLS),
+        ),
+        ("RECEPTOR_FIELD_STRING", i64::from(abi::FIELD_STRING)),
+        ("RECEPTOR_FIELD_INT", i64::from(abi::FIELD_INT)),
+        ("RECEPTOR_FIELD_BOOL", i64::from(abi::FIELD_BOOL)),
+        ("RECEPTOR_FIELD_DURATION", i64::from(abi::FIELD_DURATION)),
+        ("RECEPTOR_FIELD_LIST", i64::from(abi::FIELD_LIST)),
+        ("RECEPTOR_FIELD_FLOAT", i64::from(abi::FIELD_FLOAT)),
+        ("RECEPTOR_FIELD_ANY", i64::from(abi::FIELD_ANY)),
+        ("RECEPTOR_FIELD_REQUIRED", i64::from(abi::FIELD_REQUIRED)),
         ("RECEPTOR_STATUS_OK", i64::from(abi::STATUS_OK)),
         ("RECEPTOR_STATUS_ERROR", i64::from(abi::STATUS_ERROR)),
         ("RECEPTOR_STATUS_PANIC", i64::from(abi::STATUS_PANIC)),
@@ -112,21 +148,37 @@ fn c_program(table: &[(String, String, usize, usize)]) -> String {
     for (name, _) in constants() {
         src += &format!("  printf(\"const {name} %lld\\n\", (long long)({name}));\n");
     }
+    src += "  ReceptorStr s = RECEPTOR_STR(\"abc\");\n  printf(\"const str_len %zu\\n\", s.len);\n";
     src += "  printf(\"const entry_symbol %s\\n\", RECEPTOR_PLUGIN_ENTRY_V1);\n  return 0;\n}\n";
     src
 }
 
 #[test]
 fn c_header_layout_matches_rust_abi() {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    header_layout_matches(&cc, "layout.c", &["-std=c11"]);
+}
+
+/// The header is valid C++17 too, with the same layout (and its export macro and
+/// `RECEPTOR_STR` work there).
+#[test]
+fn cxx_header_layout_matches_rust_abi() {
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".to_owned());
+    header_layout_matches(&cxx, "layout.cpp", &["-std=c++17", "-Wno-invalid-offsetof"]);
+}
+
+#[allow(clippy::unwrap_used)] // test code: a failed step fails the test
+fn header_layout_matches(compiler: &str, file: &str, std_args: &[&str]) {
+    let cc = compiler;
     let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
     let dir = tempfile::tempdir().unwrap();
     let table = layout_table();
-    let src = dir.path().join("layout.c");
+    let src = dir.path().join(file);
     std::fs::write(&src, c_program(&table)).unwrap();
     let exe = dir.path().join("layout");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
-    let out = Command::new(&cc)
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-I"])
+    let out = Command::new(cc)
+        .args(std_args)
+        .args(["-Wall", "-Wextra", "-Werror", "-I"])
         .arg(&include)
         .arg(&src)
         .arg("-o")
@@ -179,4 +231,5 @@ fn c_header_layout_matches_rust_abi() {
         assert_eq!(c_consts[name], value.to_string(), "constant {name}");
     }
     assert_eq!(c_consts["entry_symbol"], abi::ENTRY_SYMBOL_V1);
+    assert_eq!(c_consts["str_len"], "3");
 }

@@ -32,7 +32,7 @@
 
 mod build;
 mod cli;
-mod coerce;
+pub(crate) mod coerce;
 mod error;
 mod item;
 mod model;
@@ -93,6 +93,12 @@ pub enum Invocation {
     /// `--cert-signreq`: sign a request (`req`, `cacert`, `cakey`, `notbefore`,
     /// `notafter`, `outcert`, `verify`).
     CertSignReq(Section),
+}
+
+/// Whether `--help` already lists `kind` (the core's sections and Go receptor's own
+/// backend and work-type sections).
+pub fn is_core_listed_kind(kind: &str) -> bool {
+    schema::kind(kind).is_some()
 }
 
 /// Parses a command line. The first item is the program name (as in `std::env::args_os`).

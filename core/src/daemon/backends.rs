@@ -122,7 +122,7 @@ impl Backends {
             running: Vec::new(),
         };
         for section in sections {
-            let prepared = prepare(config, tls, section)?;
+            let prepared = prepare(plugins, config, tls, section)?;
             backends.running.push(launch(plugins, mesh, prepared)?);
         }
         Ok(backends)
@@ -162,7 +162,7 @@ impl Backends {
         let kept = matched.iter().filter(|m| **m).count();
         let prepared = added
             .iter()
-            .map(|s| prepare(config, tls, s))
+            .map(|s| prepare(plugins, config, tls, s))
             .collect::<anyhow::Result<Vec<_>>>()
             .map_err(BackendReloadError::Invalid)?;
         // A changed section is a removed one and an added one of the same kind: each
@@ -287,13 +287,20 @@ async fn stop_and_release(backends: &[Running]) {
 }
 
 /// Checks a backend section: the core's keys, its TLS configuration.
-fn prepare(config: &Config, tls: &TlsRegistry, section: &Section) -> anyhow::Result<Prepared> {
+fn prepare(
+    plugins: &PluginHost,
+    config: &Config,
+    tls: &TlsRegistry,
+    section: &Section,
+) -> anyhow::Result<Prepared> {
+    // The plugin says whether it runs TLS itself (ABI 1.2 capability).
+    let own_tls = plugins.runs_own_tls(&section.kind);
     Ok(Prepared {
         section: section.clone(),
         params: session_params(section)?,
-        core_tls: CoreTls::from_section(tls, section)?.map(Arc::new),
-        plugin_tls: plugin_peer_tls(tls, section)?,
-        value: with_tls_config(config, section)?,
+        core_tls: CoreTls::from_section(tls, section, own_tls)?.map(Arc::new),
+        plugin_tls: plugin_peer_tls(tls, section, own_tls)?,
+        value: with_tls_config(config, section, own_tls)?,
     })
 }
 
@@ -499,20 +506,16 @@ fn number(v: &Value) -> Option<f64> {
     }
 }
 
-/// Backends whose plugin does TLS itself (websockets: TLS sits below HTTP); the core
-/// runs TLS for every other backend section that names a `tls` configuration.
-fn plugin_does_tls(kind: &str) -> bool {
-    kind.starts_with("ws-")
-}
-
-/// Backends that do their own TLS get the named `tls-server` / `tls-client` inlined
-/// as `tlsconfig`, with file paths and hex pins.
-fn with_tls_config(config: &Config, section: &Section) -> anyhow::Result<Value> {
+/// Backends that do their own TLS (`own_tls`: the plugin declared the capability, as the
+/// websocket plugin does, TLS sitting below HTTP there) get the named `tls-server` /
+/// `tls-client` inlined as `tlsconfig`, with file paths and hex pins; the core runs TLS
+/// for every other backend section that names a `tls` configuration.
+fn with_tls_config(config: &Config, section: &Section, own_tls: bool) -> anyhow::Result<Value> {
     let mut value = section.value.clone();
     let Some(name) = section.value.get("tls").and_then(Value::as_str) else {
         return Ok(value);
     };
-    if name.is_empty() || !plugin_does_tls(&section.kind) {
+    if name.is_empty() || !own_tls {
         return Ok(value);
     }
     let inlined = if is_listener(&section.kind) {
@@ -548,7 +551,11 @@ fn tls_name(section: &Section) -> anyhow::Result<Option<&str>> {
 /// node's built-in `default` tls-client: its certificate is held to that configuration,
 /// so the node ID the server announces must be one of the certificate's ReceptorNames
 /// unless a `tls-client` named `default` sets `skipreceptornamescheck`.
-fn plugin_peer_tls(registry: &TlsRegistry, section: &Section) -> anyhow::Result<Option<PeerTls>> {
+fn plugin_peer_tls(
+    registry: &TlsRegistry,
+    section: &Section,
+    own_tls: bool,
+) -> anyhow::Result<Option<PeerTls>> {
     let ctx = |e: crate::tls::TlsError| anyhow::anyhow!("{}: {e}", section.origin);
     let Some(name) = tls_name(section)? else {
         if is_wss_peer(section) {
@@ -558,7 +565,7 @@ fn plugin_peer_tls(registry: &TlsRegistry, section: &Section) -> anyhow::Result<
         }
         return Ok(None);
     };
-    if !plugin_does_tls(&section.kind) {
+    if !own_tls {
         return Ok(None);
     }
     Ok(Some(if is_listener(&section.kind) {
@@ -599,11 +606,15 @@ enum CoreTls {
 
 impl CoreTls {
     /// Reads the section's `tls` key; `None` without it or when the plugin does TLS.
-    fn from_section(registry: &TlsRegistry, section: &Section) -> anyhow::Result<Option<CoreTls>> {
+    fn from_section(
+        registry: &TlsRegistry,
+        section: &Section,
+        own_tls: bool,
+    ) -> anyhow::Result<Option<CoreTls>> {
         let Some(name) = tls_name(section)? else {
             return Ok(None);
         };
-        if plugin_does_tls(&section.kind) {
+        if own_tls {
             return Ok(None);
         }
         let ctx = |e: crate::tls::TlsError| anyhow::anyhow!("{}: {e}", section.origin);
@@ -670,11 +681,5 @@ mod tests {
             Ok("node.example.com")
         );
         assert!(name("bad host:1").is_err());
-    }
-
-    #[test]
-    fn only_websockets_do_their_own_tls() {
-        assert!(plugin_does_tls("ws-listener") && plugin_does_tls("ws-peer"));
-        assert!(!plugin_does_tls("tcp-listener") && !plugin_does_tls("tcp-peer"));
     }
 }

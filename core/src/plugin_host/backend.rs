@@ -49,13 +49,9 @@ impl BackendFns {
     /// # Safety
     /// `vt` must point to a vtable of at least its `struct_size` bytes.
     pub(super) unsafe fn from_vtable(vt: *const abi::BackendVtable) -> Result<BackendFns, String> {
-        // SAFETY: a vtable starts with struct_size.
-        let size = unsafe { std::ptr::addr_of!((*vt).struct_size).read() };
-        if size < std::mem::size_of::<abi::BackendVtable>() {
-            return Err(format!("backend vtable of {size} bytes is too small"));
-        }
-        // SAFETY: the full v1 vtable is present.
-        let vt = unsafe { *vt };
+        // SAFETY: a vtable of struct_size bytes (contract); only whole minors are read.
+        let vt =
+            unsafe { receptor_plugin_sdk::layout::read_prefix(vt) }.map_err(|e| e.to_string())?;
         match (vt.start, vt.session_closed, vt.stop) {
             (Some(start), Some(session_closed), Some(stop)) => Ok(BackendFns {
                 start,

@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex};
 use crate::metrics::CallCounters;
 
 use receptor_plugin_sdk::abi;
+use receptor_plugin_sdk::layout::Versioned;
+
+use super::config_access;
 
 /// Collects the message a plugin reports through an [`abi::ErrorSink`] during one call,
 /// and counts the call (and its failure) in the plugin's [`CallCounters`].
@@ -77,19 +80,36 @@ pub(super) struct LogCtx {
     pub(super) file: String,
 }
 
-/// Builds the [`abi::HostApi`] for one load of a plugin; it and its context are leaked,
-/// so they stay valid after an unload.
-pub(super) fn host_api(file: &std::path::Path) -> (&'static abi::HostApi, &'static LogCtx) {
+/// Builds the [`abi::HostApi`] for one plugin, as a host of ABI 1.`minor` would (its
+/// `struct_size` and `abi_minor`; the current minor in production, older ones in the
+/// compatibility tests); it and its context are leaked, so they stay valid after an
+/// unload.
+pub(super) fn host_api(
+    file: &std::path::Path,
+    minor: u32,
+) -> (&'static abi::HostApi, &'static LogCtx) {
+    let sizes = <abi::HostApi as Versioned>::SIZES;
+    let minor = minor.min(abi::ABI_MINOR);
+    let struct_size = sizes
+        .get(minor as usize)
+        .copied()
+        .unwrap_or(std::mem::size_of::<abi::HostApi>());
     let ctx: &'static LogCtx = Box::leak(Box::new(LogCtx {
         name: std::sync::OnceLock::new(),
         file: file.display().to_string(),
     }));
     let api: &'static abi::HostApi = Box::leak(Box::new(abi::HostApi {
-        struct_size: std::mem::size_of::<abi::HostApi>(),
+        struct_size,
         abi_major: abi::ABI_MAJOR,
-        abi_minor: abi::ABI_MINOR,
+        abi_minor: minor,
         ctx: ctx as *const LogCtx as *mut c_void,
         log: Some(plugin_log),
+        config_string: Some(config_access::config_string),
+        config_int: Some(config_access::config_int),
+        config_bool: Some(config_access::config_bool),
+        config_duration_ms: Some(config_access::config_duration_ms),
+        config_list_len: Some(config_access::config_list_len),
+        config_list_item: Some(config_access::config_list_item),
     }));
     (api, ctx)
 }

@@ -5,10 +5,12 @@ use std::mem::{offset_of, size_of};
 use std::path::{Path, PathBuf};
 
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
-use receptor_plugin_sdk::abi;
+use receptor_plugin_sdk::layout;
+use receptor_plugin_sdk::{abi, describe};
 
 use super::{
-    backend::BackendFns, ffi, worktype::WorkTypeFns, ClaimFns, PluginError, PluginInfo, SendPtr,
+    backend::BackendFns, ffi, worktype::WorkTypeFns, ClaimEntry, ClaimFns, PluginError, PluginInfo,
+    SendPtr,
 };
 
 /// The environment variable listing extra plugin files or folders (`:`-separated).
@@ -129,13 +131,19 @@ pub(super) fn plugin_files(path: &Path, origin: Origin) -> Result<Listing, Plugi
 /// A plugin that passed every check.
 pub(super) struct LoadedPlugin {
     pub(super) info: PluginInfo,
-    pub(super) claims: Vec<(String, (SendPtr, ClaimFns))>,
+    pub(super) claims: Vec<(String, ClaimEntry)>,
     /// The library: dropping it unloads the plugin (only while nothing of it is in use).
     pub(super) lib: Library,
 }
 
 /// Loads one plugin file, calls its entry point and validates what it returns.
 pub(super) fn load_plugin(path: &Path) -> Result<LoadedPlugin, PluginError> {
+    load_plugin_as(path, abi::ABI_MINOR)
+}
+
+/// [`load_plugin`], presenting the plugin the [`abi::HostApi`] of a host of ABI
+/// 1.`host_minor` (the compatibility tests check plugins against older hosts this way).
+pub(super) fn load_plugin_as(path: &Path, host_minor: u32) -> Result<LoadedPlugin, PluginError> {
     let load_err = |reason: String| PluginError::Load {
         path: path.to_path_buf(),
         reason,
@@ -155,7 +163,7 @@ pub(super) fn load_plugin(path: &Path) -> Result<LoadedPlugin, PluginError> {
             return Err(err);
         }
     };
-    let (api, log_ctx) = ffi::host_api(path);
+    let (api, log_ctx) = ffi::host_api(path, host_minor);
     // SAFETY: calling the plugin's entry point with a HostApi that is never freed.
     let desc = unsafe { entry(api) };
     if desc.is_null() {
@@ -205,11 +213,10 @@ fn missing_entry(path: &Path, lib: &Library) -> PluginError {
 /// `desc` must point to a descriptor at least as large as its leading `struct_size`,
 /// `abi_major` and `abi_minor` fields, valid while the library is loaded (what is kept is
 /// copied out).
-#[allow(clippy::type_complexity)]
 unsafe fn read_descriptor(
     path: &Path,
     desc: *const abi::PluginDescriptor,
-) -> Result<(PluginInfo, Vec<(String, (SendPtr, ClaimFns))>), PluginError> {
+) -> Result<(PluginInfo, Vec<(String, ClaimEntry)>), PluginError> {
     let bad = |reason: String| PluginError::BadDescriptor {
         path: path.to_path_buf(),
         reason,
@@ -236,14 +243,19 @@ unsafe fn read_descriptor(
             host_minor: abi::ABI_MINOR,
         });
     }
-    if size < size_of::<abi::PluginDescriptor>() {
-        return Err(bad(format!(
-            "descriptor of {size} bytes, ABI {major}.0 needs {}",
-            size_of::<abi::PluginDescriptor>()
-        )));
+    if minor > abi::ABI_MINOR {
+        tracing::warn!(
+            target: "receptor::plugin",
+            plugin = %path.display(),
+            "built for plugin ABI {major}.{minor}, newer than this receptor's ABI {}.{}: \
+             what the newer minor adds is ignored",
+            abi::ABI_MAJOR,
+            abi::ABI_MINOR
+        );
     }
-    // SAFETY: the full v1 descriptor is present.
-    let d = unsafe { *desc };
+    // SAFETY: the descriptor has struct_size readable bytes (contract); read_prefix
+    // reads only the whole minors they cover.
+    let d = unsafe { layout::read_prefix(desc) }.map_err(|e| bad(e.to_string()))?;
     // SAFETY: descriptor strings are valid while the library is loaded; they are copied.
     let (name, version) = unsafe { (d.name.to_string_lossy(), d.version.to_string_lossy()) };
     if name.is_empty() {
@@ -252,7 +264,7 @@ unsafe fn read_descriptor(
     if d.claim_count > MAX_CLAIMS || (d.claim_count > 0 && d.claims.is_null()) {
         return Err(bad(format!("bad claim list ({} claims)", d.claim_count)));
     }
-    let mut claims: Vec<(String, (SendPtr, ClaimFns))> = Vec::with_capacity(d.claim_count);
+    let mut claims: Vec<(String, ClaimEntry)> = Vec::with_capacity(d.claim_count);
     for i in 0..d.claim_count {
         // SAFETY: the array has claim_count entries by contract.
         let claim = unsafe { *d.claims.add(i) };
@@ -280,22 +292,9 @@ unsafe fn read_descriptor(
 /// # Safety
 /// `claim` must be null or point to a claim of at least its `struct_size` bytes whose
 /// vtables are valid while the library is loaded (its claims are used only then).
-unsafe fn read_claim(
-    claim: *const abi::SectionClaim,
-) -> Result<(String, (SendPtr, ClaimFns)), String> {
-    if claim.is_null() {
-        return Err("null claim".to_owned());
-    }
-    // SAFETY: a claim starts with struct_size.
-    let size = unsafe { std::ptr::addr_of!((*claim).struct_size).read() };
-    if size < size_of::<abi::SectionClaim>() {
-        return Err(format!(
-            "claim of {size} bytes, ABI 1.0 needs {}",
-            size_of::<abi::SectionClaim>()
-        ));
-    }
-    // SAFETY: the full v1 claim is present.
-    let c = unsafe { *claim };
+unsafe fn read_claim(claim: *const abi::SectionClaim) -> Result<(String, ClaimEntry), String> {
+    // SAFETY: null or a claim of struct_size readable bytes (contract).
+    let c = unsafe { layout::read_prefix(claim) }.map_err(|e| e.to_string())?;
     // SAFETY: claim strings are valid while the library is loaded; they are copied.
     let kind = unsafe { c.section_kind.to_string_lossy() }.to_ascii_lowercase();
     if kind.is_empty() {
@@ -320,5 +319,56 @@ unsafe fn read_claim(
         }
         t => return Err(format!("{kind}: claim type {t} without its vtable")),
     };
-    Ok((kind, (SendPtr(c.claim_ctx), fns)))
+    // SAFETY: the description (1.2; zero, i.e. absent, from older plugins) is valid
+    // while the library is loaded; it is copied.
+    let desc = unsafe { read_description(&c) }.map_err(|r| format!("{kind}: {r}"))?;
+    Ok((
+        kind,
+        ClaimEntry {
+            ctx: SendPtr(c.claim_ctx),
+            fns,
+            desc,
+        },
+    ))
+}
+
+/// More fields than this in one section means the description is garbage.
+const MAX_FIELDS: usize = 1024;
+
+/// Copies a claim's self-description (ABI 1.2).
+///
+/// # Safety
+/// The claim's strings and field array are valid (or empty / null).
+unsafe fn read_description(c: &abi::SectionClaim) -> Result<describe::SectionDesc, String> {
+    if c.field_count > MAX_FIELDS || (c.field_count > 0 && c.fields.is_null()) {
+        return Err(format!("bad field list ({} fields)", c.field_count));
+    }
+    let text = |s: abi::Str| {
+        // SAFETY: descriptor strings are valid while the library is loaded; they are copied.
+        let s = unsafe { s.to_string_lossy() };
+        (!s.is_empty()).then_some(s)
+    };
+    let mut fields = Vec::with_capacity(c.field_count);
+    for i in 0..c.field_count {
+        // SAFETY: the array has field_count entries; read_prefix checks each size.
+        let f = unsafe { layout::read_prefix(c.fields.add(i)) }
+            .map_err(|e| format!("field {i}: {e}"))?;
+        let Some(name) = text(f.name) else {
+            return Err(format!("field {i} has no name"));
+        };
+        fields.push(describe::Field {
+            name: name.to_ascii_lowercase(),
+            field_type: describe::FieldType::from_abi(f.field_type),
+            required: f.flags & abi::FIELD_REQUIRED != 0,
+            default: text(f.default_value),
+            help: text(f.help).unwrap_or_default(),
+        });
+    }
+    Ok(describe::SectionDesc {
+        help: text(c.help).unwrap_or_default(),
+        fields,
+        bare_field: text(c.bare_field).map(|s| s.to_ascii_lowercase()),
+        v2_key: text(c.v2_key).map(|s| s.to_ascii_lowercase()),
+        own_tls: c.flags & abi::CLAIM_FLAG_OWN_TLS != 0,
+    })
 }

@@ -23,6 +23,8 @@
 //! boundary and never block a thread of the host's async runtime.
 
 mod backend;
+mod checks;
+mod config_access;
 mod ffi;
 mod loader;
 mod worktype;
@@ -38,6 +40,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use libloading::os::unix::Library;
 
 use receptor_plugin_sdk::abi;
+pub use receptor_plugin_sdk::describe::{Field, FieldType, SectionDesc};
 
 pub use backend::{BackendConnection, BackendHandle, BackendInstance};
 pub use loader::default_search_path;
@@ -144,6 +147,12 @@ pub enum PluginError {
         /// What the plugin provides.
         actual: &'static str,
     },
+    /// A section does not match the description its plugin gave of it.
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong, naming the section kind and the key.
+        message: String,
+    },
     /// A plugin call failed (a configuration error, a failure, or a panic).
     #[error("plugin {plugin}: {message}")]
     Call {
@@ -236,11 +245,21 @@ impl ClaimFns {
 }
 
 /// One claimed section kind.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Claim {
     /// Index into `PluginHost::plugins`.
     plugin: usize,
     claim_type: ClaimType,
+    /// What the plugin says about the section (ABI 1.2; empty for older plugins).
+    desc: Arc<SectionDesc>,
+}
+
+/// A claim as read from a plugin's descriptor.
+#[derive(Clone)]
+struct ClaimEntry {
+    ctx: SendPtr,
+    fns: ClaimFns,
+    desc: SectionDesc,
 }
 
 /// A loaded plugin library and the functions of its claims.
@@ -248,7 +267,7 @@ struct Live {
     /// Never dropped for a plugin that was used (its code and data stay in use); only
     /// [`PluginHost::unload_unused`] drops it.
     lib: ManuallyDrop<Library>,
-    claims: BTreeMap<String, (SendPtr, ClaimFns)>,
+    claims: BTreeMap<String, ClaimEntry>,
     /// A backend or work type was created from it: it can no longer be unloaded.
     used: bool,
 }
@@ -411,15 +430,16 @@ impl PluginHost {
             "loaded plugin"
         );
         let mut claims = BTreeMap::new();
-        for (kind, (ctx, fns)) in loaded.claims {
+        for (kind, entry) in loaded.claims {
             self.claims.insert(
                 kind.clone(),
                 Claim {
                     plugin: index,
-                    claim_type: fns.claim_type(),
+                    claim_type: entry.fns.claim_type(),
+                    desc: Arc::new(entry.desc.clone()),
                 },
             );
-            claims.insert(kind, (ctx, fns));
+            claims.insert(kind, entry);
         }
         self.plugins.push(loaded.info);
         self.entries.push(Entry {
@@ -438,7 +458,7 @@ impl PluginHost {
     /// has no use for mapped. They stay known (listed, and their sections claimed) and
     /// are loaded again when one of their sections is used.
     pub fn unload_unused<'a>(&self, needed: impl IntoIterator<Item = &'a str>) {
-        let needed: Vec<String> = needed.into_iter().map(str::to_ascii_lowercase).collect();
+        let needed: Vec<String> = needed.into_iter().map(|k| self.canonical(k)).collect();
         for (index, entry) in self.entries.iter().enumerate() {
             if entry.explicit {
                 continue;
@@ -496,7 +516,7 @@ impl PluginHost {
         let Some(l) = live.as_mut() else {
             return Err(self.unclaimed(kind));
         };
-        let Some(&(ctx, fns)) = l.claims.get(kind) else {
+        let Some(&ClaimEntry { ctx, fns, .. }) = l.claims.get(kind) else {
             return Err(PluginError::Load {
                 path: info.path.clone(),
                 reason: format!("the plugin no longer claims section {kind:?}"),
@@ -525,9 +545,30 @@ impl PluginHost {
 
     /// What `kind` configures and which plugin claims it, if any plugin does.
     pub fn claims(&self, kind: &str) -> Option<(ClaimType, &PluginInfo)> {
-        let claim = self.claims.get(&kind.to_ascii_lowercase())?;
+        let claim = self.claims.get(&self.canonical(kind))?;
         let plugin = self.plugins.get(claim.plugin)?;
         Some((claim.claim_type, plugin))
+    }
+
+    /// What the plugin claiming `kind` says about it (fields, help, capabilities);
+    /// empty for a plugin built before ABI 1.2.
+    pub fn section_desc(&self, kind: &str) -> Option<&SectionDesc> {
+        self.claims.get(&self.canonical(kind)).map(|c| &*c.desc)
+    }
+
+    /// Whether the backend of `kind` runs TLS itself: its plugin declares
+    /// [`abi::CLAIM_FLAG_OWN_TLS`] (ABI 1.2). A plugin built before 1.2 cannot say so;
+    /// for it, as before, a `ws-*` section runs its own TLS.
+    pub fn runs_own_tls(&self, kind: &str) -> bool {
+        let kind = self.canonical(kind);
+        let Some(claim) = self.claims.get(&kind) else {
+            return false;
+        };
+        let before_1_2 = self
+            .plugins
+            .get(claim.plugin)
+            .is_some_and(|p| p.abi.0 == 1 && p.abi.1 < 2);
+        claim.desc.own_tls || (before_1_2 && kind.starts_with("ws-"))
     }
 
     /// Like [`PluginHost::claims`], but an unclaimed kind is an error that lists the
@@ -583,8 +624,8 @@ impl PluginHost {
         kind: &str,
         expected: ClaimType,
     ) -> Result<(SendPtr, ClaimFns, &PluginInfo), PluginError> {
-        let kind = kind.to_ascii_lowercase();
-        let claim = *self
+        let kind = self.canonical(kind);
+        let claim = self
             .claims
             .get(&kind)
             .ok_or_else(|| self.unclaimed(&kind))?;
@@ -610,6 +651,162 @@ impl PluginHost {
         Ok((ctx, fns, plugin))
     }
 
+    /// The claimed kind a section kind names: itself, or the kind whose version-2 key
+    /// it is (the map form's `acme-things:` holds `acme-thing` sections), lower case.
+    fn canonical(&self, kind: &str) -> String {
+        let kind = kind.to_ascii_lowercase();
+        if self.claims.contains_key(&kind) {
+            return kind;
+        }
+        self.claims
+            .iter()
+            .find(|(_, c)| c.desc.v2_key.as_deref() == Some(kind.as_str()))
+            .map(|(k, _)| k.clone())
+            .unwrap_or(kind)
+    }
+
+    /// A section as its plugin gets it: a bare command-line value (`--kind value`, kept
+    /// under the empty key by the loader) moved to the field the plugin named for it.
+    fn normalise(&self, kind: &str, config: &serde_json::Value) -> serde_json::Value {
+        let mut config = config.clone();
+        let bare = self
+            .claims
+            .get(kind)
+            .and_then(|c| c.desc.bare_field.clone());
+        if let (Some(field), serde_json::Value::Object(map)) = (bare, &mut config) {
+            if let Some(value) = map.remove("") {
+                map.insert(field, value);
+            }
+        }
+        config
+    }
+
+    /// The `--help` entries of the sections plugins describe, for the kinds `listed`
+    /// does not already cover: `--kind: help`, then one line per field.
+    pub fn help_text(&self, listed: impl Fn(&str) -> bool) -> String {
+        let mut out = String::new();
+        for (kind, claim) in &self.claims {
+            if listed(kind) {
+                continue;
+            }
+            let plugin = self
+                .plugins
+                .get(claim.plugin)
+                .map(|p| p.name.as_str())
+                .unwrap_or_default();
+            let help = if claim.desc.help.is_empty() {
+                claim.claim_type.noun()
+            } else {
+                claim.desc.help.as_str()
+            };
+            out.push_str(&format!("   --{kind}: {help} (plugin {plugin})\n"));
+            for field in &claim.desc.fields {
+                out.push_str(&format!(
+                    "      {}=<{}>",
+                    field.name,
+                    field.field_type.noun()
+                ));
+                if !field.help.is_empty() {
+                    out.push_str(&format!(": {}", field.help));
+                }
+                let mut extras = Vec::new();
+                if field.required {
+                    extras.push("required".to_owned());
+                }
+                if let Some(default) = &field.default {
+                    extras.push(format!("default: {default}"));
+                }
+                if claim.desc.bare_field.as_deref() == Some(field.name.as_str()) {
+                    extras.push(format!("--{kind} <value> sets it"));
+                }
+                if !extras.is_empty() {
+                    out.push_str(&format!(" ({})", extras.join(", ")));
+                }
+                out.push('\n');
+            }
+            if let Some(key) = &claim.desc.v2_key {
+                out.push_str(&format!("      (version-2 form: under \"{key}:\")\n"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// What `receptor plugin inspect` prints about each loaded plugin: its ABI version,
+    /// name, version and path, then every section it claims with its kind, capabilities
+    /// and fields.
+    pub fn inspect_text(&self) -> String {
+        let mut out = String::new();
+        for (index, p) in self.plugins.iter().enumerate() {
+            out.push_str(&format!(
+                "plugin {} {} (ABI {}.{}, host ABI {}.{})\n  file: {}\n",
+                p.name,
+                p.version,
+                p.abi.0,
+                p.abi.1,
+                abi::ABI_MAJOR,
+                abi::ABI_MINOR,
+                p.path.display()
+            ));
+            for (kind, claim) in self.claims.iter().filter(|(_, c)| c.plugin == index) {
+                let desc = &claim.desc;
+                let mut flags = Vec::new();
+                if desc.own_tls {
+                    flags.push("runs its own TLS".to_owned());
+                }
+                if let Some(field) = &desc.bare_field {
+                    flags.push(format!("bare value sets {field}"));
+                }
+                if let Some(key) = &desc.v2_key {
+                    flags.push(format!("version-2 key {key}"));
+                }
+                out.push_str(&format!("  section {kind}: {}", claim.claim_type.noun()));
+                if !desc.help.is_empty() {
+                    out.push_str(&format!(", {}", desc.help));
+                }
+                if !flags.is_empty() {
+                    out.push_str(&format!(" [{}]", flags.join("; ")));
+                }
+                out.push('\n');
+                if desc.fields.is_empty() {
+                    out.push_str("    (fields not described: checked by the plugin)\n");
+                }
+                for f in &desc.fields {
+                    out.push_str(&format!("    {}: {}", f.name, f.field_type.noun()));
+                    if f.required {
+                        out.push_str(", required");
+                    }
+                    if let Some(d) = &f.default {
+                        out.push_str(&format!(", default {d}"));
+                    }
+                    if !f.help.is_empty() {
+                        out.push_str(&format!(" - {}", f.help));
+                    }
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// Checks a section against its plugin's description of it (ABI 1.2): unknown keys
+    /// (with a suggestion), required fields, types. Sections of plugins that describe
+    /// no fields are left to the plugin.
+    pub fn check(
+        &self,
+        kind: &str,
+        backend: bool,
+        config: &serde_json::Value,
+    ) -> Result<(), PluginError> {
+        let kind = self.canonical(kind);
+        let config = self.normalise(&kind, config);
+        match self.claims.get(&kind) {
+            Some(claim) => checks::check_section(&kind, &claim.desc, backend, &config)
+                .map_err(|message| PluginError::Invalid { message }),
+            None => Ok(()),
+        }
+    }
+
     /// Starts a backend instance for one config section (a JSON object with lower-case
     /// keys, core keys such as `cost` included: plugins ignore them). Connections arrive
     /// on the instance's bounded channel.
@@ -618,11 +815,14 @@ impl PluginHost {
         kind: &str,
         config: &serde_json::Value,
     ) -> Result<BackendInstance, PluginError> {
-        let (ctx, fns, plugin) = self.claim(kind, ClaimType::Backend)?;
+        let kind = self.canonical(kind);
+        self.check(&kind, true, config)?;
+        let config = self.normalise(&kind, config);
+        let (ctx, fns, plugin) = self.claim(&kind, ClaimType::Backend)?;
         let ClaimFns::Backend(fns) = fns else {
-            return Err(self.unclaimed(kind));
+            return Err(self.unclaimed(&kind));
         };
-        backend::start(&plugin.name, &kind.to_ascii_lowercase(), ctx, fns, config)
+        backend::start(&plugin.name, &kind, ctx, fns, &config)
     }
 
     /// Builds the work type one config section describes.
@@ -631,11 +831,14 @@ impl PluginHost {
         kind: &str,
         config: &serde_json::Value,
     ) -> Result<Arc<dyn WorkType>, PluginError> {
-        let (ctx, fns, plugin) = self.claim(kind, ClaimType::WorkType)?;
+        let kind = self.canonical(kind);
+        self.check(&kind, false, config)?;
+        let config = self.normalise(&kind, config);
+        let (ctx, fns, plugin) = self.claim(&kind, ClaimType::WorkType)?;
         let ClaimFns::WorkType(fns) = fns else {
-            return Err(self.unclaimed(kind));
+            return Err(self.unclaimed(&kind));
         };
-        let wt = worktype::create(&plugin.name, &kind.to_ascii_lowercase(), ctx, fns, config)?;
+        let wt = worktype::create(&plugin.name, &kind, ctx, fns, &config)?;
         Ok(Arc::new(wt))
     }
 }

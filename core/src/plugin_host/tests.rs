@@ -47,18 +47,30 @@ fn cdylib(name: &str) -> PathBuf {
 /// Compiles a C plugin with the SDK's header into `out`.
 fn compile_c(source: &Path, out: &Path, defines: &[&str]) -> PathBuf {
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk");
+    compile_c_against(source, &sdk.join("include"), out, "", defines)
+}
+
+/// Compiles a C plugin against the header in `include` into `out`, the library's name
+/// ending with `suffix`.
+fn compile_c_against(
+    source: &Path,
+    include: &Path,
+    out: &Path,
+    suffix: &str,
+    defines: &[&str],
+) -> PathBuf {
     let stem = source
         .file_stem()
         .and_then(|s| s.to_str())
         .expect("source name");
-    let lib = out.join(format!("lib{stem}.so"));
+    let lib = out.join(format!("lib{stem}{suffix}.so"));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let output = Command::new(cc)
         .args([
             "-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-pthread",
         ])
         .arg("-I")
-        .arg(sdk.join("include"))
+        .arg(include)
         .args(defines)
         .arg(source)
         .arg("-o")
@@ -581,10 +593,30 @@ async fn c_plugin_runs_a_unit() {
     let host = load(&[lib]).unwrap();
     assert_eq!(host.plugins()[0].name, "uppercase");
     let err = host
-        .work_type("uppercase-worktype", &json!({"worktype": 7}))
+        .work_type("uppercase-worktype", &json!({"worktype": ["a"]}))
         .err()
         .expect("bad worktype");
-    assert!(err.to_string().contains("\"worktype\""), "{err}");
+    assert!(
+        err.to_string()
+            .contains("uppercase-worktype: worktype: expected a string, got a list"),
+        "{err}"
+    );
+    let err = host
+        .work_type("uppercase-worktype", &json!({"worktype": ""}))
+        .err()
+        .expect("empty worktype");
+    assert!(
+        err.to_string().contains("expected a non-empty name"),
+        "{err}"
+    );
+    let err = host
+        .work_type("uppercase-worktype", &json!({"wrktype": "x"}))
+        .err()
+        .expect("typo");
+    assert!(
+        err.to_string().contains("did you mean \"worktype\""),
+        "{err}"
+    );
     let wt = host
         .work_type("uppercase-worktype", &json!({"worktype": "shout"}))
         .unwrap();
@@ -655,8 +687,19 @@ fn rust_example() -> PathBuf {
 #[tokio::test]
 async fn standalone_rust_plugin_runs_a_unit() {
     let host = load(&[rust_example()]).unwrap();
+    let desc = host.section_desc("wordcount-worktype").unwrap();
+    assert_eq!(desc.bare_field.as_deref(), Some("worktype"));
+    let err = host
+        .work_type("wordcount-worktype", &json!({"workype": "wc"}))
+        .err()
+        .expect("typo refused");
+    assert!(
+        err.to_string().contains("did you mean \"worktype\""),
+        "{err}"
+    );
+    // A bare command-line value goes to the described field.
     let wt = host
-        .work_type("wordcount-worktype", &json!({"worktype": "wc"}))
+        .work_type("wordcount-worktype", &json!({"": "wc"}))
         .unwrap();
     assert_eq!(wt.name(), "wc");
     let dir = tempfile::tempdir().unwrap();
@@ -815,4 +858,137 @@ async fn unneeded_default_path_plugins_are_unloaded_and_come_back_when_used() {
     // A plugin in use is never unloaded.
     host.unload_unused([]);
     assert!(is_mapped(&echo));
+}
+
+/// The header of ABI 1.`minor` as released (the current one for the current minor).
+fn header_of_minor(minor: u32) -> PathBuf {
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-sdk");
+    if minor == abi::ABI_MINOR {
+        sdk.join("include")
+    } else {
+        sdk.join(format!("fixtures/c/headers/v1_{minor}"))
+    }
+}
+
+/// Builds `fixtures/c/compat.c` against the header of ABI 1.`minor`.
+fn compat_plugin(dir: &Path, minor: u32, extra: &[&str]) -> PathBuf {
+    let name = format!("-DPLUGIN_NAME=\"compat{minor}\"");
+    let kind = format!("-DSECTION_KIND=\"compat{minor}-worktype\"");
+    let mut defines = vec![name.as_str(), kind.as_str()];
+    defines.extend_from_slice(extra);
+    compile_c_against(
+        &c_fixture("compat.c"),
+        &header_of_minor(minor),
+        dir,
+        &format!("_{minor}"),
+        &defines,
+    )
+}
+
+/// Runs one unit of `wt` and returns its final progress and its results.
+async fn run_unit(wt: &dyn WorkType, dir: &Path, id: &str) -> (WorkProgress, String) {
+    let unit_dir = dir.join(id);
+    std::fs::create_dir_all(&unit_dir).unwrap();
+    let (stdin, stdout, out) = unit_files(&unit_dir, b"");
+    let (tx, mut rx) = initial();
+    let _unit = wt
+        .start(start_request(id, &unit_dir, stdin, stdout), tx)
+        .unwrap();
+    let last = final_progress(&mut rx).await;
+    (last, std::fs::read_to_string(out).unwrap())
+}
+
+/// Plugins built against the headers of ABI 1.0, 1.1 and 1.2 (C fixtures compiled here)
+/// load into this host and run units; only the 1.2 one gets the configuration accessors.
+#[tokio::test]
+async fn plugins_built_for_every_minor_load_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let libs: Vec<PathBuf> = (0..=abi::ABI_MINOR)
+        .map(|minor| compat_plugin(dir.path(), minor, &[]))
+        .collect();
+    let host = load(&libs).unwrap();
+    for minor in 0..=abi::ABI_MINOR {
+        let info = &host.plugins()[minor as usize];
+        assert_eq!(
+            (info.name.clone(), info.abi),
+            (format!("compat{minor}"), (1, minor))
+        );
+        let wt = host
+            .work_type(
+                &format!("compat{minor}-worktype"),
+                &json!({"greeting": "hi"}),
+            )
+            .unwrap();
+        let (last, out) = run_unit(&*wt, dir.path(), &format!("u{minor}")).await;
+        assert_eq!(last.state, UnitState::Succeeded, "{last:?}");
+        let expected = if minor >= 2 {
+            format!(
+                "built=1.{minor} host=1.{} accessors=yes greeting=hi\n",
+                abi::ABI_MINOR
+            )
+        } else {
+            format!(
+                "built=1.{minor} host=1.{} accessors=no greeting=-\n",
+                abi::ABI_MINOR
+            )
+        };
+        assert_eq!(out, expected);
+        // Sections of plugins before 1.2 are not described.
+        assert!(host
+            .section_desc(&format!("compat{minor}-worktype"))
+            .is_some_and(|d| d.fields.is_empty() && !d.own_tls));
+    }
+    // A 1.2 accessor's type error reaches the host as the plugin's error.
+    let err = host
+        .work_type("compat2-worktype", &json!({"greeting": ["a"]}))
+        .err()
+        .expect("a list is not a string");
+    assert!(
+        err.to_string()
+            .contains("greeting: expected a string, got a list"),
+        "{err}"
+    );
+}
+
+/// A 1.2 plugin given the shorter HostApi of a 1.1 host reads only what that host has
+/// (no accessors) and works as a 1.1 plugin would.
+#[tokio::test]
+async fn a_1_2_plugin_works_with_a_1_1_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = compat_plugin(dir.path(), 2, &[]);
+    let loaded = loader::load_plugin_as(&lib, 1).unwrap();
+    assert_eq!(loaded.info.abi, (1, 2));
+    let (kind, entry) = loaded.claims.into_iter().next().unwrap();
+    assert_eq!(kind, "compat2-worktype");
+    let ClaimFns::WorkType(fns) = entry.fns else {
+        panic!("not a work type");
+    };
+    let wt =
+        worktype::create("compat2", &kind, entry.ctx, fns, &json!({"greeting": "hi"})).unwrap();
+    let (last, out) = run_unit(&wt, dir.path(), "old-host").await;
+    assert_eq!(last.state, UnitState::Succeeded, "{last:?}");
+    assert_eq!(out, "built=1.2 host=1.1 accessors=no greeting=-\n");
+    std::mem::forget(loaded.lib);
+}
+
+/// A plugin declaring a newer minor than the host loads, with a warning naming both.
+#[test]
+fn a_newer_minor_loads_with_a_warning_naming_both_versions() {
+    let logs = plugin_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let lib = compat_plugin(dir.path(), 2, &["-DDECLARED_MINOR=9"]);
+    let host = load(std::slice::from_ref(&lib)).unwrap();
+    assert_eq!(host.plugins()[0].abi, (1, 9));
+    let expected = format!(
+        "built for plugin ABI 1.9, newer than this receptor's ABI 1.{}",
+        abi::ABI_MINOR
+    );
+    assert!(
+        logs.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(&expected) && l.contains(&*lib.to_string_lossy())),
+        "{:?}",
+        logs.lock().unwrap()
+    );
 }

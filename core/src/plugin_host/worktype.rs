@@ -51,13 +51,9 @@ impl WorkTypeFns {
     pub(super) unsafe fn from_vtable(
         vt: *const abi::WorkTypeVtable,
     ) -> Result<WorkTypeFns, String> {
-        // SAFETY: a vtable starts with struct_size.
-        let size = unsafe { std::ptr::addr_of!((*vt).struct_size).read() };
-        if size < std::mem::size_of::<abi::WorkTypeVtable>() {
-            return Err(format!("work type vtable of {size} bytes is too small"));
-        }
-        // SAFETY: the full v1 vtable is present.
-        let vt = unsafe { *vt };
+        // SAFETY: a vtable of struct_size bytes (contract); only whole minors are read.
+        let vt =
+            unsafe { receptor_plugin_sdk::layout::read_prefix(vt) }.map_err(|e| e.to_string())?;
         match (
             vt.create,
             vt.start,

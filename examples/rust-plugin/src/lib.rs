@@ -11,8 +11,8 @@
 use std::io::{Read, Write};
 
 use receptor_plugin_sdk::{
-    export_plugin, Plugin, PluginError, Progress, Section, StartRequest, WorkHandle, UnitState, WorkType,
-    WorkTypeInfo,
+    export_plugin, Field, FieldType, Plugin, PluginError, Progress, Section, SectionDesc,
+    StartRequest, UnitState, WorkHandle, WorkType, WorkTypeInfo,
 };
 
 struct WordCount(WorkTypeInfo);
@@ -68,15 +68,37 @@ impl WorkType for WordCount {
 }
 
 fn plugin() -> Plugin {
-    Plugin::new("wordcount", env!("CARGO_PKG_VERSION")).work_type(
-        "wordcount-worktype",
-        |section: &Section| {
+    Plugin::new("wordcount", env!("CARGO_PKG_VERSION"))
+        .work_type("wordcount-worktype", |section: &Section| {
             Ok(Box::new(WordCount(WorkTypeInfo::from_section(
                 section,
                 Some("wordcount"),
             )?)) as Box<dyn WorkType>)
-        },
-    )
+        })
+        // The node checks the section against this, lists it in --help and takes
+        // `--wordcount-worktype NAME` on the command line.
+        .describe(
+            SectionDesc::new("Count the lines, words and bytes of the payload")
+                .field(
+                    Field::new(
+                        "worktype",
+                        FieldType::String,
+                        "Name clients submit units to",
+                    )
+                    .default("wordcount"),
+                )
+                .field(Field::new(
+                    "verifysignature",
+                    FieldType::Bool,
+                    "Require a signed submission",
+                ))
+                .field(Field::new(
+                    "allowruntimeparams",
+                    FieldType::Bool,
+                    "Accept runtime parameters",
+                ))
+                .bare_field("worktype"),
+        )
 }
 
 export_plugin!(plugin);

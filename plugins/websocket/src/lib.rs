@@ -28,13 +28,17 @@ pub mod runtime;
 pub mod session;
 pub mod tls;
 
-use receptor_plugin_sdk::{export_plugin, Plugin};
+use receptor_plugin_sdk::{export_plugin, Plugin, SectionDesc};
 
 /// Describes the plugin to the host.
 pub fn plugin() -> Plugin {
     Plugin::new("websocket", env!("CARGO_PKG_VERSION"))
         .backend("ws-listener", listener::start)
+        .describe(
+            SectionDesc::new("Run an http server that accepts websocket connections").own_tls(),
+        )
         .backend("ws-peer", dialer::start)
+        .describe(SectionDesc::new("Connect outbound to a websocket peer").own_tls())
 }
 
 export_plugin!(plugin);

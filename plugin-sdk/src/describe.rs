@@ -1,0 +1,164 @@
+//! Self-describing sections (ABI 1.2): what a plugin tells the host about each section it
+//! claims, so that `--help`, command-line flags, the version-2 map form and type checks
+//! need no change in the core for a new plugin.
+
+use crate::abi;
+
+/// The type of a field, as the host checks and converts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    /// A string.
+    String,
+    /// An integer.
+    Int,
+    /// A boolean (YAML 1.1 forms such as `yes` accepted).
+    Bool,
+    /// A duration (`1m30s`, `250ms`; a bare number is seconds).
+    Duration,
+    /// A list of strings (comma-separated on the command line).
+    List,
+    /// A number.
+    Float,
+    /// Any value, passed on unchecked.
+    Any,
+}
+
+impl FieldType {
+    /// The ABI's `FIELD_*` code.
+    pub fn to_abi(self) -> u32 {
+        match self {
+            FieldType::String => abi::FIELD_STRING,
+            FieldType::Int => abi::FIELD_INT,
+            FieldType::Bool => abi::FIELD_BOOL,
+            FieldType::Duration => abi::FIELD_DURATION,
+            FieldType::List => abi::FIELD_LIST,
+            FieldType::Float => abi::FIELD_FLOAT,
+            FieldType::Any => abi::FIELD_ANY,
+        }
+    }
+
+    /// The type of an ABI `FIELD_*` code (an unknown code, from a newer plugin, is
+    /// [`FieldType::Any`]: not checked).
+    pub fn from_abi(code: u32) -> FieldType {
+        match code {
+            abi::FIELD_STRING => FieldType::String,
+            abi::FIELD_INT => FieldType::Int,
+            abi::FIELD_BOOL => FieldType::Bool,
+            abi::FIELD_DURATION => FieldType::Duration,
+            abi::FIELD_LIST => FieldType::List,
+            abi::FIELD_FLOAT => FieldType::Float,
+            _ => FieldType::Any,
+        }
+    }
+
+    /// The name shown in `--help` and in type errors.
+    pub fn noun(self) -> &'static str {
+        match self {
+            FieldType::String => "string",
+            FieldType::Int => "integer",
+            FieldType::Bool => "boolean",
+            FieldType::Duration => "duration",
+            FieldType::List => "list of strings",
+            FieldType::Float => "number",
+            FieldType::Any => "value",
+        }
+    }
+}
+
+/// One field of a section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    /// The key, lower case.
+    pub name: String,
+    /// Its type.
+    pub field_type: FieldType,
+    /// Whether it must be given.
+    pub required: bool,
+    /// The default shown in `--help`, if any.
+    pub default: Option<String>,
+    /// One line of help.
+    pub help: String,
+}
+
+impl Field {
+    /// An optional field without a default.
+    pub fn new(name: &str, field_type: FieldType, help: &str) -> Field {
+        Field {
+            name: name.to_ascii_lowercase(),
+            field_type,
+            required: false,
+            default: None,
+            help: help.to_owned(),
+        }
+    }
+
+    /// Marks the field required.
+    pub fn required(mut self) -> Field {
+        self.required = true;
+        self
+    }
+
+    /// Sets the default shown in `--help`.
+    pub fn default(mut self, value: &str) -> Field {
+        self.default = Some(value.to_owned());
+        self
+    }
+}
+
+/// The description of one section kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SectionDesc {
+    /// One line of help.
+    pub help: String,
+    /// Its fields; none means "not described: any keys accepted".
+    pub fields: Vec<Field>,
+    /// The field a bare command-line value sets (`--kind value`).
+    pub bare_field: Option<String>,
+    /// The key of its map in the version-2 form.
+    pub v2_key: Option<String>,
+    /// The backend runs TLS itself ([`abi::CLAIM_FLAG_OWN_TLS`]).
+    pub own_tls: bool,
+}
+
+impl SectionDesc {
+    /// A description with one line of help and no field yet.
+    pub fn new(help: &str) -> SectionDesc {
+        SectionDesc {
+            help: help.to_owned(),
+            ..SectionDesc::default()
+        }
+    }
+
+    /// Adds a field.
+    pub fn field(mut self, field: Field) -> SectionDesc {
+        self.fields.push(field);
+        self
+    }
+
+    /// Sets the field a bare command-line value sets.
+    pub fn bare_field(mut self, name: &str) -> SectionDesc {
+        self.bare_field = Some(name.to_ascii_lowercase());
+        self
+    }
+
+    /// Sets the key of the section's map in the version-2 form.
+    pub fn v2_key(mut self, key: &str) -> SectionDesc {
+        self.v2_key = Some(key.to_ascii_lowercase());
+        self
+    }
+
+    /// Declares that the backend runs TLS itself.
+    pub fn own_tls(mut self) -> SectionDesc {
+        self.own_tls = true;
+        self
+    }
+
+    /// The `CLAIM_FLAG_*` bits.
+    pub fn flags(&self) -> u32 {
+        if self.own_tls {
+            abi::CLAIM_FLAG_OWN_TLS
+        } else {
+            0
+        }
+    }
+}
