@@ -30,6 +30,10 @@ fn main() -> ExitCode {
             print!("{}", plugin_help());
             ExitCode::SUCCESS
         }
+        Invocation::Print(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
         Invocation::Run {
             config,
             config_file,

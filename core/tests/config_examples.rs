@@ -623,7 +623,7 @@ fn version_help_and_certificate_commands() {
         }
     }
     match parse(&["--bash-completion"]) {
-        Ok(Invocation::Help(script)) => assert!(
+        Ok(Invocation::Print(script)) => assert!(
             script.contains("complete -F _receptor receptor"),
             "{script}"
         ),
@@ -867,7 +867,7 @@ fn man_page_and_completions_come_from_the_kinds_table() {
         )
     };
     let text = |args: &[&str]| match parse(args) {
-        Ok(Invocation::Help(text)) => text,
+        Ok(Invocation::Help(text) | Invocation::Print(text)) => text,
         other => panic!("{args:?}: {other:?}"),
     };
     let man = text(&["--man"]);

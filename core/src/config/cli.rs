@@ -67,11 +67,11 @@ pub(crate) fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Invocat
     for (index, word) in words.iter().enumerate() {
         match word.to_lowercase().as_str() {
             "-h" | "--help" => return Ok(Invocation::Help(help_text(&program))),
-            "--bash-completion" => return Ok(Invocation::Help(bash_completion(&program))),
-            "--man" => return Ok(Invocation::Help(man_page(&program)?)),
+            "--bash-completion" => return Ok(Invocation::Print(bash_completion(&program))),
+            "--man" => return Ok(Invocation::Print(man_page(&program)?)),
             "--completion" => {
                 let shell = words.get(index + 1).map(String::as_str).unwrap_or("");
-                return Ok(Invocation::Help(completion(&program, shell)?));
+                return Ok(Invocation::Print(completion(&program, shell)?));
             }
             _ => {}
         }

@@ -82,8 +82,12 @@ pub enum Invocation {
     },
     /// `--version`: print [`version_line`].
     Version,
-    /// Print this text and exit successfully (`--help`, no arguments, `--bash-completion`).
+    /// Print this usage text and exit successfully (`--help`, no arguments); the plugins
+    /// on the default search path add their sections to it.
     Help(String),
+    /// Print this generated text verbatim and exit successfully (`--bash-completion`,
+    /// `--completion SHELL`, `--man`): a script or page that nothing may be appended to.
+    Print(String),
     /// `--cert-init`: create a CA (keys `commonname`, `bits`, `notbefore`, `notafter`,
     /// `outcert`, `outkey`; typed, defaults applied).
     CertInit(Section),
