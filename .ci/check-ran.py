@@ -37,6 +37,9 @@ REQUIRED_MODULES = [
     "package",
     "metrics",
     "topology_graph",
+    "unprovided_kinds",
+    "command_service",
+    "ip_router",
 ]
 
 

@@ -161,6 +161,9 @@ def main() -> int:
     print()
     print(table)
     print()
+    print("The same, as Markdown (for the README):")
+    print(report.markdown_table(rows))
+    print()
     print("Resources per node and workload (CPU = user+sys of the node and its reaped "
           "children; op = one unit of the work column):")
     print(resources)

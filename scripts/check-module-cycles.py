@@ -13,6 +13,7 @@ printed with one import per edge (file and line) so it can be cut, and the exit 
 is 1. Nothing is allow-listed.
 
 Usage: scripts/check-module-cycles.py [CRATE_SRC ...]
+       scripts/check-module-cycles.py --self-test   (the checker finds known cycles)
 Python 3 standard library only.
 """
 
@@ -250,7 +251,57 @@ def strongly_connected(nodes, edges):
     return [c for c in comps if len(c) > 1]
 
 
+def self_test():
+    """Builds small crates in a temporary folder and checks what is reported."""
+    import tempfile
+
+    def crate(files):
+        root = tempfile.mkdtemp(prefix="cycles-")
+        for rel, text in files.items():
+            path = os.path.join(root, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        return root
+
+    def cycles(files):
+        edges = edges_of_crate(crate(files))
+        found = []
+        for parent in sorted({p for (p, _, _) in edges}):
+            local = {(a, b) for (p, a, b) in edges if p == parent}
+            nodes = {a for a, _ in local} | {b for _, b in local}
+            found += [(parent, tuple(c)) for c in strongly_connected(nodes, local)]
+        return found
+
+    checks = [
+        # Two top-level modules using each other, one through a `use` group.
+        ({"lib.rs": "mod a; mod b;", "a.rs": "use crate::{b::B, x};",
+          "b.rs": "fn f() { crate::a::g() }"}, [((), ("a", "b"))]),
+        # Siblings inside a folder, through `super::`.
+        ({"lib.rs": "mod w;", "w/mod.rs": "mod s; mod r;", "w/s.rs": "use super::r::X;",
+          "w/r.rs": "use super::s::{self, Y as Z};"}, [(("w",), ("r", "s"))]),
+        # A module and its parent, comments, strings, cfg(test) items and test files.
+        ({"lib.rs": "mod a; mod b;", "a/mod.rs": "mod c; use self::c::C;",
+          "a/c.rs": "use super::A; // crate::b\nconst S: &str = \"crate::b::x\";",
+          "b.rs": "use crate::a::A;\n#[cfg(test)]\nmod tests { use crate::b; }",
+          "a/tests.rs": "use crate::b::B;"}, []),
+        # A longer circle.
+        ({"lib.rs": "", "a.rs": "use crate::b::X;", "b.rs": "use crate::c::X;",
+          "c.rs": "use crate::a::X;"}, [((), ("a", "b", "c"))]),
+    ]
+    failed = 0
+    for files, want in checks:
+        got = cycles(files)
+        if got != want:
+            failed += 1
+            print(f"self-test: for {sorted(files)} expected {want}, found {got}")
+    print("self-test: " + ("failed" if failed else "ok"))
+    return 1 if failed else 0
+
+
 def main(argv):
+    if argv[1:] == ["--self-test"]:
+        return self_test()
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     crates = argv[1:] or [os.path.join(repo, d) for d in ("core/src", "core/proto/src", "core/tls/src")]
     failed = False

@@ -150,6 +150,18 @@ def main_table(results: dict) -> tuple[str, list[dict]]:
     return text, rows
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The figures of `main_table` as a Markdown table, ready to paste into the README."""
+    out = ["| figure | Go 1.6.9 | Rust | Rust/Go |", "|---|---|---|---|"]
+    for row in rows:
+        ratio = row["ratio_rust_over_go"]
+        out.append("| {} | {} | {} | {} |".format(
+            row["figure"], "-" if row["go"] is None else _fmt(row["go"], ""),
+            "-" if row["rust"] is None else _fmt(row["rust"], ""),
+            "-" if ratio is None else f"{ratio:.3g}"))
+    return "\n".join(out)
+
+
 def resources_table(results: dict) -> str:
     """For each workload that reported resources and each of its nodes: the CPU seconds
     (user+sys, the node's own plus its reaped children's) and that CPU per unit of work, and

@@ -287,3 +287,65 @@ fn non_utf8() -> OsString {
     use std::os::unix::ffi::OsStringExt;
     OsString::from_vec(vec![b'i', b'd', b'=', 0xff])
 }
+
+#[test]
+fn command_service_commands_must_split_into_a_program() {
+    assert_eq!(
+        file_error("- command-service: {service: sh, command: \"sh -c 'echo\"}\n"),
+        "bad.yml item 1 (line 1): command-service: key \"command\": EOF found when expecting closing quote"
+    );
+    assert_eq!(
+        file_error("- command-service: {service: sh, command: \"# only a comment\"}\n"),
+        "bad.yml item 1 (line 1): command-service: key \"command\": no program to run"
+    );
+    assert_eq!(
+        file_error("- command-service: {service: toolongname, command: sh}\n"),
+        "bad.yml item 1 (line 1): command-service: key \"service\": service name \"toolongname\" is too long (at most 8 bytes)"
+    );
+    let config = config::load_str(
+        "- command-service: {service: sh, command: \"sh -c 'echo \\\"hi there\\\"'\"}\n",
+        "ok.yml",
+    )
+    .expect("a valid command-service");
+    assert_eq!(
+        config.command_services[0].argv,
+        ["sh", "-c", "echo \"hi there\""]
+    );
+}
+
+#[test]
+fn ip_router_networks_are_checked_as_go_checks_them() {
+    let ip_router = |localnet: &str, routes: &str| {
+        file_error(&format!(
+            "- ip-router: {{networkname: n, localnet: \"{localnet}\", routes: \"{routes}\"}}\n"
+        ))
+    };
+    let at = "bad.yml item 1 (line 1): ip-router:";
+    assert_eq!(
+        ip_router("198.18.0.0/29", ""),
+        format!("{at} key \"localnet\": local network 198.18.0.0/29 must be a /30 CIDR")
+    );
+    assert_eq!(
+        ip_router("2001:db8::/30", ""),
+        format!("{at} key \"localnet\": local network 2001:db8::/30 must be IPv4")
+    );
+    assert_eq!(
+        ip_router("198.18.0.300/30", ""),
+        format!("{at} key \"localnet\": could not parse 198.18.0.300/30 as a CIDR address")
+    );
+    assert_eq!(
+        ip_router("198.18.0.0/30", "198.18.1.0/24,nonsense"),
+        format!("{at} key \"routes\": could not parse nonsense as a CIDR address")
+    );
+    let config = config::load_str(
+        "- ip-router: {networkname: n, localnet: 198.18.0.1/30, routes: \"198.18.1.7/24,2001:db8:1::5/64\"}\n",
+        "ok.yml",
+    )
+    .expect("a valid ip-router");
+    let r = &config.ip_routers[0];
+    assert_eq!(r.local_net.to_string(), "198.18.0.0/30");
+    let routes: Vec<String> = r.routes.iter().map(ToString::to_string).collect();
+    assert_eq!(routes, ["198.18.1.0/24", "2001:db8:1::/64"]);
+    assert!(r.routes[1].contains("2001:db8:1::ffff".parse().expect("an address")));
+    assert!(!r.routes[0].contains("198.18.2.1".parse().expect("an address")));
+}

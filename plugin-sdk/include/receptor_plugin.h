@@ -81,7 +81,7 @@ typedef struct ReceptorStr {
     size_t len;
 } ReceptorStr;
 
-/* Given to the entry point; valid for the life of the process. */
+/* Given to the entry point; valid at least as long as the library is loaded. */
 typedef struct ReceptorHostApi {
     size_t struct_size;
     uint32_t abi_major;

@@ -158,7 +158,8 @@ impl Str {
     }
 }
 
-/// Callbacks the host gives a plugin at entry; valid for the life of the process.
+/// Callbacks the host gives a plugin at entry; valid at least as long as the plugin's
+/// library is loaded (the host never frees them).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct HostApi {
@@ -175,7 +176,7 @@ pub struct HostApi {
 }
 
 /// What a plugin is and what it provides. Returned by the entry point; must stay valid
-/// (with everything it points to) for the life of the process.
+/// (with everything it points to) while the library is loaded.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct PluginDescriptor {

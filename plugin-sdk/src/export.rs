@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use crate::backend::{Backend, ConnectionSink, SessionToken};
 use crate::config::Section;
-use crate::work::{Progress, ReattachRequest, StartRequest, Unit, WorkType};
+use crate::work::{Progress, ReattachRequest, StartRequest, WorkHandle, WorkType};
 use crate::{abi, log, PluginError};
 
 type BackendStart =
@@ -473,7 +473,7 @@ unsafe fn run_unit_call(
     work_type: *mut c_void,
     progress: *const abi::Progress,
     out_unit: *mut *mut c_void,
-    f: impl FnOnce(&dyn WorkType, Progress) -> Result<Box<dyn Unit>, PluginError>,
+    f: impl FnOnce(&dyn WorkType, Progress) -> Result<Box<dyn WorkHandle>, PluginError>,
 ) -> Result<(), PluginError> {
     if progress.is_null() {
         return Err(PluginError::new("null progress argument"));
@@ -568,8 +568,8 @@ unsafe extern "C" fn unit_cancel(unit: *mut c_void, err: *const abi::ErrorSink) 
             if unit.is_null() {
                 return Err(PluginError::new("null unit"));
             }
-            // SAFETY: unit is a Box<Box<dyn Unit>> from start/reattach, not freed yet.
-            let unit = &*(unit as *const Box<dyn Unit>);
+            // SAFETY: unit is a Box<Box<dyn WorkHandle>> from start/reattach, not freed yet.
+            let unit = &*(unit as *const Box<dyn WorkHandle>);
             unit.cancel()
         })
     }
@@ -579,8 +579,8 @@ unsafe extern "C" fn unit_free(unit: *mut c_void) {
     if unit.is_null() {
         return;
     }
-    // SAFETY: unit is a Box<Box<dyn Unit>> from start/reattach, freed once.
-    let unit = unsafe { Box::from_raw(unit as *mut Box<dyn Unit>) };
+    // SAFETY: unit is a Box<Box<dyn WorkHandle>> from start/reattach, freed once.
+    let unit = unsafe { Box::from_raw(unit as *mut Box<dyn WorkHandle>) };
     guarded_void("free_unit", move || drop(unit));
 }
 

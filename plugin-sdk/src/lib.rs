@@ -16,24 +16,24 @@
 //! changes through a thread-safe callback.
 //!
 //! The safe layer wraps the ABI in plain traits: implement [`Backend`] or
-//! [`WorkType`]/[`Unit`], describe the plugin with [`Plugin`] and export it with
+//! [`WorkType`]/[`WorkHandle`], describe the plugin with [`Plugin`] and export it with
 //! [`export_plugin!`]. The traits are synchronous on purpose: a plugin never runs on the
 //! host's async runtime (a `cdylib` has its own copy of any runtime and its thread-locals),
 //! so it owns its threads, or its own runtime, and calls back from them.
 //!
 //! ```ignore
-//! use receptor_plugin_sdk::{Plugin, Section, WorkType, WorkTypeInfo, Unit, StartRequest,
-//!     Progress, PluginError, WorkState};
+//! use receptor_plugin_sdk::{Plugin, Section, WorkType, WorkTypeInfo, WorkHandle, StartRequest,
+//!     Progress, PluginError, UnitState};
 //!
 //! struct Hello(WorkTypeInfo);
 //! struct Done;
-//! impl Unit for Done { fn cancel(&self) -> Result<(), PluginError> { Ok(()) } }
+//! impl WorkHandle for Done { fn cancel(&self) -> Result<(), PluginError> { Ok(()) } }
 //! impl WorkType for Hello {
 //!     fn info(&self) -> WorkTypeInfo { self.0.clone() }
-//!     fn start(&self, mut req: StartRequest, p: Progress) -> Result<Box<dyn Unit>, PluginError> {
+//!     fn start(&self, mut req: StartRequest, p: Progress) -> Result<Box<dyn WorkHandle>, PluginError> {
 //!         use std::io::Write;
 //!         req.stdout.write_all(b"hello\n")?;
-//!         p.report(WorkState::Succeeded, "done", None);
+//!         p.report(UnitState::Succeeded, "done", None);
 //!         Ok(Box::new(Done))
 //!     }
 //! }
@@ -59,7 +59,10 @@ pub use backend::{Backend, ConnectionSink, Framing, SessionToken};
 pub use config::Section;
 pub use error::PluginError;
 pub use export::Plugin;
-pub use work::{Progress, ReattachRequest, StartRequest, Unit, WorkState, WorkType, WorkTypeInfo};
+pub use work::{
+    Progress, ReattachRequest, StartRequest, Unit, UnitState, WorkHandle, WorkState, WorkType,
+    WorkTypeInfo,
+};
 
 /// Keys the core handles for every backend section; plugins accept and ignore them.
 pub const CORE_BACKEND_KEYS: &[&str] = &["cost", "nodecost", "allowedpeers", "tls"];

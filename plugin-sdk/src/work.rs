@@ -17,7 +17,7 @@ use crate::{abi, config::Section, PluginError};
 
 /// Unit states (the numbers in receptor's `status` files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkState {
+pub enum UnitState {
     /// Created, not started.
     Pending,
     /// Running.
@@ -30,26 +30,26 @@ pub enum WorkState {
     Canceled,
 }
 
-impl WorkState {
+impl UnitState {
     /// The ABI code (`STATE_*`).
     pub fn to_abi(self) -> u32 {
         match self {
-            WorkState::Pending => abi::STATE_PENDING,
-            WorkState::Running => abi::STATE_RUNNING,
-            WorkState::Succeeded => abi::STATE_SUCCEEDED,
-            WorkState::Failed => abi::STATE_FAILED,
-            WorkState::Canceled => abi::STATE_CANCELED,
+            UnitState::Pending => abi::STATE_PENDING,
+            UnitState::Running => abi::STATE_RUNNING,
+            UnitState::Succeeded => abi::STATE_SUCCEEDED,
+            UnitState::Failed => abi::STATE_FAILED,
+            UnitState::Canceled => abi::STATE_CANCELED,
         }
     }
 
     /// Decodes an ABI code.
-    pub fn from_abi(code: u32) -> Option<WorkState> {
+    pub fn from_abi(code: u32) -> Option<UnitState> {
         match code {
-            abi::STATE_PENDING => Some(WorkState::Pending),
-            abi::STATE_RUNNING => Some(WorkState::Running),
-            abi::STATE_SUCCEEDED => Some(WorkState::Succeeded),
-            abi::STATE_FAILED => Some(WorkState::Failed),
-            abi::STATE_CANCELED => Some(WorkState::Canceled),
+            abi::STATE_PENDING => Some(UnitState::Pending),
+            abi::STATE_RUNNING => Some(UnitState::Running),
+            abi::STATE_SUCCEEDED => Some(UnitState::Succeeded),
+            abi::STATE_FAILED => Some(UnitState::Failed),
+            abi::STATE_CANCELED => Some(UnitState::Canceled),
             _ => None,
         }
     }
@@ -162,7 +162,7 @@ impl Progress {
     }
 
     /// Replaces the unit's state, detail and extra data (`None` = null).
-    pub fn report(&self, state: WorkState, detail: &str, extra: Option<&Value>) {
+    pub fn report(&self, state: UnitState, detail: &str, extra: Option<&Value>) {
         let host = &self.inner.host;
         let Some(report) = host.report else {
             return;
@@ -182,7 +182,7 @@ impl Progress {
 }
 
 /// A running unit.
-pub trait Unit: Send + Sync + 'static {
+pub trait WorkHandle: Send + Sync + 'static {
     /// Asks the unit to stop; it then reports Canceled (or a final state reached first).
     fn cancel(&self) -> Result<(), PluginError>;
 }
@@ -197,7 +197,7 @@ pub trait WorkType: Send + Sync + 'static {
         &self,
         request: StartRequest,
         progress: Progress,
-    ) -> Result<Box<dyn Unit>, PluginError>;
+    ) -> Result<Box<dyn WorkHandle>, PluginError>;
 
     /// Re-attaches to a unit that was running when the node stopped. The default says it
     /// cannot, and the host marks such units failed.
@@ -205,7 +205,7 @@ pub trait WorkType: Send + Sync + 'static {
         &self,
         request: ReattachRequest,
         progress: Progress,
-    ) -> Result<Box<dyn Unit>, PluginError> {
+    ) -> Result<Box<dyn WorkHandle>, PluginError> {
         drop(progress);
         Err(PluginError::new(format!(
             "work type {} cannot re-attach to unit {} after a restart",
@@ -214,3 +214,8 @@ pub trait WorkType: Send + Sync + 'static {
         )))
     }
 }
+
+/// The earlier name of [`UnitState`].
+pub type WorkState = UnitState;
+/// The earlier name of [`WorkHandle`].
+pub use self::WorkHandle as Unit;

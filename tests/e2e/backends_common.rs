@@ -3,11 +3,11 @@
 use anyhow::{anyhow, ensure, Result};
 use receptor_tests::topology::connections_of;
 use receptor_tests::wait::{wait_until, CONVERGE_TIMEOUT};
-use receptor_tests::{Implementation, Node, NodeConfig};
+use receptor_tests::{Implementation, NodeConfig, NodeProcess};
 use serde_json::Value;
 
 /// Waits until a log line contains every one of `needles`; returns that line.
-pub(crate) fn wait_for_log_line(node: &Node, needles: &[&str]) -> Result<String> {
+pub(crate) fn wait_for_log_line(node: &NodeProcess, needles: &[&str]) -> Result<String> {
     wait_until(
         CONVERGE_TIMEOUT,
         &format!("node {} to log a line with {needles:?}", node.id()),
@@ -22,7 +22,7 @@ pub(crate) fn wait_for_log_line(node: &Node, needles: &[&str]) -> Result<String>
 }
 
 /// The node IDs of the node's direct connections, sorted.
-pub(crate) fn peers(node: &Node) -> Result<Vec<String>> {
+pub(crate) fn peers(node: &NodeProcess) -> Result<Vec<String>> {
     Ok(connections_of(&node.status()?)
         .into_iter()
         .map(|(id, _)| id)
@@ -30,7 +30,7 @@ pub(crate) fn peers(node: &Node) -> Result<Vec<String>> {
 }
 
 /// Waits until the node's direct connections are exactly `expected` (sorted).
-pub(crate) fn wait_for_peers(node: &Node, expected: &[&str]) -> Result<()> {
+pub(crate) fn wait_for_peers(node: &NodeProcess, expected: &[&str]) -> Result<()> {
     let mut last = Vec::new();
     wait_until(
         CONVERGE_TIMEOUT,
@@ -44,12 +44,12 @@ pub(crate) fn wait_for_peers(node: &Node, expected: &[&str]) -> Result<()> {
 }
 
 /// One `ping` over the control socket; the JSON reply.
-pub(crate) fn ping(node: &Node, target: &str) -> Result<Value> {
+pub(crate) fn ping(node: &NodeProcess, target: &str) -> Result<Value> {
     node.command_json(&format!("ping {target}"))
 }
 
 /// Pings `target` from `node` once and requires success.
-pub(crate) fn ping_ok(node: &Node, target: &str) -> Result<()> {
+pub(crate) fn ping_ok(node: &NodeProcess, target: &str) -> Result<()> {
     let reply = ping(node, target)?;
     ensure!(
         reply["Success"] == true,
@@ -60,7 +60,7 @@ pub(crate) fn ping_ok(node: &Node, target: &str) -> Result<()> {
 }
 
 /// Every node pings every other node (waiting for routes first).
-pub(crate) fn ping_all(nodes: &[&Node]) -> Result<()> {
+pub(crate) fn ping_all(nodes: &[&NodeProcess]) -> Result<()> {
     for from in nodes {
         for to in nodes.iter().filter(|n| n.id() != from.id()) {
             from.wait_for_ping(to.id())?;
@@ -72,7 +72,7 @@ pub(crate) fn ping_all(nodes: &[&Node]) -> Result<()> {
 /// Runs a `cat` unit on `to` from `from` with `receptorctl work submit --node` and
 /// checks that the results are the payload (64 KiB: many mesh datagrams each way).
 /// `to` must have the `cat` work type.
-pub(crate) fn remote_cat(from: &Node, to: &Node) -> Result<()> {
+pub(crate) fn remote_cat(from: &NodeProcess, to: &NodeProcess) -> Result<()> {
     let mut data = Vec::with_capacity(64 * 1024 + 64);
     let mut i = 0u32;
     while data.len() < 64 * 1024 {
@@ -87,7 +87,7 @@ pub(crate) fn remote_cat(from: &Node, to: &Node) -> Result<()> {
 /// Waits until `from` knows `to`'s `cat` work type, runs a `cat` unit of `data` on `to`
 /// with `receptorctl work submit --node`, and checks that the results are `data` and the
 /// unit succeeded.
-pub(crate) fn remote_cat_of(from: &Node, to: &Node, data: &[u8]) -> Result<()> {
+pub(crate) fn remote_cat_of(from: &NodeProcess, to: &NodeProcess, data: &[u8]) -> Result<()> {
     from.wait_for_status(&format!("{}'s work types", to.id()), |status| {
         status["Advertisements"].as_array().is_some_and(|ads| {
             ads.iter().any(|ad| {
@@ -139,7 +139,7 @@ pub(crate) fn line_of_three(
     let nodes = implementations
         .into_iter()
         .zip(configs)
-        .map(|(by, config)| Node::start(by, config))
+        .map(|(by, config)| NodeProcess::start(by, config))
         .collect::<Result<Vec<_>>>()?;
     wait_for_peers(&nodes[0], &["b"])?;
     wait_for_peers(&nodes[1], &["a", "c"])?;
@@ -149,7 +149,7 @@ pub(crate) fn line_of_three(
 }
 
 /// The end nodes of a line run work on each other, across the middle.
-pub(crate) fn remote_work_between_the_ends(nodes: &[Node]) -> Result<()> {
+pub(crate) fn remote_work_between_the_ends(nodes: &[NodeProcess]) -> Result<()> {
     let (first, last) = (&nodes[0], &nodes[nodes.len() - 1]);
     remote_cat(last, first)?;
     remote_cat(first, last)

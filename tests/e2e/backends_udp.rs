@@ -9,7 +9,7 @@ use std::net::UdpSocket;
 
 use anyhow::{ensure, Context, Result};
 use receptor_tests::Implementation::{self, Go, Rust};
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::json;
 
 use crate::backends_common::{line_of_three, ping_ok, wait_for_log_line, wait_for_peers};
@@ -56,11 +56,11 @@ fn rust_rust_rust() -> Result<()> {
 #[test]
 fn garbage_datagrams_are_ignored() -> Result<()> {
     let port = free_port()?;
-    let node = Node::start(
+    let node = NodeProcess::start(
         Rust,
         NodeConfig::new("target").entry("udp-listener", udp_listener(port)),
     )?;
-    let neighbour = Node::start(
+    let neighbour = NodeProcess::start(
         Go,
         NodeConfig::new("neighbour").entry("udp-peer", udp_peer(port)),
     )?;
@@ -111,12 +111,12 @@ fn garbage_datagrams_are_ignored() -> Result<()> {
 #[test]
 fn refused_udp_peer_redials() -> Result<()> {
     let port = free_port()?;
-    let dialer = Node::start(
+    let dialer = NodeProcess::start(
         Rust,
         NodeConfig::new("dialer").entry("udp-peer", udp_peer(port)),
     )?;
     wait_for_log_line(&dialer, &["session with", "ended", "Connection refused"])?;
-    let listener = Node::start(
+    let listener = NodeProcess::start(
         Go,
         NodeConfig::new("listener").entry("udp-listener", udp_listener(port)),
     )?;

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use receptor_tests::Implementation::{self, Go, Rust};
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::json;
 
 use crate::backends_common::{line_of_three, ping_ok, wait_for_log_line, wait_for_peers};
@@ -124,11 +124,11 @@ fn expect_closed(mut s: TcpStream, what: &str) -> Result<()> {
 #[test]
 fn bad_websocket_input_is_refused() -> Result<()> {
     let port = free_port()?;
-    let node = Node::start(
+    let node = NodeProcess::start(
         Rust,
         NodeConfig::new("target").entry("ws-listener", ws_listener(port, "/")),
     )?;
-    let neighbour = Node::start(
+    let neighbour = NodeProcess::start(
         Go,
         NodeConfig::new("neighbour").entry("ws-peer", ws_peer(port, "/")),
     )?;
@@ -184,9 +184,9 @@ fn start_wss_hub(
     hub_port: u16,
     liar_port: u16,
     extra: serde_json::Value,
-) -> Result<Node> {
+) -> Result<NodeProcess> {
     let cert = pki.cert(ca, "hub", &["hub"], Rust)?;
-    Node::start(
+    NodeProcess::start(
         Rust,
         NodeConfig::new("hub")
             .entry("tls-server", tls_server("srv", &cert, ca, extra.clone()))
@@ -199,7 +199,7 @@ fn start_wss_hub(
 /// A Go node with a certificate naming `someone`, started with
 /// `skipreceptornamescheck` (Go checks neither its own certificate then nor, ever, its
 /// peers'), so it connects as far as the hub lets it.
-fn start_liar(pki: &Pki, ca: &Ca, id: &str, config: NodeConfig) -> Result<Node> {
+fn start_liar(pki: &Pki, ca: &Ca, id: &str, config: NodeConfig) -> Result<NodeProcess> {
     let someone = pki.cert(ca, &format!("someone-{id}"), &["someone"], Go)?;
     let skip = json!({"skipreceptornamescheck": true});
     let config = if id == "liar" {
@@ -207,7 +207,7 @@ fn start_liar(pki: &Pki, ca: &Ca, id: &str, config: NodeConfig) -> Result<Node> 
     } else {
         config.entry("tls-client", tls_client("cli", &someone, ca, skip))
     };
-    Node::start(Go, config)
+    NodeProcess::start(Go, config)
 }
 
 /// The hub between the two liars: `liar` listens for it, `mallory` dials it. Returns
@@ -216,7 +216,7 @@ fn start_wss_trio(
     pki: &Pki,
     ca: &Ca,
     hub_extra: serde_json::Value,
-) -> Result<([Node; 3], u16, u16)> {
+) -> Result<([NodeProcess; 3], u16, u16)> {
     let (hub_port, liar_port) = (free_port()?, free_port()?);
     let liar = start_liar(
         pki,
@@ -240,7 +240,7 @@ fn wss_node_id_not_in_certificate_is_refused_both_ways() -> Result<()> {
     let ca = pki.ca("mesh", Rust)?;
     let ([hub, _liar, _mallory], hub_port, liar_port) = start_wss_trio(&pki, &ca, json!({}))?;
     let friend_cert = pki.cert(&ca, "friend", &["friend"], Go)?;
-    let friend = Node::start(
+    let friend = NodeProcess::start(
         Go,
         NodeConfig::new("friend")
             .entry(
@@ -304,11 +304,17 @@ fn wss_node_id_check_is_skipped_with_skipreceptornamescheck() -> Result<()> {
 
 /// A Go node listening on `wss` with a certificate from `ca` naming `names` (no client
 /// certificates), `skipreceptornamescheck` on, so that it starts whatever it is called.
-fn start_wss_go_listener(pki: &Pki, ca: &Ca, id: &str, names: &[&str], port: u16) -> Result<Node> {
+fn start_wss_go_listener(
+    pki: &Pki,
+    ca: &Ca,
+    id: &str,
+    names: &[&str],
+    port: u16,
+) -> Result<NodeProcess> {
     let cert = pki.cert(ca, &format!("{id}-server"), names, Go)?;
     let srv = json!({"name": "srv", "cert": cert.cert.display().to_string(),
                      "key": cert.key.display().to_string(), "skipreceptornamescheck": true});
-    Node::start(
+    NodeProcess::start(
         Go,
         NodeConfig::new(id)
             .entry("tls-server", srv)
@@ -331,7 +337,7 @@ fn wss_peer_with_system_roots_is_held_to_its_node_id() -> Result<()> {
     // The test CA stands for the system roots: rustls-native-certs reads SSL_CERT_FILE.
     let roots = format!("SSL_CERT_FILE={}", ca.cert.display());
     let wrapper = ["env", roots.as_str()];
-    let dialer = Node::start_wrapped(
+    let dialer = NodeProcess::start_wrapped(
         Rust,
         NodeConfig::new("dialer")
             .entry("ws-peer", wss_peer_system_roots(honest_port))
@@ -353,7 +359,7 @@ fn wss_peer_with_system_roots_is_held_to_its_node_id() -> Result<()> {
     // A `tls-client` named `default` with `skipreceptornamescheck` turns the check off
     // (a tls-client needs a certificate and key, as in Go).
     let own = pki.cert(&ca, "lenient", &["lenient"], Go)?;
-    let lenient = Node::start_wrapped(
+    let lenient = NodeProcess::start_wrapped(
         Rust,
         NodeConfig::new("lenient")
             .entry(

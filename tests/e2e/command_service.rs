@@ -3,15 +3,16 @@
 //!
 //! Each node runs three command services: `cmd` (a dialogue, then a long output), `ctls`
 //! (the same, with `tls: srv`) and `hold` (a shell and a background `sleep` that never
-//! end by themselves), and a `tcp-server` towards each of the other node's `cmd` and `hold`.
+//! end by themselves and ignore SIGHUP), and a `tcp-server` towards each of the other node's `cmd` and `hold`.
 //!
 //! * both nodes list both nodes' `cmd` (ConnType 1) and `ctls` (ConnType 2) with tags
 //!   `{"type":"Command Service"}`;
-//! * the other node's `tcp-server` and `connect` reach each node's command service, and
-//!   `connect <other> ctls cli` with TLS; the output (a terminal's, as in Go: echo and
+//! * the other node's `tcp-server`, `connect` and the real `receptorctl connect` reach
+//!   each node's command service, and `connect <other> ctls cli` with TLS; the output (a terminal's, as in Go: echo and
 //!   `\r\n`) arrives whole and the stream then ends;
 //! * when a client of the Rust node's `hold` leaves (across the mesh through Go's
-//!   `tcp-server`, or locally), the command's processes are gone;
+//!   `tcp-server`, or locally), or the Rust node stops, the command's processes are gone,
+//!   even though they ignore the hang-up;
 //! * many sessions at once all get their whole output.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,7 +23,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use receptor_tests::wait::wait_until;
 use receptor_tests::Implementation::{self, Go, Rust};
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::{json, Value};
 
 use crate::streams_tls::make_certs;
@@ -31,13 +32,14 @@ use crate::streams_tls::make_certs;
 const SEQ_LINES: u32 = 20000;
 /// The dialogue: a prompt, one line read and answered, then a long output.
 const DIALOGUE: &str = "sh -c 'echo ready; read line; echo got:$line; seq 1 20000'";
-/// A shell that starts a background `sleep` and reports both pids, then waits forever.
-const HOLD: &str = "sh -c 'sleep 600 & echo pids:$$:$!; wait'";
+/// A shell that ignores hang-ups, starts a background `sleep` (which inherits that) and
+/// reports both pids, then waits forever: only a kill ends it.
+const HOLD: &str = "sh -c 'trap \"\" HUP; sleep 600 & echo pids:$$:$!; wait'";
 /// How long to wait for a process to be gone.
 const GONE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Setup {
-    nodes: Vec<Node>,
+    nodes: Vec<NodeProcess>,
     /// Port of each node's `tcp-server` towards the other node's `cmd`.
     cmd_ports: Vec<u16>,
     /// Port of each node's `tcp-server` towards the other node's `hold`.
@@ -95,7 +97,7 @@ fn setup() -> Result<Setup> {
         } else {
             config.tcp_peer(link)
         };
-        nodes.push(Node::start(impls[i], config)?);
+        nodes.push(NodeProcess::start(impls[i], config)?);
     }
     for (i, node) in nodes.iter().enumerate() {
         node.wait_for_routes(&[(names[1 - i], names[1 - i])])?;
@@ -166,7 +168,13 @@ fn dialogue_tcp(port: u16, word: &str) -> Result<()> {
 }
 
 /// A dialogue through `connect <target> <service> [tls]` on `node`'s control socket.
-fn dialogue_connect(node: &Node, target: &str, service: &str, tls: &str, word: &str) -> Result<()> {
+fn dialogue_connect(
+    node: &NodeProcess,
+    target: &str,
+    service: &str,
+    tls: &str,
+    word: &str,
+) -> Result<()> {
     let stream = std::os::unix::net::UnixStream::connect(node.socket())?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut reader = BufReader::new(stream);
@@ -185,6 +193,77 @@ fn dialogue_connect(node: &Node, target: &str, service: &str, tls: &str, word: &
     );
     dialogue(&mut reader, word)
         .with_context(|| format!("{}: connect {target} {service} {tls}", node.id()))
+}
+
+/// Runs `receptorctl --socket <socket> connect <node> cmd` in a pty: types a word, and
+/// expects the answer and a normal exit once the command ends (receptorctl returns when
+/// the service closes the stream).
+const RECEPTORCTL_PTY: &str = r#"
+import json, os, pty, select, sys, time
+receptorctl, sock, node, word = sys.argv[1:5]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(receptorctl, [receptorctl, "--socket", sock, "connect", node, "cmd"])
+# Typed at once: the terminal holds the line until receptorctl reads its stdin, which it
+# does only once connected (the prompt itself may be swallowed by receptorctl's buffered
+# read of "Connecting", so it is not waited for).
+os.write(fd, word.encode() + b"\n")
+out = b""
+deadline = time.time() + 40
+status = None
+while status is None:
+    if time.time() > deadline:
+        os.kill(pid, 9)
+        raise SystemExit("receptorctl did not finish; output %r" % out[-300:])
+    r, _, _ = select.select([fd], [], [], 0.05)
+    if r:
+        try:
+            out += os.read(fd, 65536)
+        except OSError:
+            pass
+    done, st = os.waitpid(pid, os.WNOHANG)
+    if done:
+        status = st
+while True:
+    r, _, _ = select.select([fd], [], [], 0.2)
+    if not r:
+        break
+    try:
+        chunk = os.read(fd, 65536)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+print(json.dumps({"exit": os.waitstatus_to_exitcode(status), "output": out.decode(errors="replace")}))
+"#;
+
+/// The real `receptorctl connect` on `node` to `target`'s `cmd`.
+fn receptorctl_connect(node: &Node, target: &str, word: &str) -> Result<()> {
+    let ctl = receptor_tests::binaries::receptorctl()?;
+    let out = receptor_tests::receptorctl::run_python(
+        RECEPTORCTL_PTY,
+        &[
+            &ctl.display().to_string(),
+            &node.socket().display().to_string(),
+            target,
+            word,
+        ],
+    )?
+    .ok()?;
+    let result: Value = serde_json::from_str(out.stdout.trim())
+        .with_context(|| format!("pty script output: {}", out.describe()))?;
+    let output = result["output"].as_str().unwrap_or_default();
+    // Whole output is checked by the raw `connect` sessions: what a process writes to a
+    // pty just before it exits can be lost to the reader of the other side.
+    ensure!(
+        result["exit"] == 0 && output.contains(&format!("got:{word}")),
+        "receptorctl connect {target} cmd from {}: exit {}, output ends {:?}",
+        node.id(),
+        result["exit"],
+        &output[output.len().saturating_sub(200)..]
+    );
+    Ok(())
 }
 
 #[test]
@@ -220,6 +299,9 @@ fn command_services_between_go_and_rust() -> Result<()> {
     }
     // The Rust node's own service, through its own control socket.
     dialogue_connect(&s.nodes[1], "localhost", "cmd", "", "local")?;
+    // The real receptorctl, both ways.
+    receptorctl_connect(&s.nodes[0], "rust", "fromgo")?;
+    receptorctl_connect(&s.nodes[1], "go", "fromrust")?;
     Ok(())
 }
 
@@ -288,6 +370,24 @@ fn a_command_is_gone_when_its_client_leaves() -> Result<()> {
 
     // The service still serves.
     dialogue_tcp(s.cmd_ports[0], "after")?;
+
+    // A node that stops (SIGTERM) takes its sessions' commands with it.
+    let stream = std::os::unix::net::UnixStream::connect(s.nodes[1].socket())?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(stream);
+    line.clear();
+    reader.read_line(&mut line)?;
+    reader.get_mut().write_all(b"connect localhost hold\n")?;
+    line.clear();
+    reader.read_line(&mut line)?;
+    ensure!(line == "Connecting\n", "connect localhost hold: {line:?}");
+    let pids = hold_pids(&mut reader)?;
+    let node_pid = s.nodes[1].pid().context("the Rust node's pid")?;
+    // SAFETY: kill(2) touches no memory; the pid is the harness's unreaped child.
+    unsafe {
+        libc::kill(node_pid as libc::pid_t, libc::SIGTERM);
+    }
+    wait_gone(pids, "the node stopped")?;
     Ok(())
 }
 

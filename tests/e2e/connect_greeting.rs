@@ -17,7 +17,7 @@ use receptor_tests::binaries;
 use receptor_tests::receptorctl::run_python;
 use receptor_tests::wait::{wait_until, CONVERGE_TIMEOUT};
 use receptor_tests::Implementation::{Go, Rust};
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::Value;
 
 /// The promise: the remote greeting within this long of sending `connect`.
@@ -155,7 +155,7 @@ fn check_phase(phase: &str, values: &Value, count: usize) -> Result<f64> {
 }
 
 /// `receptorctl connect` in a pty to `target`: seconds to the target's reply.
-fn cli_connect(node: &Node, target: &str) -> Result<f64> {
+fn cli_connect(node: &NodeProcess, target: &str) -> Result<f64> {
     let ctl = binaries::receptorctl()?.display().to_string();
     let socket = node.socket().display().to_string();
     let out = run_python(PTY_SCRIPT, &[&ctl, &socket, target])?.ok()?;
@@ -176,7 +176,7 @@ mod rust_nodes {
     #[test]
     fn connect_greets_within_a_second_from_the_first_moment() -> Result<()> {
         let port = free_port()?;
-        let hub = Node::start(Rust, NodeConfig::new("hub").tcp_listener(port))?;
+        let hub = NodeProcess::start(Rust, NodeConfig::new("hub").tcp_listener(port))?;
         let dir = tempfile::tempdir()?;
         let progress = dir.path().join("progress");
         let args = [
@@ -192,8 +192,8 @@ mod rust_nodes {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             run_python(PY_SCRIPT, &args)
         });
-        let mut gonode = Node::start(Go, NodeConfig::new("gonode").tcp_peer(port))?;
-        let mut rustnode = Node::start(Rust, NodeConfig::new("rustnode").tcp_peer(port))?;
+        let mut gonode = NodeProcess::start(Go, NodeConfig::new("gonode").tcp_peer(port))?;
+        let mut rustnode = NodeProcess::start(Rust, NodeConfig::new("rustnode").tcp_peer(port))?;
         for round in 1..FRESH_ROUNDS {
             // Once the client has connected to both, they leave and join again.
             wait_until(CONVERGE_TIMEOUT, "the client's connections", || {

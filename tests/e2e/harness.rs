@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use anyhow::{ensure, Context, Result};
 use receptor_tests::ports::{block_lock_path, PORT_RANGE};
 use receptor_tests::wait::{wait_until, CONVERGE_TIMEOUT};
-use receptor_tests::{free_port, Implementation, Node, NodeConfig};
+use receptor_tests::{free_port, Implementation, NodeConfig, NodeProcess};
 
 #[test]
 fn ports_are_distinct_in_range_and_bindable() -> Result<()> {
@@ -47,7 +47,7 @@ fn a_claimed_port_block_is_locked_against_other_processes() -> Result<()> {
 #[test]
 fn node_greets_with_its_id_and_answers_commands() -> Result<()> {
     // Go receptor refuses to run without a backend.
-    let node = Node::start(
+    let node = NodeProcess::start(
         Implementation::Go,
         NodeConfig::new("solo").tcp_listener(free_port()?),
     )?;
@@ -71,7 +71,7 @@ fn node_greets_with_its_id_and_answers_commands() -> Result<()> {
 #[test]
 fn start_fails_with_the_log_when_the_node_cannot_start() -> Result<()> {
     let config = NodeConfig::new("broken").entry("no-such-config-item", serde_json::json!({}));
-    let Err(error) = Node::start(Implementation::Go, config) else {
+    let Err(error) = NodeProcess::start(Implementation::Go, config) else {
         anyhow::bail!("a node with an invalid config started");
     };
     let message = format!("{error:#}");
@@ -95,7 +95,7 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn killing_a_node_kills_its_work_processes_too() -> Result<()> {
-    let mut node = Node::start(
+    let mut node = NodeProcess::start(
         Implementation::Go,
         NodeConfig::new("worker")
             .tcp_listener(free_port()?)

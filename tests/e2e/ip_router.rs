@@ -23,7 +23,7 @@ use anyhow::{anyhow, ensure, Context, Result};
 use receptor_tests::netns::{require_privilege, veth, Netns};
 use receptor_tests::wait::wait_until;
 use receptor_tests::Implementation::{self, Go, Rust};
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::json;
 
 /// Go 1.6.9 re-reads advertisements every 10 s and sends its own up to 60 s apart.
@@ -38,8 +38,8 @@ const A_NET: &str = "198.18.0.0/30";
 const B_NET: &str = "198.18.0.4/30";
 
 struct Pair {
-    a: Node,
-    b: Node,
+    a: NodeProcess,
+    b: NodeProcess,
     a_ns: Netns,
     b_ns: Netns,
     b_config: NodeConfig,
@@ -71,8 +71,8 @@ fn pair(b_impl: Implementation) -> Result<Pair> {
     let b_config = NodeConfig::new("b")
         .entry("tcp-peer", json!({"address": format!("{A_LINK}:{port}")}))
         .entry("ip-router", router("b", B_NET, "2001:db8:b::/64"));
-    let a = Node::start_wrapped(Rust, a_config, &a_ns.wrapper())?;
-    let b = Node::start_wrapped(b_impl, b_config.clone(), &b_ns.wrapper())?;
+    let a = NodeProcess::start_wrapped(Rust, a_config, &a_ns.wrapper())?;
+    let b = NodeProcess::start_wrapped(b_impl, b_config.clone(), &b_ns.wrapper())?;
     a.wait_for_routes(&[("b", "b")])?;
     Ok(Pair {
         a,
@@ -188,7 +188,7 @@ fn rust_to_rust_ping_tcp_and_routes_that_follow_the_mesh() -> Result<()> {
     p.b.kill();
     wait_route(&p.a_ns, "-4", B_NET, false)?;
     wait_route(&p.a_ns, "-6", "2001:db8:b::/64", false)?;
-    p.b = Node::start_wrapped(Rust, p.b_config.clone(), &p.b_ns.wrapper())?;
+    p.b = NodeProcess::start_wrapped(Rust, p.b_config.clone(), &p.b_ns.wrapper())?;
     wait_route(&p.a_ns, "-4", B_NET, true)?;
     wait_route(&p.a_ns, "-6", "2001:db8:b::/64", true)?;
     Ok(())
@@ -243,7 +243,7 @@ fn without_the_privilege_neither_node_starts() -> Result<()> {
                 json!({"port": free_port()?, "bindaddr": "127.0.0.1"}),
             )
             .entry("ip-router", router("np", A_NET, ""));
-        let log = Node::run_expecting_failure_wrapped(implementation, config, &wrapper)?;
+        let log = NodeProcess::run_expecting_failure_wrapped(implementation, config, &wrapper)?;
         ensure!(
             log.contains("error opening tun device"),
             "{}: {log}",

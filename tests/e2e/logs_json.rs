@@ -6,11 +6,11 @@
 
 use anyhow::{ensure, Context, Result};
 use receptor_tests::Implementation::Rust;
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::{json, Value};
 
 /// Every line of `node`'s log as JSON; fails on a line that is not one JSON object.
-fn records(node: &Node) -> Result<Vec<Value>> {
+fn records(node: &NodeProcess) -> Result<Vec<Value>> {
     node.log()
         .lines()
         .map(|line| {
@@ -30,7 +30,7 @@ fn records(node: &Node) -> Result<Vec<Value>> {
 #[test]
 fn json_lines_with_fields_and_levels() -> Result<()> {
     let port = free_port()?;
-    let json_node = Node::start(
+    let json_node = NodeProcess::start(
         Rust,
         NodeConfig::new("json")
             .log_level("debug")
@@ -38,7 +38,7 @@ fn json_lines_with_fields_and_levels() -> Result<()> {
             .tcp_listener(port)
             .work_command("cat", "cat", None),
     )?;
-    let sub = Node::start(
+    let sub = NodeProcess::start(
         Rust,
         NodeConfig::new("sub")
             .entry("log-format", json!("json"))

@@ -5,7 +5,7 @@
 use anyhow::{ensure, Context, Result};
 use receptor_tests::topology::{line_routes, start_line};
 use receptor_tests::Implementation::{self, Go, Rust};
-use receptor_tests::Node;
+use receptor_tests::NodeProcess;
 
 const NAMES: [&str; 3] = ["left", "middle", "right"];
 
@@ -18,7 +18,7 @@ fn path(from: usize, to: usize) -> Vec<&'static str> {
     }
 }
 
-fn ping_with_receptorctl(node: &Node, target: &str) -> Result<()> {
+fn ping_with_receptorctl(node: &NodeProcess, target: &str) -> Result<()> {
     let out = node.receptorctl(&["ping", target, "--count", "1"])?.ok()?;
     ensure!(
         out.stdout.starts_with(&format!("Reply from {target} in ")),
@@ -36,7 +36,7 @@ fn ping_with_receptorctl(node: &Node, target: &str) -> Result<()> {
 }
 
 /// Checks `receptorctl traceroute` prints one `N: <node> in <time>` line per hop of `hops`.
-fn traceroute_with_receptorctl(node: &Node, target: &str, hops: &[&str]) -> Result<()> {
+fn traceroute_with_receptorctl(node: &NodeProcess, target: &str, hops: &[&str]) -> Result<()> {
     let out = node.receptorctl(&["traceroute", target])?.ok()?;
     let lines: Vec<&str> = out.stdout.lines().collect();
     ensure!(

@@ -4,7 +4,7 @@
 
 use anyhow::{ensure, Result};
 use receptor_tests::Implementation::{Go, Rust};
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::json;
 
 /// Like Go receptor 1.6.9, two sections declaring the same work type name stop the
@@ -22,7 +22,7 @@ fn duplicate_work_types_are_refused() -> Result<()> {
                 "work-command",
                 json!({"worktype": "same", "command": "echo"}),
             );
-        let log = Node::run_expecting_failure(implementation, config)?;
+        let log = NodeProcess::run_expecting_failure(implementation, config)?;
         ensure!(
             log.contains("work type same already registered"),
             "{}: {log}",
@@ -38,7 +38,7 @@ mod rust_nodes {
     /// Every plugin the node loads gets exactly one log line, naming its ABI version.
     #[test]
     fn one_log_line_per_loaded_plugin() -> Result<()> {
-        let node = Node::start(Rust, NodeConfig::new("solo").tcp_listener(free_port()?))?;
+        let node = NodeProcess::start(Rust, NodeConfig::new("solo").tcp_listener(free_port()?))?;
         node.wait_for_status("a status", |_| true)?;
         let log = node.log();
         for name in ["tcp", "udp", "websocket", "echo", "command"] {

@@ -5,7 +5,7 @@
 use anyhow::{ensure, Context, Result};
 use receptor_tests::receptorctl::run_python;
 use receptor_tests::Implementation::{self, Go, Rust};
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::Value;
 
 /// Prints one JSON line per step; argv: socket address, peer node id.
@@ -29,8 +29,8 @@ rc.close()
 
 pub(crate) fn python_api_against(subject: Implementation) -> Result<()> {
     let port = free_port()?;
-    let peer = Node::start(Go, NodeConfig::new("peer").tcp_listener(port))?;
-    let subject = Node::start(subject, NodeConfig::new("subject").tcp_peer(port))?;
+    let peer = NodeProcess::start(Go, NodeConfig::new("peer").tcp_listener(port))?;
+    let subject = NodeProcess::start(subject, NodeConfig::new("subject").tcp_peer(port))?;
     subject.wait_for_routes(&[("peer", "peer")])?;
     peer.wait_for_routes(&[("subject", "subject")])?;
 

@@ -17,7 +17,7 @@ use anyhow::{bail, ensure, Context, Result};
 use receptor_tests::binaries::{self, repo_root};
 use receptor_tests::receptorctl::run;
 use receptor_tests::Implementation::Rust;
-use receptor_tests::{free_port, Node};
+use receptor_tests::{free_port, NodeProcess};
 
 /// The example configs' TCP port.
 const EXAMPLE_PORT: &str = "2222";
@@ -99,7 +99,7 @@ fn readme_quick_start_runs_remote_work() -> Result<()> {
     let steps = quick_start_steps()?;
     let port = free_port()?;
     let receptorctl = binaries::receptorctl()?;
-    let mut nodes: Vec<Node> = Vec::new();
+    let mut nodes: Vec<NodeProcess> = Vec::new();
     // The example sockets, and what they are in this test (filled as nodes start).
     let mut sockets: Vec<(&str, String)> = Vec::new();
     let mut ran_work = false;
@@ -114,7 +114,7 @@ fn readme_quick_start_runs_remote_work() -> Result<()> {
                 "/tmp/bar.sock"
             };
             let mut known = sockets.clone();
-            let started = Node::start_from_text(Rust, node, |datadir, socket| {
+            let started = NodeProcess::start_from_text(Rust, node, |datadir, socket| {
                 known.push((example_socket, socket.display().to_string()));
                 example_config(node, port, datadir, &known)
             })?;

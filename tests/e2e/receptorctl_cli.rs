@@ -5,21 +5,21 @@
 
 use anyhow::{ensure, Result};
 use receptor_tests::Implementation::{self, Go, Rust};
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 
 /// A Go `peer` listens; `subject` (the implementation under test) dials it with cost 1.5.
 /// (Not the other way round: Go 1.6.9's `reload` closes its old listener asynchronously and
 /// may fail to bind it again with "address already in use".)
-fn start_pair(subject: Implementation) -> Result<(Node, Node)> {
+fn start_pair(subject: Implementation) -> Result<(NodeProcess, NodeProcess)> {
     let port = free_port()?;
-    let peer = Node::start(Go, NodeConfig::new("peer").tcp_listener_cost(port, 1.5))?;
-    let subject = Node::start(subject, NodeConfig::new("subject").tcp_peer_cost(port, 1.5))?;
+    let peer = NodeProcess::start(Go, NodeConfig::new("peer").tcp_listener_cost(port, 1.5))?;
+    let subject = NodeProcess::start(subject, NodeConfig::new("subject").tcp_peer_cost(port, 1.5))?;
     subject.wait_for_routes(&[("peer", "peer")])?;
     peer.wait_for_routes(&[("subject", "subject")])?;
     Ok((peer, subject))
 }
 
-fn status_text(node: &Node) -> Result<()> {
+fn status_text(node: &NodeProcess) -> Result<()> {
     let out = node.receptorctl(&["status"])?.ok()?;
     ensure!(
         !out.stderr.contains("Warning"),
@@ -64,7 +64,7 @@ fn status_text(node: &Node) -> Result<()> {
     Ok(())
 }
 
-fn ping_and_traceroute(node: &Node) -> Result<()> {
+fn ping_and_traceroute(node: &NodeProcess) -> Result<()> {
     let out = node
         .receptorctl(&["ping", "peer", "--count", "2", "--delay", "0.05"])?
         .ok()?;
@@ -86,7 +86,7 @@ fn ping_and_traceroute(node: &Node) -> Result<()> {
     Ok(())
 }
 
-fn reload(subject: &mut Node) -> Result<()> {
+fn reload(subject: &mut NodeProcess) -> Result<()> {
     let original = subject.config().clone();
 
     let out = subject.receptorctl(&["reload"])?.ok()?;

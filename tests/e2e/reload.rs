@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, ensure, Context, Result};
 use receptor_tests::wait::{wait_until, CONVERGE_TIMEOUT};
 use receptor_tests::Implementation::{Go, Rust};
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::{json, Value};
 
 /// Reloads in a row in the soak test.
@@ -36,7 +36,7 @@ const PING_PACE: Duration = Duration::from_millis(20);
 
 /// Sessions a node's log says it established (Rust: `connection established`, Go:
 /// `Connection established with`).
-fn established(node: &Node) -> usize {
+fn established(node: &NodeProcess) -> usize {
     node.log()
         .lines()
         .filter(|l| l.to_ascii_lowercase().contains("connection established"))
@@ -45,10 +45,10 @@ fn established(node: &Node) -> usize {
 
 /// The nodes of the scenario and the ports of `hub`'s configuration.
 struct Mesh {
-    gonode: Node,
-    runner: Node,
-    hub: Node,
-    edge: Node,
+    gonode: NodeProcess,
+    runner: NodeProcess,
+    hub: NodeProcess,
+    edge: NodeProcess,
     /// `hub`'s configuration as started.
     base: NodeConfig,
     hub_port: u16,
@@ -77,8 +77,8 @@ fn start_mesh(stop: &Path) -> Result<Mesh> {
         "-c 'i=0; while [ ! -e {} ]; do echo line-$i; i=$((i+1)); sleep 0.005; done; echo end-$i'",
         stop.display()
     );
-    let gonode = Node::start(Go, NodeConfig::new("gonode").tcp_listener(go_port))?;
-    let runner = Node::start(
+    let gonode = NodeProcess::start(Go, NodeConfig::new("gonode").tcp_listener(go_port))?;
+    let runner = NodeProcess::start(
         Rust,
         NodeConfig::new("runner")
             .tcp_listener(runner_port)
@@ -88,8 +88,8 @@ fn start_mesh(stop: &Path) -> Result<Mesh> {
         .tcp_listener(hub_port)
         .tcp_peer(go_port)
         .tcp_peer(runner_port);
-    let hub = Node::start(Rust, base.clone())?;
-    let edge = Node::start(Rust, NodeConfig::new("edge").tcp_peer(hub_port))?;
+    let hub = NodeProcess::start(Rust, base.clone())?;
+    let edge = NodeProcess::start(Rust, NodeConfig::new("edge").tcp_peer(hub_port))?;
     edge.wait_for_routes(&[("hub", "hub"), ("gonode", "hub"), ("runner", "hub")])?;
     hub.wait_for_routes(&[("gonode", "gonode"), ("runner", "runner"), ("edge", "edge")])?;
     // Pings are answered only once the far ends know their way back.
@@ -110,19 +110,19 @@ fn start_mesh(stop: &Path) -> Result<Mesh> {
 }
 
 /// `reload` on a raw control connection; the JSON reply.
-fn reload_raw(node: &Node) -> Result<Value> {
+fn reload_raw(node: &NodeProcess) -> Result<Value> {
     node.command_json("reload")
 }
 
 /// `reload` through the raw connection, expecting success.
-fn reload_ok(node: &Node) -> Result<()> {
+fn reload_ok(node: &NodeProcess) -> Result<()> {
     let reply = reload_raw(node)?;
     ensure!(reply == json!({"Success": true}), "reload: {reply}");
     Ok(())
 }
 
 /// `receptorctl reload`, expecting success.
-fn reload_cli_ok(node: &Node) -> Result<()> {
+fn reload_cli_ok(node: &NodeProcess) -> Result<()> {
     let out = node.receptorctl(&["reload"])?.ok()?;
     ensure!(
         out.stdout.trim() == "Reload successful",
@@ -133,7 +133,7 @@ fn reload_cli_ok(node: &Node) -> Result<()> {
 }
 
 /// The node IDs in `status`'s `Connections`, with their costs, sorted.
-fn connections(node: &Node) -> Result<Vec<(String, f64)>> {
+fn connections(node: &NodeProcess) -> Result<Vec<(String, f64)>> {
     let status = node.status()?;
     let mut out: Vec<(String, f64)> = status["Connections"]
         .as_array()
@@ -158,7 +158,7 @@ struct PingLoop {
 }
 
 impl PingLoop {
-    fn start(node: &Node, target: &str) -> Result<PingLoop> {
+    fn start(node: &NodeProcess, target: &str) -> Result<PingLoop> {
         let mut control = node.control()?;
         let socket = node.socket();
         let target = target.to_owned();
@@ -204,7 +204,7 @@ impl PingLoop {
 }
 
 /// `work submit <target> <worktype>` with an empty payload; the unit id.
-fn submit(node: &Node, target: &str, worktype: &str) -> Result<String> {
+fn submit(node: &NodeProcess, target: &str, worktype: &str) -> Result<String> {
     let mut c = node.control()?;
     let created = c.command(&format!("work submit {target} {worktype}"))?;
     let id = created
@@ -219,7 +219,7 @@ fn submit(node: &Node, target: &str, worktype: &str) -> Result<String> {
 }
 
 /// Follows `work results <id>` on `node` on a thread until the stream ends.
-fn follow_results(node: &Node, id: &str) -> Result<thread::JoinHandle<Result<Vec<String>>>> {
+fn follow_results(node: &NodeProcess, id: &str) -> Result<thread::JoinHandle<Result<Vec<String>>>> {
     let mut c = node.control()?;
     let header = c.command(&format!("work results {id}"))?;
     ensure!(
@@ -331,7 +331,7 @@ mod rust_nodes {
         let dir = tempfile::tempdir()?;
         let mut mesh = start_mesh(&dir.path().join("stop"))?;
         let extra_port = free_port()?;
-        let extra = Node::start(Rust, NodeConfig::new("extra").tcp_listener(extra_port))?;
+        let extra = NodeProcess::start(Rust, NodeConfig::new("extra").tcp_listener(extra_port))?;
 
         // Add: `extra` joins, nothing else reconnects.
         let before = mesh.sessions();

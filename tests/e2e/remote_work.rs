@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use receptor_tests::wait::{wait_until, CONVERGE_TIMEOUT};
 use receptor_tests::Implementation::{self, Go, Rust};
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use ring::digest::{self, SHA256};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -57,8 +57,8 @@ const SLOW_GEN: &str =
 
 /// The submitting node (`foo`) and the node that runs the work (`bar`).
 struct Pair {
-    origin: Node,
-    target: Node,
+    origin: NodeProcess,
+    target: NodeProcess,
     _keys: TempDir,
 }
 
@@ -111,8 +111,8 @@ fn start_pair(submitter: Implementation, runner: Implementation) -> Result<Pair>
         "work-signing",
         json!({"privatekey": private.display().to_string(), "tokenexpiration": "10m"}),
     );
-    let target = Node::start(runner, target)?;
-    let origin = Node::start(submitter, origin)?;
+    let target = NodeProcess::start(runner, target)?;
+    let origin = NodeProcess::start(submitter, origin)?;
     origin.wait_for_routes(&[("bar", "bar")])?;
     target.wait_for_routes(&[("foo", "foo")])?;
     Ok(Pair {
@@ -123,13 +123,17 @@ fn start_pair(submitter: Implementation, runner: Implementation) -> Result<Pair>
 }
 
 /// `work submit`: the unit id and the final reply line.
-fn submit(node: &Node, request: &str, payload: &[u8]) -> Result<(String, String)> {
+fn submit(node: &NodeProcess, request: &str, payload: &[u8]) -> Result<(String, String)> {
     submit_from(node, request, payload)
 }
 
 /// `work submit` with a payload streamed from `payload` in chunks: the unit id and the final
 /// reply line.
-fn submit_from(node: &Node, request: &str, mut payload: impl Read) -> Result<(String, String)> {
+fn submit_from(
+    node: &NodeProcess,
+    request: &str,
+    mut payload: impl Read,
+) -> Result<(String, String)> {
     let mut c = node.control()?;
     let created = c.command(request)?;
     let id = created
@@ -150,7 +154,7 @@ fn submit_from(node: &Node, request: &str, mut payload: impl Read) -> Result<(St
     Ok((id, reply))
 }
 
-fn submit_started(node: &Node, request: &str, payload: &[u8]) -> Result<String> {
+fn submit_started(node: &NodeProcess, request: &str, payload: &[u8]) -> Result<String> {
     let (id, reply) = submit(node, request, payload)?;
     ensure!(
         reply == format!(r#"{{"result":"Job Started","unitid":"{id}"}}"#),
@@ -160,15 +164,15 @@ fn submit_started(node: &Node, request: &str, payload: &[u8]) -> Result<String> 
     Ok(id)
 }
 
-fn unit_status(node: &Node, id: &str) -> Result<Value> {
+fn unit_status(node: &NodeProcess, id: &str) -> Result<Value> {
     node.command_json(&format!("work status {id}"))
 }
 
-fn wait_state(node: &Node, id: &str, state: i64) -> Result<Value> {
+fn wait_state(node: &NodeProcess, id: &str, state: i64) -> Result<Value> {
     wait_state_within(node, id, state, UNIT_TIMEOUT)
 }
 
-fn wait_state_within(node: &Node, id: &str, state: i64, timeout: Duration) -> Result<Value> {
+fn wait_state_within(node: &NodeProcess, id: &str, state: i64, timeout: Duration) -> Result<Value> {
     let mut last = Value::Null;
     wait_until(
         timeout,
@@ -185,13 +189,13 @@ fn wait_state_within(node: &Node, id: &str, state: i64, timeout: Duration) -> Re
     .with_context(|| format!("last status: {last}"))
 }
 
-fn unit_file(node: &Node, id: &str, file: &str) -> PathBuf {
+fn unit_file(node: &NodeProcess, id: &str, file: &str) -> PathBuf {
     node.datadir().join(node.id()).join(id).join(file)
 }
 
 /// The submitter's copy of the results once it has `len` bytes (Go marks a remote unit
 /// Succeeded from the remote status, before its copy is complete).
-fn local_results(node: &Node, id: &str, len: u64) -> Result<Vec<u8>> {
+fn local_results(node: &NodeProcess, id: &str, len: u64) -> Result<Vec<u8>> {
     let path = unit_file(node, id, "stdout");
     wait_until(
         UNIT_TIMEOUT,
@@ -206,7 +210,7 @@ fn local_results(node: &Node, id: &str, len: u64) -> Result<Vec<u8>> {
 }
 
 /// `work results <id>` read to the end.
-fn results(node: &Node, id: &str) -> Result<Vec<u8>> {
+fn results(node: &NodeProcess, id: &str) -> Result<Vec<u8>> {
     let mut c = node.control()?;
     let header = c.command(&format!("work results {id}"))?;
     ensure!(
@@ -223,7 +227,7 @@ fn payload(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-fn is_gone(node: &Node, id: &str) -> Result<bool> {
+fn is_gone(node: &NodeProcess, id: &str) -> Result<bool> {
     let reply = node.control()?.command(&format!("work status {id}"))?;
     Ok(reply == format!("ERROR: unknown work unit {id}"))
 }
@@ -497,7 +501,7 @@ fn rate(len: u64, elapsed: Duration) -> f64 {
 }
 
 /// The names of the files in a unit's folder (no leftover temp files).
-fn unit_files(node: &Node, id: &str) -> Result<Vec<String>> {
+fn unit_files(node: &NodeProcess, id: &str) -> Result<Vec<String>> {
     let dir = node.datadir().join(node.id()).join(id);
     let mut names = std::fs::read_dir(&dir)
         .with_context(|| format!("listing {}", dir.display()))?
@@ -508,7 +512,7 @@ fn unit_files(node: &Node, id: &str) -> Result<Vec<String>> {
 }
 
 /// Releases unit `id` from `foo` and waits until it is gone, with its folder, on both nodes.
-fn release_everywhere(origin: &Node, target: &Node, id: &str) -> Result<()> {
+fn release_everywhere(origin: &NodeProcess, target: &NodeProcess, id: &str) -> Result<()> {
     for node in [origin, target] {
         let files = unit_files(node, id)?;
         ensure!(
@@ -554,7 +558,7 @@ fn big_remote_work(submitter: Implementation, runner: Implementation) -> Result<
 }
 
 /// The 50 MB payload: `bar`'s stdin file and `foo`'s results equal it.
-fn big_payload(origin: &Node, target: &Node, direction: &str) -> Result<()> {
+fn big_payload(origin: &NodeProcess, target: &NodeProcess, direction: &str) -> Result<()> {
     let expected = sha256(PayloadStream::new(BIG_PAYLOAD))?;
     let started = Instant::now();
     let mut sent = Hashing::new(PayloadStream::new(BIG_PAYLOAD));
@@ -599,7 +603,7 @@ fn big_payload(origin: &Node, target: &Node, direction: &str) -> Result<()> {
 
 /// The 200 MB of results: `foo`'s stdout file and its `work results` equal `bar`'s stdout.
 /// With a Rust submitter, `work results` is read from the submission on, following the unit.
-fn big_results(origin: &Node, target: &Node, direction: &str) -> Result<()> {
+fn big_results(origin: &NodeProcess, target: &NodeProcess, direction: &str) -> Result<()> {
     let started = Instant::now();
     let id = submit_started(
         origin,
@@ -717,7 +721,7 @@ mod rust_nodes {
                 "work-command",
                 json!({"worktype": "s", "command": "cat", "verifysignature": true}),
             );
-            let err = Node::run_expecting_failure(implementation, config)?;
+            let err = NodeProcess::run_expecting_failure(implementation, config)?;
             ensure!(
                 err.contains("VerifySignature for work command 's' is true, but the work verification public key is not specified"),
                 "{}: {err}",
@@ -730,7 +734,7 @@ mod rust_nodes {
     #[test]
     fn unreachable_then_reachable() -> Result<()> {
         let port = free_port()?;
-        let origin = Node::start(Rust, NodeConfig::new("foo").tcp_peer(port))?;
+        let origin = NodeProcess::start(Rust, NodeConfig::new("foo").tcp_peer(port))?;
         let (id, reply) = submit(&origin, "work submit bar cat", b"late")?;
         ensure!(
             reply == format!(r#"{{"result":"Job Submitted","unitid":"{id}"}}"#),
@@ -741,7 +745,7 @@ mod rust_nodes {
             pending["State"] == 0 && pending["Detail"] == "Starting Worker",
             "{pending}"
         );
-        let target = Node::start(
+        let target = NodeProcess::start(
             Rust,
             NodeConfig::new("bar")
                 .tcp_listener(port)
@@ -755,7 +759,7 @@ mod rust_nodes {
 }
 
 /// Fails if a node's log shows a panic.
-fn no_panics(node: &Node) -> Result<()> {
+fn no_panics(node: &NodeProcess) -> Result<()> {
     if node.log().contains("panicked") {
         bail!("{} panicked", node.id());
     }

@@ -15,14 +15,14 @@ use anyhow::{ensure, Context, Result};
 use receptor_tests::binaries;
 use receptor_tests::receptorctl::run_python;
 use receptor_tests::Implementation::{Go, Rust};
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::Value;
 
 /// Starts the pair and waits until each node sees the other's control advertisement.
-fn pair() -> Result<(Node, Node)> {
+fn pair() -> Result<(NodeProcess, NodeProcess)> {
     let port = free_port()?;
-    let go = Node::start(Go, NodeConfig::new("go").tcp_listener(port))?;
-    let rust = Node::start(Rust, NodeConfig::new("rust").tcp_peer(port))?;
+    let go = NodeProcess::start(Go, NodeConfig::new("go").tcp_listener(port))?;
+    let rust = NodeProcess::start(Rust, NodeConfig::new("rust").tcp_peer(port))?;
     for (node, other) in [(&go, "rust"), (&rust, "go")] {
         node.wait_for_routes(&[(other, other)])?;
         node.wait_for_status("both control advertisements", |s| {
@@ -42,7 +42,7 @@ fn control_ad<'a>(status: &'a Value, node: &str) -> Option<&'a Value> {
 
 /// Opens a control session on `node`, connects to `target`'s control service and checks
 /// the greetings, a status through the bridge, and the end after a half-close.
-fn connect_through(node: &Node, target: &str, expect_id: &str) -> Result<()> {
+fn connect_through(node: &NodeProcess, target: &str, expect_id: &str) -> Result<()> {
     let mut ctl = node.control()?;
     let reply = ctl.command(&format!("connect {target} control "))?;
     ensure!(
@@ -120,7 +120,7 @@ fn connect_errors_are_worded_as_go_words_them() -> Result<()> {
             format!(r#"{{"command":"connect","node":"{other}","service":"control","tls":5}}"#),
         ]
     };
-    let replies = |node: &Node, other: &str| -> Result<Vec<String>> {
+    let replies = |node: &NodeProcess, other: &str| -> Result<Vec<String>> {
         let mut ctl = node.control()?;
         commands(other)
             .iter()
@@ -191,7 +191,7 @@ while True:
 print(json.dumps({"exit": os.waitstatus_to_exitcode(status), "output": out.decode(errors="replace")}))
 "#;
 
-fn receptorctl_connect(node: &Node, target: &str) -> Result<()> {
+fn receptorctl_connect(node: &NodeProcess, target: &str) -> Result<()> {
     let ctl = binaries::receptorctl()?;
     let out = run_python(
         PTY_SCRIPT,

@@ -24,7 +24,7 @@ use anyhow::{bail, ensure, Context, Result};
 use receptor_tests::binaries::reference_receptor;
 use receptor_tests::receptorctl::run;
 use receptor_tests::Implementation::{self, Go, Rust};
-use receptor_tests::{binaries, free_port, Node, NodeConfig};
+use receptor_tests::{binaries, free_port, NodeConfig, NodeProcess};
 use serde_json::{json, Value};
 
 /// Runs the reference receptor with one certificate command.
@@ -83,7 +83,7 @@ pub(crate) fn make_certs(dir: &Path, nodes: &[&str]) -> Result<()> {
 }
 
 struct Setup {
-    nodes: Vec<Node>,
+    nodes: Vec<NodeProcess>,
     certs: PathBuf,
     /// TLS control listener of each node.
     control_ports: Vec<u16>,
@@ -160,7 +160,7 @@ fn setup() -> Result<Setup> {
         } else {
             config.tcp_peer(link)
         };
-        nodes.push(Node::start(impls[i], config)?);
+        nodes.push(NodeProcess::start(impls[i], config)?);
     }
     for (i, node) in nodes.iter().enumerate() {
         let other = names[1 - i];

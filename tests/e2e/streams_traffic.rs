@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context, Result};
 use receptor_tests::topology::{line_routes, start_line_with};
-use receptor_tests::{Implementation, Node, NodeConfig};
+use receptor_tests::{Implementation, NodeConfig, NodeProcess};
 use ring::digest::{Context as Sha, Digest, SHA256};
 use serde_json::Value;
 
@@ -263,7 +263,7 @@ impl Measurement {
 }
 
 /// Peak resident set size (VmHWM, kB) of a running node.
-pub(crate) fn peak_rss_kb(node: &Node) -> u64 {
+pub(crate) fn peak_rss_kb(node: &NodeProcess) -> u64 {
     node.pid()
         .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
         .and_then(|s| {
@@ -275,7 +275,7 @@ pub(crate) fn peak_rss_kb(node: &Node) -> u64 {
 }
 
 /// Peak RSS of every node of a line.
-pub(crate) fn line_rss(nodes: &[Node]) -> Vec<(String, u64)> {
+pub(crate) fn line_rss(nodes: &[NodeProcess]) -> Vec<(String, u64)> {
     nodes
         .iter()
         .map(|n| {
@@ -295,7 +295,7 @@ pub(crate) fn proxied_line(
     left_entry: (&str, Value),
     right_entry: (&str, Value),
     service: &str,
-) -> Result<Vec<Node>> {
+) -> Result<Vec<NodeProcess>> {
     let spec: Vec<(&str, Implementation)> = NAMES.into_iter().zip(impls).collect();
     let nodes = start_line_with(&spec, &[1.0, 1.0], |i, config: NodeConfig| match i {
         0 => config.entry(left_entry.0, left_entry.1.clone()),

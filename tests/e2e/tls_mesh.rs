@@ -11,7 +11,7 @@
 
 use anyhow::Result;
 use receptor_tests::Implementation::{self, Go, Rust};
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::json;
 
 use crate::backends_common::{ping_all, remote_work_between_the_ends, wait_for_peers};
@@ -58,7 +58,7 @@ fn tls_line(implementations: [Implementation; 3]) -> Result<()> {
     let nodes = implementations
         .into_iter()
         .zip(configs)
-        .map(|(by, config)| Node::start(by, config))
+        .map(|(by, config)| NodeProcess::start(by, config))
         .collect::<Result<Vec<_>>>()?;
     wait_for_peers(&nodes[0], &["beta"])?;
     wait_for_peers(&nodes[1], &["alpha", "gamma"])?;

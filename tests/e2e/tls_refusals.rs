@@ -15,7 +15,7 @@
 use anyhow::{ensure, Result};
 use receptor_tests::wait::{wait_until, CONVERGE_TIMEOUT};
 use receptor_tests::Implementation::{Go, Rust};
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::{json, Value};
 
 use crate::backends_common::{ping_ok, wait_for_log_line, wait_for_peers};
@@ -32,13 +32,13 @@ fn tls_peer(port: u16, tls: &str) -> Value {
 }
 
 /// Starts the Go node `friend` dialing the hub's listener with a certificate for itself.
-fn start_friend(pki: &Pki, ca: &Ca, hub_port: u16) -> Result<Node> {
+fn start_friend(pki: &Pki, ca: &Ca, hub_port: u16) -> Result<NodeProcess> {
     let cert = pki.cert(ca, "friend", &["friend"], Go)?;
     start_friend_with(&cert, ca, hub_port)
 }
 
-fn start_friend_with(cert: &Cert, ca: &Ca, hub_port: u16) -> Result<Node> {
-    Node::start(Go, dialing("friend", hub_port, cert, ca, json!({})))
+fn start_friend_with(cert: &Cert, ca: &Ca, hub_port: u16) -> Result<NodeProcess> {
+    NodeProcess::start(Go, dialing("friend", hub_port, cert, ca, json!({})))
 }
 
 /// Node `id` with a TLS listener on `port`: tls-server `srv` from `cert`, `ca` and `extra`.
@@ -72,7 +72,7 @@ fn hub_config(
 }
 
 /// The hub keeps its friend after the refusals: still its only connection, reachable.
-fn friend_unharmed(hub: &Node, friend: &Node) -> Result<()> {
+fn friend_unharmed(hub: &NodeProcess, friend: &NodeProcess) -> Result<()> {
     wait_for_peers(hub, &["friend"])?;
     hub.wait_for_ping("friend")?;
     friend.wait_for_ping("hub")?;
@@ -92,12 +92,13 @@ fn node_id_not_in_certificate_is_refused_both_ways() -> Result<()> {
 
     let liar_port = free_port()?;
     let liar = listening("liar", liar_port, &someone_go, &ca, skip.clone());
-    let _liar = Node::start(Go, liar)?;
+    let _liar = NodeProcess::start(Go, liar)?;
     let hub_port = free_port()?;
     let hub = hub_config(hub_port, liar_port, (&hub_cert, &ca), json!({}), json!({}));
-    let hub = Node::start(Rust, hub)?;
+    let hub = NodeProcess::start(Rust, hub)?;
     let friend = start_friend(&pki, &ca, hub_port)?;
-    let _mallory = Node::start(Rust, dialing("mallory", hub_port, &someone_rust, &ca, skip))?;
+    let _mallory =
+        NodeProcess::start(Rust, dialing("mallory", hub_port, &someone_rust, &ca, skip))?;
 
     let inbound = wait_for_log_line(&hub, &["tcp-listener", "refused", "mallory", "someone"])?;
     let outbound = wait_for_log_line(&hub, &["tcp-peer", "refused", "liar", "someone"])?;
@@ -124,11 +125,11 @@ fn node_id_check_is_skipped_with_skipreceptornamescheck() -> Result<()> {
     let someone = pki.cert(&ca, "someone", &["someone"], Go)?;
     let skip = json!({"skipreceptornamescheck": true});
     let hub_port = free_port()?;
-    let hub = Node::start(
+    let hub = NodeProcess::start(
         Rust,
         listening("hub", hub_port, &hub_cert, &ca, skip.clone()),
     )?;
-    let mallory = Node::start(Go, dialing("mallory", hub_port, &someone, &ca, skip))?;
+    let mallory = NodeProcess::start(Go, dialing("mallory", hub_port, &someone, &ca, skip))?;
     wait_for_peers(&hub, &["mallory"])?;
     hub.wait_for_ping("mallory")?;
     mallory.wait_for_ping("hub")?;
@@ -152,7 +153,7 @@ fn certificate_from_an_untrusted_ca_is_refused_both_ways() -> Result<()> {
         &trusted,
         json!({}),
     );
-    let _outsider = Node::start(Rust, outsider)?;
+    let _outsider = NodeProcess::start(Rust, outsider)?;
     let hub_port = free_port()?;
     let hub = hub_config(
         hub_port,
@@ -161,12 +162,12 @@ fn certificate_from_an_untrusted_ca_is_refused_both_ways() -> Result<()> {
         json!({}),
         json!({}),
     );
-    let hub = Node::start(Rust, hub)?;
+    let hub = NodeProcess::start(Rust, hub)?;
     let friend = start_friend(&pki, &trusted, hub_port)?;
     // A Go client sends no certificate the server's CA list does not cover (the
     // handshake then fails for want of one); a Rust client sends it and has it refused.
     let intruder = dialing("intruder", hub_port, &intruder_cert, &trusted, json!({}));
-    let _intruder = Node::start(Rust, intruder)?;
+    let _intruder = NodeProcess::start(Rust, intruder)?;
     let go_intruder_cert = pki.cert(&other, "go-intruder", &["go-intruder"], Go)?;
     let go_intruder = dialing(
         "go-intruder",
@@ -175,7 +176,7 @@ fn certificate_from_an_untrusted_ca_is_refused_both_ways() -> Result<()> {
         &trusted,
         json!({}),
     );
-    let _go_intruder = Node::start(Go, go_intruder)?;
+    let _go_intruder = NodeProcess::start(Go, go_intruder)?;
 
     wait_for_log_line(
         &hub,
@@ -228,7 +229,7 @@ fn certificate_not_matching_the_pin_is_refused_both_ways() -> Result<()> {
 
     let server_port = free_port()?;
     let server = listening("server", server_port, &server_cert, &ca, json!({}));
-    let _server = Node::start(Go, server)?;
+    let _server = NodeProcess::start(Go, server)?;
     let hub_port = free_port()?;
     let hub = hub_config(
         hub_port,
@@ -237,10 +238,10 @@ fn certificate_not_matching_the_pin_is_refused_both_ways() -> Result<()> {
         json!({"pinnedclientcert": [pin]}),
         json!({"pinnedservercert": [pin]}),
     );
-    let hub = Node::start(Rust, hub)?;
+    let hub = NodeProcess::start(Rust, hub)?;
     let friend = start_friend_with(&friend_cert, &ca, hub_port)?;
     let unpinned = dialing("unpinned", hub_port, &unpinned_cert, &ca, json!({}));
-    let _unpinned = Node::start(Go, unpinned)?;
+    let _unpinned = NodeProcess::start(Go, unpinned)?;
 
     wait_for_log_line(&hub, &["tcp-listener", "refused", "pinned fingerprint"])?;
     wait_for_log_line(
@@ -261,13 +262,13 @@ fn plaintext_peer_and_silent_client_are_refused() -> Result<()> {
     let ca = pki.ca("mesh", Go)?;
     let hub_cert = pki.cert(&ca, "hub", &["hub"], Rust)?;
     let hub_port = free_port()?;
-    let hub = Node::start(Rust, listening("hub", hub_port, &hub_cert, &ca, json!({})))?;
+    let hub = NodeProcess::start(Rust, listening("hub", hub_port, &hub_cert, &ca, json!({})))?;
     let friend = start_friend(&pki, &ca, hub_port)?;
     // A client that connects and never starts the handshake.
     let mut silent = std::net::TcpStream::connect(("127.0.0.1", hub_port))?;
     silent.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     // A Go node that forgot `tls` on its peer: its first ROUTE is not a ClientHello.
-    let _plain = Node::start(Go, NodeConfig::new("plain").tcp_peer(hub_port))?;
+    let _plain = NodeProcess::start(Go, NodeConfig::new("plain").tcp_peer(hub_port))?;
 
     wait_for_log_line(&hub, &["tcp-listener", "refused", "TLS handshake failed"])?;
     let line = wait_for_log_line(
@@ -292,14 +293,14 @@ fn own_certificate_must_name_the_node() -> Result<()> {
     let someone = pki.cert(&ca, "someone", &["someone"], Go)?;
     for by in [Go, Rust] {
         let config = listening("hub", free_port()?, &someone, &ca, json!({}));
-        let log = Node::run_expecting_failure(by, config)?;
+        let log = NodeProcess::run_expecting_failure(by, config)?;
         ensure!(
             log.contains("nodeID=hub not found in certificate name(s)"),
             "{}: {log}",
             by.label()
         );
         let skip = json!({"skipreceptornamescheck": true});
-        Node::start(by, listening("hub", free_port()?, &someone, &ca, skip))?;
+        NodeProcess::start(by, listening("hub", free_port()?, &someone, &ca, skip))?;
     }
     Ok(())
 }
@@ -313,7 +314,7 @@ fn pending_handshakes_are_bounded() -> Result<()> {
     let ca = pki.ca("mesh", Rust)?;
     let hub_cert = pki.cert(&ca, "hub", &["hub"], Rust)?;
     let hub_port = free_port()?;
-    let hub = Node::start(Rust, listening("hub", hub_port, &hub_cert, &ca, json!({})))?;
+    let hub = NodeProcess::start(Rust, listening("hub", hub_port, &hub_cert, &ca, json!({})))?;
     let silent = (0..65)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", hub_port)))
         .collect::<std::io::Result<Vec<_>>>()?;

@@ -4,7 +4,7 @@
 
 use anyhow::{ensure, Result};
 use receptor_tests::Implementation::{Go, Rust};
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::json;
 
 /// Starts a Rust node with `kind: body` beside a TCP listener; returns its log.
@@ -12,7 +12,7 @@ fn refused(kind: &str, body: serde_json::Value) -> Result<String> {
     let config = NodeConfig::new("solo")
         .tcp_listener(free_port()?)
         .entry(kind, body);
-    Node::run_expecting_failure(Rust, config)
+    NodeProcess::run_expecting_failure(Rust, config)
 }
 
 #[test]
@@ -37,7 +37,7 @@ fn work_python_is_refused_by_both_and_named_as_deprecated() -> Result<()> {
     let config = NodeConfig::new("solo")
         .tcp_listener(free_port()?)
         .entry("work-python", body.clone());
-    let go = Node::run_expecting_failure(Go, config)?;
+    let go = NodeProcess::run_expecting_failure(Go, config)?;
     ensure!(go.contains("work-python"), "Go log: {go}");
     let log = refused("work-python", body)?;
     ensure!(

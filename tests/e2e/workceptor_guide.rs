@@ -8,14 +8,14 @@
 use anyhow::{ensure, Context, Result};
 use receptor_tests::receptorctl::{run, CtlOutput};
 use receptor_tests::Implementation::{self, Go, Rust};
-use receptor_tests::{binaries, free_port, Node, NodeConfig};
+use receptor_tests::{binaries, free_port, NodeConfig, NodeProcess};
 use serde_json::{json, Value};
 
 /// Starts `foo` (listener) and `bar` (peer, with the guide's work types).
-fn start(foo_impl: Implementation, bar_impl: Implementation) -> Result<(Node, Node)> {
+fn start(foo_impl: Implementation, bar_impl: Implementation) -> Result<(NodeProcess, NodeProcess)> {
     let port = free_port()?;
-    let submitter = Node::start(foo_impl, NodeConfig::new("foo").tcp_listener(port))?;
-    let bar = Node::start(
+    let submitter = NodeProcess::start(foo_impl, NodeConfig::new("foo").tcp_listener(port))?;
+    let bar = NodeProcess::start(
         bar_impl,
         NodeConfig::new("bar")
             .tcp_peer(port)
@@ -41,7 +41,7 @@ fn start(foo_impl: Implementation, bar_impl: Implementation) -> Result<(Node, No
 }
 
 /// `receptorctl --socket <foo> <args>` with `stdin` piped in through the shell.
-fn receptorctl_with_stdin(node: &Node, stdin: &str, args: &[&str]) -> Result<CtlOutput> {
+fn receptorctl_with_stdin(node: &NodeProcess, stdin: &str, args: &[&str]) -> Result<CtlOutput> {
     let rctl = binaries::receptorctl()?;
     let mut line = format!(
         "printf '{stdin}' | '{}' --socket '{}'",
@@ -65,13 +65,13 @@ fn unit_id(out: &CtlOutput) -> Result<String> {
         .with_context(|| format!("no unit ID in {}", out.describe()))
 }
 
-fn work_list(node: &Node) -> Result<Value> {
+fn work_list(node: &NodeProcess) -> Result<Value> {
     let out = node.receptorctl(&["work", "list"])?.ok()?;
     serde_json::from_str(&out.stdout).with_context(|| out.describe())
 }
 
 /// Waits until `bar` reports `id` in state `state` as seen from `foo`.
-fn wait_state(node: &Node, id: &str, state: &str) -> Result<Value> {
+fn wait_state(node: &NodeProcess, id: &str, state: &str) -> Result<Value> {
     receptor_tests::wait::wait_until(
         std::time::Duration::from_secs(30),
         &format!("unit {id} in state {state}"),

@@ -3,7 +3,7 @@
 //!
 //! [`NodeConfig`] holds the entries a test chooses; the `node` entry (id, data folder) and the
 //! `control-service` entry (unix socket in the node's folder) are added by
-//! [`crate::Node::start`], which knows the node's folder.
+//! [`crate::NodeProcess::start`], which knows the node's folder.
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -19,13 +19,17 @@
 //! - [`receptorctl`]: runs the `receptorctl` CLI or a python snippet with a timeout;
 //! - [`netns`]: network namespaces a test makes (root only), for tun devices;
 //! - [`topology`]: meshes made of several nodes (a line, ...);
-//! - [`wait`]: polling a condition with a deadline (tests never sleep to synchronise).
+//! - [`wait`]: polling a condition with a deadline (tests never sleep to synchronise);
+//! - `plugin_host` (feature `plugin-host`): backend plugins loaded by the core's plugin
+//!   host, their descriptors, and the reference Go receptor as their peer.
 
 pub mod binaries;
 pub mod config;
 pub mod control;
 pub mod netns;
 pub mod node;
+#[cfg(feature = "plugin-host")]
+pub mod plugin_host;
 pub mod ports;
 pub mod receptorctl;
 pub mod topology;
@@ -34,6 +38,6 @@ pub mod wait;
 pub use binaries::Implementation;
 pub use config::NodeConfig;
 pub use control::ControlClient;
-pub use node::Node;
+pub use node::NodeProcess;
 pub use ports::free_port;
 pub use receptorctl::CtlOutput;

@@ -2,7 +2,7 @@
 //!
 //! Each node gets its own temp folder holding its config (`receptor.yaml`), data folder
 //! (`data/`), control socket (`control.sock`) and log (`node.log`: the process's stdout and
-//! stderr). The process runs in its own process group; dropping the [`Node`] kills it, that
+//! stderr). The process runs in its own process group; dropping the [`NodeProcess`] kills it, that
 //! group and all its descendants (work units too) by process id, never by name. When the test is
 //! panicking, the folder is kept and the end of the log is printed, so a failed test shows
 //! what each node said.
@@ -27,14 +27,14 @@ use crate::wait::{wait_until, CONVERGE_TIMEOUT};
 /// How long a node gets from spawn to answering on its control socket.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long [`Node::wait_for_ping`] keeps trying.
+/// How long [`NodeProcess::wait_for_ping`] keeps trying.
 pub const PING_WAIT_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// Log lines shown when a test fails.
 const LOG_TAIL_LINES: usize = 40;
 
 /// A running (or stopped) receptor node owned by a test.
-pub struct Node {
+pub struct NodeProcess {
     implementation: Implementation,
     config: NodeConfig,
     dir: Option<TempDir>,
@@ -44,35 +44,35 @@ pub struct Node {
     wrapper: Vec<String>,
 }
 
-impl Node {
+impl NodeProcess {
     /// Writes the node's config, starts it and waits until its control socket greets with
     /// the node's id. Fails (with the node's log) if the process exits or does not answer
     /// within [`START_TIMEOUT`].
-    pub fn start(implementation: Implementation, config: NodeConfig) -> Result<Node> {
-        Node::start_with(implementation, config, true, &[])
+    pub fn start(implementation: Implementation, config: NodeConfig) -> Result<NodeProcess> {
+        NodeProcess::start_with(implementation, config, true, &[])
     }
 
-    /// Like [`Node::start`], with the binary run under `wrapper` (a command that ends by
+    /// Like [`NodeProcess::start`], with the binary run under `wrapper` (a command that ends by
     /// executing its arguments in place, e.g. `["ip", "netns", "exec", "ns1"]`), also on
-    /// [`Node::restart`].
+    /// [`NodeProcess::restart`].
     pub fn start_wrapped(
         implementation: Implementation,
         config: NodeConfig,
         wrapper: &[&str],
-    ) -> Result<Node> {
-        Node::start_with(implementation, config, true, wrapper)
+    ) -> Result<NodeProcess> {
+        NodeProcess::start_with(implementation, config, true, wrapper)
     }
 
     /// Starts a node from configuration text written by `render(datadir, socket)` instead
     /// of one generated from a [`NodeConfig`] (e.g. an example file with its port and
-    /// paths replaced), then waits for the greeting like [`Node::start`]. `id` is the node
+    /// paths replaced), then waits for the greeting like [`NodeProcess::start`]. `id` is the node
     /// id the text configures; the greeting must name it.
     pub fn start_from_text(
         implementation: Implementation,
         id: &str,
         render: impl FnOnce(&Path, &Path) -> Result<String>,
-    ) -> Result<Node> {
-        let mut node = Node::prepare(implementation, NodeConfig::new(id), &[])?;
+    ) -> Result<NodeProcess> {
+        let mut node = NodeProcess::prepare(implementation, NodeConfig::new(id), &[])?;
         let text = render(&node.datadir(), &node.socket())?;
         node.write_raw_config(&text)?;
         node.spawn()?;
@@ -85,8 +85,8 @@ impl Node {
         config: NodeConfig,
         ready: bool,
         wrapper: &[&str],
-    ) -> Result<Node> {
-        let mut node = Node::prepare(implementation, config, wrapper)?;
+    ) -> Result<NodeProcess> {
+        let mut node = NodeProcess::prepare(implementation, config, wrapper)?;
         node.write_config()?;
         if ready {
             node.spawn()?;
@@ -101,7 +101,7 @@ impl Node {
         implementation: Implementation,
         config: NodeConfig,
         wrapper: &[&str],
-    ) -> Result<Node> {
+    ) -> Result<NodeProcess> {
         let dir = tempfile::Builder::new()
             .prefix(&format!(
                 "receptor-{}-{}-",
@@ -111,7 +111,7 @@ impl Node {
             .tempdir()
             .context("creating the node folder")?;
         let dir_path = dir.path().to_path_buf();
-        let node = Node {
+        let node = NodeProcess {
             implementation,
             config,
             dir: Some(dir),
@@ -131,17 +131,17 @@ impl Node {
         implementation: Implementation,
         config: NodeConfig,
     ) -> Result<String> {
-        Node::run_expecting_failure_wrapped(implementation, config, &[])
+        NodeProcess::run_expecting_failure_wrapped(implementation, config, &[])
     }
 
-    /// [`Node::run_expecting_failure`] with the binary run under `wrapper` (see
-    /// [`Node::start_wrapped`]).
+    /// [`NodeProcess::run_expecting_failure`] with the binary run under `wrapper` (see
+    /// [`NodeProcess::start_wrapped`]).
     pub fn run_expecting_failure_wrapped(
         implementation: Implementation,
         config: NodeConfig,
         wrapper: &[&str],
     ) -> Result<String> {
-        let mut node = Node::start_with(implementation, config, false, wrapper)?;
+        let mut node = NodeProcess::start_with(implementation, config, false, wrapper)?;
         let child = node.child.as_mut().ok_or_else(|| anyhow!("not started"))?;
         let status = wait_until(START_TIMEOUT, "the node to exit", || Ok(child.try_wait()?))
             .map_err(|e| anyhow!("node {} kept running: {e:#}", implementation.label()))?;
@@ -303,7 +303,7 @@ last reply: {reply}",
     }
 
     /// Kills the node, its process group and every process it started (work units included),
-    /// and reaps it. The node's folder stays until the [`Node`] is dropped.
+    /// and reaps it. The node's folder stays until the [`NodeProcess`] is dropped.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             kill_tree(child.id());
@@ -313,7 +313,7 @@ last reply: {reply}",
 
     /// Kills only the node's own process with SIGKILL, as `kill -9 <pid>` does, and reaps it:
     /// the processes it started (work units) live on, as after a real crash. Dropping the
-    /// [`Node`] no longer reaches them. [`Node::restart`] starts the node again.
+    /// [`NodeProcess`] no longer reaches them. [`NodeProcess::restart`] starts the node again.
     pub fn crash(&mut self) {
         if let Some(mut child) = self.child.take() {
             // `Child::kill` sends SIGKILL.
@@ -406,7 +406,7 @@ last reply: {reply}",
     }
 }
 
-impl Drop for Node {
+impl Drop for NodeProcess {
     /// Kills the node, then prints the end of its log: test runners show a test's output only
     /// when it fails, which is when the log matters. A panicking test also keeps the folder.
     fn drop(&mut self) {

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::binaries::Implementation;
 use crate::config::NodeConfig;
-use crate::node::Node;
+use crate::node::NodeProcess;
 use crate::ports::free_port;
 
 /// Starts nodes in a line `n0 - n1 - ... - nk`: node `i + 1` dials node `i`'s TCP listener,
@@ -18,7 +18,7 @@ pub fn start_line_with(
     nodes: &[(&str, Implementation)],
     costs: &[f64],
     extra: impl Fn(usize, NodeConfig) -> NodeConfig,
-) -> Result<Vec<Node>> {
+) -> Result<Vec<NodeProcess>> {
     ensure!(nodes.len() >= 2, "a line needs two nodes or more");
     ensure!(
         costs.len() == nodes.len() - 1,
@@ -38,13 +38,13 @@ pub fn start_line_with(
         if i > 0 {
             config = config.tcp_peer_cost(ports[i - 1], costs[i - 1]);
         }
-        started.push(Node::start(*implementation, extra(i, config))?);
+        started.push(NodeProcess::start(*implementation, extra(i, config))?);
     }
     Ok(started)
 }
 
 /// [`start_line_with`] without extra config.
-pub fn start_line(nodes: &[(&str, Implementation)], costs: &[f64]) -> Result<Vec<Node>> {
+pub fn start_line(nodes: &[(&str, Implementation)], costs: &[f64]) -> Result<Vec<NodeProcess>> {
     start_line_with(nodes, costs, |_, config| config)
 }
 

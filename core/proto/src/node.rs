@@ -1,16 +1,16 @@
 //! The mesh state of one node, as a deterministic state machine.
 //!
-//! [`Node`] owns everything a receptor node knows about the mesh: its backend
+//! [`NodeState`] owns everything a receptor node knows about the mesh: its backend
 //! sessions and their establishment state, the link-state database
 //! (`knownConnectionCosts`), the epoch/sequence of every known node, the seen
 //! UpdateIDs, the routing table, the hash → name table and the service
 //! advertisements. It performs no I/O and reads no clock: the driver feeds it
 //! received messages and the current time, and collects what to send
-//! ([`Node::poll_transmit`]), what happened ([`Node::poll_event`]) and when to call
-//! back ([`Node::poll_timeout`] / [`Node::handle_timeout`]).
+//! ([`NodeState::poll_transmit`]), what happened ([`NodeState::poll_event`]) and when to call
+//! back ([`NodeState::poll_timeout`] / [`NodeState::handle_timeout`]).
 //!
 //! DATA messages are not handled here: the driver forwards them with the routing
-//! table and name table this node publishes (see [`Node::take_routes_changed`]).
+//! table and name table this node publishes (see [`NodeState::take_routes_changed`]).
 //!
 //! Protocol summary (Go receptor 1.6.9):
 //! * A session starts with both sides sending a ROUTE every second (11 at most); the
@@ -97,7 +97,7 @@ impl Default for SessionConfig {
     }
 }
 
-/// Handle of a session inside a [`Node`].
+/// Handle of a session inside a [`NodeState`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
 
@@ -308,7 +308,7 @@ impl SeenUpdates {
 
 /// The mesh state machine of one node.
 #[derive(Debug)]
-pub struct Node {
+pub struct NodeState {
     id: String,
     max_idle: Duration,
     epoch: u64,
@@ -339,17 +339,17 @@ pub struct Node {
     shut_down: bool,
 }
 
-impl Node {
+impl NodeState {
     /// A node starting at `now` (monotonic) = `wall` (wall clock), with its random
     /// choices (epoch bits, UpdateIDs) drawn from an RNG seeded with `seed`.
-    pub fn new(config: NodeConfig, now: Instant, wall: SystemTime, seed: u64) -> Node {
+    pub fn new(config: NodeConfig, now: Instant, wall: SystemTime, seed: u64) -> NodeState {
         let mut rng = StdRng::seed_from_u64(seed);
         let unix = wall
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let epoch = (unix << 24).wrapping_add(rng.gen_range(0..(1u64 << 24)));
-        let mut node = Node {
+        let mut node = NodeState {
             max_idle: config.max_idle.max(MIN_MAX_IDLE),
             id: config.node_id,
             epoch,
@@ -394,7 +394,7 @@ impl Node {
         self.epoch
     }
 
-    /// Whether the node has shut down (duplicate detected or [`Node::shutdown`]).
+    /// Whether the node has shut down (duplicate detected or [`NodeState::shutdown`]).
     pub fn is_shut_down(&self) -> bool {
         self.shut_down
     }
@@ -1061,7 +1061,7 @@ impl Node {
 
     // ----- time ----------------------------------------------------------------------
 
-    /// When [`Node::handle_timeout`] must be called next.
+    /// When [`NodeState::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.shut_down {
             return None;

@@ -25,6 +25,8 @@ const KINDS: &[&str] = &[
     "work-verification",
     "tcp-server",
     "unix-socket-server",
+    "command-service",
+    "ip-router",
     "cert-init",
     "cert-makereq",
     "my-worktype",
@@ -53,12 +55,19 @@ const KEYS: &[&str] = &[
     "bits",
     "nodeid",
     "version",
+    "command",
+    "networkname",
+    "localnet",
+    "routes",
     "PORT",
     "",
 ];
 
 const VALUES: &[&str] = &[
     "foo",
+    "198.18.0.0/30",
+    "2001:db8::/64,10.0.0.0/8",
+    "sh -c 'x",
     "0660",
     "0o777",
     "0x1F",

@@ -44,7 +44,7 @@ pub use backends::{
 const MIN_IDLE: Duration = Duration::from_secs(21);
 
 /// A running node and everything it owns.
-pub struct Node {
+pub struct Daemon {
     /// The mesh driver.
     pub mesh: Mesh,
     /// The unit store.
@@ -69,14 +69,14 @@ pub struct Node {
     metrics_server: Mutex<Option<MetricsServer>>,
 }
 
-impl Node {
+impl Daemon {
     /// Starts a node from a parsed configuration. `argv` is the command line it came
     /// from, re-read on `reload` together with `config_file`.
     pub async fn start(
         config: Config,
         config_file: Option<PathBuf>,
         argv: Vec<OsString>,
-    ) -> anyhow::Result<Arc<Node>> {
+    ) -> anyhow::Result<Arc<Daemon>> {
         let plugins = Arc::new(load_plugins(&config)?);
         let tls = Arc::new(trust::tls_registry(&config)?);
         let node_id = config.node.id.clone();
@@ -137,7 +137,7 @@ impl Node {
         let backend_sections = sections_claimed(&plugins, &config, ClaimType::Backend);
         let backends = Backends::start(&plugins, &mesh, &config, &tls, &backend_sections)?;
 
-        let node = Arc::new(Node {
+        let node = Arc::new(Daemon {
             mesh,
             work,
             plugins,
@@ -204,7 +204,7 @@ impl Node {
         Ok(())
     }
 
-    async fn start_control_services(self: &Arc<Node>) -> anyhow::Result<()> {
+    async fn start_control_services(self: &Arc<Daemon>) -> anyhow::Result<()> {
         let registry = CommandRegistry::new();
         let mut work_command = WorkCommand::new(self.work.clone()).with_remote(self.remote.clone());
         if let Some(verifier) = &self.verifier {
@@ -288,7 +288,7 @@ impl Node {
     }
 
     /// The `reload` command: only available when the node was started from a file.
-    fn reload_fn(self: &Arc<Node>) -> Option<ReloadFn> {
+    fn reload_fn(self: &Arc<Daemon>) -> Option<ReloadFn> {
         self.config_file.as_ref()?;
         let weak = Arc::downgrade(self);
         Some(Arc::new(move || {
@@ -305,7 +305,7 @@ impl Node {
         }))
     }
 
-    /// [`Node::reload`], told to the service manager (`RELOADING=1`, then `READY=1`
+    /// [`Daemon::reload`], told to the service manager (`RELOADING=1`, then `READY=1`
     /// whatever the outcome: the node keeps running either way).
     pub async fn reload_notified(&self) -> Result<(), ReloadFailure> {
         notify::reloading();
@@ -461,7 +461,7 @@ pub async fn run(
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let reloadable = config_file.is_some();
-    let node = Node::start(config, config_file, argv).await?;
+    let node = Daemon::start(config, config_file, argv).await?;
     notify::ready("running");
     loop {
         tokio::select! {

@@ -1,8 +1,8 @@
-//! The node task: the single owner of the sans-IO [`Node`] state.
+//! The node task: the single owner of the sans-IO [`NodeState`] state.
 //!
 //! Sessions hand it their control messages (ROUTE, SVCAD, REJECT) and their end;
 //! API calls (status, listen, ...) arrive as commands; timers come from
-//! [`Node::poll_timeout`]. After every step it delivers what the node wants to send
+//! [`NodeState::poll_timeout`]. After every step it delivers what the node wants to send
 //! to the sessions' control queues, acts on node events, and republishes the
 //! forwarding tables the data path reads when routes, sessions or names changed.
 
@@ -15,7 +15,7 @@ use bytes::Bytes;
 use receptor_proto::data::{ServiceName, PING_SERVICE, UNREACH_SERVICE};
 use receptor_proto::hash::{node_hash, HashKeyedMap};
 use receptor_proto::message::MessageType;
-use receptor_proto::node::{Event, Node, NodeConfig, SessionConfig, SessionId};
+use receptor_proto::node::{Event, NodeConfig, NodeState, SessionConfig, SessionId};
 use receptor_proto::svcad::{ServiceAdvertisement, WorkCommand};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -133,7 +133,7 @@ struct LocalSocket {
 
 /// The node task.
 pub(crate) struct Actor {
-    node: Node,
+    node: NodeState,
     data: Arc<DataPath>,
     base: Instant,
     sessions: HashMap<SessionId, SessionLink>,
@@ -174,7 +174,7 @@ impl Actor {
         shut_down: CancellationToken,
     ) -> Actor {
         let seed = rand::random::<u64>();
-        let node = Node::new(
+        let node = NodeState::new(
             NodeConfig {
                 node_id: opts.node_id.clone(),
                 max_idle: opts.max_idle,

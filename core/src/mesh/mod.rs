@@ -4,7 +4,7 @@
 //! The public surface below is the contract the rest of the daemon codes against.
 //!
 //! Architecture:
-//! * `actor` — the node task, sole owner of [`receptor_proto::node::Node`]
+//! * `actor` — the node task, sole owner of [`receptor_proto::node::NodeState`]
 //!   (sessions, link-state database, routing table, service ads). It receives
 //!   control messages (ROUTE, SVCAD, REJECT) and API commands over a bounded queue
 //!   and publishes forwarding tables for the data path.
@@ -330,7 +330,7 @@ impl Mesh {
     }
 
     /// Whether `node` has shown that it can route back to this node (see
-    /// [`receptor_proto::node::Node::routes_back`]); also true when this node has no
+    /// [`receptor_proto::node::NodeState::routes_back`]); also true when this node has no
     /// route to `node` (nothing to wait for then).
     pub async fn routes_back(&self, node: &str) -> bool {
         self.inner

@@ -69,14 +69,16 @@ unsafe extern "C" fn error_set(ctx: *mut c_void, message: abi::Str) {
     }));
 }
 
-/// The log context of one plugin (leaked: plugins are never unloaded).
+/// The log context of one load of a plugin (leaked, so that it outlives an unload; each
+/// load leaks one, a few bytes).
 pub(super) struct LogCtx {
     /// Set once the plugin told its name; until then the file name is used.
     pub(super) name: std::sync::OnceLock<String>,
     pub(super) file: String,
 }
 
-/// Builds the [`abi::HostApi`] for one plugin; it and its context live forever.
+/// Builds the [`abi::HostApi`] for one load of a plugin; it and its context are leaked,
+/// so they stay valid after an unload.
 pub(super) fn host_api(file: &std::path::Path) -> (&'static abi::HostApi, &'static LogCtx) {
     let ctx: &'static LogCtx = Box::leak(Box::new(LogCtx {
         name: std::sync::OnceLock::new(),

@@ -156,7 +156,7 @@ pub(super) fn load_plugin(path: &Path) -> Result<LoadedPlugin, PluginError> {
         }
     };
     let (api, log_ctx) = ffi::host_api(path);
-    // SAFETY: calling the plugin's entry point with a HostApi that lives forever.
+    // SAFETY: calling the plugin's entry point with a HostApi that is never freed.
     let desc = unsafe { entry(api) };
     if desc.is_null() {
         std::mem::forget(lib);
@@ -203,7 +203,8 @@ fn missing_entry(path: &Path, lib: &Library) -> PluginError {
 ///
 /// # Safety
 /// `desc` must point to a descriptor at least as large as its leading `struct_size`,
-/// `abi_major` and `abi_minor` fields, valid forever.
+/// `abi_major` and `abi_minor` fields, valid while the library is loaded (what is kept is
+/// copied out).
 #[allow(clippy::type_complexity)]
 unsafe fn read_descriptor(
     path: &Path,
@@ -243,7 +244,7 @@ unsafe fn read_descriptor(
     }
     // SAFETY: the full v1 descriptor is present.
     let d = unsafe { *desc };
-    // SAFETY: descriptor strings are valid forever.
+    // SAFETY: descriptor strings are valid while the library is loaded; they are copied.
     let (name, version) = unsafe { (d.name.to_string_lossy(), d.version.to_string_lossy()) };
     if name.is_empty() {
         return Err(bad("the plugin has no name".to_owned()));
@@ -278,7 +279,7 @@ unsafe fn read_descriptor(
 ///
 /// # Safety
 /// `claim` must be null or point to a claim of at least its `struct_size` bytes whose
-/// vtables are valid forever.
+/// vtables are valid while the library is loaded (its claims are used only then).
 unsafe fn read_claim(
     claim: *const abi::SectionClaim,
 ) -> Result<(String, (SendPtr, ClaimFns)), String> {
@@ -295,21 +296,23 @@ unsafe fn read_claim(
     }
     // SAFETY: the full v1 claim is present.
     let c = unsafe { *claim };
-    // SAFETY: claim strings are valid forever.
+    // SAFETY: claim strings are valid while the library is loaded; they are copied.
     let kind = unsafe { c.section_kind.to_string_lossy() }.to_ascii_lowercase();
     if kind.is_empty() {
         return Err("empty section kind".to_owned());
     }
     let fns = match c.claim_type {
         abi::CLAIM_BACKEND if !c.backend.is_null() => {
-            // SAFETY: non-null vtable, valid forever; from_vtable checks its size.
+            // SAFETY: non-null vtable, valid while the library is loaded; from_vtable checks
+            // its size.
             ClaimFns::Backend(
                 unsafe { BackendFns::from_vtable(c.backend) }
                     .map_err(|r| format!("{kind}: {r}"))?,
             )
         }
         abi::CLAIM_WORK_TYPE if !c.work_type.is_null() => {
-            // SAFETY: non-null vtable, valid forever; from_vtable checks its size.
+            // SAFETY: non-null vtable, valid while the library is loaded; from_vtable checks
+            // its size.
             ClaimFns::WorkType(
                 unsafe { WorkTypeFns::from_vtable(c.work_type) }
                     .map_err(|r| format!("{kind}: {r}"))?,

@@ -381,7 +381,8 @@ async fn echo_cannot_reattach() {
             tx,
         )
         .err()
-        .expect("echo cannot re-attach");
+        .expect("echo cannot re-attach")
+        .to_string();
     assert!(
         err.contains("cannot re-attach") && err.contains("unit3"),
         "{err}"
@@ -451,7 +452,8 @@ async fn panics_in_plugin_calls_become_errors_and_the_host_keeps_running() {
     let err = faulty
         .start(start_request("unit4", dir.path(), stdin, stdout), tx)
         .err()
-        .expect("start panics");
+        .expect("start panics")
+        .to_string();
     assert!(
         err.contains("panicked") && err.contains("boom in start"),
         "{err}"
@@ -609,7 +611,8 @@ async fn c_plugin_runs_a_unit() {
             tx,
         )
         .err()
-        .expect("cannot reattach");
+        .expect("cannot reattach")
+        .to_string();
     assert!(err.contains("cannot be resumed"), "{err}");
 }
 

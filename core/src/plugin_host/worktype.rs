@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::{ffi::ErrorSlot, PluginError, SendPtr};
 use crate::work::worktype::{
-    ReattachRequest, StartRequest, UnitState, WorkHandle, WorkProgress, WorkType,
+    ReattachRequest, StartRequest, UnitState, WorkHandle, WorkProgress, WorkType, WorkTypeError,
 };
 
 type UnitCall<R> = unsafe extern "C" fn(
@@ -195,7 +195,7 @@ impl PluginWorkType {
         request: &R,
         unit_id: &str,
         progress: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String> {
+    ) -> Result<Box<dyn WorkHandle>, WorkTypeError> {
         let ctx = Arc::new(ProgressCtx {
             sender: progress,
             unit_id: unit_id.to_owned(),
@@ -218,14 +218,14 @@ impl PluginWorkType {
             self.instance
                 .names
                 .log_failure(unit_id, what, status, &message);
-            return Err(message);
+            return Err(WorkTypeError::Refused(message));
         }
         if unit.is_null() {
-            let message = "the work type returned no unit".to_owned();
+            let error = WorkTypeError::NoUnit;
             self.instance
                 .names
-                .log_failure(unit_id, what, abi::STATUS_ERROR, &message);
-            return Err(message);
+                .log_failure(unit_id, what, abi::STATUS_ERROR, &error.to_string());
+            return Err(error);
         }
         Ok(Box::new(PluginUnit {
             instance: Arc::clone(&self.instance),
@@ -252,8 +252,9 @@ impl WorkType for PluginWorkType {
         &self,
         request: StartRequest,
         progress: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String> {
-        let extra = serde_json::to_string(&request.extra_params).map_err(|e| e.to_string())?;
+    ) -> Result<Box<dyn WorkHandle>, WorkTypeError> {
+        let extra = serde_json::to_string(&request.extra_params)
+            .map_err(|e| WorkTypeError::BadRequest(e.to_string()))?;
         let dir = request.unit_dir.as_os_str().as_bytes();
         let raw = abi::StartRequest {
             struct_size: std::mem::size_of::<abi::StartRequest>(),
@@ -278,7 +279,7 @@ impl WorkType for PluginWorkType {
         &self,
         request: ReattachRequest,
         progress: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String> {
+    ) -> Result<Box<dyn WorkHandle>, WorkTypeError> {
         let extra = request
             .extra
             .as_ref()
@@ -308,7 +309,7 @@ struct PluginUnit {
 }
 
 impl WorkHandle for PluginUnit {
-    fn cancel(&self) -> Result<(), String> {
+    fn cancel(&self) -> Result<(), WorkTypeError> {
         let slot = ErrorSlot::for_call(&self.instance.names.plugin);
         let sink = slot.sink();
         // SAFETY: the unit handle is alive until drop frees it.
@@ -320,7 +321,7 @@ impl WorkHandle for PluginUnit {
             self.instance
                 .names
                 .log_failure(&self.unit_id, "cancel", status, &message);
-            Err(message)
+            Err(WorkTypeError::Refused(message))
         }
     }
 }

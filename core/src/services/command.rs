@@ -18,7 +18,9 @@
 //! is over, as in Go; unlike Go 1.6.9, which leaves the command running when the client
 //! was across the mesh, the command's process group gets SIGHUP (a terminal hang-up),
 //! its remaining output is still forwarded while the client reads, and SIGKILL follows
-//! after [`HANGUP_GRACE`]. The process is always reaped.
+//! after [`HANGUP_GRACE`]. A session cut short (the service stops, the node shuts down)
+//! kills the group too. The process is always reaped (by tokio when the session is cut
+//! short).
 
 use std::collections::BTreeMap;
 use std::ffi::CStr;
@@ -70,7 +72,10 @@ pub(super) async fn start(
 
 /// One connection: a terminal, the command on it, the relay, and the clean-up.
 async fn session(stream: MeshStream, node: &str, argv: &[String]) {
-    let started = spawn(argv).and_then(|(child, master)| Ok((child, Terminal::new(master)?)));
+    let started = open_pty().and_then(|(master, slave)| {
+        let terminal = Terminal::new(master)?;
+        Ok((spawn(argv, slave)?, terminal))
+    });
     let (mut child, terminal) = match started {
         Ok(started) => started,
         Err(e) => {
@@ -80,6 +85,9 @@ async fn session(stream: MeshStream, node: &str, argv: &[String]) {
         }
     };
     let group = child.id().and_then(|pid| libc::pid_t::try_from(pid).ok());
+    // Should this session be dropped half-way (the service stops, the node shuts
+    // down), the command's process group goes with it.
+    let mut guard = GroupGuard(group);
     tracing::debug!(?group, "command service session for {node}");
     let (mut from_client, mut to_client) = stream.into_split();
     let outcome = {
@@ -106,7 +114,7 @@ async fn session(stream: MeshStream, node: &str, argv: &[String]) {
         Ended::ClientThenCommand(..) | Ended::ClientOnly(_) => {}
     }
     // Whatever is left of the command's process group goes, and the command is reaped.
-    signal_group(group, libc::SIGKILL);
+    guard.kill();
     let status = child.wait().await;
     match outcome {
         Ended::Command(Ok(bytes)) => {
@@ -186,6 +194,23 @@ async fn forward_output(terminal: &Terminal, to: &mut MeshWriteHalf) -> io::Resu
     }
 }
 
+/// Kills the command's process group when dropped, unless [`GroupGuard::kill`] did
+/// already (after which the group's leader is reaped and its id may be reused).
+struct GroupGuard(Option<libc::pid_t>);
+
+impl GroupGuard {
+    /// SIGKILLs the group now, once.
+    fn kill(&mut self) {
+        signal_group(self.0.take(), libc::SIGKILL);
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Sends `sig` to the process group `group` (the command's session), if there is one.
 fn signal_group(group: Option<libc::pid_t>, sig: libc::c_int) {
     if let Some(pgid) = group.filter(|p| *p > 0) {
@@ -197,13 +222,12 @@ fn signal_group(group: Option<libc::pid_t>, sig: libc::c_int) {
     }
 }
 
-/// Opens a pseudo-terminal and starts `argv` in a new session on it; returns the child
-/// and the terminal's master side.
-fn spawn(argv: &[String]) -> io::Result<(Child, OwnedFd)> {
+/// Starts `argv` in a new session whose controlling terminal, stdin, stdout and stderr
+/// are the terminal's `slave` side.
+fn spawn(argv: &[String], slave: OwnedFd) -> io::Result<Child> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-    let (master, slave) = open_pty()?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .stdin(Stdio::from(slave.try_clone()?))
@@ -224,8 +248,7 @@ fn spawn(argv: &[String]) -> io::Result<(Child, OwnedFd)> {
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
-    Ok((child, master))
+    cmd.spawn()
 }
 
 /// A new pseudo-terminal: (master, slave), both close-on-exec, the master non-blocking.

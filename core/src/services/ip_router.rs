@@ -546,3 +546,121 @@ fn ioctl<T>(sock: &OwnedFd, request: libc::c_ulong, arg: &mut T) -> io::Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ad(node: &str, network: &str, routes: &[(&str, &str)]) -> ServiceAdvertisement {
+        let mut tags = BTreeMap::from([
+            ("type".to_owned(), AD_TYPE.to_owned()),
+            ("network".to_owned(), network.to_owned()),
+        ]);
+        for (k, v) in routes {
+            tags.insert((*k).to_owned(), (*v).to_owned());
+        }
+        ServiceAdvertisement {
+            node_id: node.to_owned(),
+            service: network.to_owned(),
+            time: String::new(),
+            conn_type: 0,
+            tags: Some(tags),
+            work_commands: None,
+        }
+    }
+
+    /// `me` - b (cost 1) - c (cost 1), and me - c directly at cost 5.
+    fn status(ads: Vec<ServiceAdvertisement>) -> MeshStatus {
+        let costs = |pairs: &[(&str, f64)]| {
+            pairs
+                .iter()
+                .map(|(n, c)| ((*n).to_owned(), *c))
+                .collect::<BTreeMap<String, f64>>()
+        };
+        MeshStatus {
+            connections: Vec::new(),
+            routing_table: BTreeMap::from([
+                ("b".to_owned(), "b".to_owned()),
+                ("c".to_owned(), "b".to_owned()),
+            ]),
+            known_connection_costs: BTreeMap::from([
+                ("me".to_owned(), costs(&[("b", 1.0), ("c", 5.0)])),
+                ("b".to_owned(), costs(&[("me", 1.0), ("c", 1.0)])),
+                ("c".to_owned(), costs(&[("b", 1.0), ("me", 5.0)])),
+            ]),
+            advertisements: ads,
+        }
+    }
+
+    fn cidr(s: &str) -> Cidr {
+        Cidr::parse(s).expect("a CIDR")
+    }
+
+    #[test]
+    fn routes_come_from_reachable_routers_of_the_network_most_specific_first() {
+        let st = status(vec![
+            ad("me", "net", &[("route_local", "10.0.0.0/30")]),
+            ad(
+                "b",
+                "net",
+                &[("route_local", "10.0.0.4/30"), ("route_0", "10.1.0.0/16")],
+            ),
+            ad(
+                "c",
+                "net",
+                &[
+                    ("route_0", "10.1.2.0/24"),
+                    ("route_1", "10.1.0.0/16"),
+                    ("routex", "junk"),
+                ],
+            ),
+            ad("d", "net", &[("route_0", "10.9.0.0/16")]),
+            ad("b", "other", &[("route_0", "10.8.0.0/16")]),
+        ]);
+        let table = known_routes(&st, "me", "net");
+        let got: Vec<(String, &str, f64)> = table
+            .iter()
+            .map(|r| (r.net.to_string(), r.via.as_str(), r.cost))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("10.0.0.4/30".to_owned(), "b", 1.0),
+                ("10.1.2.0/24".to_owned(), "c", 2.0),
+                ("10.1.0.0/16".to_owned(), "b", 1.0),
+                ("10.1.0.0/16".to_owned(), "c", 2.0),
+            ]
+        );
+        let lookup = |ip: &str| {
+            let ip: IpAddr = ip.parse().expect("an address");
+            table
+                .iter()
+                .find(|r| r.net.contains(ip))
+                .map(|r| r.via.as_str())
+        };
+        assert_eq!(lookup("10.1.2.3"), Some("c"));
+        assert_eq!(lookup("10.1.9.9"), Some("b"));
+        assert_eq!(
+            lookup("10.0.0.1"),
+            None,
+            "own routes are not routed to the mesh"
+        );
+        assert_eq!(lookup("10.9.0.1"), None, "d is not in the routing table");
+        assert!(table.iter().all(|r| r.net != cidr("10.8.0.0/16")));
+    }
+
+    #[test]
+    fn destinations_of_ipv4_and_ipv6_packets() {
+        let mut v4 = vec![0x45u8; 20];
+        v4[16..20].copy_from_slice(&[198, 18, 0, 5]);
+        assert_eq!(destination(&v4), Some("198.18.0.5".parse().expect("v4")));
+        assert_eq!(destination(&v4[..19]), None);
+        let mut v6 = vec![0x60u8; 40];
+        let dst: Ipv6Addr = "2001:db8::1".parse().expect("v6");
+        v6[24..40].copy_from_slice(&dst.octets());
+        assert_eq!(destination(&v6), Some(IpAddr::V6(dst)));
+        assert_eq!(destination(&v6[..39]), None);
+        assert_eq!(destination(&[0x50; 60]), None);
+        assert_eq!(destination(&[]), None);
+    }
+}

@@ -187,7 +187,7 @@ impl WorkCommand {
             request::parse_go_duration(&req.ttl)?;
         }
         if let Some(id) = &req.unit_id {
-            super::unitid::validate(id)?;
+            super::unitid::validate(id).map_err(|e| e.to_string())?;
         }
         match &self.remote {
             Some(remote) => remote.submit(req, conn).await,

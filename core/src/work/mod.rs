@@ -35,6 +35,6 @@ pub use status::UnitStatus;
 pub use store::{Unit, WorkError, WorkTypeInfo, Workceptor};
 
 #[cfg(test)]
-mod tests;
+mod command_tests;
 #[cfg(test)]
-mod tests_command;
+mod tests;

@@ -262,10 +262,21 @@ pub fn write_status_file(dir: &Path, status: &UnitStatus, durable: bool) -> io::
     Ok(())
 }
 
+/// Why a status file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusFileError {
+    /// The file could not be read.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The file is not a status object.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
 /// Reads and parses `<dir>/status`.
-pub fn read_status_file(dir: &Path) -> Result<UnitStatus, String> {
-    let bytes = fs::read(dir.join(STATUS_FILE)).map_err(|e| e.to_string())?;
-    UnitStatus::from_file_bytes(&bytes).map_err(|e| e.to_string())
+pub fn read_status_file(dir: &Path) -> Result<UnitStatus, StatusFileError> {
+    let bytes = fs::read(dir.join(STATUS_FILE))?;
+    Ok(UnitStatus::from_file_bytes(&bytes)?)
 }
 
 /// Flushes a folder's entries (new, renamed and removed names) to disk.

@@ -29,7 +29,7 @@ use super::inotify::FileWatcher;
 use super::status::{self, UnitStatus};
 use super::unitid;
 use super::worktype::{
-    ReattachRequest, StartRequest, UnitState, WorkHandle, WorkProgress, WorkType,
+    ReattachRequest, StartRequest, UnitState, WorkHandle, WorkProgress, WorkType, WorkTypeError,
 };
 
 /// Name of the payload file inside a unit folder.
@@ -53,8 +53,8 @@ pub enum WorkError {
     #[error("workunit ID {0} is already in use, cannot use the same workunit ID more than once")]
     DuplicateId(String),
     /// A caller-supplied unit id that cannot name a folder.
-    #[error("{0}")]
-    InvalidId(String),
+    #[error(transparent)]
+    InvalidId(#[from] unitid::InvalidUnitId),
     /// Runtime `params` for a work type that does not allow them.
     #[error("extra params provided but not allowed")]
     ParamsNotAllowed,
@@ -223,6 +223,16 @@ impl Unit {
     /// write is returned, but the new status is published anyway (the node keeps serving
     /// it from memory).
     pub async fn update(&self, change: impl FnOnce(&mut UnitStatus)) -> io::Result<()> {
+        self.write(change, false).await
+    }
+
+    /// [`Unit::update`] with the status file on disk when it returns, as it is for final
+    /// states: for a passing state that a power loss must not undo (a payload accepted).
+    pub async fn update_durable(&self, change: impl FnOnce(&mut UnitStatus)) -> io::Result<()> {
+        self.write(change, true).await
+    }
+
+    async fn write(&self, change: impl FnOnce(&mut UnitStatus), durable: bool) -> io::Result<()> {
         let _guard = self.writer.lock().await;
         if self.is_released() {
             return Ok(());
@@ -231,7 +241,7 @@ impl Unit {
         change(&mut next);
         let dir = self.dir.clone();
         let to_write = next.clone();
-        let durable = next.is_final();
+        let durable = durable || next.is_final();
         let written = tokio::task::spawn_blocking(move || {
             status::write_status_file(&dir, &to_write, durable)
         })
@@ -390,7 +400,7 @@ impl Workceptor {
             .work_type(work_type)
             .ok_or_else(|| WorkError::UnknownWorkType(work_type.to_owned()))?;
         if let Some(id) = requested_id {
-            unitid::validate(id).map_err(WorkError::InvalidId)?;
+            unitid::validate(id)?;
         }
         let (id, dir) = loop {
             let id = match requested_id {
@@ -487,7 +497,11 @@ impl Workceptor {
             wt.start(request, tx).map_err(StartFailure::WorkType)
         })
         .await
-        .unwrap_or_else(|e| Err(StartFailure::WorkType(format!("work type panicked: {e}"))));
+        .unwrap_or_else(|e| {
+            Err(StartFailure::WorkType(WorkTypeError::Panicked(
+                e.to_string(),
+            )))
+        });
         match started {
             Ok(handle) => {
                 counters.started.inc();
@@ -507,7 +521,8 @@ impl Workceptor {
                     .await;
                 Err(WorkError::Start(msg))
             }
-            Err(StartFailure::WorkType(msg)) => {
+            Err(StartFailure::WorkType(e)) => {
+                let msg = e.to_string();
                 self.fail(unit, format!("Error starting worker: {msg}"))
                     .await;
                 Err(WorkError::Start(msg))
@@ -636,7 +651,7 @@ impl Workceptor {
                 };
                 let reattached = tokio::task::spawn_blocking(move || wt.reattach(request, tx))
                     .await
-                    .unwrap_or_else(|e| Err(format!("work type panicked: {e}")));
+                    .unwrap_or_else(|e| Err(WorkTypeError::Panicked(e.to_string())));
                 match reattached {
                     Ok(handle) => {
                         *unit.lock_handle() = Some(Arc::from(handle));
@@ -663,7 +678,7 @@ enum StartFailure {
     /// Opening `stdin` or `stdout` failed.
     Files(io::Error),
     /// The work type refused.
-    WorkType(String),
+    WorkType(WorkTypeError),
 }
 
 fn write_payload(dir: &Path, payload: &[u8]) -> io::Result<()> {
@@ -708,8 +723,8 @@ async fn cancel_unit(unit: &Arc<Unit>) -> Result<(), WorkError> {
     let mut rx = unit.subscribe();
     let cancelled = tokio::task::spawn_blocking(move || handle.cancel())
         .await
-        .unwrap_or_else(|e| Err(format!("work type panicked: {e}")));
-    cancelled.map_err(WorkError::Cancel)?;
+        .unwrap_or_else(|e| Err(WorkTypeError::Panicked(e.to_string())));
+    cancelled.map_err(|e| WorkError::Cancel(e.to_string()))?;
     let ended = tokio::time::timeout(CANCEL_GRACE, rx.wait_for(UnitStatus::is_final))
         .await
         .is_ok_and(|r| r.is_ok());

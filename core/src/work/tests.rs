@@ -20,7 +20,7 @@ use super::control::WorkCommand;
 use super::status::{self, UnitStatus};
 use super::store::Workceptor;
 use super::worktype::{
-    ReattachRequest, StartRequest, UnitState, WorkHandle, WorkProgress, WorkType,
+    ReattachRequest, StartRequest, UnitState, WorkHandle, WorkProgress, WorkType, WorkTypeError,
 };
 use crate::control::command::{
     Args, BoxRead, BoxWrite, ControlCommand, ControlConn, PeerKind, Reply,
@@ -41,7 +41,7 @@ struct CopyType;
 
 struct NoopHandle;
 impl WorkHandle for NoopHandle {
-    fn cancel(&self) -> Result<(), String> {
+    fn cancel(&self) -> Result<(), WorkTypeError> {
         Ok(())
     }
 }
@@ -60,7 +60,7 @@ impl WorkType for CopyType {
         &self,
         mut req: StartRequest,
         tx: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String> {
+    ) -> Result<Box<dyn WorkHandle>, WorkTypeError> {
         tx.send_replace(progress(UnitState::Running, "Running: copy", None));
         std::thread::spawn(move || {
             let mut data = Vec::new();
@@ -81,8 +81,10 @@ impl WorkType for CopyType {
         &self,
         _req: ReattachRequest,
         _tx: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String> {
-        Err("copy units cannot be re-attached".to_owned())
+    ) -> Result<Box<dyn WorkHandle>, WorkTypeError> {
+        Err(WorkTypeError::Refused(
+            "copy units cannot be re-attached".to_owned(),
+        ))
     }
 }
 
@@ -111,9 +113,9 @@ struct FlagHandle {
 }
 
 impl WorkHandle for FlagHandle {
-    fn cancel(&self) -> Result<(), String> {
+    fn cancel(&self) -> Result<(), WorkTypeError> {
         if self.refuse {
-            return Err("cannot stop this unit".to_owned());
+            return Err(WorkTypeError::Refused("cannot stop this unit".to_owned()));
         }
         self.cancelled.store(true, Ordering::SeqCst);
         self.tx
@@ -136,13 +138,13 @@ impl WorkType for GatedType {
         &self,
         mut req: StartRequest,
         tx: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String> {
+    ) -> Result<Box<dyn WorkHandle>, WorkTypeError> {
         let gate = self
             .gates
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .pop_front()
-            .ok_or("no gate")?;
+            .ok_or(WorkTypeError::Refused("no gate".to_owned()))?;
         tx.send_replace(progress(UnitState::Running, "Running: gated", None));
         let cancelled = Arc::new(AtomicBool::new(false));
         let handle = FlagHandle {
@@ -166,8 +168,10 @@ impl WorkType for GatedType {
         &self,
         _req: ReattachRequest,
         _tx: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String> {
-        Err("gated units cannot be re-attached".to_owned())
+    ) -> Result<Box<dyn WorkHandle>, WorkTypeError> {
+        Err(WorkTypeError::Refused(
+            "gated units cannot be re-attached".to_owned(),
+        ))
     }
 }
 
@@ -192,9 +196,9 @@ impl WorkType for BlockType {
         &self,
         req: StartRequest,
         tx: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String> {
+    ) -> Result<Box<dyn WorkHandle>, WorkTypeError> {
         if req.params == "fail-to-start" {
-            return Err("refusing to start".to_owned());
+            return Err(WorkTypeError::Refused("refusing to start".to_owned()));
         }
         tx.send_replace(progress(
             UnitState::Running,
@@ -211,14 +215,14 @@ impl WorkType for BlockType {
         &self,
         req: ReattachRequest,
         tx: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String> {
+    ) -> Result<Box<dyn WorkHandle>, WorkTypeError> {
         let alive = self
             .alive
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .contains(&req.unit_id);
         if !alive {
-            return Err("process is gone".to_owned());
+            return Err(WorkTypeError::Refused("process is gone".to_owned()));
         }
         Ok(Box::new(FlagHandle {
             cancelled: Arc::new(AtomicBool::new(false)),

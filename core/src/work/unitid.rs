@@ -35,17 +35,22 @@ pub fn generate(node_id: &str) -> String {
 /// Checks an id given by a client: letters, digits, `_`, `.` and `-` only, no `..`,
 /// not empty and at most [`MAX_ID_LEN`] bytes, so it always names a folder inside the
 /// node's folder.
-pub fn validate(id: &str) -> Result<(), String> {
+pub fn validate(id: &str) -> Result<(), InvalidUnitId> {
     let ok_chars = id
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if id.is_empty() || id.len() > MAX_ID_LEN || !ok_chars || id.contains("..") || id == "." {
-        return Err(format!(
-            "invalid work unit ID {id:?}: use 1 to {MAX_ID_LEN} letters, digits, '_', '.' or '-' (no '..')"
-        ));
+        return Err(InvalidUnitId(id.to_owned()));
     }
     Ok(())
 }
+
+/// A unit id given by a client that cannot name a unit folder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid work unit ID {0:?}: use 1 to {MAX_ID_LEN} letters, digits, '_', '.' or '-' (no '..')"
+)]
+pub struct InvalidUnitId(pub String);
 
 #[cfg(test)]
 mod tests {

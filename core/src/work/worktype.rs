@@ -6,10 +6,6 @@
 //! [`WorkProgress`] in a `watch` channel: the latest value wins, so reporting never
 //! blocks and never queues, and the final state is never lost.
 
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::PathBuf;
-
 use tokio::sync::watch;
 
 /// Unit states, with the numbers Go receptor writes in `status` files.
@@ -38,38 +34,35 @@ pub struct WorkProgress {
     pub extra: Option<serde_json::Value>,
 }
 
-/// Everything a work type needs to start one unit.
-#[derive(Debug)]
-pub struct StartRequest {
-    /// The unit ID.
-    pub unit_id: String,
-    /// The unit's folder (`<datadir>/<node>/<unit>`).
-    pub unit_dir: PathBuf,
-    /// The payload, opened for reading from the start.
-    pub stdin: File,
-    /// The results file, opened for appending; whatever is written here is the unit's output.
-    pub stdout: File,
-    /// Runtime command-line parameters (`params`), empty if none.
-    pub params: String,
-    /// Every other submit parameter (key → value), as the client sent them.
-    pub extra_params: BTreeMap<String, String>,
-}
+/// What a work type gets to start one unit, and to pick up one that was running when the
+/// node stopped: the plugin SDK's types, so the host and plugins share one definition.
+pub use receptor_plugin_sdk::work::{ReattachRequest, StartRequest};
 
-/// Everything a work type needs to pick up a unit that was running when the node stopped.
-#[derive(Debug, Clone)]
-pub struct ReattachRequest {
-    /// The unit ID.
-    pub unit_id: String,
-    /// The unit's folder.
-    pub unit_dir: PathBuf,
-    /// The unit's `ExtraData` as last saved.
-    pub extra: Option<serde_json::Value>,
+/// Why a work type could not start, re-attach to or cancel a unit. The texts are what
+/// clients see after `Error starting worker: ` or `Failed to restart: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkTypeError {
+    /// The work type refused or failed, with its own message (a plugin's error text).
+    #[error("{0}")]
+    Refused(String),
+    /// The request could not be put in the form the work type takes.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The work type accepted the call but handed back no unit.
+    #[error("the work type returned no unit")]
+    NoUnit,
+    /// The work type does not run units this way.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// The call panicked.
+    #[error("work type panicked: {0}")]
+    Panicked(String),
 }
 
 /// A unit that a work type is running.
 pub trait WorkHandle: Send + Sync {
     /// Asks the unit to stop; it then reports `Canceled` (or a final state it reached first).
-    fn cancel(&self) -> Result<(), String>;
+    fn cancel(&self) -> Result<(), WorkTypeError>;
 }
 
 /// A kind of work a node can run (`echo`, a `work-command`, a third-party plugin type).
@@ -88,7 +81,7 @@ pub trait WorkType: Send + Sync {
         &self,
         request: StartRequest,
         progress: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String>;
+    ) -> Result<Box<dyn WorkHandle>, WorkTypeError>;
 
     /// Re-attaches to a unit that was running when the node stopped. `Err` means the
     /// unit cannot be followed any more; the store then marks it failed with that reason.
@@ -96,7 +89,7 @@ pub trait WorkType: Send + Sync {
         &self,
         request: ReattachRequest,
         progress: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String>;
+    ) -> Result<Box<dyn WorkHandle>, WorkTypeError>;
 
     /// `ExtraData` as `work status` and `work list` show it, when it differs from what
     /// is stored (e.g. without secrets); `None` shows the stored value.

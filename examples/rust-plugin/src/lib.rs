@@ -11,7 +11,7 @@
 use std::io::{Read, Write};
 
 use receptor_plugin_sdk::{
-    export_plugin, Plugin, PluginError, Progress, Section, StartRequest, Unit, WorkState, WorkType,
+    export_plugin, Plugin, PluginError, Progress, Section, StartRequest, WorkHandle, UnitState, WorkType,
     WorkTypeInfo,
 };
 
@@ -20,7 +20,7 @@ struct WordCount(WorkTypeInfo);
 /// Units finish on their own thread in no time; cancelling has nothing to stop.
 struct Counting;
 
-impl Unit for Counting {
+impl WorkHandle for Counting {
     fn cancel(&self) -> Result<(), PluginError> {
         Ok(())
     }
@@ -35,8 +35,8 @@ impl WorkType for WordCount {
         &self,
         mut req: StartRequest,
         progress: Progress,
-    ) -> Result<Box<dyn Unit>, PluginError> {
-        progress.report(WorkState::Running, "Counting", None);
+    ) -> Result<Box<dyn WorkHandle>, PluginError> {
+        progress.report(UnitState::Running, "Counting", None);
         std::thread::spawn(move || {
             let (mut lines, mut words, mut bytes, mut in_word) = (0u64, 0u64, 0u64, false);
             let mut buf = [0u8; 65536];
@@ -58,9 +58,9 @@ impl WorkType for WordCount {
             match result {
                 Ok(()) => {
                     let extra = serde_json::json!({"Lines": lines, "Words": words, "Bytes": bytes});
-                    progress.report(WorkState::Succeeded, "Counted", Some(&extra));
+                    progress.report(UnitState::Succeeded, "Counted", Some(&extra));
                 }
-                Err(e) => progress.report(WorkState::Failed, &e.to_string(), None),
+                Err(e) => progress.report(UnitState::Failed, &e.to_string(), None),
             }
         });
         Ok(Box::new(Counting))

@@ -17,8 +17,8 @@
 use std::sync::Arc;
 
 use receptor_plugin_sdk::{
-    export_plugin, Plugin, PluginError, Progress, ReattachRequest, Section, StartRequest, Unit,
-    WorkType, WorkTypeInfo,
+    export_plugin, Plugin, PluginError, Progress, ReattachRequest, Section, StartRequest,
+    WorkHandle, WorkType, WorkTypeInfo,
 };
 
 pub mod config;
@@ -50,7 +50,7 @@ impl CommandType {
 /// A unit started or re-attached by a [`CommandType`].
 struct CommandUnit(RunningCommand);
 
-impl Unit for CommandUnit {
+impl WorkHandle for CommandUnit {
     fn cancel(&self) -> Result<(), PluginError> {
         self.0.cancel().map_err(PluginError::new)
     }
@@ -69,7 +69,7 @@ impl WorkType for CommandType {
         &self,
         request: StartRequest,
         progress: Progress,
-    ) -> Result<Box<dyn Unit>, PluginError> {
+    ) -> Result<Box<dyn WorkHandle>, PluginError> {
         let running = self.work.start(
             &request.unit_dir,
             request.stdin,
@@ -84,7 +84,7 @@ impl WorkType for CommandType {
         &self,
         request: ReattachRequest,
         progress: Progress,
-    ) -> Result<Box<dyn Unit>, PluginError> {
+    ) -> Result<Box<dyn WorkHandle>, PluginError> {
         let running = self.work.reattach(
             &request.unit_dir,
             request.extra.as_ref(),

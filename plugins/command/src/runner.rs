@@ -20,7 +20,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use receptor_plugin_sdk::WorkState;
+use receptor_plugin_sdk::UnitState;
 use serde_json::{json, Value};
 
 use crate::config::CommandConfig;
@@ -31,7 +31,7 @@ use crate::spawn::{self, SpawnError};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     /// State.
-    pub state: WorkState,
+    pub state: UnitState,
     /// Detail text.
     pub detail: String,
     /// `ExtraData` (`None` = null).
@@ -39,7 +39,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn new(state: WorkState, detail: impl Into<String>, extra: Option<Value>) -> Report {
+    fn new(state: UnitState, detail: impl Into<String>, extra: Option<Value>) -> Report {
         Report {
             state,
             detail: detail.into(),
@@ -196,14 +196,14 @@ impl CommandWork {
         let words = match shlex::split(&params) {
             Ok(words) => words,
             Err(e) => {
-                report(Report::new(WorkState::Failed, e, None));
+                report(Report::new(UnitState::Failed, e, None));
                 return Ok(RunningCommand::finished());
             }
         };
         let program = match self.program() {
             Ok(program) => program,
             Err(detail) => {
-                report(Report::new(WorkState::Failed, detail, None));
+                report(Report::new(UnitState::Failed, detail, None));
                 return Ok(RunningCommand::finished());
             }
         };
@@ -311,9 +311,9 @@ fn spawn_waiter(f: impl FnOnce() + Send + 'static) -> io::Result<()> {
 fn ended(status: i32) -> Report {
     let (success, detail) = spawn::describe_wait_status(status);
     let state = if success {
-        WorkState::Succeeded
+        UnitState::Succeeded
     } else {
-        WorkState::Failed
+        UnitState::Failed
     };
     Report::new(state, detail, None)
 }
@@ -321,11 +321,11 @@ fn ended(status: i32) -> Report {
 /// The final report once the supervisor is gone.
 fn final_report(cancelled: bool, unit_dir: &Path) -> Report {
     if cancelled {
-        return Report::new(WorkState::Canceled, "Canceled", None);
+        return Report::new(UnitState::Canceled, "Canceled", None);
     }
     match spawn::read_wait_status(unit_dir) {
         Some(status) => ended(status),
-        None => Report::new(WorkState::Failed, "Killed", None),
+        None => Report::new(UnitState::Failed, "Killed", None),
     }
 }
 
@@ -349,7 +349,7 @@ fn wait_started<'a>(
                 let _ = kill_group(shared.pgid);
             } else {
                 report(Report::new(
-                    WorkState::Running,
+                    UnitState::Running,
                     format!("Running: PID {}", spawned.command),
                     Some(json!({"Pid": spawned.supervisor, "Params": params})),
                 ));
@@ -363,10 +363,10 @@ fn wait_started<'a>(
                 phase.cancelled
             };
             let end = match e {
-                _ if cancelled => Report::new(WorkState::Canceled, "Canceled", None),
-                e @ SpawnError::Exec { .. } => Report::new(WorkState::Failed, e.to_string(), None),
+                _ if cancelled => Report::new(UnitState::Canceled, "Canceled", None),
+                e @ SpawnError::Exec { .. } => Report::new(UnitState::Failed, e.to_string(), None),
                 e => Report::new(
-                    WorkState::Failed,
+                    UnitState::Failed,
                     format!("Error starting worker: {e}"),
                     None,
                 ),

@@ -9,10 +9,11 @@
 //! ```
 //!
 //! The supervisor waits for the command and writes its raw wait status to
-//! `<unitdir>/waitstatus` (through a temporary file and a rename), then exits. The file
-//! is not fsynced: it only has to outlive the node process (a crash or restart of the
-//! node, not of the machine), and the node makes the unit's end durable itself (results
-//! and final status are fsynced before the unit is reported finished). The node
+//! `<unitdir>/waitstatus` (the number and a newline, in one `write`; a record without
+//! its newline does not count), then exits. The file is not fsynced: it only has to
+//! outlive the node process (a crash or restart of the node, not of the machine), and
+//! the node makes the unit's end durable itself (results and final status are fsynced
+//! before the unit is reported finished). The node
 //! waits for the supervisor: directly while it is its child, through a pidfd after a
 //! restart. The supervisor's pid is also the process group id, so a cancel kills the whole
 //! group (the command and anything it forked) with one `kill(-pgid, SIGKILL)`.
@@ -29,7 +30,6 @@ use std::path::Path;
 
 /// Name of the file the supervisor writes the command's wait status to.
 pub const WAIT_STATUS_FILE: &str = "waitstatus";
-const WAIT_STATUS_TEMP: &str = "waitstatus.tmp";
 
 /// A started command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +130,6 @@ pub fn wait_child(pid: libc::pid_t) -> io::Result<i32> {
 struct Prepared {
     program: CString,
     argv: Vec<CString>,
-    status_temp: CString,
     status_file: CString,
     unit_dir: CString,
     max_fd: libc::c_int,
@@ -211,7 +210,6 @@ pub fn start(
             .iter()
             .map(|a| cstring(a.as_bytes()))
             .collect::<io::Result<_>>()?,
-        status_temp: cstring(unit_dir.join(WAIT_STATUS_TEMP).as_os_str().as_bytes())?,
         status_file: cstring(unit_dir.join(WAIT_STATUS_FILE).as_os_str().as_bytes())?,
         unit_dir: cstring(unit_dir.as_os_str().as_bytes())?,
         max_fd: max_fd(),
@@ -272,8 +270,8 @@ fn max_fd() -> libc::c_int {
 /// Must be called only in a freshly forked child, with `argv` a NULL-terminated array of
 /// pointers into `prepared`.
 unsafe fn supervise(prepared: &Prepared, argv: &[*const libc::c_char], fds: [RawFd; 4]) -> ! {
-    // SAFETY (whole function): only async-signal-safe system calls on memory prepared
-    // before the fork; the process ends with _exit and never returns to Rust code.
+    // SAFETY: only async-signal-safe system calls on memory prepared before the fork (the
+    // caller's contract); the process ends with _exit and never returns to Rust code.
     unsafe {
         libc::setsid();
         // Move the four descriptors we need to 0..=3 (stdin, stdout, pid pipe, error
@@ -377,7 +375,7 @@ unsafe fn write_status(prepared: &Prepared, status: libc::c_int) {
     // SAFETY: NUL-terminated paths prepared before the fork; raw calls only.
     unsafe {
         let fd = libc::open(
-            prepared.status_temp.as_ptr(),
+            prepared.status_file.as_ptr(),
             libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
             0o600,
         );
@@ -386,7 +384,6 @@ unsafe fn write_status(prepared: &Prepared, status: libc::c_int) {
         }
         write_all(fd, &text[..len]);
         libc::close(fd);
-        libc::rename(prepared.status_temp.as_ptr(), prepared.status_file.as_ptr());
     }
 }
 
@@ -447,10 +444,12 @@ unsafe fn reset_signals() {
     }
 }
 
-/// The wait status the supervisor recorded in `unit_dir`, if it finished.
+/// The wait status the supervisor recorded in `unit_dir`, if it finished. Only a
+/// complete record counts: the number and its newline (the supervisor writes it with
+/// one `write`, and may have been killed before it).
 pub fn read_wait_status(unit_dir: &Path) -> Option<i32> {
     let text = std::fs::read_to_string(unit_dir.join(WAIT_STATUS_FILE)).ok()?;
-    text.trim().parse().ok()
+    text.strip_suffix('\n')?.parse().ok()
 }
 
 /// A wait status as Go's `ProcessState.String()` prints it, and whether it is a success.

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
 
 use crate::config::CommandConfig;
-use receptor_plugin_sdk::WorkState as State;
+use receptor_plugin_sdk::UnitState as State;
 
 use crate::runner::{CommandWork, Report as Progress, Reporter, RunningCommand};
 

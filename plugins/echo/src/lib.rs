@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use receptor_plugin_sdk::{
-    export_plugin, Plugin, PluginError, Progress, Section, StartRequest, Unit, WorkState, WorkType,
-    WorkTypeInfo,
+    export_plugin, Plugin, PluginError, Progress, Section, StartRequest, UnitState, WorkHandle,
+    WorkType, WorkTypeInfo,
 };
 
 /// Copy buffer size.
@@ -39,7 +39,7 @@ struct EchoUnit {
     cancel: Arc<AtomicBool>,
 }
 
-impl Unit for EchoUnit {
+impl WorkHandle for EchoUnit {
     fn cancel(&self) -> Result<(), PluginError> {
         self.cancel.store(true, Ordering::Relaxed);
         Ok(())
@@ -55,17 +55,17 @@ impl WorkType for Echo {
         &self,
         request: StartRequest,
         progress: Progress,
-    ) -> Result<Box<dyn Unit>, PluginError> {
+    ) -> Result<Box<dyn WorkHandle>, PluginError> {
         let cancel = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&cancel);
-        progress.report(WorkState::Running, "Running", None);
+        progress.report(UnitState::Running, "Running", None);
         std::thread::Builder::new()
             .name(format!("echo {}", request.unit_id))
             .spawn(move || {
                 let (state, detail) = match copy(request, &flag) {
-                    Ok(true) => (WorkState::Canceled, "Canceled".to_owned()),
-                    Ok(false) => (WorkState::Succeeded, "exit status 0".to_owned()),
-                    Err(e) => (WorkState::Failed, format!("echo failed: {e}")),
+                    Ok(true) => (UnitState::Canceled, "Canceled".to_owned()),
+                    Ok(false) => (UnitState::Succeeded, "exit status 0".to_owned()),
+                    Err(e) => (UnitState::Failed, format!("echo failed: {e}")),
                 };
                 progress.report(state, &detail, None);
             })?;

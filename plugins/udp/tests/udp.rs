@@ -2,23 +2,23 @@
 //! end of a session, redial, stop, config errors, and the bytes the reference Go
 //! receptor 1.6.9 exchanges with it.
 
-#[path = "../../test_support.rs"]
-mod support;
-
 use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use receptor_core::mesh::Framing;
 use receptor_core::plugin_host::{BackendConnection, BackendInstance, PluginHost};
-use serde_json::json;
-use support::{
+use receptor_tests::plugin_host::{
     assert_route_from, free_udp_port, is_route_from, next_conn, recv_msg, send_msg, socket_type,
     GoNode, WAIT,
 };
+use serde_json::json;
 
 fn udp_host() -> PluginHost {
-    support::host(&[support::cdylib("receptor-plugin-udp", "receptor_udp")])
+    receptor_tests::plugin_host::host(&[receptor_tests::plugin_host::cdylib(
+        "receptor-plugin-udp",
+        "receptor_udp",
+    )])
 }
 
 fn listener(host: &PluginHost, port: u16) -> BackendInstance {

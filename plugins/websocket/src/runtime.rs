@@ -2,8 +2,9 @@
 //!
 //! A plugin never runs on the host's runtime: a `cdylib` carries its own copy of tokio,
 //! whose thread-locals the host's runtime does not set. Every instance of this plugin
-//! shares one multi-threaded runtime, started on first use and kept for the life of the
-//! process (plugins are never unloaded). Sessions run on it after their instance stops.
+//! shares one multi-threaded runtime, started on first use and kept as long as the
+//! library is loaded (a plugin that started a backend is never unloaded). Sessions run on
+//! it after their instance stops.
 
 use std::sync::OnceLock;
 

@@ -2,9 +2,6 @@
 //! fragmented messages, pings, refusals that leave other sessions alone, wss with a
 //! private CA, redial, and the bytes the reference Go receptor 1.6.9 exchanges with it.
 
-#[path = "../../test_support.rs"]
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -12,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use receptor_core::mesh::Framing;
 use receptor_core::plugin_host::{BackendConnection, BackendInstance, PluginHost};
-use serde_json::{json, Value};
-use support::{
+use receptor_tests::plugin_host::{
     assert_route_from, free_tcp_port, is_route_from, next_conn, recv_msg, send_msg, socket_type,
     wait_tcp, GoNode, WAIT,
 };
+use serde_json::{json, Value};
 
 fn ws_host() -> PluginHost {
-    support::host(&[support::cdylib(
+    receptor_tests::plugin_host::host(&[receptor_tests::plugin_host::cdylib(
         "receptor-plugin-websocket",
         "receptor_websocket",
     )])

@@ -20,7 +20,7 @@ use receptor_proto::data::{DataHeader, ServiceName, UnreachableMessage};
 use receptor_proto::frame::encode_frame;
 use receptor_proto::hash::node_hash;
 use receptor_proto::message::REJECT_MESSAGE;
-use receptor_proto::node::{Node, NodeConfig, SessionConfig};
+use receptor_proto::node::{NodeConfig, NodeState, SessionConfig};
 use receptor_proto::svcad::{ServiceAdvertisement, SvcadMessage, WorkCommand};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -63,9 +63,9 @@ fn mesh_exchange() -> (Vec<u8>, Vec<Vec<u8>>) {
         node_id: id.to_owned(),
         max_idle: Duration::from_secs(21),
     };
-    let mut a = Node::new(config("fuzz"), start, wall, 7);
-    let mut b = Node::new(config("peer"), start, wall, 8);
-    let mut far = Node::new(config("far"), start, wall, 9);
+    let mut a = NodeState::new(config("fuzz"), start, wall, 7);
+    let mut b = NodeState::new(config("peer"), start, wall, 8);
+    let mut far = NodeState::new(config("far"), start, wall, 9);
     let sa = a.open_session(start, SessionConfig::default());
     let sb = b.open_session(start, SessionConfig::default());
     let sb_far = b.open_session(start, SessionConfig::default());

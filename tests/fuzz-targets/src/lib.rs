@@ -25,7 +25,7 @@ use receptor_plugin_sdk::config::Section;
 use receptor_proto::data::{DataHeader, UnreachableMessage};
 use receptor_proto::frame::{FrameDecoder, FrameError, FRAME_HEADER_LEN, MAX_FRAME_LEN};
 use receptor_proto::message::Message;
-use receptor_proto::node::{Node, NodeConfig, NodeStatus, SessionConfig};
+use receptor_proto::node::{NodeConfig, NodeState, NodeStatus, SessionConfig};
 use receptor_proto::svcad::SvcadMessage;
 use receptor_proto::update::RoutingUpdate;
 
@@ -120,7 +120,7 @@ pub fn mesh_node(data: &[u8]) {
 pub fn mesh_node_status(data: &[u8]) -> NodeStatus {
     let start = Instant::now();
     let wall = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
-    let mut node = Node::new(
+    let mut node = NodeState::new(
         NodeConfig {
             node_id: "fuzz".to_owned(),
             max_idle: Duration::from_secs(21),

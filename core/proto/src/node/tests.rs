@@ -15,8 +15,8 @@ fn wall() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_795_000_000)
 }
 
-fn node(id: &str, now: Instant, seed: u64) -> Node {
-    Node::new(
+fn node(id: &str, now: Instant, seed: u64) -> NodeState {
+    NodeState::new(
         NodeConfig {
             node_id: id.to_owned(),
             max_idle: MIN_MAX_IDLE,
@@ -34,11 +34,11 @@ fn cost(c: f64) -> SessionConfig {
     }
 }
 
-fn drain(n: &mut Node) -> Vec<Transmit> {
+fn drain(n: &mut NodeState) -> Vec<Transmit> {
     std::iter::from_fn(|| n.poll_transmit()).collect()
 }
 
-fn events(n: &mut Node) -> Vec<Event> {
+fn events(n: &mut NodeState) -> Vec<Event> {
     std::iter::from_fn(|| n.poll_event()).collect()
 }
 
@@ -64,7 +64,7 @@ fn route_msg(node: &str, fwd: &str, epoch: u64, seq: u64, conns: &[(&str, f64)])
 
 /// Two nodes wired back to back; returns their session ids after delivering
 /// everything until quiet at `now`.
-fn pump(a: &mut Node, sa: SessionId, b: &mut Node, sb: SessionId, now: Instant) {
+fn pump(a: &mut NodeState, sa: SessionId, b: &mut NodeState, sb: SessionId, now: Instant) {
     loop {
         let ta = drain(a);
         let tb = drain(b);
@@ -84,7 +84,7 @@ fn pump(a: &mut Node, sa: SessionId, b: &mut Node, sb: SessionId, now: Instant) 
     }
 }
 
-fn connect_pair(ca: f64, cb: f64) -> (Node, SessionId, Node, SessionId, Instant) {
+fn connect_pair(ca: f64, cb: f64) -> (NodeState, SessionId, NodeState, SessionId, Instant) {
     let now = t0();
     let mut a = node("a", now, 1);
     let mut b = node("b", now, 2);
@@ -94,7 +94,14 @@ fn connect_pair(ca: f64, cb: f64) -> (Node, SessionId, Node, SessionId, Instant)
     (a, sa, b, sb, now)
 }
 
-fn run_until(a: &mut Node, sa: SessionId, b: &mut Node, sb: SessionId, from: Instant, to: Instant) {
+fn run_until(
+    a: &mut NodeState,
+    sa: SessionId,
+    b: &mut NodeState,
+    sb: SessionId,
+    from: Instant,
+    to: Instant,
+) {
     let mut now = from;
     while now <= to {
         a.handle_timeout(now);
@@ -171,7 +178,7 @@ fn initial_connect_gives_up_after_eleven_messages() {
     assert!(drain(&mut a).is_empty());
 }
 
-fn rejected_with(n: &mut Node, s: SessionId) -> RejectReason {
+fn rejected_with(n: &mut NodeState, s: SessionId) -> RejectReason {
     let tx = drain(n);
     assert!(
         tx.iter()
@@ -389,7 +396,7 @@ fn activity_keeps_sessions_alive() {
 }
 
 /// a has neighbours b and c; returns (a, sb, sc).
-fn hub() -> (Node, SessionId, SessionId, Instant) {
+fn hub() -> (NodeState, SessionId, SessionId, Instant) {
     let now = t0();
     let mut a = node("a", now, 1);
     let sb = a.open_session(now, cost(1.0));

@@ -6,11 +6,13 @@
 //! is in the local `stdout`, and carries cancel and release to the remote node,
 //! retrying while it cannot be reached. It is the only writer of its unit's status.
 //!
-//! Everything a driver does is an event in one `select!` loop, so a cancel or release
-//! is answered while the unit is being followed:
+//! A driver is in one [`Phase`]: `Idle`, `Starting` or `Following`, each holding what
+//! only it needs. Everything a driver does is an event in one `select!` loop, so a
+//! cancel or release is answered while the unit is being followed:
 //!
-//! * an *exchange* is one request on its own connection (submit, cancel or release);
-//!   at most one is in flight, and commands wait while one is;
+//! * an *exchange* is one request on its own connection (submit, cancel or release, or
+//!   the look at a remote unit that an interrupted submit left); at most one is in
+//!   flight, and commands wait while one is;
 //! * the *results stream* is one `work results <id> <offset>` request, half-closed at
 //!   once: the remote node streams until the unit is complete and then closes, so
 //!   results arrive as they are produced and the end is seen at once;
@@ -326,6 +328,91 @@ enum Flow {
     Released,
 }
 
+/// Where a driver is in its unit's life; each phase holds what only it needs. Cancel and
+/// release (the pending [`PendingOp`] and the one exchange in flight) are orthogonal to
+/// the phase: they can happen in any of them.
+enum Phase {
+    /// Nothing to start or follow (the unit is final, or cannot be started): the driver
+    /// only answers commands and carries out a pending cancel or release.
+    Idle,
+    /// Not started on the remote node yet: submitting, retrying with back-off.
+    Starting(Starting),
+    /// Started there: following its results and state until both are complete here.
+    Following(Box<Following>),
+}
+
+/// A unit being submitted to the remote node.
+struct Starting {
+    /// The submitting client, waiting for the outcome of the first attempt.
+    first: Option<oneshot::Sender<StartOutcome>>,
+    /// When to try again; `None` while an attempt is in flight.
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+    /// When the `ttl` runs out.
+    expires_at: Option<Instant>,
+    /// An earlier start attempt (maybe before a restart) may have created the remote
+    /// unit: a remote unit with this id is ours, to adopt or to clear.
+    reclaim: bool,
+}
+
+impl Starting {
+    fn report_first(&mut self, outcome: StartOutcome) {
+        if let Some(first) = self.first.take() {
+            let _ = first.send(outcome);
+        }
+    }
+}
+
+/// The results stream of a followed unit.
+enum Stream {
+    /// Not open; to be opened at the given time (`None`: not now).
+    Closed(Option<Instant>),
+    /// Streaming; the token asks it to stop.
+    Open(BoxFuture<ResultsEnd>, CancellationToken),
+    /// Asked to stop because every result is here: the unit finishes when it has.
+    Finishing(BoxFuture<ResultsEnd>),
+}
+
+impl Stream {
+    fn future(&mut self) -> Option<&mut BoxFuture<ResultsEnd>> {
+        match self {
+            Stream::Closed(_) => None,
+            Stream::Open(f, _) | Stream::Finishing(f) => Some(f),
+        }
+    }
+
+    fn due(&self) -> Option<Instant> {
+        match self {
+            Stream::Closed(at) => *at,
+            Stream::Open(..) | Stream::Finishing(_) => None,
+        }
+    }
+}
+
+/// A unit started on the remote node, being followed.
+struct Following {
+    results: Stream,
+    results_backoff: Backoff,
+    /// The status query in flight.
+    poll: Option<BoxFuture<PollResult>>,
+    /// A poll was due while one was in flight: its answer may predate what made the new
+    /// one due (the end of the results), so poll again as soon as it is back.
+    poll_again: bool,
+    /// The kept connection of the status polls.
+    status_conn: Option<ControlClient>,
+    poll_at: Option<Instant>,
+    poll_interval: Duration,
+    poll_backoff: Backoff,
+    /// The remote status last seen.
+    remote: Option<RemoteStatus>,
+}
+
+impl Following {
+    fn finishing(&self) -> bool {
+        matches!(self.results, Stream::Finishing(_))
+    }
+}
+
 struct Driver {
     shared: Arc<Shared>,
     unit: Arc<Unit>,
@@ -336,41 +423,14 @@ struct Driver {
     generation: u64,
     /// Bytes in (or on their way into) the local results file.
     local_size: Arc<AtomicU64>,
-
-    // Starting.
-    starting: bool,
-    first: Option<oneshot::Sender<StartOutcome>>,
-    start_at: Option<Instant>,
-    start_backoff: Backoff,
-    expires_at: Option<Instant>,
-    /// An earlier start attempt (maybe before a restart) may have created the remote
-    /// unit: a remote unit with this id is ours, to adopt or to clear.
-    reclaim: bool,
-
-    // The one exchange in flight.
+    phase: Phase,
+    // The one exchange in flight, and the cancel or release waiting for its turn.
     exchange: Option<BoxFuture<Exchange>>,
     op: Option<PendingOp>,
-
-    // Following.
-    following: bool,
-    finishing: bool,
-    results: Option<BoxFuture<ResultsEnd>>,
-    results_stop: CancellationToken,
-    results_at: Option<Instant>,
-    results_backoff: Backoff,
-    poll: Option<BoxFuture<PollResult>>,
-    /// A poll was due while one was in flight: its answer may predate what made the new
-    /// one due (the end of the results), so poll again as soon as it is back.
-    poll_again: bool,
-    status_conn: Option<ControlClient>,
-    poll_at: Option<Instant>,
-    poll_interval: Duration,
-    poll_backoff: Backoff,
-    remote: Option<RemoteStatus>,
 }
 
 /// Resolves with `future`'s output, or never if there is none.
-async fn maybe<T>(future: &mut Option<BoxFuture<T>>) -> T {
+async fn maybe<T>(future: Option<&mut BoxFuture<T>>) -> T {
     match future {
         Some(f) => f.await,
         None => std::future::pending().await,
@@ -399,7 +459,6 @@ impl Driver {
         commands: mpsc::Receiver<Command>,
         generation: u64,
     ) -> Driver {
-        let o = shared.options.clone();
         let size = std::fs::metadata(unit.stdout_path()).map_or(0, |m| m.len());
         let extra = RemoteExtraData::from_value(unit.status().extra.as_ref()).unwrap_or_default();
         Driver {
@@ -411,28 +470,17 @@ impl Driver {
             commands_open: true,
             generation,
             local_size: Arc::new(AtomicU64::new(size)),
-            starting: false,
-            first: None,
-            start_at: None,
-            start_backoff: Backoff::new(o.retry_initial, o.retry_max),
-            expires_at: None,
-            reclaim: false,
+            phase: Phase::Idle,
             exchange: None,
             op: None,
-            following: false,
-            finishing: false,
-            results: None,
-            results_stop: CancellationToken::new(),
-            results_at: None,
-            results_backoff: Backoff::new(o.retry_initial, o.retry_max),
-            poll: None,
-            poll_again: false,
-            status_conn: None,
-            poll_at: None,
-            poll_interval: o.poll_initial,
-            poll_backoff: Backoff::new(o.retry_initial, o.retry_max),
-            remote: None,
         }
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(
+            self.shared.options.retry_initial,
+            self.shared.options.retry_max,
+        )
     }
 
     async fn run(mut self, mode: Mode) {
@@ -454,13 +502,20 @@ impl Driver {
             }
             // Only timers that can act now (an exchange in flight defers the others).
             let free = self.exchange.is_none();
-            let timer = earliest(&[
-                self.start_at.filter(|_| free),
-                self.expires_at.filter(|_| self.starting),
-                self.op.as_ref().and_then(|op| op.retry_at).filter(|_| free),
-                self.results_at,
-                self.poll_at,
-            ]);
+            let op_retry = self.op.as_ref().and_then(|op| op.retry_at).filter(|_| free);
+            let (timer, results, poll) = match &mut self.phase {
+                Phase::Idle => (op_retry, None, None),
+                Phase::Starting(s) => (
+                    earliest(&[s.retry_at.filter(|_| free), s.expires_at, op_retry]),
+                    None,
+                    None,
+                ),
+                Phase::Following(f) => (
+                    earliest(&[f.results.due(), f.poll_at, op_retry]),
+                    f.results.future(),
+                    f.poll.as_mut(),
+                ),
+            };
             let flow = tokio::select! {
                 biased;
                 () = self.shared.shutdown.cancelled() => return self.retire(false),
@@ -474,17 +529,18 @@ impl Driver {
                         }
                     }
                 }
-                done = maybe(&mut self.exchange) => {
+                done = maybe(self.exchange.as_mut()) => {
                     self.exchange = None;
                     self.exchange_done(done).await
                 }
-                end = maybe(&mut self.results) => {
-                    self.results = None;
+                end = maybe(results) => {
                     self.results_done(end).await;
                     Flow::Continue
                 }
-                polled = maybe(&mut self.poll) => {
-                    self.poll = None;
+                polled = maybe(poll) => {
+                    if let Phase::Following(f) = &mut self.phase {
+                        f.poll = None;
+                    }
                     self.poll_done(polled).await;
                     Flow::Continue
                 }
@@ -501,11 +557,7 @@ impl Driver {
 
     /// Nothing to do but wait for commands.
     fn is_idle(&self) -> bool {
-        !self.starting
-            && self.first.is_none()
-            && self.exchange.is_none()
-            && self.op.is_none()
-            && !self.following
+        matches!(self.phase, Phase::Idle) && self.exchange.is_none() && self.op.is_none()
     }
 
     /// Takes a queued command, or leaves the table (under its lock, so no command can
@@ -550,8 +602,8 @@ impl Driver {
                 let _ = waiter.send(Err(answer.clone()));
             }
         }
-        if let Some(first) = self.first.take() {
-            let _ = first.send(StartOutcome::Failed(answer));
+        if let Phase::Starting(starting) = &mut self.phase {
+            starting.report_first(StartOutcome::Failed(answer));
         }
     }
 
@@ -587,19 +639,37 @@ impl Driver {
     // ---- starting ----
 
     fn begin_start(&mut self, first: Option<oneshot::Sender<StartOutcome>>) {
-        self.first = first;
-        self.starting = true;
-        self.expires_at = self.extra.expiration.map(|at| {
+        self.begin_start_with(first, false);
+    }
+
+    fn begin_start_with(&mut self, first: Option<oneshot::Sender<StartOutcome>>, reclaim: bool) {
+        let expires_at = self.extra.expiration.map(|at| {
             let left = at
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO);
             Instant::now() + left
         });
+        self.phase = Phase::Starting(Starting {
+            first,
+            retry_at: None,
+            backoff: self.backoff(),
+            expires_at,
+            reclaim,
+        });
         self.launch_start();
     }
 
+    fn starting(&mut self) -> Option<&mut Starting> {
+        match &mut self.phase {
+            Phase::Starting(s) => Some(s),
+            _ => None,
+        }
+    }
+
     fn launch_start(&mut self) {
-        self.start_at = None;
+        if let Some(s) = self.starting() {
+            s.retry_at = None;
+        }
         let shared = self.shared.clone();
         let extra = self.extra.clone();
         let id = self.id.clone();
@@ -609,14 +679,17 @@ impl Driver {
         }));
     }
 
-    fn report_first(&mut self, outcome: StartOutcome) {
-        if let Some(first) = self.first.take() {
-            let _ = first.send(outcome);
+    /// Leaves the starting phase; the submitting client, if it still waits, gets `outcome`.
+    fn end_start(&mut self, outcome: StartOutcome) {
+        if let Phase::Starting(mut s) = std::mem::replace(&mut self.phase, Phase::Idle) {
+            s.report_first(outcome);
         }
     }
 
     fn launch_reclaim(&mut self) {
-        self.start_at = None;
+        if let Some(s) = self.starting() {
+            s.retry_at = None;
+        }
         let shared = self.shared.clone();
         let extra = self.extra.clone();
         let id = self.id.clone();
@@ -626,13 +699,20 @@ impl Driver {
     }
 
     async fn started(&mut self, remote_id: String) {
-        self.starting = false;
-        self.reclaim = false;
         self.extra.remote_unit_id = remote_id;
         self.extra.remote_started = true;
         self.save_extra().await;
-        self.report_first(StartOutcome::Started);
+        self.end_start(StartOutcome::Started);
         self.begin_following();
+    }
+
+    /// Tries again after the back-off delay; the submitting client hears `Job Submitted`.
+    fn retry_later(&mut self, reclaim: bool) {
+        if let Some(s) = self.starting() {
+            s.reclaim |= reclaim;
+            s.report_first(StartOutcome::Pending);
+            s.retry_at = Some(Instant::now() + s.backoff.next_delay());
+        }
     }
 
     fn retry_start(&mut self, error: &str) {
@@ -641,9 +721,7 @@ impl Driver {
             "Starting the unit on {} was interrupted: {error}",
             self.extra.remote_node
         );
-        self.reclaim = true;
-        self.report_first(StartOutcome::Pending);
-        self.start_at = Some(Instant::now() + self.start_backoff.next_delay());
+        self.retry_later(true);
     }
 
     async fn reclaim_done(&mut self, result: Result<Reclaimed, StartFailure>) {
@@ -653,9 +731,7 @@ impl Driver {
                 let id = self.id.clone();
                 self.started(id).await;
             }
-            Ok(Reclaimed::Cleared) => {
-                self.start_at = Some(Instant::now() + self.start_backoff.next_delay());
-            }
+            Ok(Reclaimed::Cleared) => self.retry_later(true),
             Err(StartFailure::Connect(e)) => self.retry_start(&e.to_string()),
             Err(StartFailure::Interrupted(e) | StartFailure::Duplicate(e)) => self.retry_start(&e),
             Err(StartFailure::Failed(message)) => self.start_failed(message).await,
@@ -663,23 +739,25 @@ impl Driver {
     }
 
     async fn start_failed(&mut self, message: String) {
-        self.starting = false;
+        let Phase::Starting(mut s) = std::mem::replace(&mut self.phase, Phase::Idle) else {
+            return;
+        };
         self.set_state(
             UnitState::Failed,
             format!("Error starting worker: {message}"),
         )
         .await;
-        self.report_first(StartOutcome::Failed(message));
+        s.report_first(StartOutcome::Failed(message));
     }
 
     async fn start_done(&mut self, result: Result<String, StartFailure>) {
+        let reclaim = self.starting().is_some_and(|s| s.reclaim);
         match result {
             Ok(remote_id) => self.started(remote_id).await,
-            Err(StartFailure::Duplicate(_)) if self.reclaim => self.launch_reclaim(),
+            Err(StartFailure::Duplicate(_)) if reclaim => self.launch_reclaim(),
             Err(StartFailure::Interrupted(e)) => self.retry_start(&e),
             Err(StartFailure::Connect(e)) if e.is_tls() => {
-                self.starting = false;
-                self.report_first(StartOutcome::Pending);
+                self.end_start(StartOutcome::Pending);
                 self.set_state(
                     UnitState::Failed,
                     format!("TLS error connecting to remote service: {e}"),
@@ -692,8 +770,7 @@ impl Driver {
                     "Connection to {} failed with error: {e}",
                     self.extra.remote_node
                 );
-                self.report_first(StartOutcome::Pending);
-                self.start_at = Some(Instant::now() + self.start_backoff.next_delay());
+                self.retry_later(false);
             }
             Err(StartFailure::Failed(message) | StartFailure::Duplicate(message)) => {
                 self.start_failed(message).await;
@@ -702,24 +779,21 @@ impl Driver {
     }
 
     async fn expire(&mut self) {
-        self.starting = false;
-        self.start_at = None;
-        self.expires_at = None;
+        let Phase::Starting(mut s) = std::mem::replace(&mut self.phase, Phase::Idle) else {
+            return;
+        };
         // The start attempt in flight (the only exchange of a unit not started) is
         // abandoned, as Go cancels its context.
         self.exchange = None;
         let stamp = self.extra.expiration.map(expiry_stamp).unwrap_or_default();
         let detail = format!("Work unit expired on {stamp}");
         self.set_state(UnitState::Failed, detail.clone()).await;
-        self.report_first(StartOutcome::Failed(detail));
+        s.report_first(StartOutcome::Failed(detail));
     }
 
     /// Stops trying to start the unit (cancel or release before it started).
     fn stop_starting(&mut self) {
-        self.starting = false;
-        self.start_at = None;
-        self.expires_at = None;
-        self.report_first(StartOutcome::Pending);
+        self.end_start(StartOutcome::Pending);
     }
 
     // ---- resuming ----
@@ -752,8 +826,7 @@ impl Driver {
             }
             // The payload was accepted and is on disk: start the unit now. An attempt
             // before the restart may have created it on the remote node already.
-            self.reclaim = true;
-            self.begin_start(None);
+            self.begin_start_with(None, true);
             return;
         }
         if self.extra.local_released {
@@ -891,8 +964,8 @@ impl Driver {
         match (kind, result) {
             (OpKind::Cancel, Ok(())) => {
                 answer(waiters, Ok(self.answer_id("cancelled")));
-                if self.following {
-                    self.poll_at = Some(Instant::now());
+                if let Some(f) = self.following() {
+                    f.poll_at = Some(Instant::now());
                 }
                 Flow::Continue
             }
@@ -963,50 +1036,72 @@ impl Driver {
     async fn timers(&mut self) {
         let now = Instant::now();
         let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
-        if self.starting && due(self.expires_at) && !self.extra.remote_started {
+        let expired = match &self.phase {
+            Phase::Starting(s) => due(s.expires_at) && !self.extra.remote_started,
+            _ => false,
+        };
+        if expired {
             self.expire().await;
         }
         if self.exchange.is_none() && due(self.op.as_ref().and_then(|op| op.retry_at)) {
             self.launch_op();
         }
-        if self.exchange.is_none() && self.starting && due(self.start_at) {
+        let (start, results, poll) = match &self.phase {
+            Phase::Starting(s) => (due(s.retry_at), false, false),
+            Phase::Following(f) => (false, due(f.results.due()), due(f.poll_at)),
+            Phase::Idle => (false, false, false),
+        };
+        if self.exchange.is_none() && start {
             self.launch_start();
         }
-        if self.following && due(self.results_at) {
+        if results {
             self.launch_results();
         }
-        if self.following && due(self.poll_at) {
+        if poll {
             self.launch_poll();
         }
     }
 
     // ---- following ----
 
+    fn following(&mut self) -> Option<&mut Following> {
+        match &mut self.phase {
+            Phase::Following(f) => Some(f.as_mut()),
+            _ => None,
+        }
+    }
+
     fn begin_following(&mut self) {
-        if self.following {
+        if matches!(self.phase, Phase::Following(_)) {
             return;
         }
-        self.following = true;
-        self.finishing = false;
         let size = std::fs::metadata(self.unit.stdout_path()).map_or(0, |m| m.len());
         self.local_size.store(size, Ordering::Relaxed);
-        self.results_backoff.reset();
-        self.poll_backoff.reset();
-        self.poll_interval = self.shared.options.poll_initial;
-        self.results_at = Some(Instant::now());
-        self.poll_at = Some(Instant::now());
+        let now = Instant::now();
+        self.phase = Phase::Following(Box::new(Following {
+            results: Stream::Closed(Some(now)),
+            results_backoff: self.backoff(),
+            poll: None,
+            poll_again: false,
+            status_conn: None,
+            poll_at: Some(now),
+            poll_interval: self.shared.options.poll_initial,
+            poll_backoff: self.backoff(),
+            remote: None,
+        }));
     }
 
     fn stop_following(&mut self) {
-        self.following = false;
-        self.finishing = false;
-        self.results = None;
-        self.results_stop.cancel();
-        self.results_at = None;
-        self.poll = None;
-        self.poll_again = false;
-        self.poll_at = None;
-        if let Some(session) = self.status_conn.take() {
+        if !matches!(self.phase, Phase::Following(_)) {
+            return;
+        }
+        let Phase::Following(f) = std::mem::replace(&mut self.phase, Phase::Idle) else {
+            return;
+        };
+        if let Stream::Open(_, stop) = &f.results {
+            stop.cancel();
+        }
+        if let Some(session) = f.status_conn {
             // Between two commands: the next unit followed on that node can poll on it.
             self.shared
                 .sessions
@@ -1015,93 +1110,92 @@ impl Driver {
     }
 
     fn launch_results(&mut self) {
-        self.results_at = None;
-        if self.results.is_some() {
-            return;
-        }
-        self.results_stop = CancellationToken::new();
-        let stop = self.results_stop.clone();
         let shared = self.shared.clone();
         let extra = self.extra.clone();
         let path = self.unit.stdout_path();
         let local_size = self.local_size.clone();
-        self.results = Some(Box::pin(async move {
-            results_stream(&shared, &extra, path, local_size, stop).await
-        }));
+        let Some(f) = self.following() else { return };
+        if !matches!(f.results, Stream::Closed(_)) {
+            return;
+        }
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        f.results = Stream::Open(
+            Box::pin(async move { results_stream(&shared, &extra, path, local_size, token).await }),
+            stop,
+        );
     }
 
     fn launch_poll(&mut self) {
-        self.poll_at = None;
-        if self.poll.is_some() {
-            self.poll_again = true;
-            return;
-        }
         let shared = self.shared.clone();
         let extra = self.extra.clone();
-        let conn = self.status_conn.take();
-        self.poll = Some(Box::pin(
+        let Some(f) = self.following() else { return };
+        f.poll_at = None;
+        if f.poll.is_some() {
+            f.poll_again = true;
+            return;
+        }
+        let conn = f.status_conn.take();
+        f.poll = Some(Box::pin(
             async move { poll_status(&shared, &extra, conn).await },
         ));
     }
 
     async fn results_done(&mut self, end: ResultsEnd) {
-        if !self.following {
-            return;
-        }
+        let Some(f) = self.following() else { return };
+        let finishing = f.finishing();
+        f.results = Stream::Closed(None);
         match end {
             ResultsEnd::Complete => {
-                self.results_backoff.reset();
-                if self.finishing {
+                f.results_backoff.reset();
+                if finishing {
                     return self.finish().await;
                 }
                 // The remote unit is complete: its final status settles it.
-                self.poll_at = Some(Instant::now());
+                f.poll_at = Some(Instant::now());
             }
             ResultsEnd::Stopped => {
-                if self.finishing {
+                if finishing {
                     self.finish().await;
                 }
             }
             ResultsEnd::Refused(reply) => {
+                f.results = Stream::Closed(Some(Instant::now() + f.results_backoff.next_delay()));
+                f.poll_at = Some(Instant::now());
                 tracing::warn!(
                     unit = %self.id,
                     "Remote node {} did not stream results: {}",
                     self.extra.remote_node,
                     reply.trim_end()
                 );
-                self.results_at = Some(Instant::now() + self.results_backoff.next_delay());
-                self.poll_at = Some(Instant::now());
             }
             ResultsEnd::Failed(e) => {
-                tracing::debug!(unit = %self.id, "results stream from {}: {e}", self.extra.remote_node);
-                if self.finishing {
+                if finishing {
                     return self.finish().await;
                 }
-                self.results_at = Some(Instant::now() + self.results_backoff.next_delay());
+                f.results = Stream::Closed(Some(Instant::now() + f.results_backoff.next_delay()));
+                tracing::debug!(unit = %self.id, "results stream from {}: {e}", self.extra.remote_node);
             }
         }
     }
 
     async fn poll_done(&mut self, (conn, reply): PollResult) {
-        if !self.following {
-            return;
-        }
-        self.status_conn = conn;
+        let poll_initial = self.shared.options.poll_initial;
+        let poll_max = self.shared.options.poll_max;
+        let Some(f) = self.following() else { return };
+        f.status_conn = conn;
         let now = Instant::now();
-        let again = std::mem::take(&mut self.poll_again);
+        let again = std::mem::take(&mut f.poll_again);
         match reply {
             Ok(StatusReply::Status(status)) => {
-                self.poll_backoff.reset();
-                let changed = self.remote.as_ref() != Some(&status);
-                if changed {
-                    self.poll_interval = self.shared.options.poll_initial;
+                f.poll_backoff.reset();
+                let changed = f.remote.as_ref() != Some(&status);
+                f.poll_interval = if changed {
+                    poll_initial
                 } else {
-                    self.poll_interval = self
-                        .poll_interval
-                        .mul_f64(1.5)
-                        .min(self.shared.options.poll_max);
-                }
-                self.remote = Some(status.clone());
+                    f.poll_interval.mul_f64(1.5).min(poll_max)
+                };
+                f.remote = Some(status.clone());
                 if is_final_code(status.state) {
                     self.check_complete().await;
                 } else if changed {
@@ -1114,13 +1208,15 @@ impl Driver {
                         self.set_state(state, status.detail.clone()).await;
                     }
                 }
-                if self.following && !self.finishing {
-                    let wait = if again {
-                        Duration::ZERO
-                    } else {
-                        self.poll_interval
-                    };
-                    self.poll_at = Some(now + wait);
+                if let Some(f) = self.following() {
+                    if !f.finishing() {
+                        let wait = if again {
+                            Duration::ZERO
+                        } else {
+                            f.poll_interval
+                        };
+                        f.poll_at = Some(now + wait);
+                    }
                 }
             }
             Ok(StatusReply::Gone) => {
@@ -1130,8 +1226,8 @@ impl Driver {
                     .await;
             }
             Ok(StatusReply::Error(e)) | Err(e) => {
+                f.poll_at = Some(now + f.poll_backoff.next_delay());
                 tracing::debug!(unit = %self.id, "status of the remote unit: {e}");
-                self.poll_at = Some(now + self.poll_backoff.next_delay());
             }
         }
     }
@@ -1139,28 +1235,32 @@ impl Driver {
     /// Finishes the unit if the remote unit is final and all its results are here;
     /// otherwise makes sure the results keep coming.
     async fn check_complete(&mut self) {
-        let Some(remote) = &self.remote else { return };
+        let local_size = self.local_size.load(Ordering::Relaxed);
+        let Some(f) = self.following() else { return };
+        let Some(remote) = &f.remote else { return };
         if !is_final_code(remote.state) {
             return;
         }
         let remote_size = u64::try_from(remote.stdout_size).unwrap_or(0);
-        if self.local_size.load(Ordering::Relaxed) >= remote_size {
-            if self.results.is_some() {
-                // Let the stream flush what it has, then finish.
-                self.finishing = true;
-                self.results_stop.cancel();
-                self.poll_at = None;
-            } else {
-                self.finish().await;
+        if local_size >= remote_size {
+            match std::mem::replace(&mut f.results, Stream::Closed(None)) {
+                Stream::Open(future, stop) => {
+                    // Let the stream flush what it has, then finish.
+                    stop.cancel();
+                    f.results = Stream::Finishing(future);
+                    f.poll_at = None;
+                }
+                Stream::Finishing(future) => f.results = Stream::Finishing(future),
+                Stream::Closed(_) => self.finish().await,
             }
-        } else if self.results.is_none() && self.results_at.is_none() {
-            self.results_at = Some(Instant::now() + self.results_backoff.next_delay());
+        } else if let Stream::Closed(None) = f.results {
+            f.results = Stream::Closed(Some(Instant::now() + f.results_backoff.next_delay()));
         }
     }
 
     /// Records the end: results flushed to disk, then the remote's final state.
     async fn finish(&mut self) {
-        let Some(remote) = self.remote.clone() else {
+        let Some(remote) = self.following().and_then(|f| f.remote.clone()) else {
             return;
         };
         self.stop_following();

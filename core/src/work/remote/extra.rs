@@ -59,14 +59,24 @@ impl RemoteExtraData {
     }
 
     /// Reads the data back from `ExtraData`.
-    pub fn from_value(value: Option<&Value>) -> Result<RemoteExtraData, String> {
+    pub fn from_value(value: Option<&Value>) -> Result<RemoteExtraData, ExtraDataError> {
         match value {
-            Some(v @ Value::Object(_)) => {
-                serde_json::from_value(v.clone()).map_err(|e| format!("remote ExtraData: {e}"))
-            }
-            _ => Err("remote ExtraData missing".to_owned()),
+            Some(v @ Value::Object(_)) => serde_json::from_value(v.clone())
+                .map_err(|e| ExtraDataError::Invalid(e.to_string())),
+            _ => Err(ExtraDataError::Missing),
         }
     }
+}
+
+/// Why a remote unit's `ExtraData` cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtraDataError {
+    /// There is none, or it is not an object.
+    #[error("remote ExtraData missing")]
+    Missing,
+    /// It does not have the layout of remote work (the decoder's message).
+    #[error("remote ExtraData: {0}")]
+    Invalid(String),
 }
 
 /// `ExtraData` of a remote unit as replies show it: without the `secret_*` parameters
@@ -187,7 +197,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn go_layout_and_round_trip() -> Result<(), String> {
+    fn go_layout_and_round_trip() -> Result<(), Box<dyn std::error::Error>> {
         let mut extra = RemoteExtraData {
             remote_node: "bar".to_owned(),
             remote_work_type: "upper".to_owned(),

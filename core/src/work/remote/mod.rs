@@ -60,7 +60,7 @@ use super::request::{parse_go_duration, SubmitRequest};
 use super::signing::WorkSigner;
 use super::store::{Unit, Workceptor};
 use super::worktype::{
-    ReattachRequest, StartRequest, UnitState, WorkHandle, WorkProgress, WorkType,
+    ReattachRequest, StartRequest, UnitState, WorkHandle, WorkProgress, WorkType, WorkTypeError,
 };
 use crate::control::command::{ControlConn, Reply};
 use driver::{Command, Mode, Shared, StartOutcome};
@@ -148,16 +148,20 @@ impl WorkType for RemoteWorkType {
         &self,
         _request: StartRequest,
         _progress: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String> {
-        Err("remote units are started by remote work, not by the store".to_owned())
+    ) -> Result<Box<dyn WorkHandle>, WorkTypeError> {
+        Err(WorkTypeError::Unsupported(
+            "remote units are started by remote work, not by the store",
+        ))
     }
 
     fn reattach(
         &self,
         _request: ReattachRequest,
         _progress: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String> {
-        Err("remote units are resumed by remote work, not by the store".to_owned())
+    ) -> Result<Box<dyn WorkHandle>, WorkTypeError> {
+        Err(WorkTypeError::Unsupported(
+            "remote units are resumed by remote work, not by the store",
+        ))
     }
 
     /// Hides the `secret_*` parameters.
@@ -313,8 +317,10 @@ impl RemoteSubmitter for RemoteWork {
                 .await;
             return Err(message);
         }
+        // The payload is on disk; once this is too, the unit is started even after a
+        // power loss.
         if let Err(e) = unit
-            .update(|s| s.set(UnitState::Pending, "Starting Worker"))
+            .update_durable(|s| s.set(UnitState::Pending, "Starting Worker"))
             .await
         {
             tracing::warn!(unit = %unit.id(), "cannot write status file: {e}");

@@ -41,7 +41,7 @@ fn progress(state: UnitState, detail: &str) -> WorkProgress {
 
 struct FlagHandle(Arc<AtomicBool>);
 impl WorkHandle for FlagHandle {
-    fn cancel(&self) -> Result<(), String> {
+    fn cancel(&self) -> Result<(), WorkTypeError> {
         self.0.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -79,7 +79,7 @@ impl WorkType for TestType {
         &self,
         mut req: StartRequest,
         tx: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String> {
+    ) -> Result<Box<dyn WorkHandle>, WorkTypeError> {
         let cancelled = Arc::new(AtomicBool::new(false));
         let flag = cancelled.clone();
         let name = self.name;
@@ -138,8 +138,10 @@ impl WorkType for TestType {
         &self,
         _req: ReattachRequest,
         _tx: watch::Sender<WorkProgress>,
-    ) -> Result<Box<dyn WorkHandle>, String> {
-        Err("test units cannot be re-attached".to_owned())
+    ) -> Result<Box<dyn WorkHandle>, WorkTypeError> {
+        Err(WorkTypeError::Refused(
+            "test units cannot be re-attached".to_owned(),
+        ))
     }
 }
 

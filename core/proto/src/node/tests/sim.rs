@@ -1,4 +1,4 @@
-//! A simulated mesh: a few hundred [`Node`]s on a random graph, connected by
+//! A simulated mesh: a few hundred [`NodeState`]s on a random graph, connected by
 //! in-order links with a few milliseconds of latency, driven by a simulated clock.
 //! Routes must converge to the true least-cost paths, survive link removals
 //! (including partitions), and sessions must stay up on periodic keepalives.
@@ -14,7 +14,7 @@ enum Delivery {
 }
 
 struct Sim {
-    nodes: Vec<Node>,
+    nodes: Vec<NodeState>,
     names: Vec<String>,
     index: HashMap<String, usize>,
     now: Instant,

@@ -1,7 +1,6 @@
-//! Helpers shared by the backend plugins' tests (included by each plugin's test binary):
-//! the built cdylib, ports, and the reference Go receptor 1.6.9 run on 127.0.0.1.
-
-#![allow(dead_code)]
+//! Helpers shared by the backend plugins' tests: the built cdylib loaded by the core's
+//! plugin host, ports, the descriptors it hands over, and the reference Go receptor 1.6.9
+//! run on 127.0.0.1.
 
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -15,7 +14,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// The library `lib<name>.so` of this build (`package` names the crate it comes from).
 pub fn cdylib(package: &str, name: &str) -> PathBuf {
-    receptor_tests::binaries::plugin_lib(name).unwrap_or_else(|e| panic!("{package}: {e:#}"))
+    crate::binaries::plugin_lib(name).unwrap_or_else(|e| panic!("{package}: {e:#}"))
 }
 
 /// Loads the given plugin files into a host.
@@ -29,12 +28,12 @@ pub fn host(paths: &[PathBuf]) -> PluginHost {
 
 /// A port on 127.0.0.1 no other test process uses (free for TCP and UDP).
 pub fn free_udp_port() -> u16 {
-    receptor_tests::ports::free_port().expect("a free port")
+    crate::ports::free_port().expect("a free port")
 }
 
 /// A port on 127.0.0.1 no other test process uses (free for TCP and UDP).
 pub fn free_tcp_port() -> u16 {
-    receptor_tests::ports::free_port().expect("a free port")
+    crate::ports::free_port().expect("a free port")
 }
 
 /// The next connection the instance hands over, within `within`.
@@ -45,9 +44,9 @@ pub async fn next_conn(instance: &mut BackendInstance, within: Duration) -> Back
         .expect("the connection stream is open")
 }
 
-/// The reference Go receptor 1.6.9 (see `receptor_tests::binaries::reference_receptor`).
+/// The reference Go receptor 1.6.9 (see `crate::binaries::reference_receptor`).
 pub fn reference_receptor() -> PathBuf {
-    receptor_tests::binaries::reference_receptor().expect("reference Go receptor")
+    crate::binaries::reference_receptor().expect("reference Go receptor")
 }
 
 /// A Go receptor process, killed when dropped.
