@@ -37,6 +37,7 @@ REQUIRED_MODULES = [
     "package",
     "metrics",
     "topology_graph",
+    "mesh_page",
     "unprovided_kinds",
     "command_service",
     "ip_router",

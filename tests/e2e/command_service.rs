@@ -239,7 +239,7 @@ print(json.dumps({"exit": os.waitstatus_to_exitcode(status), "output": out.decod
 "#;
 
 /// The real `receptorctl connect` on `node` to `target`'s `cmd`.
-fn receptorctl_connect(node: &Node, target: &str, word: &str) -> Result<()> {
+fn receptorctl_connect(node: &NodeProcess, target: &str, word: &str) -> Result<()> {
     let ctl = receptor_tests::binaries::receptorctl()?;
     let out = receptor_tests::receptorctl::run_python(
         RECEPTORCTL_PTY,

@@ -15,7 +15,7 @@ use anyhow::{ensure, Context, Result};
 use receptor_tests::receptorctl::run_python;
 use receptor_tests::wait::wait_until;
 use receptor_tests::Implementation::Rust;
-use receptor_tests::{free_port, Node, NodeConfig};
+use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::{json, Value};
 
 /// Scrapes `url` with prometheus_client's parser; prints every sample as
@@ -47,7 +47,7 @@ fn sample(samples: &Samples, key: &str) -> f64 {
 fn counters_move_with_traffic() -> Result<()> {
     let (port_b, metrics_port) = (free_port()?, free_port()?);
     let url = format!("http://127.0.0.1:{metrics_port}/metrics");
-    let b = Node::start(
+    let b = NodeProcess::start(
         Rust,
         NodeConfig::new("b")
             .tcp_listener(port_b)
@@ -57,8 +57,8 @@ fn counters_move_with_traffic() -> Result<()> {
                 json!({"address": format!("127.0.0.1:{metrics_port}")}),
             ),
     )?;
-    let a = Node::start(Rust, NodeConfig::new("a").tcp_peer(port_b))?;
-    let mut c = Node::start(Rust, NodeConfig::new("c").tcp_peer(port_b))?;
+    let a = NodeProcess::start(Rust, NodeConfig::new("a").tcp_peer(port_b))?;
+    let mut c = NodeProcess::start(Rust, NodeConfig::new("c").tcp_peer(port_b))?;
     b.wait_for_routes(&[("a", "a"), ("c", "c")])?;
     a.wait_for_routes(&[("b", "b"), ("c", "b")])?;
     c.wait_for_routes(&[("a", "b"), ("b", "b")])?;

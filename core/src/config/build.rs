@@ -104,6 +104,15 @@ pub(crate) fn build_config(items: &[RawItem]) -> Result<Config, ConfigError> {
                     tls: fields.opt_str("tls").filter(|t| !t.is_empty()),
                 })
             }
+            "mesh-page" => {
+                config.mesh_page = Some(MeshPageConfig {
+                    address: fields
+                        .opt_str("address")
+                        .filter(|a| !a.is_empty())
+                        .unwrap_or_else(|| MESH_PAGE_DEFAULT_ADDRESS.to_owned()),
+                    tls: fields.opt_str("tls").filter(|t| !t.is_empty()),
+                })
+            }
             "control-service" => config.control_services.push(control_service(&fields)?),
             "plugins" => config
                 .plugins
@@ -719,6 +728,9 @@ fn check_tls_references(config: &Config, items: &[RawItem]) -> Result<(), Config
     }
     if let Some(n) = config.metrics.as_ref().and_then(|m| m.tls.as_ref()) {
         refs.push(("metrics", 0, "tls", n, true));
+    }
+    if let Some(n) = config.mesh_page.as_ref().and_then(|m| m.tls.as_ref()) {
+        refs.push(("mesh-page", 0, "tls", n, true));
     }
     for (i, p) in config.tcp_servers.iter().enumerate() {
         if let Some(n) = &p.tls_server {
