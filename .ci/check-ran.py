@@ -35,12 +35,12 @@ REQUIRED_MODULES = [
     "quick_start",
     "logs_json",
     "package",
-    "metrics",
-    "topology_graph",
-    "mesh_page",
     "unprovided_kinds",
     "command_service",
     "ip_router",
+    "metrics",
+    "topology_graph",
+    "mesh_page",
 ]
 
 

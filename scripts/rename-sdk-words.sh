@@ -16,6 +16,7 @@ mapfile -t files < <(grep -rlE '\b(WorkState|Unit)\b' --include='*.rs' --include
 [[ ${#files[@]} -gt 0 ]] || exit 0
 
 perl -pi -e '
+  next if /^pub (type WorkState = UnitState|use self::WorkHandle as Unit);/;
   s/(?<![\w"])WorkState\b/UnitState/g;
   s/\bdyn Unit\b/dyn WorkHandle/g;
   s/\bimpl Unit for\b/impl WorkHandle for/g;
@@ -38,4 +39,12 @@ pub type WorkState = UnitState;
 pub use self::WorkHandle as Unit;
 RS
 fi
-perl -0pi -e 's/pub use work::\{([^}]*)\};/my $l=$1; $l.=", Unit" unless $l=~m{\bUnit\b}; $l.=", WorkState" unless $l=~m{\bWorkState\b}; "pub use work::{$l};"/e' plugin-sdk/src/lib.rs
+# The crate root re-exports both names: rebuild its `pub use work::{...}` list without
+# duplicates, with the aliases in it (the renames above also touch that list).
+perl -0pi -e '
+  s#pub use work::\{([^\}]*)\};#
+    my %seen; my @items = grep { length && !$seen{$_}++ } map { s/^\s+|\s+$//gr } split /,/, $1;
+    push @items, grep { !$seen{$_} } qw(Unit WorkState);
+    "pub use work::{" . join(", ", sort @items) . "};"
+  #e;
+' plugin-sdk/src/lib.rs

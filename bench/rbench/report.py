@@ -66,6 +66,7 @@ ROWS = [
         10.0),
     Row("units/s finished, cat 2 hops away, 8 submitters", "units_remote2_8", ("units_per_s",),
         True, 10.0),
+    Row("units stuck (never finished), 2 hops, sequential", "units_remote2", ("stuck",), False),
     Row("CPU per remote unit, 3 nodes (ms), 2 hops", "units_remote2", ("cpu_ms_per_unit",), False,
         1.0),
     Row("local results (MB/s)", "local_results", ("mb_per_s",), True),

@@ -7,6 +7,7 @@
 //! Tests that start our own `receptor` live in a `rust_nodes` module inside their scenario,
 //! e.g. `scripts/test.sh -E 'test(/rust_nodes/)'`.
 
+mod abuse_control;
 mod backends_common;
 mod backends_udp;
 mod backends_ws;

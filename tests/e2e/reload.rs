@@ -505,4 +505,34 @@ mod rust_nodes {
         );
         Ok(())
     }
+
+    /// A changed listener whose new port is taken: the old one has already stopped
+    /// when the new one fails, so the old one is started again and listens as before.
+    #[test]
+    fn failed_replacement_restarts_the_old_backend() -> Result<()> {
+        let port = free_port()?;
+        let taken = TcpListener::bind(("127.0.0.1", free_port()?))?;
+        let taken_port = taken.local_addr()?.port();
+        let mut solo = NodeProcess::start(Rust, NodeConfig::new("solo").tcp_listener(port))?;
+        solo.set_config(NodeConfig::new("solo").tcp_listener(taken_port))?;
+        let reply = reload_raw(&solo)?;
+        ensure!(
+            reply["Success"] == json!(false)
+                && reply["Error"].as_str().is_some_and(|e| {
+                    e.contains(&format!("cannot listen on 127.0.0.1:{taken_port}"))
+                        && e.ends_with("ERRORCODE 4")
+                }),
+            "reload onto a taken port: {reply}"
+        );
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .context("the old listener does not listen again")?;
+        let listening = format!("listening on 127.0.0.1:{port}");
+        let starts = solo.log().matches(&listening).count();
+        ensure!(
+            starts == 2,
+            "{listening:?} logged {starts} times, not at start and after the failed reload"
+        );
+        ensure!(solo.is_running(), "solo exited");
+        Ok(())
+    }
 }
