@@ -841,6 +841,32 @@ mod tests {
     }
 
     #[test]
+    fn mesh_page_defaults_to_loopback_and_checks_its_tls_server() {
+        let config = crate::config::load_str("- node:\n    id: x\n- mesh-page:\n", "t.yml")
+            .expect("mesh-page without fields");
+        let page = config.mesh_page.expect("mesh-page parsed");
+        assert_eq!(page.address, MESH_PAGE_DEFAULT_ADDRESS);
+        assert_eq!(page.tls, None);
+        let config = crate::config::load_str(
+            "- node:\n    id: x\n- mesh-page:\n    address: 127.0.0.1:9000\n",
+            "t.yml",
+        )
+        .expect("mesh-page with an address");
+        assert_eq!(
+            config.mesh_page.map(|p| p.address).as_deref(),
+            Some("127.0.0.1:9000")
+        );
+        let missing = crate::config::load_str(
+            "- node:\n    id: x\n- mesh-page:\n    tls: nosuch\n",
+            "t.yml",
+        );
+        assert!(
+            missing.is_err_and(|e| e.to_string().contains("nosuch")),
+            "an unknown tls-server is refused"
+        );
+    }
+
+    #[test]
     fn node_ids() {
         assert!(valid_node_id("a.b-c_d@e:f"));
         assert!(!valid_node_id("a/b"));
