@@ -5,7 +5,8 @@
 //! drawing shows the three nodes and the two links with their costs, and the unit table
 //! shows the unit. A screenshot is kept as `target/artifacts/mesh-page.png`. Then `c`
 //! stops, and the page (loaded again until a deadline) drops `c`'s link. The JSON paths
-//! and the read-only rules (GET only, 404 elsewhere) are checked over plain HTTP.
+//! and the read-only rules (GET only, 404 elsewhere) are checked over plain HTTP; a
+//! second node serves the page over HTTPS through a named `tls-server`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -175,5 +176,44 @@ fn page_draws_the_mesh_and_follows_it() -> Result<()> {
                 .then_some(()),
         )
     })?;
+    Ok(())
+}
+
+/// Fetches an HTTPS URL trusting only `ca`; prints the body.
+const FETCH_TLS: &str = r#"
+import ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+print(urllib.request.urlopen(sys.argv[1], timeout=10, context=ctx).read().decode())
+"#;
+
+#[test]
+fn page_over_tls_with_a_named_tls_server() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    crate::streams_tls::make_certs(dir.path(), &["p"])?;
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let page_port = free_port()?;
+    let _p = NodeProcess::start(
+        Rust,
+        NodeConfig::new("p")
+            .entry(
+                "tls-server",
+                json!({"name": "page", "cert": file("p.crt"), "key": file("p.key")}),
+            )
+            .entry(
+                "mesh-page",
+                json!({"address": format!("127.0.0.1:{page_port}"), "tls": "page"}),
+            ),
+    )?;
+    let url = format!("https://127.0.0.1:{page_port}/topology.json");
+    let out = receptor_tests::receptorctl::run_python(FETCH_TLS, &[&url, &file("ca.crt")])?.ok()?;
+    let topo: Value =
+        serde_json::from_str(out.stdout.trim()).with_context(|| format!("{:?}", out.stdout))?;
+    ensure!(topo["Node"] == "p", "{topo}");
+    // Plain HTTP on the TLS port gets no page.
+    ensure!(
+        http(page_port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .map_or(true, |(s, _)| !s.contains(" 200 ")),
+        "plain HTTP answered on the TLS port"
+    );
     Ok(())
 }
