@@ -40,6 +40,7 @@ REQUIRED_MODULES = [
     "ip_router",
     "metrics",
     "topology_graph",
+    "mesh_page",
 ]
 
 

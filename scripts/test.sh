@@ -40,6 +40,8 @@ command -v ssh-keygen >/dev/null || apt_install openssh-client || die "ssh-keyge
 # saying so, where these are missing.
 command -v ip >/dev/null || apt_install iproute2 || log "warning: no ip (iproute2): the ip-router tests will fail"
 command -v ping >/dev/null || apt_install iputils-ping || log "warning: no ping: the ip-router tests will fail"
+# The mesh page is checked in a real headless browser (Debian's chromium: a 2-3 min install).
+command -v chromium >/dev/null || apt_install chromium || log "warning: no chromium: the mesh_page test will fail"
 # The package test builds a .deb, checks its unit with systemd-analyze (which also wants the
 # unit's /bin/kill) and reads the man page; none of it needs systemd running as PID 1.
 command -v dpkg-deb >/dev/null || die "dpkg-deb not found (a Debian-based system is required)"

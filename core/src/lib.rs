@@ -23,6 +23,7 @@ pub mod daemon;
 pub mod fuzzing;
 pub mod logging;
 pub mod mesh;
+pub mod mesh_page;
 pub mod metrics;
 pub mod plugin_host;
 pub mod services;

@@ -18,6 +18,7 @@ mod harness;
 mod ip_router;
 mod logs_json;
 mod mesh_line;
+mod mesh_page;
 mod metrics;
 mod package;
 mod ping_traceroute;

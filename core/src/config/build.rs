@@ -104,6 +104,15 @@ pub(crate) fn build_config(items: &[RawItem]) -> Result<Config, ConfigError> {
                     tls: fields.opt_str("tls").filter(|t| !t.is_empty()),
                 })
             }
+            "mesh-page" => {
+                config.mesh_page = Some(MeshPageConfig {
+                    address: fields
+                        .opt_str("address")
+                        .filter(|a| !a.is_empty())
+                        .unwrap_or_else(|| MESH_PAGE_DEFAULT_ADDRESS.to_owned()),
+                    tls: fields.opt_str("tls").filter(|t| !t.is_empty()),
+                })
+            }
             "control-service" => config.control_services.push(control_service(&fields)?),
             "plugins" => config
                 .plugins
@@ -720,6 +729,9 @@ fn check_tls_references(config: &Config, items: &[RawItem]) -> Result<(), Config
     if let Some(n) = config.metrics.as_ref().and_then(|m| m.tls.as_ref()) {
         refs.push(("metrics", 0, "tls", n, true));
     }
+    if let Some(n) = config.mesh_page.as_ref().and_then(|m| m.tls.as_ref()) {
+        refs.push(("mesh-page", 0, "tls", n, true));
+    }
     for (i, p) in config.tcp_servers.iter().enumerate() {
         if let Some(n) = &p.tls_server {
             refs.push(("tcp-server", i, "tlsserver", n, true));
@@ -826,6 +838,32 @@ mod tests {
         assert!(decode_fingerprint("abc").is_err());
         assert!(decode_fingerprint("abcd").is_err());
         assert!(decode_fingerprint("é").is_err());
+    }
+
+    #[test]
+    fn mesh_page_defaults_to_loopback_and_checks_its_tls_server() {
+        let config = crate::config::load_str("- node:\n    id: x\n- mesh-page:\n", "t.yml")
+            .expect("mesh-page without fields");
+        let page = config.mesh_page.expect("mesh-page parsed");
+        assert_eq!(page.address, MESH_PAGE_DEFAULT_ADDRESS);
+        assert_eq!(page.tls, None);
+        let config = crate::config::load_str(
+            "- node:\n    id: x\n- mesh-page:\n    address: 127.0.0.1:9000\n",
+            "t.yml",
+        )
+        .expect("mesh-page with an address");
+        assert_eq!(
+            config.mesh_page.map(|p| p.address).as_deref(),
+            Some("127.0.0.1:9000")
+        );
+        let missing = crate::config::load_str(
+            "- node:\n    id: x\n- mesh-page:\n    tls: nosuch\n",
+            "t.yml",
+        );
+        assert!(
+            missing.is_err_and(|e| e.to_string().contains("nosuch")),
+            "an unknown tls-server is refused"
+        );
     }
 
     #[test]

@@ -47,8 +47,8 @@ use std::path::{Path, PathBuf};
 pub use error::{ConfigError, ReloadError};
 pub use model::{
     Cidr, CommandServiceConfig, Config, ControlServiceConfig, IpRouterConfig, LogFormat, LogLevel,
-    MetricsConfig, NodeConfig, Section, TcpClientConfig, TcpServerConfig, TlsClientConfig,
-    TlsServerConfig, UdpClientConfig, UdpServerConfig, UnixSocketClientConfig,
+    MeshPageConfig, MetricsConfig, NodeConfig, Section, TcpClientConfig, TcpServerConfig,
+    TlsClientConfig, TlsServerConfig, UdpClientConfig, UdpServerConfig, UnixSocketClientConfig,
     UnixSocketServerConfig, WorkSigningConfig, WorkVerificationConfig,
 };
 pub use reload::reload_check;

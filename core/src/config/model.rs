@@ -52,6 +52,9 @@ pub struct Config {
     pub ip_routers: Vec<IpRouterConfig>,
     /// `metrics`: the Prometheus endpoint (receptor-rs extension; off when absent).
     pub metrics: Option<MetricsConfig>,
+    /// `mesh-page`: the read-only web page of the mesh (receptor-rs extension; off when
+    /// absent).
+    pub mesh_page: Option<MeshPageConfig>,
     /// Everything plugins provide (backends, work types, unknown kinds), in order.
     pub sections: Vec<Section>,
 }
@@ -60,6 +63,18 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MetricsConfig {
     /// `host:port` of the HTTP listener.
+    pub address: String,
+    /// Name of the `tls-server` that makes it HTTPS.
+    pub tls: Option<String>,
+}
+
+/// Where `mesh-page` listens when the item gives no `address`: loopback only.
+pub const MESH_PAGE_DEFAULT_ADDRESS: &str = "127.0.0.1:8089";
+
+/// `mesh-page`: where the node serves a web page drawing the mesh and its units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MeshPageConfig {
+    /// `host:port` of the HTTP listener ([`MESH_PAGE_DEFAULT_ADDRESS`] when not given).
     pub address: String,
     /// Name of the `tls-server` that makes it HTTPS.
     pub tls: Option<String>,
@@ -96,6 +111,7 @@ impl Config {
             command_services: Vec::new(),
             ip_routers: Vec::new(),
             metrics: None,
+            mesh_page: None,
             sections: Vec::new(),
         }
     }

@@ -312,6 +312,20 @@ pub(crate) static KINDS: &[KindSpec] = &[
         ],
     )),
     singleton(kind_spec(
+        "mesh-page",
+        "Serve a read-only web page drawing the mesh and the node's units (receptor-rs extension)",
+        Core,
+        General,
+        &[
+            f(
+                "address",
+                Str,
+                "host:port to listen on (default 127.0.0.1:8089)",
+            ),
+            f("tls", Str, "Name of the tls-server that makes it HTTPS"),
+        ],
+    )),
+    singleton(kind_spec(
         "trace",
         "Log every packet (tracing)",
         Core,
@@ -779,6 +793,7 @@ pub(crate) fn v2_kind(key: &str) -> Option<&'static str> {
         "log-level" => "log-level",
         "log-format" => "log-format",
         "metrics" => "metrics",
+        "mesh-page" => "mesh-page",
         "local-only" => "local-only",
         "plugins" => "plugins",
         "control-services" => "control-service",

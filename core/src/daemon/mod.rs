@@ -26,7 +26,7 @@ use crate::control::metrics::MetricsCommand;
 use crate::control::reload::{ERRORCODE_CONFIG, ERRORCODE_NOT_RELOADABLE};
 use crate::control::{CommandRegistry, ControlListener, ControlService, ReloadFailure, ReloadFn};
 use crate::mesh::{Mesh, MeshOptions};
-use crate::metrics::http::{MetricsServer, SnapshotFn};
+use crate::metrics::http::{HttpServer, SnapshotFn};
 use crate::metrics::{self, Snapshot};
 use crate::plugin_host::{ClaimType, LoadOptions, PluginError, PluginHost};
 use crate::services::{self, ServiceHandle, Services};
@@ -66,7 +66,9 @@ pub struct Daemon {
     argv: Vec<OsString>,
     config_file: Option<PathBuf>,
     /// The Prometheus endpoint, when configured.
-    metrics_server: Mutex<Option<MetricsServer>>,
+    metrics_server: Mutex<Option<HttpServer>>,
+    /// The mesh page, when configured.
+    mesh_page_server: Mutex<Option<HttpServer>>,
 }
 
 impl Daemon {
@@ -152,10 +154,12 @@ impl Daemon {
             argv,
             config_file,
             metrics_server: Mutex::new(None),
+            mesh_page_server: Mutex::new(None),
         });
         // Proxies before the control service: a node that greets is fully up.
         node.start_services().await?;
         node.start_metrics().await?;
+        node.start_mesh_page().await?;
         node.start_control_services().await?;
         Ok(node)
     }
@@ -196,11 +200,30 @@ impl Daemon {
             Some(name) => Some(self.tls.server(name)?.backend_config()),
             None => None,
         };
-        let server = metrics::http::serve(&settings.address, tls, self.metrics_source())
+        let handler = metrics::http::metrics_handler(self.metrics_source());
+        let server = metrics::http::serve("metrics", &settings.address, tls, handler)
             .await
             .context("metrics")?;
         tracing::info!("serving metrics on {}", server.local_addr());
         *self.metrics_server.lock().await = Some(server);
+        Ok(())
+    }
+
+    /// Starts the web page of the `mesh-page` item, if any.
+    async fn start_mesh_page(&self) -> anyhow::Result<()> {
+        let Some(settings) = self.config.lock().await.mesh_page.clone() else {
+            return Ok(());
+        };
+        let tls = match &settings.tls {
+            Some(name) => Some(self.tls.server(name)?.backend_config()),
+            None => None,
+        };
+        let handler = crate::mesh_page::handler(self.mesh.clone(), self.work.clone());
+        let server = metrics::http::serve("mesh-page", &settings.address, tls, handler)
+            .await
+            .context("mesh-page")?;
+        tracing::info!("serving the mesh page on {}", server.local_addr());
+        *self.mesh_page_server.lock().await = Some(server);
         Ok(())
     }
 
@@ -381,6 +404,7 @@ impl Daemon {
     /// Stops backends, control listeners and the mesh.
     pub async fn shutdown(&self) {
         self.metrics_server.lock().await.take();
+        self.mesh_page_server.lock().await.take();
         self.remote.shutdown();
         self.services.lock().await.stop();
         self.control_services.lock().await.clear();

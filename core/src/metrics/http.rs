@@ -1,9 +1,11 @@
-//! The opt-in Prometheus endpoint: `GET /metrics` over HTTP/1.1 on a TCP address, with
-//! TLS when the `metrics` item names a `tls-server`.
+//! A small read-only HTTP/1.1 server on a TCP address, with TLS when a `tls-server` is
+//! named: the opt-in Prometheus endpoint (`GET /metrics`, see [`metrics_handler`]) and
+//! the mesh page (`crate::mesh_page`) use it.
 //!
 //! Deliberately small: one request per connection (`Connection: close`), a bounded
 //! request head, a deadline for reading it, and at most [`MAX_CONNECTIONS`] clients at
-//! once; anything but `GET /metrics` (or `/`) gets 404 or 405.
+//! once; only `GET` is answered (405 otherwise), paths the [`Handler`] does not know get
+//! 404.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,6 +29,35 @@ pub const MAX_CONNECTIONS: usize = 16;
 /// Produces a fresh snapshot for each scrape.
 pub type SnapshotFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Snapshot> + Send>> + Send + Sync>;
 
+/// One answer: its content type and body.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The `Content-Type` header.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
+}
+
+/// Answers a `GET` of a path (query string removed); `None` is 404.
+pub type Handler =
+    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = Option<Page>> + Send>> + Send + Sync>;
+
+/// The Prometheus endpoint: `/metrics` (and `/`) answer a fresh snapshot as text.
+pub fn metrics_handler(snapshot: SnapshotFn) -> Handler {
+    Arc::new(move |path: String| {
+        let snapshot = snapshot.clone();
+        Box::pin(async move {
+            match path.as_str() {
+                "/metrics" | "/" => Some(Page {
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    body: snapshot().await.prometheus(),
+                }),
+                _ => None,
+            }
+        })
+    })
+}
+
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -41,30 +72,32 @@ pub enum HttpError {
 }
 
 /// A running endpoint; stops when dropped.
-pub struct MetricsServer {
+pub struct HttpServer {
     local: std::net::SocketAddr,
     stop: CancellationToken,
 }
 
-impl MetricsServer {
+impl HttpServer {
     /// The address actually bound (port 0 picks one).
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.local
     }
 }
 
-impl Drop for MetricsServer {
+impl Drop for HttpServer {
     fn drop(&mut self) {
         self.stop.cancel();
     }
 }
 
-/// Serves `snapshot` as Prometheus text on `address` (`host:port`), through `tls` if set.
+/// Serves `handler` on `address` (`host:port`), through `tls` if set; `name` names the
+/// endpoint in log lines.
 pub async fn serve(
+    name: &'static str,
     address: &str,
     tls: Option<Arc<rustls::ServerConfig>>,
-    snapshot: SnapshotFn,
-) -> Result<MetricsServer, HttpError> {
+    handler: Handler,
+) -> Result<HttpServer, HttpError> {
     let listener = TcpListener::bind(address)
         .await
         .map_err(|source| HttpError::Bind {
@@ -88,16 +121,16 @@ pub async fn serve(
             let (stream, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!("metrics endpoint: accept failed: {e}");
+                    tracing::warn!("{name} endpoint: accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
             let Ok(permit) = limit.clone().try_acquire_owned() else {
-                tracing::debug!(%peer, "metrics endpoint busy; connection closed");
+                tracing::debug!(%peer, "{name} endpoint busy; connection closed");
                 continue;
             };
-            let snapshot = snapshot.clone();
+            let handler = handler.clone();
             let tls = tls.clone();
             let stopped = stopped.clone();
             tokio::spawn(async move {
@@ -111,27 +144,27 @@ pub async fn serve(
                                     .map_err(|_| {
                                         std::io::Error::other("TLS handshake timed out")
                                     })??;
-                            serve_one(tls_stream, &snapshot).await
+                            serve_one(tls_stream, &handler).await
                         }
-                        None => serve_one(stream, &snapshot).await,
+                        None => serve_one(stream, &handler).await,
                     }
                 };
                 tokio::select! {
                     () = stopped.cancelled() => {}
                     r = served => if let Err(e) = r {
-                        tracing::debug!(%peer, "metrics endpoint: {e}");
+                        tracing::debug!(%peer, "{name} endpoint: {e}");
                     },
                 }
             });
         }
     });
-    Ok(MetricsServer { local, stop })
+    Ok(HttpServer { local, stop })
 }
 
 /// Reads one request head and answers it.
 async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
-    snapshot: &SnapshotFn,
+    handler: &Handler,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let read = async {
@@ -156,13 +189,11 @@ async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
     let mut words = line.split(' ');
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
-    let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics" | "/") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            snapshot().await.prometheus(),
-        ),
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+    let (status, content_type, body) = match method {
+        "GET" => match handler(path.to_owned()).await {
+            Some(page) => ("200 OK", page.content_type, page.body),
+            None => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+        },
         _ => (
             "405 Method Not Allowed",
             "text/plain",
@@ -170,7 +201,7 @@ async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
         ),
     };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     io.write_all(response.as_bytes()).await?;
