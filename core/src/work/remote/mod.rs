@@ -32,6 +32,7 @@ mod client;
 mod dialer;
 mod driver;
 mod extra;
+mod machine;
 mod mesh_dialer;
 mod sessions;
 
