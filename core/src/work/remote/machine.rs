@@ -1114,3 +1114,7 @@ impl RemoteUnit {
         });
     }
 }
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

@@ -6,7 +6,9 @@
 //! `stdin` is the payload, and its `stdout` receives the remote results, so that
 //! `work status`, `work results`, `cancel` and `release` on `foo` work as for a local
 //! unit. Each unit has a driver task ([`driver`]) that talks to `bar`'s control service
-//! as a client, exactly as a Go node does, so Go and Rust nodes submit to each other:
+//! as a client, exactly as a Go node does, so Go and Rust nodes submit to each other;
+//! what it does and when is decided by the unit's state machine ([`machine`]), which
+//! does no I/O:
 //!
 //! * the submission forwards the local unit id as `workUnitID` (both nodes use the
 //!   same id), every work parameter, the `tlsclient` name and, with `signwork`, a
