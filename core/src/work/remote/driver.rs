@@ -36,8 +36,8 @@ use super::machine::{
     INPUT_ERROR, WAITING_FOR_INPUT,
 };
 use super::sessions::SessionPool;
-use super::RemoteOptions;
-use crate::work::signing::WorkSigner;
+use super::{RemoteOptions, RemoteWorkError};
+use crate::work::signing::{SigningError, WorkSigner};
 use crate::work::store::{Unit, Workceptor};
 use crate::work::worktype::UnitState;
 
@@ -55,7 +55,7 @@ const RESULTS_NOTES: usize = 4;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// A reply to a client's cancel or release.
-pub(super) type CommandReply = oneshot::Sender<Result<Value, String>>;
+pub(super) type CommandReply = oneshot::Sender<Result<Value, RemoteWorkError>>;
 
 /// A client's request about a remote unit.
 pub(super) enum Command {
@@ -152,7 +152,7 @@ impl Shared {
     /// Hands `command` to the driver of `unit`, starting one if it has none.
     pub(super) fn dispatch(self: &Arc<Self>, unit: Arc<Unit>, command: Command) {
         if self.shutdown.is_cancelled() {
-            command.answer(Err("node is shutting down".to_owned()));
+            command.answer(Err(RemoteWorkError::ShuttingDown));
             return;
         }
         let mut table = self.table();
@@ -161,10 +161,7 @@ impl Shared {
                 Ok(()) => return,
                 Err(mpsc::error::TrySendError::Full(command)) => {
                     drop(table);
-                    command.answer(Err(format!(
-                        "work unit {} is busy with other requests, try again",
-                        unit.id()
-                    )));
+                    command.answer(Err(RemoteWorkError::Busy(unit.id().to_owned())));
                     return;
                 }
                 Err(mpsc::error::TrySendError::Closed(command)) => command,
@@ -177,7 +174,7 @@ impl Shared {
             let command = match e {
                 mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
             };
-            command.answer(Err("cannot queue the request".to_owned()));
+            command.answer(Err(RemoteWorkError::Busy(unit.id().to_owned())));
             return;
         }
         self.spawn_locked(&mut table, unit, Mode::Resume, tx, rx);
@@ -185,7 +182,7 @@ impl Shared {
 }
 
 impl Command {
-    fn answer(self, result: Result<Value, String>) {
+    fn answer(self, result: Result<Value, RemoteWorkError>) {
         let reply = match self {
             Command::Cancel(reply) | Command::Release { reply, .. } => reply,
         };
@@ -414,9 +411,9 @@ impl Driver {
         }
         self.commands.close();
         let answer = if released {
-            format!("unknown work unit {}", self.id)
+            RemoteWorkError::UnknownUnit(self.id.clone())
         } else {
-            "node is shutting down".to_owned()
+            RemoteWorkError::ShuttingDown
         };
         while let Ok(command) = self.commands.try_recv() {
             command.answer(Err(answer.clone()));
@@ -525,7 +522,7 @@ impl Driver {
                     .release(&self.id, true)
                     .await
                     .map(|()| json!({ "released": self.id }))
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| RemoteWorkError::Store(e.to_string()));
                 for waiter in waiters {
                     if let Some(reply) = self.waiters.remove(&waiter) {
                         let _ = reply.send(result.clone());
@@ -605,16 +602,13 @@ impl Driver {
 }
 
 /// A signature for requests about `extra`'s unit, if it is signed.
-fn signature(shared: &Shared, extra: &RemoteExtraData) -> Result<Option<String>, String> {
+fn signature(shared: &Shared, extra: &RemoteExtraData) -> Result<Option<String>, SigningError> {
     if !extra.sign_work {
         return Ok(None);
     }
     match &shared.signer {
-        Some(signer) => signer
-            .sign(&extra.remote_node)
-            .map(Some)
-            .map_err(|e| e.to_string()),
-        None => Err("cannot sign work: signing key is empty".to_owned()),
+        Some(signer) => signer.sign(&extra.remote_node).map(Some),
+        None => Err(SigningError::NoKey),
     }
 }
 
@@ -639,7 +633,7 @@ async fn start_exchange(
     let mut c = connect(shared, extra)
         .await
         .map_err(StartFailure::Connect)?;
-    let signature = signature(shared, extra).map_err(StartFailure::Failed)?;
+    let signature = signature(shared, extra).map_err(|e| StartFailure::Failed(e.to_string()))?;
     let line = submit_line(
         &extra.remote_params,
         node,
@@ -718,7 +712,7 @@ async fn reclaim_exchange(
     if !cut_short {
         return Ok(Reclaimed::Adopted);
     }
-    let signature = signature(shared, extra).map_err(StartFailure::Failed)?;
+    let signature = signature(shared, extra).map_err(|e| StartFailure::Failed(e.to_string()))?;
     c.write_all(&unit_line("release", id, signature.as_deref()))
         .await
         .map_err(|e| {
@@ -744,7 +738,7 @@ async fn op_exchange(
 ) -> Result<(), OpFailure> {
     let node = &extra.remote_node;
     let mut c = connect(shared, extra).await.map_err(OpFailure::Connect)?;
-    let signature = signature(shared, extra).map_err(OpFailure::Local)?;
+    let signature = signature(shared, extra).map_err(|e| OpFailure::Local(e.to_string()))?;
     let line = unit_line(
         kind.subcommand(),
         &extra.remote_unit_id,
@@ -779,7 +773,7 @@ async fn open_results(
     let mut c = connect(shared, extra)
         .await
         .map_err(|e| ResultsEnd::Failed(e.to_string()))?;
-    let signature = signature(shared, extra).map_err(ResultsEnd::Failed)?;
+    let signature = signature(shared, extra).map_err(|e| ResultsEnd::Failed(e.to_string()))?;
     // The offset is what the file holds: a restart resumes where the file ends.
     let startpos = match tokio::fs::metadata(path).await {
         Ok(m) => m.len(),

@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 
 use super::client::{ConnectError, RemoteStatus, StatusReply};
 use super::extra::{expiry_stamp, RemoteExtraData};
-use super::RemoteOptions;
+use super::{RemoteOptions, RemoteWorkError};
 use crate::work::status::UnitStatus;
 use crate::work::worktype::UnitState;
 
@@ -245,7 +245,7 @@ pub(super) enum Action {
         /// Who.
         waiters: Vec<Waiter>,
         /// What.
-        result: Result<Value, String>,
+        result: Result<Value, RemoteWorkError>,
     },
     /// Release the local unit and answer the waiters with the outcome; the unit is
     /// gone and the driver ends.
@@ -522,8 +522,8 @@ impl RemoteUnit {
             Event::CancelRequested(waiter) => self.cancel(waiter, now),
             Event::ReleaseRequested { force, waiter } => self.release(force, waiter),
             Event::Timer => self.timers(now),
-            Event::Shutdown => self.retire("node is shutting down".to_owned()),
-            Event::UnitReleased => self.retire(format!("unknown work unit {}", self.id)),
+            Event::Shutdown => self.retire(RemoteWorkError::ShuttingDown),
+            Event::UnitReleased => self.retire(RemoteWorkError::UnknownUnit(self.id.clone())),
         }
     }
 
@@ -543,18 +543,18 @@ impl RemoteUnit {
         json!({ key: self.id })
     }
 
-    fn answer(&mut self, waiters: Vec<Waiter>, result: Result<Value, String>) {
+    fn answer(&mut self, waiters: Vec<Waiter>, result: Result<Value, RemoteWorkError>) {
         if !waiters.is_empty() {
             self.push(Action::Answer { waiters, result });
         }
     }
 
     /// Ends: whoever waits gets `answer` as an error.
-    fn retire(&mut self, answer: String) {
+    fn retire(&mut self, answer: RemoteWorkError) {
         if let Some(op) = self.op.take() {
             self.answer(op.waiters, Err(answer.clone()));
         }
-        self.end_start(StartOutcome::Failed(answer));
+        self.end_start(StartOutcome::Failed(answer.to_string()));
     }
 
     // ---- status bookkeeping ----
@@ -893,7 +893,7 @@ impl RemoteUnit {
             (kind, Err(failure)) => {
                 let message = failure.text();
                 tracing::warn!(unit = %self.id, "{} of the remote unit failed: {message}", kind.subcommand());
-                self.answer(waiters, Err(message));
+                self.answer(waiters, Err(RemoteWorkError::Failed(message)));
                 if matches!(kind, OpKind::Release { .. }) && !self.local_is_final() {
                     // The unit stays: keep following it.
                     self.begin_following(now);

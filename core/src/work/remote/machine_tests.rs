@@ -715,7 +715,9 @@ fn a_refused_release_of_a_running_unit_keeps_following_it() {
         )),
         vec![Action::Answer {
             waiters: vec![Waiter(1)],
-            result: Err("error cancelling remote unit: denied".to_owned()),
+            result: Err(RemoteWorkError::Failed(
+                "error cancelling remote unit: denied".to_owned()
+            )),
         }]
     );
     assert_eq!(sim.fire(), vec![Action::OpenResults, Action::PollStatus]);
