@@ -16,8 +16,12 @@
 //! * A session starts with both sides sending a ROUTE every second (11 at most); the
 //!   `ForwardingNode` of the first ROUTE received names the peer. Own ID,
 //!   `allowedpeers` and duplicate-connection checks decide whether to accept it.
-//! * Each node floods its own update (its established links and their costs) 100 ms
-//!   after a change and every 10 s; forwarded copies only change `ForwardingNode`.
+//! * Each node floods its own update (its established links and their costs) after a
+//!   change and every 10 s; forwarded copies only change `ForwardingNode`. Go sends a
+//!   triggered update 100 ms after the change; this node sends it at once when its last
+//!   update is at least [`UPDATE_SPACING`] old, and otherwise coalesces the changes into one
+//!   update at the end of that spacing, so a change crosses a quiet mesh at the speed of
+//!   its links while a burst of changes still costs at most one update per spacing.
 //! * Updates are de-duplicated by UpdateID (1 h) and ordered by (epoch, sequence).
 //! * Both ends of a link must advertise the same cost, and a neighbour must keep
 //!   listing us once it has, or the session is rejected.
@@ -42,8 +46,10 @@ use crate::update::RoutingUpdate;
 
 /// Period of a node's own routing updates (also the keepalive).
 pub const ROUTE_UPDATE_INTERVAL: Duration = Duration::from_secs(10);
-/// Delay of a triggered routing update or routing-table recomputation.
-pub const TRIGGER_DELAY: Duration = Duration::from_millis(100);
+/// Shortest time between two of a node's own triggered routing updates: a change after a
+/// quiet spell is flooded at once, changes that follow within this time are coalesced into
+/// one update sent when it has passed.
+pub const UPDATE_SPACING: Duration = Duration::from_millis(100);
 /// Period of the routing-table recomputation when nothing changes.
 pub const RECOMPUTE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Period of a node's own service advertisements.
@@ -329,6 +335,8 @@ pub struct NodeState {
     local_services: BTreeMap<String, LocalService>,
     work_commands: Vec<WorkCommand>,
     update_due: Instant,
+    /// When the last of our own routing updates was flooded (triggered or periodic).
+    last_update_sent: Option<Instant>,
     recompute_due: Instant,
     service_ads_due: Instant,
     idle_check_due: Instant,
@@ -370,6 +378,7 @@ impl NodeState {
             local_services: BTreeMap::new(),
             work_commands: Vec::new(),
             update_due: now + ROUTE_UPDATE_INTERVAL,
+            last_update_sent: None,
             recompute_due: now + RECOMPUTE_INTERVAL,
             service_ads_due: now + SERVICE_AD_INTERVAL,
             idle_check_due: now + IDLE_CHECK_INTERVAL,
@@ -447,7 +456,8 @@ impl NodeState {
     }
 
     /// The transport of a session ended (EOF, I/O error, cancelled). No-op if the
-    /// node already closed it.
+    /// node already closed it. Our own update, without that link, is queued as in
+    /// [`NodeState::handle_message`].
     pub fn session_closed(&mut self, now: Instant, sid: SessionId) {
         if let Some(sess) = self.sessions.remove(&sid) {
             if let SessionState::Established { peer, .. } = sess.state {
@@ -455,6 +465,7 @@ impl NodeState {
                 self.remove_connection(now, &peer);
             }
         }
+        self.send_due_update(now);
     }
 
     /// Records that bytes arrived on a session at `at` (for the idle check), when
@@ -502,7 +513,9 @@ impl NodeState {
     }
 
     /// Handles one complete message received on a session. DATA messages only count
-    /// as activity: the driver forwards them.
+    /// as activity: the driver forwards them. If the message changed our links (a new
+    /// peer, a rejection) or named a node new to us, our own update is queued before this
+    /// returns, unless one went out less than [`UPDATE_SPACING`] ago.
     pub fn handle_message(&mut self, now: Instant, sid: SessionId, msg: &[u8]) {
         let Some(sess) = self.sessions.get_mut(&sid) else {
             return;
@@ -530,6 +543,7 @@ impl NodeState {
             (true, MessageType::Route) => self.handle_route(now, sid, &msg[1..]),
             (true, MessageType::ServiceAdvertisement) => self.handle_service_ad(now, sid, msg),
         }
+        self.send_due_update(now);
     }
 
     /// Logs a message that was dropped: the first per session as a warning, the
@@ -755,8 +769,24 @@ impl NodeState {
         }
     }
 
+    /// Schedules our own update for a change: now if the last one is at least
+    /// [`UPDATE_SPACING`] old (the caller's entry point sends it before returning, see
+    /// [`NodeState::send_due_update`]), else when that spacing has passed.
     fn trigger_update(&mut self, now: Instant) {
-        self.update_due = self.update_due.min(now + TRIGGER_DELAY);
+        let earliest = self
+            .last_update_sent
+            .map_or(now, |last| (last + UPDATE_SPACING).max(now));
+        self.update_due = self.update_due.min(earliest);
+    }
+
+    /// Floods our own update if it is due, and restarts the periodic timer from it.
+    fn send_due_update(&mut self, now: Instant) {
+        if self.shut_down || self.update_due > now {
+            return;
+        }
+        self.update_due = now + ROUTE_UPDATE_INTERVAL;
+        self.last_update_sent = Some(now);
+        self.send_routing_update(0);
     }
 
     /// Recomputes routes at once whenever the known links change (Go waits 100 ms):
@@ -1098,10 +1128,7 @@ impl NodeState {
             self.idle_check_due = now + IDLE_CHECK_INTERVAL;
             self.check_idle(now);
         }
-        if self.update_due <= now {
-            self.update_due = now + ROUTE_UPDATE_INTERVAL;
-            self.send_routing_update(0);
-        }
+        self.send_due_update(now);
         if self.recompute_due <= now {
             self.recompute_due = now + RECOMPUTE_INTERVAL;
             self.recompute_routes();
