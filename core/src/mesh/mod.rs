@@ -344,9 +344,9 @@ impl Mesh {
 
     /// Waits until `node` can route back to this node (or this node has no route to
     /// it), at most `limit`; false if the time ran out.
-    /// A new neighbour learns its route to us only when it recomputes its routes
-    /// (100 ms after the link came up, for Go and for us), so an answer it sends before
-    /// then is lost.
+    /// A new neighbour learns its route to us only when it recomputes its routes (Go
+    /// 100 ms after the link came up, ours at once, both followed by its own update listing
+    /// us), so an answer it sends before then is lost.
     pub async fn wait_routes_back(&self, node: &str, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
