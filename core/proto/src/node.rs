@@ -19,8 +19,8 @@
 //! * Each node floods its own update (its established links and their costs) after a
 //!   change and every 10 s; forwarded copies only change `ForwardingNode`. Go sends a
 //!   triggered update 100 ms after the change; this node sends it at once when its last
-//!   update is at least [`UPDATE_SPACING`] old, and otherwise coalesces the changes into one
-//!   update at the end of that spacing, so a change crosses a quiet mesh at the speed of
+//!   triggered update is at least [`UPDATE_SPACING`] old, and otherwise coalesces the
+//!   changes into one update at the end of that spacing, so a change crosses a quiet mesh at the speed of
 //!   its links while a burst of changes still costs at most one update per spacing.
 //! * Updates are de-duplicated by UpdateID (1 h) and ordered by (epoch, sequence).
 //! * Both ends of a link must advertise the same cost, and a neighbour must keep
@@ -259,6 +259,24 @@ struct Session {
     complained: bool,
 }
 
+/// When our own next routing update is due, and why. Only triggered updates count
+/// toward [`UPDATE_SPACING`]: a periodic one does not delay the answer to a change.
+#[derive(Debug, Clone, Copy)]
+enum UpdateTimer {
+    /// The keepalive, [`ROUTE_UPDATE_INTERVAL`] after the last update.
+    Periodic(Instant),
+    /// A change is waiting to be flooded.
+    Triggered(Instant),
+}
+
+impl UpdateTimer {
+    fn due(self) -> Instant {
+        match self {
+            UpdateTimer::Periodic(t) | UpdateTimer::Triggered(t) => t,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct NodeInfo {
     epoch: u64,
@@ -334,9 +352,9 @@ pub struct NodeState {
     ads: BTreeMap<(String, String), StoredAd>,
     local_services: BTreeMap<String, LocalService>,
     work_commands: Vec<WorkCommand>,
-    update_due: Instant,
-    /// When the last of our own routing updates was flooded (triggered or periodic).
-    last_update_sent: Option<Instant>,
+    update_timer: UpdateTimer,
+    /// When the last of our own triggered routing updates was flooded.
+    last_triggered: Option<Instant>,
     recompute_due: Instant,
     service_ads_due: Instant,
     idle_check_due: Instant,
@@ -377,8 +395,8 @@ impl NodeState {
             ads: BTreeMap::new(),
             local_services: BTreeMap::new(),
             work_commands: Vec::new(),
-            update_due: now + ROUTE_UPDATE_INTERVAL,
-            last_update_sent: None,
+            update_timer: UpdateTimer::Periodic(now + ROUTE_UPDATE_INTERVAL),
+            last_triggered: None,
             recompute_due: now + RECOMPUTE_INTERVAL,
             service_ads_due: now + SERVICE_AD_INTERVAL,
             idle_check_due: now + IDLE_CHECK_INTERVAL,
@@ -769,23 +787,25 @@ impl NodeState {
         }
     }
 
-    /// Schedules our own update for a change: now if the last one is at least
+    /// Schedules our own update for a change: now if the last triggered one is at least
     /// [`UPDATE_SPACING`] old (the caller's entry point sends it before returning, see
     /// [`NodeState::send_due_update`]), else when that spacing has passed.
     fn trigger_update(&mut self, now: Instant) {
         let earliest = self
-            .last_update_sent
+            .last_triggered
             .map_or(now, |last| (last + UPDATE_SPACING).max(now));
-        self.update_due = self.update_due.min(earliest);
+        self.update_timer = UpdateTimer::Triggered(self.update_timer.due().min(earliest));
     }
 
     /// Floods our own update if it is due, and restarts the periodic timer from it.
     fn send_due_update(&mut self, now: Instant) {
-        if self.shut_down || self.update_due > now {
+        if self.shut_down || self.update_timer.due() > now {
             return;
         }
-        self.update_due = now + ROUTE_UPDATE_INTERVAL;
-        self.last_update_sent = Some(now);
+        if let UpdateTimer::Triggered(_) = self.update_timer {
+            self.last_triggered = Some(now);
+        }
+        self.update_timer = UpdateTimer::Periodic(now + ROUTE_UPDATE_INTERVAL);
         self.send_routing_update(0);
     }
 
@@ -1097,7 +1117,8 @@ impl NodeState {
             return None;
         }
         let mut t = self
-            .update_due
+            .update_timer
+            .due()
             .min(self.recompute_due)
             .min(self.service_ads_due)
             .min(self.idle_check_due)

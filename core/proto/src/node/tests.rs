@@ -665,12 +665,26 @@ fn triggered_updates_go_out_at_once_then_at_most_one_per_spacing() {
     assert_eq!(a.poll_timeout(), Some(t + UPDATE_SPACING));
     a.handle_timeout(t + UPDATE_SPACING);
     assert_eq!(own_updates(&mut a), (vec![last + 2], 2));
+    // A periodic update does not count toward the spacing: a new node just after one is
+    // answered at once.
+    let periodic = t + UPDATE_SPACING + ROUTE_UPDATE_INTERVAL;
+    assert_eq!(a.poll_timeout(), Some(now + IDLE_CHECK_INTERVAL));
+    let mut at = now;
+    while at < periodic {
+        at = a.poll_timeout().unwrap();
+        a.handle_timeout(at);
+    }
+    assert_eq!(at, periodic);
+    assert_eq!(own_updates(&mut a), (vec![last + 3], 2));
+    let t = periodic + Duration::from_millis(10);
+    a.handle_message(t, sb, &route_msg("g", "b", 9, 1, &[]));
+    assert_eq!(own_updates(&mut a), (vec![last + 4], 2));
     // A lost link after another quiet spell: at once again.
     let t = t + Duration::from_secs(1);
     a.session_closed(t, sb);
     let tx = drain(&mut a);
     assert_eq!(tx.len(), 1, "only c is left");
-    assert_eq!(route_of(&tx[0]).update_sequence, last + 3);
+    assert_eq!(route_of(&tx[0]).update_sequence, last + 5);
     assert!(!route_of(&tx[0]).connections.contains_key("b"));
 }
 
