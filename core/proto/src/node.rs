@@ -20,8 +20,9 @@
 //!   change and every 10 s; forwarded copies only change `ForwardingNode`. Go sends a
 //!   triggered update 100 ms after the change; this node sends it at once when its last
 //!   triggered update is at least [`UPDATE_SPACING`] old, and otherwise coalesces the
-//!   changes into one update at the end of that spacing, so a change crosses a quiet mesh at the speed of
-//!   its links while a burst of changes still costs at most one update per spacing.
+//!   changes into one update at the end of that spacing, so a change crosses a quiet mesh
+//!   at the speed of its links while a burst of changes still costs at most one update
+//!   per spacing.
 //! * Updates are de-duplicated by UpdateID (1 h) and ordered by (epoch, sequence).
 //! * Both ends of a link must advertise the same cost, and a neighbour must keep
 //!   listing us once it has, or the session is rejected.
