@@ -117,16 +117,28 @@ pub struct SessionParams {
 pub struct PeerIdentity(Arc<IdentityCheck>);
 
 /// The function behind a [`PeerIdentity`].
-type IdentityCheck = dyn Fn(&str) -> Result<(), String> + Send + Sync;
+type IdentityCheck = dyn Fn(&str) -> Result<(), IdentityRefused> + Send + Sync;
+
+/// Why a peer may not use the node ID it announced.
+#[derive(Debug, thiserror::Error)]
+#[error("it announced node ID {announced} but its certificate does not name it ({reason})")]
+pub struct IdentityRefused {
+    /// The node ID the peer announced.
+    pub announced: String,
+    /// What the check of its certificate found.
+    pub reason: crate::tls::TlsError,
+}
 
 impl PeerIdentity {
     /// A check from a function of the announced node ID.
-    pub fn new(check: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn new(
+        check: impl Fn(&str) -> Result<(), IdentityRefused> + Send + Sync + 'static,
+    ) -> Self {
         PeerIdentity(Arc::new(check))
     }
 
     /// Runs the check for `announced`.
-    pub fn check(&self, announced: &str) -> Result<(), String> {
+    pub fn check(&self, announced: &str) -> Result<(), IdentityRefused> {
         (self.0)(announced)
     }
 }
