@@ -195,7 +195,12 @@ impl ProgressCtx {
     }
 }
 
-unsafe extern "C" fn progress_report(ctx: *mut c_void, state: u32, detail: abi::Str, extra: abi::Str) {
+unsafe extern "C" fn progress_report(
+    ctx: *mut c_void,
+    state: u32,
+    detail: abi::Str,
+    extra: abi::Str,
+) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         if ctx.is_null() {
             return;
@@ -405,7 +410,7 @@ fn as_duration_ms(key: &str, v: &Value) -> Result<u64, Lookup> {
         },
         _ => return Err(bad()),
     };
-    if !nanos.is_finite() || nanos < 0.0 || nanos > 1.8e19 {
+    if !nanos.is_finite() || !(0.0..=1.8e19).contains(&nanos) {
         return Err(bad());
     }
     Ok((nanos / 1e6) as u64)
@@ -566,9 +571,9 @@ unsafe extern "C" fn config_list_item(
 ) -> abi::Status {
     let item = move |key: &str, v: &Value| {
         let list = as_list(key, v)?;
-        list.into_iter().nth(index).ok_or_else(|| {
-            Lookup::Error(format!("{key}: no item {index} in the list"))
-        })
+        list.into_iter()
+            .nth(index)
+            .ok_or_else(|| Lookup::Error(format!("{key}: no item {index} in the list")))
     };
     // SAFETY: the ABI's contract for this accessor, forwarded.
     unsafe { access(config, key, err, item, |s| copy_out(&s, buf, cap, out_len)) }

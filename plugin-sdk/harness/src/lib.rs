@@ -231,6 +231,7 @@ pub struct Harness {
     units: u32,
     unit_limit: Duration,
     cancel_limit: Duration,
+    fd_limit: Duration,
 }
 
 /// How long a unit may take by default.
@@ -297,7 +298,9 @@ impl Harness {
         // SAFETY: the entry point with a host API valid for the life of the process.
         let desc_ptr = unsafe { entry(api) };
         if desc_ptr.is_null() {
-            return Err(bad("the entry point returned null (refused to initialise)".into()));
+            return Err(bad(
+                "the entry point returned null (refused to initialise)".into()
+            ));
         }
         // SAFETY: the plugin's descriptor, valid while the library is loaded.
         let desc = unsafe { layout::read_prefix(desc_ptr) }.map_err(|e| bad(e.to_string()))?;
@@ -322,7 +325,8 @@ impl Harness {
             // SAFETY: `claim_count` pointers at `claims` (the ABI's contract).
             let claim_ptr = unsafe { *desc.claims.add(i) };
             // SAFETY: a claim of at least its struct_size bytes.
-            let claim = unsafe { layout::read_prefix(claim_ptr) }.map_err(|e| bad(e.to_string()))?;
+            let claim =
+                unsafe { layout::read_prefix(claim_ptr) }.map_err(|e| bad(e.to_string()))?;
             // SAFETY: borrowed from the descriptor.
             let name = unsafe { claim.section_kind.to_string_lossy() };
             all.push(name.clone());
@@ -414,6 +418,7 @@ impl Harness {
             units: 0,
             unit_limit: UNIT_LIMIT,
             cancel_limit: CANCEL_LIMIT,
+            fd_limit: FD_LIMIT,
         };
         harness.create()?;
         Ok(harness)
@@ -428,6 +433,13 @@ impl Harness {
     /// Sets how soon a cancelled unit must end (default 5 s).
     pub fn with_cancel_limit(mut self, limit: Duration) -> Harness {
         self.cancel_limit = limit;
+        self
+    }
+
+    /// Sets how long a unit's descriptors may stay open after its final report
+    /// (default 5 s).
+    pub fn with_fd_limit(mut self, limit: Duration) -> Harness {
+        self.fd_limit = limit;
         self
     }
 
@@ -657,21 +669,28 @@ impl Harness {
                 ));
             }
         }
-        if let Some(bad) = reports.iter().find(|r| UnitState::from_abi(r.state).is_none()) {
+        if let Some(bad) = reports
+            .iter()
+            .find(|r| UnitState::from_abi(r.state).is_none())
+        {
             problems.push(format!("reported an unknown state code {}", bad.state));
         }
         if releases > 1 {
             problems.push(format!("released its progress context {releases} times"));
         }
         if after_release > 0 {
-            problems.push(format!("{after_release} report(s) after releasing progress"));
+            problems.push(format!(
+                "{after_release} report(s) after releasing progress"
+            ));
         }
         for extra in bad_extra {
             problems.push(format!("ExtraData is not JSON: {extra:?}"));
         }
         if ended_ok {
-            if let Some(open) = fds_left_open(&running.dir, FD_LIMIT) {
-                problems.push(format!("descriptors still open after the unit ended: {open}"));
+            if let Some(open) = fds_left_open(&running.dir, self.fd_limit) {
+                problems.push(format!(
+                    "descriptors still open after the unit ended: {open}"
+                ));
             }
         }
         // A late cancel must be harmless (no panic); then the handle goes.
@@ -786,8 +805,7 @@ impl Harness {
                     unit.reports.iter().filter(|r| is_final(r.state)).collect();
                 check(
                     "a unit reports exactly one final state, last",
-                    finals.len() == 1
-                        && unit.reports.last().is_some_and(|r| is_final(r.state)),
+                    finals.len() == 1 && unit.reports.last().is_some_and(|r| is_final(r.state)),
                     summary(&unit),
                 );
                 let fd_problems: Vec<&String> = unit
@@ -882,13 +900,18 @@ impl Harness {
             Reattach::Refused {
                 panicked: true,
                 message,
-            } => panics.push(format!("re-attach with garbage ExtraData panicked: {message}")),
+            } => panics.push(format!(
+                "re-attach with garbage ExtraData panicked: {message}"
+            )),
             Reattach::Refused { message, .. } => {
                 seen.push(format!("re-attach with garbage ExtraData: {message}"))
             }
             Reattach::Resumed(unit) => {
                 if unit.ok() {
-                    seen.push(format!("re-attach with garbage ExtraData: {}", summary(&unit)))
+                    seen.push(format!(
+                        "re-attach with garbage ExtraData: {}",
+                        summary(&unit)
+                    ))
                 } else {
                     panics.push(format!(
                         "re-attach with garbage ExtraData: {}",
@@ -983,7 +1006,7 @@ fn open_fds_to(files: &[PathBuf]) -> Vec<String> {
     let mut open = Vec::new();
     for entry in entries.flatten() {
         if let Ok(target) = std::fs::read_link(entry.path()) {
-            if files.iter().any(|f| *f == target) {
+            if files.contains(&target) {
                 open.push(format!(
                     "fd {} -> {}",
                     entry.file_name().to_string_lossy(),

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use receptor_plugin_harness::Harness;
 
-const USAGE: &str = "usage: receptor-plugin-harness PLUGIN.so [--section JSON] [--kind KIND] [--verbose]
+const USAGE: &str =
+    "usage: receptor-plugin-harness PLUGIN.so [--section JSON] [--kind KIND] [--verbose]
 
 Loads a receptor work-type plugin through its C ABI, with no node, and checks the
 contract: one final state per unit, descriptors closed, cancel honoured, re-attach
