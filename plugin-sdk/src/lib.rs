@@ -168,6 +168,8 @@ pub mod export;
 pub mod layout;
 pub mod log;
 pub mod shlex;
+pub mod spawn;
+pub mod spawner;
 pub mod work;
 
 pub use backend::{Backend, ConnectionSink, Framing, SessionToken};

@@ -43,4 +43,5 @@ mod tls_refusals;
 mod topology_graph;
 mod unprovided_kinds;
 mod work_chaos;
+mod work_spawner;
 mod workceptor_guide;
