@@ -359,7 +359,10 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LogForward {
             tracing::Level::DEBUG => abi::LOG_DEBUG,
             tracing::Level::TRACE => abi::LOG_TRACE,
         };
-        if level > self.max_level {
+        // The plugin's own lines, and the host's warnings and errors (the node logs the
+        // rest of what the host does itself).
+        let plugin_line = event.metadata().target() == "receptor::plugin";
+        if level > self.max_level || (!plugin_line && level > abi::LOG_WARN) {
             return;
         }
         let mut text = MessageText::default();

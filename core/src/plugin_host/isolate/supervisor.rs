@@ -398,24 +398,7 @@ impl Supervisor {
                     });
                 }
             }
-            Event::Log { level, message } => {
-                let plugin = &self.name;
-                match level {
-                    abi::LOG_ERROR => {
-                        tracing::error!(target: "receptor::plugin", %plugin, "{message}")
-                    }
-                    abi::LOG_WARN => {
-                        tracing::warn!(target: "receptor::plugin", %plugin, "{message}")
-                    }
-                    abi::LOG_INFO => {
-                        tracing::info!(target: "receptor::plugin", %plugin, "{message}")
-                    }
-                    abi::LOG_DEBUG => {
-                        tracing::debug!(target: "receptor::plugin", %plugin, "{message}")
-                    }
-                    _ => tracing::trace!(target: "receptor::plugin", %plugin, "{message}"),
-                }
-            }
+            Event::Log { level, message } => log_line(&self.name, level, &message),
             Event::Hello { .. } | Event::LoadFailed { .. } => {
                 tracing::warn!(plugin = %self.name, "unexpected greeting from the plugin host ignored");
             }
@@ -698,45 +681,63 @@ fn spawn_host(
     ))
 }
 
-/// Waits (at most `timeout`) for the host's first message.
+/// Waits (at most `timeout`) for the host's greeting; log lines before it are logged.
 fn read_greeting(sock: &OwnedFd, label: &str, timeout: Duration) -> Result<Hello, IsolationError> {
     let err = |reason: String| IsolationError::Protocol {
         plugin: label.to_owned(),
         reason,
     };
-    let mut pfd = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: pfd is one valid pollfd for the call.
-    let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if ready == 0 {
-        return Err(err(format!("no greeting within {timeout:?}")));
-    }
-    let (bytes, _) = wire::recv(sock)
-        .map_err(|e| err(format!("reading its greeting: {e}")))?
-        .ok_or_else(|| err("ended before loading the plugin".to_owned()))?;
-    match serde_json::from_slice::<Event>(&bytes) {
-        Ok(Event::Hello {
-            name,
-            version,
-            abi,
-            claims,
-            pid: _,
-        }) => Ok(Hello {
-            info: PluginInfo {
-                path: PathBuf::from(label),
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: pfd is one valid pollfd for the call.
+        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if ready == 0 {
+            return Err(err(format!("no greeting within {timeout:?}")));
+        }
+        let (bytes, _) = wire::recv(sock)
+            .map_err(|e| err(format!("reading its greeting: {e}")))?
+            .ok_or_else(|| err("ended before loading the plugin".to_owned()))?;
+        match serde_json::from_slice::<Event>(&bytes) {
+            Ok(Event::Hello {
                 name,
                 version,
                 abi,
-            },
-            claims,
-        }),
-        Ok(Event::LoadFailed { message }) => Err(err(message)),
-        Ok(_) => Err(err("sent something else than its greeting".to_owned())),
-        Err(e) => Err(err(format!("bad greeting: {e}"))),
+                claims,
+                pid: _,
+            }) => {
+                return Ok(Hello {
+                    info: PluginInfo {
+                        path: PathBuf::from(label),
+                        name,
+                        version,
+                        abi,
+                    },
+                    claims,
+                })
+            }
+            Ok(Event::LoadFailed { message }) => return Err(err(message)),
+            Ok(Event::Log { level, message }) => log_line(label, level, &message),
+            Ok(_) => return Err(err("sent something else than its greeting".to_owned())),
+            Err(e) => return Err(err(format!("bad greeting: {e}"))),
+        }
+    }
+}
+
+/// Logs a line the plugin host sent, under the plugin's name.
+fn log_line(plugin: &str, level: u32, message: &str) {
+    match level {
+        abi::LOG_ERROR => tracing::error!(target: "receptor::plugin", %plugin, "{message}"),
+        abi::LOG_WARN => tracing::warn!(target: "receptor::plugin", %plugin, "{message}"),
+        abi::LOG_INFO => tracing::info!(target: "receptor::plugin", %plugin, "{message}"),
+        abi::LOG_DEBUG => tracing::debug!(target: "receptor::plugin", %plugin, "{message}"),
+        _ => tracing::trace!(target: "receptor::plugin", %plugin, "{message}"),
     }
 }
 
