@@ -264,6 +264,15 @@ impl Supervisor {
         let id = self.next_id();
         let (tx, rx) = sync_channel(1);
         lock(&conn.pending).insert(id, tx);
+        // The host ends by setting `ended`, then failing what is pending: one of the
+        // two sees this call.
+        if let Some(reason) = lock(&conn.ended).clone() {
+            lock(&conn.pending).remove(&id);
+            return Err(IsolationError::Crashed {
+                plugin: self.name.clone(),
+                reason,
+            });
+        }
         let raw: Vec<_> = fds.iter().map(AsRawFd::as_raw_fd).collect();
         let sent = wire::send(&conn.sock, &request(id), &raw);
         // The host has its own copies now (or never will).
@@ -543,8 +552,10 @@ impl Supervisor {
                 tracing::error!(plugin = %self.name, section = %kind, "work type not recreated in the new plugin host: {e}");
             }
         }
+        // Units whose start is still in flight belong to that call, not to this restart.
         let units: Vec<(u64, Arc<UnitSlot>)> = lock(&self.units)
             .iter()
+            .filter(|(_, slot)| *lock(&slot.started))
             .map(|(id, slot)| (*id, Arc::clone(slot)))
             .collect();
         for (unit, slot) in units {
@@ -776,6 +787,11 @@ impl IsolatedWorkType {
             progress,
             started: Mutex::new(false),
         });
+        // The host first (a new unit waits here while one is being restarted), then the
+        // unit's slot: a crash from now on fails this call, not a later host's unit.
+        let conn = sup
+            .conn()
+            .map_err(|e| WorkTypeError::Refused(e.to_string()))?;
         {
             let mut units = lock(&sup.units);
             if units.len() >= MAX_UNITS {
@@ -786,7 +802,7 @@ impl IsolatedWorkType {
             }
             units.insert(unit, Arc::clone(&slot));
         }
-        match sup.call(what, |rid| request(rid, unit), fds) {
+        match sup.call_on(&conn, what, |rid| request(rid, unit), fds) {
             Ok(_) => {
                 *lock(&slot.started) = true;
                 Ok(Box::new(IsolatedUnit {
