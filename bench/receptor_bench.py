@@ -55,6 +55,8 @@ WORKLOADS = {
     "stream_connect": ("4c. stream through 2 hops (connect)", workloads.stream("connect")),
     "remote_latency_cat": ("5. remote units (cat)", workloads.remote_latency("cat")),
     "remote_latency_echo": ("5. remote units (echo-worktype)", workloads.remote_latency("echo")),
+    "isolation": ("7. plugins in-process against isolation: process (ours only)",
+                  workloads.isolation),
 }
 
 QUICK = dict(startups=2, idle_settle_s=1.0, units=20, unit_budget_s=10.0, submits=20,
@@ -117,6 +119,8 @@ def summary(entry: dict) -> str:
     for key in ("units_per_s", "submits_per_s", "mb_per_s", "idle_rss_mib"):
         if key in m:
             parts.append(f"{key}={m[key]}")
+    parts += [f"{key}={value}" for key, value in m.items()
+              if key.endswith(("_units_per_s", "_mb_per_s", "_over_in_process"))]
     for key in ("latency", "startup_ms"):
         if key in m:
             parts.append(f"{key} median={m[key]['median_ms']}ms p95={m[key]['p95_ms']}ms "

@@ -364,10 +364,8 @@ mod rust_nodes {
             .context("the plugin host process")?;
         let pid = libc::pid_t::try_from(host)?;
         // SAFETY: kill(2) touches no memory of ours; `pid` is the node's child.
-        ensure!(
-            unsafe { libc::kill(pid, libc::SIGKILL) } == 0,
-            "kill the host"
-        );
+        let killed = unsafe { libc::kill(pid, libc::SIGKILL) };
+        ensure!(killed == 0, "kill the host");
         let (state, detail) = final_state(&node, &id)?;
         ensure!(state == 2, "unit ended {state}: {detail}\n{}", node.log());
         ensure!(results(&node, &id)? == "before\nafter\n");

@@ -241,7 +241,7 @@ pub(in crate::plugin_host) fn set_send_timeout(
 ) -> io::Result<()> {
     let tv = libc::timeval {
         tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_usec: libc::suseconds_t::try_from(timeout.subsec_micros()).unwrap_or(0),
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
     };
     // SAFETY: tv is a valid timeval for the duration of the call.
     let rc = unsafe {
