@@ -22,6 +22,7 @@ mod mesh_page;
 mod metrics;
 mod package;
 mod ping_traceroute;
+mod plugins_isolated;
 mod plugins_platform;
 mod python_api;
 mod quick_start;
