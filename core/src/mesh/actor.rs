@@ -14,15 +14,16 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use receptor_proto::data::{ServiceName, PING_SERVICE, UNREACH_SERVICE};
 use receptor_proto::hash::{node_hash, HashKeyedMap};
+use receptor_proto::limits::MeshLimits;
 use receptor_proto::message::MessageType;
 use receptor_proto::node::{Event, NodeConfig, NodeState, SessionConfig, SessionId};
 use receptor_proto::svcad::{ServiceAdvertisement, WorkCommand};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use super::datapath::{DataPath, DataTx, Delivery, Firewall, RouteTable, ServiceTable};
-use super::{ConnectionInfo, MeshError, MeshOptions, MeshStatus};
+use super::{ConnectionInfo, HandshakeSlot, MeshError, MeshOptions, MeshStatus};
 use crate::metrics::{LinkCounters, LinkSnapshot, MeshSnapshot, Transitions};
 
 /// Capacity of the node task's command queue.
@@ -82,6 +83,8 @@ pub(crate) struct SessionLink {
     pub(crate) control: mpsc::Sender<WriterItem>,
     pub(crate) data: DataTx,
     pub(crate) shared: Arc<SessionShared>,
+    /// Given back when the session is established.
+    pub(crate) handshake: Option<HandshakeSlot>,
 }
 
 /// Requests to the node task.
@@ -94,6 +97,9 @@ pub(crate) enum Command {
     Message {
         session: SessionId,
         message: Bytes,
+        /// The message's share of its session's in-flight budget, given back once
+        /// the message is handled.
+        _budget: OwnedSemaphorePermit,
     },
     SessionEnded {
         session: SessionId,
@@ -169,12 +175,13 @@ impl RoutingFigures {
 impl Actor {
     pub(crate) fn new(
         opts: &MeshOptions,
+        limits: MeshLimits,
         data: Arc<DataPath>,
         base: Instant,
         shut_down: CancellationToken,
     ) -> Actor {
         let seed = rand::random::<u64>();
-        let node = NodeState::new(
+        let mut node = NodeState::new(
             NodeConfig {
                 node_id: opts.node_id.clone(),
                 max_idle: opts.max_idle,
@@ -183,6 +190,7 @@ impl Actor {
             SystemTime::now(),
             seed,
         );
+        node.set_limits(limits);
         Actor {
             node,
             data,
@@ -249,7 +257,9 @@ impl Actor {
                 self.sessions.insert(sid, link);
                 let _ = reply.send(Ok(sid));
             }
-            Command::Message { session, message } => {
+            Command::Message {
+                session, message, ..
+            } => {
                 if MessageType::of(&message) == Ok(MessageType::Route) {
                     self.routing.received += 1;
                 }
@@ -461,8 +471,11 @@ impl Actor {
                     cost,
                     ..
                 } => {
-                    if let Some(link) = self.sessions.get(&session) {
+                    if let Some(link) = self.sessions.get_mut(&session) {
                         link.shared.established.store(true, Ordering::Release);
+                        if let Some(slot) = link.handshake.take() {
+                            slot.release();
+                        }
                     }
                     self.routing.transitions.entry(peer.clone()).or_default().up += 1;
                     self.routing.peers.insert(session, (peer, cost));
