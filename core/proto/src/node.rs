@@ -401,6 +401,11 @@ pub struct NodeState {
     names_changed: bool,
     /// When routes were last computed.
     last_recompute: Option<Instant>,
+    /// Route computations so far.
+    recomputations: u64,
+    /// What the driver measured the last route computation (and what follows from
+    /// it) to cost.
+    route_cost: Duration,
     /// Updates refused by the limits, or dropped from a full coalescing queue.
     updates_refused: u64,
     shut_down: bool,
@@ -448,6 +453,8 @@ impl NodeState {
             routes_changed: true,
             names_changed: false,
             last_recompute: None,
+            recomputations: 0,
+            route_cost: Duration::ZERO,
             updates_refused: 0,
             shut_down: false,
         };
@@ -469,6 +476,27 @@ impl NodeState {
     /// The limits in force.
     pub fn limits(&self) -> &MeshLimits {
         &self.limits
+    }
+
+    /// Route computations since the node started: a driver that sees it change
+    /// during a call can time the computation and report it with
+    /// [`NodeState::note_route_cost`].
+    pub fn recomputations(&self) -> u64 {
+        self.recomputations
+    }
+
+    /// Reports what the last route computation cost (wall time, including
+    /// republishing the forwarding tables). While changes stream in, computations are
+    /// then spaced by at least four times that (and at least `route_interval`), so
+    /// that they take at most a fifth of the node's time however large the graph and
+    /// however slow the machine.
+    pub fn note_route_cost(&mut self, cost: Duration) {
+        self.route_cost = cost;
+    }
+
+    /// Shortest time between two route computations while changes stream in.
+    fn route_spacing(&self) -> Duration {
+        self.limits.route_interval.max(self.route_cost * 4)
     }
 
     /// Routing updates refused by the limits or dropped from a full coalescing queue
@@ -902,9 +930,10 @@ impl NodeState {
     /// changes keep coming, at most once per `route_interval`, so a flood of updates
     /// cannot keep the node computing routes.
     fn trigger_recompute(&mut self, now: Instant) {
+        let spacing = self.route_spacing();
         match self.last_recompute {
-            Some(last) if now < last + self.limits.route_interval => {
-                self.recompute_due = self.recompute_due.min(last + self.limits.route_interval);
+            Some(last) if now < last + spacing => {
+                self.recompute_due = self.recompute_due.min(last + spacing);
             }
             _ => {
                 self.recompute_due = now + RECOMPUTE_INTERVAL;
@@ -1014,6 +1043,7 @@ impl NodeState {
 
     fn recompute_routes(&mut self, now: Instant) {
         self.last_recompute = Some(now);
+        self.recomputations += 1;
         let routes = shortest_paths(&self.id, self.known_costs.costs());
         if std::mem::take(&mut self.names_changed) {
             self.routes_changed = true;

@@ -151,6 +151,9 @@ pub(crate) struct Actor {
     services_changed: bool,
     /// Routing figures and link history, for [`Command::Metrics`].
     routing: RoutingFigures,
+    /// Time spent in node calls that computed routes, not yet reported to the node
+    /// (the republishing of the tables in `flush` is added to it).
+    route_cost: Option<Duration>,
 }
 
 /// What the node task counts itself (it is their only writer: no atomics needed).
@@ -203,6 +206,7 @@ impl Actor {
             shut_down,
             services_changed: false,
             routing: RoutingFigures::default(),
+            route_cost: None,
         }
     }
 
@@ -232,7 +236,7 @@ impl Actor {
             let now = Instant::now();
             if deadline.is_some_and(|d| d <= now) {
                 self.sync_activity();
-                self.node.handle_timeout(now);
+                self.timed(|node| node.handle_timeout(now));
             }
             self.flush();
         }
@@ -263,7 +267,7 @@ impl Actor {
                 if MessageType::of(&message) == Ok(MessageType::Route) {
                     self.routing.received += 1;
                 }
-                self.node.handle_message(now, session, &message);
+                self.timed(|node| node.handle_message(now, session, &message));
             }
             Command::SessionEnded { session } => {
                 self.routing.down(session);
@@ -302,6 +306,16 @@ impl Actor {
                 self.shutdown(now);
                 let _ = reply.send(());
             }
+        }
+    }
+
+    /// Runs `f` on the node, noting its duration if it computed routes.
+    fn timed(&mut self, f: impl FnOnce(&mut NodeState)) {
+        let before = self.node.recomputations();
+        let started = Instant::now();
+        f(&mut self.node);
+        if self.node.recomputations() != before {
+            self.route_cost = Some(started.elapsed());
         }
     }
 
@@ -502,7 +516,13 @@ impl Actor {
             }
         }
         if self.node.take_routes_changed() {
+            let started = Instant::now();
             self.publish_routes();
+            if let Some(cost) = self.route_cost.take() {
+                self.node.note_route_cost(cost + started.elapsed());
+            }
+        } else if let Some(cost) = self.route_cost.take() {
+            self.node.note_route_cost(cost);
         }
         if std::mem::take(&mut self.services_changed) {
             self.publish_services();

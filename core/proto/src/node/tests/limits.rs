@@ -199,3 +199,25 @@ fn unreachable_nodes_are_forgotten_after_the_expiry() {
     a.handle_message(t, sb, &route_msg("ghost", "b", 2, 1, &[("b", 1.0)]));
     assert!(a.known_connection_costs().contains_key("ghost"));
 }
+
+#[test]
+fn a_costly_route_computation_spaces_the_next_ones() {
+    let (mut a, sb, _sc, now) = hub_with(MeshLimits {
+        route_interval: Duration::from_millis(50),
+        ..MeshLimits::default()
+    });
+    let t = now + Duration::from_secs(1);
+    a.handle_timeout(t);
+    drain(&mut a);
+    let t = t + Duration::from_millis(100);
+    let before = a.recomputations();
+    a.handle_message(t, sb, &route_msg("b", "b", 5, 3, &[("a", 1.0), ("d", 1.0)]));
+    assert_eq!(a.recomputations(), before + 1);
+    // The driver measured 100 ms: the next computation waits 400 ms.
+    a.note_route_cost(Duration::from_millis(100));
+    a.handle_message(t, sb, &route_msg("d", "b", 9, 1, &[("b", 1.0)]));
+    a.handle_timeout(t + Duration::from_millis(399));
+    assert!(!a.routing_table().contains_key("d"));
+    a.handle_timeout(t + Duration::from_millis(400));
+    assert_eq!(a.routing_table().get("d").map(String::as_str), Some("b"));
+}
