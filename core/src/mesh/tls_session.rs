@@ -150,7 +150,18 @@ impl Mesh {
         conn: TlsConnection,
         params: SessionParams,
     ) -> Result<(), MeshError> {
-        self.run_stream_session_with_identity(conn.stream, params, conn.identity)
+        self.run_tls_session_held(conn, params, None).await
+    }
+
+    /// [`Mesh::run_tls_session`] holding `handshake` until the session is established
+    /// (or ends).
+    pub async fn run_tls_session_held(
+        &self,
+        conn: TlsConnection,
+        params: SessionParams,
+        handshake: Option<super::HandshakeSlot>,
+    ) -> Result<(), MeshError> {
+        self.run_stream_session_held(conn.stream, params, conn.identity, handshake)
             .await
     }
 }
