@@ -444,9 +444,10 @@ impl Spawner {
         if r != 0 {
             return Err(io::Error::last_os_error().into());
         }
-        // SAFETY: socketpair succeeded; both descriptors are new and owned by nobody else.
-        let (ours, theirs) =
-            unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+        // SAFETY: socketpair succeeded; the descriptor is new and owned by nobody else.
+        let ours = unsafe { OwnedFd::from_raw_fd(pair[0]) };
+        // SAFETY: likewise.
+        let theirs = unsafe { OwnedFd::from_raw_fd(pair[1]) };
         let child = Command::new(&self.exe)
             .arg(SPAWNER_ARG)
             .stdin(Stdio::from(theirs))
