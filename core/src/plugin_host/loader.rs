@@ -232,15 +232,28 @@ unsafe fn read_descriptor(
         reason,
     };
     // Read the header fields one by one: a descriptor of another major may be shorter.
+    let field = |offset: usize| desc.cast::<u8>().wrapping_add(offset);
     // SAFETY: every descriptor starts with struct_size, abi_major, abi_minor.
-    let size = unsafe { std::ptr::addr_of!((*desc).struct_size).read() };
+    let size = unsafe {
+        field(offset_of!(abi::PluginDescriptor, struct_size))
+            .cast::<usize>()
+            .read()
+    };
     if size < offset_of!(abi::PluginDescriptor, abi_minor) + size_of::<u32>() {
         return Err(bad(format!("descriptor of {size} bytes is too small")));
     }
     // SAFETY: covered by struct_size, checked above.
-    let major = unsafe { std::ptr::addr_of!((*desc).abi_major).read() };
+    let major = unsafe {
+        field(offset_of!(abi::PluginDescriptor, abi_major))
+            .cast::<u32>()
+            .read()
+    };
     // SAFETY: likewise.
-    let minor = unsafe { std::ptr::addr_of!((*desc).abi_minor).read() };
+    let minor = unsafe {
+        field(offset_of!(abi::PluginDescriptor, abi_minor))
+            .cast::<u32>()
+            .read()
+    };
     if major != abi::ABI_MAJOR {
         return Err(PluginError::AbiMismatch {
             path: path.to_path_buf(),
