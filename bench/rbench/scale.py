@@ -314,6 +314,29 @@ def units_running(impl: Impl, s: Settings) -> dict:
 
 # --- a mesh of many nodes ------------------------------------------------------------------
 
+#: Starts of a node whose listener port was taken meanwhile (by another process's outgoing
+#: connection, say), each with a new port.
+PORT_ATTEMPTS = 4
+
+
+def start_listening(impl: Impl, node_id: str, extra: list) -> tuple[Node, int]:
+    """Starts a node with a tcp-listener on a port free right now, plus `extra` entries;
+    picks another port if that one was taken before the node could bind it. Returns the
+    node and its port."""
+    for attempt in range(PORT_ATTEMPTS):
+        port = free_port()
+        node = Node(impl.name, impl.binary, node_id, [listener(port)] + extra)
+        try:
+            node.start()
+            return node, port
+        except control.ControlError:
+            in_use = "in use" in node.log_tail()
+            node.remove()
+            if not in_use or attempt == PORT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _routes(node: Node) -> int:
     """How many destinations the node's routing table has right now."""
     return len(control.command(node.socket, "status").get("RoutingTable") or {})
@@ -354,17 +377,15 @@ def mesh(impl: Impl, s: Settings) -> dict:
     node's greeting until every node routes to every other; then each node's memory and the
     CPU of the whole mesh idle for `mesh_idle_s`."""
     n = s.mesh_nodes
-    ports = [free_port() for _ in range(n)]
+    ports: list[int] = []
     nodes: list[Node] = []
     try:
         t_start = time.perf_counter()
         for i in range(n):
-            entries = [listener(ports[i])]
-            if i:
-                entries.append(peer(ports[(i - 1) // 2]))
-            node = Node(impl.name, impl.binary, f"n{i:03d}", entries)
+            extra = [peer(ports[(i - 1) // 2])] if i else []
+            node, port = start_listening(impl, f"n{i:03d}", extra)
             nodes.append(node)
-            node.start()
+            ports.append(port)
         last_greeting = time.perf_counter()
         last_spawn = last_greeting - (nodes[-1].startup_s or 0.0)
         upper, lower, sweep = _wait_all_routed(nodes, last_greeting + MESH_TIMEOUT)
@@ -461,16 +482,16 @@ def join_line(length: int) -> Callable[[Impl, Settings], dict]:
     node routes to every other). The first and the new node are polled alternately."""
 
     def run(impl: Impl, s: Settings) -> dict:
-        ports = [free_port() for _ in range(length)]
+        ports: list[int] = []
         line: list[Node] = []
         joiner: Node | None = None
         link: HeldLink | None = None
         samples, lowers = [], []
         try:
             for i in range(length):
-                entries = [listener(ports[i])] + ([peer(ports[i - 1])] if i else [])
-                line.append(Node(impl.name, impl.binary, f"l{i:02d}", entries))
-                line[-1].start()
+                node, port = start_listening(impl, f"l{i:02d}", [peer(ports[-1])] if i else [])
+                line.append(node)
+                ports.append(port)
             first, last = line[0], line[-1]
             deadline = time.perf_counter() + MESH_TIMEOUT
             while len(_routes_to(first)) < length - 1 or len(_routes_to(last)) < length - 1:
