@@ -55,6 +55,8 @@ WORKLOADS = {
     "stream_connect": ("4c. stream through 2 hops (connect)", workloads.stream("connect")),
     "remote_latency_cat": ("5. remote units (cat)", workloads.remote_latency("cat")),
     "remote_latency_echo": ("5. remote units (echo-worktype)", workloads.remote_latency("echo")),
+    "isolation": ("7. plugins in-process against isolation: process (ours only)",
+                  workloads.isolation),
     # Scale (opt-in: --scale, or by name with --only).
     "scale_units_10k": ("S1. a node holding 10k finished units", scale.units_finished),
     "scale_running_500": ("S2. 500 units running at once", scale.units_running),
@@ -136,6 +138,8 @@ def summary(entry: dict) -> str:
                 "rss_per_node_mib", "idle_cpu_s_per_30s"):
         if key in m:
             parts.append(f"{key}={m[key]}")
+    parts += [f"{key}={value}" for key, value in m.items()
+              if key.endswith(("_units_per_s", "_mb_per_s", "_over_in_process"))]
     for key in ("latency", "startup_ms", "work_list", "join_routed"):
         if key in m:
             parts.append(f"{key} median={m[key]['median_ms']}ms p95={m[key]['p95_ms']}ms "

@@ -5,6 +5,7 @@
 use super::*;
 use crate::message::Message;
 
+mod limits;
 mod sim;
 
 fn t0() -> Instant {
