@@ -370,7 +370,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
             def(
                 "routeinterval",
                 Str,
-                "50ms",
+                "2ms",
                 "Shortest time between route computations while changes keep coming",
             ),
             def(
