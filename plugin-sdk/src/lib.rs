@@ -100,8 +100,12 @@
 //! running its own TLS ([`abi::CLAIM_FLAG_OWN_TLS`]). The node then checks the section
 //! before the plugin sees it (unknown keys with a "did you mean", required fields, types,
 //! each reported with the section's place in the configuration), lists it in `--help`,
-//! and configures it from the command line and both YAML forms. `receptor plugin
-//! inspect FILE` prints what a file provides, or why it cannot be loaded.
+//! and configures it from the command line and both YAML forms. The built-in plugins
+//! (`tcp-listener`, `ws-peer`, `work-command`, ...) describe their sections the same way:
+//! the node's own table holds only the core's sections. [`describe::backend_keys`] and
+//! [`describe::work_type_keys`] describe the keys every backend or work type has.
+//! `receptor plugin inspect FILE` prints what a file provides, or why it cannot be
+//! loaded.
 //!
 //! ## Logging
 //!
