@@ -26,7 +26,7 @@ fn builtin_kinds() -> Vec<config::PluginKind> {
                 .to_vec();
             let host = PluginHost::load(&LoadOptions {
                 paths,
-                default_search: false,
+                ..LoadOptions::default()
             })
             .expect("load the built-in plugins");
             host.section_kinds()

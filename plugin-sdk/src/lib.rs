@@ -35,7 +35,8 @@
 //! thread-locals), so it owns its threads, or its own runtime, and calls back from them.
 //! Every exported function catches panics (they become errors naming the plugin); a
 //! plugin built with `panic = "abort"` is refused at build time unless exported with
-//! `export_plugin!(plugin, panic_abort_allowed)`.
+//! `export_plugin!(plugin, panic_abort_allowed)`, which marks it as needing isolation
+//! (see below).
 //!
 //! ```ignore
 //! use receptor_plugin_sdk::{Plugin, Section, WorkType, WorkTypeInfo, WorkHandle, StartRequest,
@@ -172,6 +173,8 @@ pub mod export;
 pub mod layout;
 pub mod log;
 pub mod shlex;
+pub mod spawn;
+pub mod spawner;
 pub mod work;
 
 pub use backend::{Backend, ConnectionSink, Framing, SessionToken};

@@ -53,9 +53,9 @@ pub use described::{describe_sections, PluginKind};
 pub use error::{ConfigError, ReloadError};
 pub use model::{
     Cidr, CommandServiceConfig, Config, ControlServiceConfig, IpRouterConfig, LogFormat, LogLevel,
-    MeshPageConfig, MetricsConfig, NodeConfig, Section, TcpClientConfig, TcpServerConfig,
-    TlsClientConfig, TlsServerConfig, UdpClientConfig, UdpServerConfig, UnixSocketClientConfig,
-    UnixSocketServerConfig, WorkSigningConfig, WorkVerificationConfig,
+    MeshLimitsConfig, MeshPageConfig, MetricsConfig, NodeConfig, Section, TcpClientConfig,
+    TcpServerConfig, TlsClientConfig, TlsServerConfig, UdpClientConfig, UdpServerConfig,
+    UnixSocketClientConfig, UnixSocketServerConfig, WorkSigningConfig, WorkVerificationConfig,
 };
 pub use reload::reload_check;
 
