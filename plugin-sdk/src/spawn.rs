@@ -236,7 +236,7 @@ impl Starting {
     }
 }
 
-/// Starts `program` with `args` (argv[0] included) under a supervisor and waits until it
+/// Starts `program` with `args` (`argv[0]` included) under a supervisor and waits until it
 /// runs; the command's stdin is `stdin`, its stdout and stderr both `stdout`. `unit_dir`
 /// must be absolute.
 pub fn spawn(
