@@ -1,7 +1,8 @@
 //! The client side of the control protocol, as remote work speaks it to another node.
 //!
-//! Every exchange opens its own connection to the remote control service (Go does the
-//! same; the status poll keeps one connection for its repeated queries). The requests
+//! Every exchange opens its own control session (stream) to the remote control service,
+//! as Go does (the status poll keeps one session for its repeated queries); between our
+//! nodes the streams share a QUIC connection (see [`super::dialer`]). The requests
 //! are byte-for-byte what Go receptor 1.6.9 sends (spec: spy capture): JSON objects
 //! with sorted keys for `submit`, `results`, `cancel` and `release`, the string form
 //! for `work status`.
@@ -71,14 +72,35 @@ pub fn io_text(e: &io::Error) -> String {
 
 impl ControlClient {
     /// Dials `node` and reads its greeting, which must arrive within
-    /// `greeting_timeout` and name the node.
+    /// `greeting_timeout` and name the node. A stream on a kept connection that fails
+    /// before the greeting (the connection died unnoticed, e.g. the node restarted) is
+    /// replaced by one on a new connection: nothing was sent on it yet.
     pub async fn connect(
         dialer: &dyn ControlDialer,
         node: &str,
         tls_client: &str,
         greeting_timeout: Duration,
     ) -> Result<ControlClient, ConnectError> {
-        let stream = dialer.dial(node, tls_client).await?;
+        let dialed = dialer.dial(node, tls_client, false).await?;
+        if !dialed.reused {
+            return Self::greet(dialed.stream, node, greeting_timeout).await;
+        }
+        match Self::greet(dialed.stream, node, greeting_timeout).await {
+            Err(ConnectError::Greeting(e)) => {
+                tracing::debug!(node, "kept control connection failed ({e}); dialing anew");
+                let dialed = dialer.dial(node, tls_client, true).await?;
+                Self::greet(dialed.stream, node, greeting_timeout).await
+            }
+            other => other,
+        }
+    }
+
+    /// Reads the greeting on a new session.
+    async fn greet(
+        stream: ControlStream,
+        node: &str,
+        greeting_timeout: Duration,
+    ) -> Result<ControlClient, ConnectError> {
         let (reader, writer) = tokio::io::split(stream);
         let mut client = ControlClient {
             reader: BufReader::new(reader),

@@ -51,7 +51,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
 
 pub use client::{ConnectError, ControlClient, RemoteStatus, StatusReply};
-pub use dialer::{ControlDialer, ControlIo, ControlStream, DialError};
+pub use dialer::{ControlDialer, ControlIo, ControlStream, DialError, Dialed};
 pub use extra::{is_secret, redacted_extra, rfc3339_nano, RemoteExtraData};
 pub use mesh_dialer::{MeshDialer, CONTROL_SERVICE};
 
