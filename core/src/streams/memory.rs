@@ -162,7 +162,11 @@ impl Drop for MemorySocket {
         };
         let mut hub = lock(&self.net.hub);
         let key = (self.node.clone(), self.service.clone());
-        if hub.sockets.get(&key).is_some_and(|tx| tx.same_channel(&ours)) {
+        if hub
+            .sockets
+            .get(&key)
+            .is_some_and(|tx| tx.same_channel(&ours))
+        {
             hub.sockets.remove(&key);
         }
     }
