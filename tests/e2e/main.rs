@@ -8,6 +8,7 @@
 //! e.g. `scripts/test.sh -E 'test(/rust_nodes/)'`.
 
 mod abuse_control;
+mod abuse_mesh;
 mod backends_common;
 mod backends_udp;
 mod backends_ws;
@@ -22,6 +23,7 @@ mod mesh_page;
 mod metrics;
 mod package;
 mod ping_traceroute;
+mod plugins_isolated;
 mod plugins_platform;
 mod python_api;
 mod quick_start;
@@ -43,4 +45,5 @@ mod tls_refusals;
 mod topology_graph;
 mod unprovided_kinds;
 mod work_chaos;
+mod work_spawner;
 mod workceptor_guide;

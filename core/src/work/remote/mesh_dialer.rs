@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::dialer::{ControlDialer, DialError, Dialed};
+use super::dialer::{ControlDialer, DialError, Dialed, UnknownTlsClient};
 use crate::mesh::Mesh;
 use crate::streams::{DialOptions, StreamError, StreamPool};
 use crate::tls::TlsRegistry;
@@ -66,14 +66,14 @@ fn classify(e: StreamError) -> DialError {
 
 #[async_trait]
 impl ControlDialer for MeshDialer {
-    fn check_tls_client(&self, name: &str) -> Result<(), String> {
+    fn check_tls_client(&self, name: &str) -> Result<(), UnknownTlsClient> {
         if name.is_empty() {
             return Ok(());
         }
         self.tls
             .client(name)
             .map(|_| ())
-            .map_err(|_| format!("unknown TLS config {name}"))
+            .map_err(|_| UnknownTlsClient(name.to_owned()))
     }
 
     async fn dial(&self, node: &str, tls_client: &str, fresh: bool) -> Result<Dialed, DialError> {
