@@ -113,6 +113,7 @@ pub(crate) fn build_config(items: &[RawItem]) -> Result<Config, ConfigError> {
                     tls: fields.opt_str("tls").filter(|t| !t.is_empty()),
                 })
             }
+            "control-limits" => config.control_limits = control_limits(&fields)?,
             "control-service" => config.control_services.push(control_service(&fields)?),
             "plugins" => config
                 .plugins
@@ -614,6 +615,45 @@ fn control_service(fields: &Fields) -> Result<ControlServiceConfig, ConfigError>
         return Err(fields.invalid("no listeners specified (set service, filename or tcplisten)"));
     }
     Ok(config)
+}
+
+/// `control-limits`: counts must be positive, timeouts non-zero; `maxpayload` 0 means
+/// no limit and an empty `idletimeout` none.
+fn control_limits(fields: &Fields) -> Result<crate::control::ControlLimits, ConfigError> {
+    let positive = |key: &str| -> Result<usize, ConfigError> {
+        let n = fields.int(key);
+        usize::try_from(n)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| fields.bad(key, format!("expected a positive number, got {n}")))
+    };
+    let timeout = |key: &str| -> Result<Option<Duration>, ConfigError> {
+        match fields.duration(key, key)? {
+            Some(d) if d.is_zero() => Err(fields.bad(key, "must not be zero")),
+            other => Ok(other),
+        }
+    };
+    let defaults = crate::control::ControlLimits::default();
+    let max_payload = fields.int("maxpayload");
+    let max_payload = match u64::try_from(max_payload) {
+        Ok(0) => None,
+        Ok(n) => Some(n),
+        Err(_) => {
+            return Err(fields.bad(
+                "maxpayload",
+                format!("must not be negative, got {max_payload}"),
+            ))
+        }
+    };
+    Ok(crate::control::ControlLimits {
+        max_connections: positive("maxconnections")?,
+        max_line: positive("maxlinelength")?,
+        line_timeout: timeout("linetimeout")?.unwrap_or(defaults.line_timeout),
+        idle_timeout: timeout("idletimeout")?,
+        max_payload,
+        payload_idle_timeout: timeout("payloadidletimeout")?
+            .unwrap_or(defaults.payload_idle_timeout),
+    })
 }
 
 fn tls_server(fields: &Fields) -> Result<TlsServerConfig, ConfigError> {

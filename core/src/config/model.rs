@@ -55,6 +55,9 @@ pub struct Config {
     /// `mesh-page`: the read-only web page of the mesh (receptor-rs extension; off when
     /// absent).
     pub mesh_page: Option<MeshPageConfig>,
+    /// `control-limits`: bounds on control clients and `work submit` payloads
+    /// (receptor-rs extension; [`crate::control::ControlLimits::default`] when absent).
+    pub control_limits: crate::control::ControlLimits,
     /// Everything plugins provide (backends, work types, unknown kinds), in order.
     pub sections: Vec<Section>,
 }
@@ -112,6 +115,7 @@ impl Config {
             ip_routers: Vec::new(),
             metrics: None,
             mesh_page: None,
+            control_limits: crate::control::ControlLimits::default(),
             sections: Vec::new(),
         }
     }
