@@ -8,6 +8,7 @@
 //! e.g. `scripts/test.sh -E 'test(/rust_nodes/)'`.
 
 mod abuse_control;
+mod abuse_work;
 mod backends_common;
 mod backends_udp;
 mod backends_ws;
