@@ -428,7 +428,8 @@ mod go_reference {
         }
         conn.set_nonblocking(true)?;
         let mut buf = [0u8; 64];
-        let still_open = matches!(conn.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        let still_open =
+            matches!(conn.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
         eprintln!(
             "Go 1.6.9, a client trickling one byte a second: still connected after {:?}: {still_open}",
             started.elapsed()
