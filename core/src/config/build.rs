@@ -881,6 +881,49 @@ mod tests {
     }
 
     #[test]
+    fn control_limits_have_defaults_and_are_checked() {
+        use crate::control::ControlLimits;
+        let load =
+            |extra: &str| crate::config::load_str(&format!("- node:\n    id: x\n{extra}"), "t.yml");
+        let absent = load("").expect("no control-limits");
+        assert_eq!(absent.control_limits, ControlLimits::default());
+        let empty = load("- control-limits:\n").expect("control-limits without fields");
+        assert_eq!(empty.control_limits, ControlLimits::default());
+        let set = load(
+            "- control-limits:\n    maxconnections: 10\n    maxlinelength: 4096\n    \
+             linetimeout: 5s\n    idletimeout: 1m\n    maxpayload: 1048576\n    \
+             payloadidletimeout: 30s\n",
+        )
+        .expect("control-limits with every field");
+        assert_eq!(
+            set.control_limits,
+            ControlLimits {
+                max_connections: 10,
+                max_line: 4096,
+                line_timeout: Duration::from_secs(5),
+                idle_timeout: Some(Duration::from_secs(60)),
+                max_payload: Some(1 << 20),
+                payload_idle_timeout: Duration::from_secs(30),
+            }
+        );
+        for bad in [
+            "maxconnections: 0",
+            "maxlinelength: -1",
+            "linetimeout: 0s",
+            "linetimeout: soon",
+            "maxpayload: -5",
+            "payloadidletimeout: -1s",
+        ] {
+            let err = load(&format!("- control-limits:\n    {bad}\n"));
+            let key = bad.split(':').next().unwrap_or_default();
+            assert!(
+                err.is_err_and(|e| e.to_string().contains(key)),
+                "{bad} is refused, naming the field"
+            );
+        }
+    }
+
+    #[test]
     fn mesh_page_defaults_to_loopback_and_checks_its_tls_server() {
         let config = crate::config::load_str("- node:\n    id: x\n- mesh-page:\n", "t.yml")
             .expect("mesh-page without fields");

@@ -10,7 +10,8 @@
 //!   be at most this long, and must be complete this long after its first byte arrived
 //!   (a client trickling one byte a second is closed with an error line).
 //! * [`ControlLimits::idle_timeout`]: how long a connection may wait between commands
-//!   (off by default, as in Go: API clients keep connections open between commands).
+//!   (off by default, as in Go: API clients keep connections open between commands;
+//!   never applied to sessions arriving as mesh streams from other nodes).
 //! * [`ControlLimits::max_payload`] and [`ControlLimits::payload_idle_timeout`]: a `work
 //!   submit` payload is streamed to the unit's `stdin` file (never held whole in memory);
 //!   it may be at most this long (unlimited by default) and may pause at most this long.

@@ -110,9 +110,21 @@ impl ControlService {
         let conn = ControlConn {
             reader: BufReader::new(reader),
             writer,
+            limits: session_limits(&self.inner.limits, &peer),
             peer,
-            limits: self.inner.limits,
         };
         session::run(&self.inner.greeting, &self.inner.registry, conn).await;
+    }
+}
+
+/// The limits of one session: a mesh stream from another node (a remote-work client
+/// that may keep its session between commands) is not closed for idling.
+fn session_limits(limits: &ControlLimits, peer: &PeerKind) -> ControlLimits {
+    match peer {
+        PeerKind::Mesh { .. } => ControlLimits {
+            idle_timeout: None,
+            ..*limits
+        },
+        PeerKind::Unix | PeerKind::Tcp => *limits,
     }
 }
