@@ -8,6 +8,7 @@
 //! e.g. `scripts/test.sh -E 'test(/rust_nodes/)'`.
 
 mod abuse_control;
+mod abuse_mesh;
 mod abuse_work;
 mod backends_common;
 mod backends_udp;
@@ -23,6 +24,7 @@ mod mesh_page;
 mod metrics;
 mod package;
 mod ping_traceroute;
+mod plugins_isolated;
 mod plugins_platform;
 mod python_api;
 mod quick_start;
@@ -44,4 +46,5 @@ mod tls_refusals;
 mod topology_graph;
 mod unprovided_kinds;
 mod work_chaos;
+mod work_spawner;
 mod workceptor_guide;

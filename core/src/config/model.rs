@@ -26,6 +26,11 @@ pub struct Config {
     /// `plugins`: plugin files or folders (receptor-rs extension). Relative paths from a
     /// file are resolved against the file's folder.
     pub plugins: Vec<PathBuf>,
+    /// `plugins` entries `{path: P, isolation: process}`: plugins each run in a plugin
+    /// host process. Relative paths as for `plugins`.
+    pub isolated_plugins: Vec<PathBuf>,
+    /// `plugins` `calltimeout`: the bound on a call into a plugin host.
+    pub plugin_call_timeout: Option<std::time::Duration>,
     /// `tls-server` items.
     pub tls_servers: Vec<TlsServerConfig>,
     /// `tls-client` items.
@@ -58,6 +63,9 @@ pub struct Config {
     /// `control-limits`: bounds on control clients and `work submit` payloads
     /// (receptor-rs extension; [`crate::control::ControlLimits::default`] when absent).
     pub control_limits: crate::control::ControlLimits,
+    /// `mesh-limits`: bounds on what peers can make the node hold (receptor-rs
+    /// extension; the defaults when absent).
+    pub mesh_limits: MeshLimitsConfig,
     /// Everything plugins provide (backends, work types, unknown kinds), in order.
     pub sections: Vec<Section>,
 }
@@ -69,6 +77,39 @@ pub struct MetricsConfig {
     pub address: String,
     /// Name of the `tls-server` that makes it HTTPS.
     pub tls: Option<String>,
+}
+
+/// `mesh-limits`: bounds on the mesh state and work peers can cause.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MeshLimitsConfig {
+    /// Limits of the routing state machine (`maxnodes`, `maxnodeconnections`,
+    /// `maxlinks`, `maxnodeidlength`, `routeupdatespersecond`, `coalescedbytes`,
+    /// `routeinterval`, `nodeexpiry`).
+    #[serde(serialize_with = "serialize_routing_limits")]
+    pub routing: receptor_proto::limits::MeshLimits,
+    /// `maxpendingsessions`: connections one backend may have that have not yet
+    /// completed the mesh handshake (or TLS); more are closed at once.
+    pub max_pending_sessions: usize,
+}
+
+/// Default of [`MeshLimitsConfig::max_pending_sessions`].
+pub const DEFAULT_MAX_PENDING_SESSIONS: usize = 256;
+
+impl Default for MeshLimitsConfig {
+    fn default() -> Self {
+        MeshLimitsConfig {
+            routing: receptor_proto::limits::MeshLimits::default(),
+            max_pending_sessions: DEFAULT_MAX_PENDING_SESSIONS,
+        }
+    }
+}
+
+/// The routing limits as their `Debug` text (only compared, by `reload`).
+fn serialize_routing_limits<S: serde::Serializer>(
+    limits: &receptor_proto::limits::MeshLimits,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{limits:?}"))
 }
 
 /// Where `mesh-page` listens when the item gives no `address`: loopback only.
@@ -101,6 +142,8 @@ impl Config {
             local_only: false,
             control_services: Vec::new(),
             plugins: Vec::new(),
+            isolated_plugins: Vec::new(),
+            plugin_call_timeout: None,
             tls_servers: Vec::new(),
             tls_clients: Vec::new(),
             work_signing: None,
@@ -116,6 +159,7 @@ impl Config {
             metrics: None,
             mesh_page: None,
             control_limits: crate::control::ControlLimits::default(),
+            mesh_limits: MeshLimitsConfig::default(),
             sections: Vec::new(),
         }
     }

@@ -326,6 +326,68 @@ pub(crate) static KINDS: &[KindSpec] = &[
         ],
     )),
     singleton(kind_spec(
+        "mesh-limits",
+        "Bounds on what mesh peers can make the node hold and do (receptor-rs extension)",
+        Core,
+        General,
+        &[
+            def(
+                "maxnodes",
+                Int,
+                "10000",
+                "Most nodes in the routing table; updates from more are ignored",
+            ),
+            def(
+                "maxnodeconnections",
+                Int,
+                "1000",
+                "Most connections one routing update may list",
+            ),
+            def(
+                "maxlinks",
+                Int,
+                "100000",
+                "Most links (advertised connections of every node) held",
+            ),
+            def(
+                "maxnodeidlength",
+                Int,
+                "256",
+                "Longest node ID accepted in a routing update, in bytes",
+            ),
+            def(
+                "routeupdatespersecond",
+                Int,
+                "1000",
+                "Routing updates processed per second per connection; more are coalesced",
+            ),
+            def(
+                "coalescedbytes",
+                Int,
+                "1048576",
+                "Bytes of coalesced routing updates one connection may have waiting",
+            ),
+            def(
+                "routeinterval",
+                Str,
+                "50ms",
+                "Shortest time between route computations while changes keep coming",
+            ),
+            def(
+                "nodeexpiry",
+                Str,
+                "1h",
+                "Unreachable nodes not heard from for this long are forgotten (0: never)",
+            ),
+            def(
+                "maxpendingsessions",
+                Int,
+                "256",
+                "Connections per backend that have not completed the handshake; more are closed",
+            ),
+        ],
+    )),
+    singleton(kind_spec(
         "control-limits",
         "Bound what control clients may hold on the node (receptor-rs extension)",
         Core,
@@ -402,11 +464,23 @@ pub(crate) static KINDS: &[KindSpec] = &[
         "Plugin files or folders to load (receptor-rs extension)",
         Core,
         General,
-        &[bare(f(
-            "path",
-            StrList,
-            "Path of a plugin library or of a folder of plugins",
-        ))],
+        &[
+            bare(f(
+                "path",
+                StrList,
+                "Path of a plugin library or of a folder of plugins",
+            )),
+            f(
+                "isolated",
+                StrList,
+                "Path of a work-type plugin to run in a plugin host process (YAML: {path: P, isolation: process})",
+            ),
+            f(
+                "calltimeout",
+                Str,
+                "Bound on a call into an isolated plugin before its host is killed (default 10s)",
+            ),
+        ],
     ),
     kind_spec(
         "tls-server",
@@ -838,6 +912,7 @@ pub(crate) fn v2_kind(key: &str) -> Option<&'static str> {
         "metrics" => "metrics",
         "mesh-page" => "mesh-page",
         "control-limits" => "control-limits",
+        "mesh-limits" => "mesh-limits",
         "local-only" => "local-only",
         "plugins" => "plugins",
         "control-services" => "control-service",
