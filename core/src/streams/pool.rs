@@ -296,7 +296,7 @@ async fn shared_stream(
         recv,
         endpoint: None,
         owner: ConnOwner::Shared {
-            _lease: Some(lease),
+            _lease: Some(Box::new(lease)),
         },
         role: Role::Dialer,
         remote_node: pooled.node.clone(),

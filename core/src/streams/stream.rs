@@ -50,10 +50,12 @@ pub(crate) enum ConnOwner {
     /// connection).
     Stream,
     /// The connection is shared with other streams; the lease (a pooled dialer's count
-    /// of streams in use) is held while the stream lives.
+    /// of streams in use, whose drop gives the stream back) is held while the stream
+    /// lives. It is kept opaque so that streams do not depend on the pool that hands
+    /// them out.
     Shared {
         /// Released when the stream ends.
-        _lease: Option<super::pool::Lease>,
+        _lease: Option<Box<dyn Send + Sync>>,
     },
 }
 
