@@ -490,6 +490,13 @@ impl PluginHost {
                 self.skipped.push(format!("{}: {reason}", path.display()));
                 return Ok(());
             }
+            // Found on the default path: it can only be used by naming it with
+            // `isolation: process`.
+            Err(e @ PluginError::RequiresIsolation { .. }) if !explicit => {
+                tracing::info!("skipping: {e}");
+                self.skipped.push(e.to_string());
+                return Ok(());
+            }
             Err(e) => return Err(e),
         };
         if let Some(prev) = self.plugins.iter().find(|p| p.name == loaded.info.name) {
