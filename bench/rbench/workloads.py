@@ -58,6 +58,13 @@ class Settings:
     transfer_budget_s: float = 45.0
     throughput_units: int = 300
     throughput_budget_s: float = 20.0
+    # The scale workloads (rbench/scale.py, run with --scale).
+    scale_units: int = 10_000
+    running_units: int = 500
+    running_window_s: float = 10.0
+    mesh_nodes: int = 200
+    mesh_idle_s: float = 30.0
+    joins: int = 5
 
 
 class Meter:

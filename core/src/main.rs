@@ -9,6 +9,9 @@ use receptor_core::certs;
 use receptor_core::config::{self, Invocation};
 
 fn main() -> ExitCode {
+    // A spawner of command supervisors (started by the `work-command` plugin) runs
+    // before anything else is set up.
+    receptor_plugin_sdk::spawner::run_if_requested();
     let argv: Vec<_> = std::env::args_os().collect();
     if argv.get(1).is_some_and(|a| a == "plugin") {
         return plugin_command(&argv[2..]);

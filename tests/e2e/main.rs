@@ -8,6 +8,7 @@
 //! e.g. `scripts/test.sh -E 'test(/rust_nodes/)'`.
 
 mod abuse_control;
+mod abuse_mesh;
 mod backends_common;
 mod backends_udp;
 mod backends_ws;
@@ -44,4 +45,5 @@ mod tls_refusals;
 mod topology_graph;
 mod unprovided_kinds;
 mod work_chaos;
+mod work_spawner;
 mod workceptor_guide;

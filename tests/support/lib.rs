@@ -12,10 +12,13 @@
 //! A missing prerequisite is an error, never a skipped test.
 //!
 //! Building blocks:
+//! - [`procfs`]: a process's resident memory and descriptors, the open-files limit;
 //! - [`ports`]: TCP/UDP ports that cannot collide across parallel test processes;
 //! - [`config`]: a node's YAML configuration (receptor's list form);
 //! - [`node`]: one running node: start, wait for its control socket, status, kill on drop;
 //! - [`control`]: a raw control-protocol client (line in, line or JSON out);
+//! - [`hostile`]: a hostile mesh peer speaking the wire protocol (routing-update floods,
+//!   maximum-size frames, connections that never complete the handshake);
 //! - [`receptorctl`]: runs the `receptorctl` CLI or a python snippet with a timeout;
 //! - [`netns`]: network namespaces a test makes (root only), for tun devices;
 //! - [`topology`]: meshes made of several nodes (a line, ...);
@@ -26,11 +29,13 @@
 pub mod binaries;
 pub mod config;
 pub mod control;
+pub mod hostile;
 pub mod netns;
 pub mod node;
 #[cfg(feature = "plugin-host")]
 pub mod plugin_host;
 pub mod ports;
+pub mod procfs;
 pub mod receptorctl;
 pub mod topology;
 pub mod wait;

@@ -11,6 +11,7 @@
 //! * [`message`]: the `type ‖ body` envelope; [`data`], [`update`], [`svcad`] the bodies;
 //!   [`msgtype`] the type byte and [`error`] the decoding error they share.
 //! * [`hash`]: HighwayHash-64 node-name hashing.
+//! * [`limits`]: the bounds on what peers can make a node hold and do.
 //! * [`node`]: the link-state routing state machine of one node ([`node::NodeState`]).
 //! * [`go`]: how Go receptor writes and reads things: JSON (encoding, and decoding
 //!   with Go's errors), RFC 3339 times, durations (`time.Duration` text both ways).
@@ -21,6 +22,7 @@ pub mod firewall;
 pub mod frame;
 pub mod go;
 pub mod hash;
+pub mod limits;
 pub mod message;
 pub mod msgtype;
 pub mod node;

@@ -16,12 +16,23 @@
 //! * A session starts with both sides sending a ROUTE every second (11 at most); the
 //!   `ForwardingNode` of the first ROUTE received names the peer. Own ID,
 //!   `allowedpeers` and duplicate-connection checks decide whether to accept it.
-//! * Each node floods its own update (its established links and their costs) 100 ms
-//!   after a change and every 10 s; forwarded copies only change `ForwardingNode`.
+//! * Each node floods its own update (its established links and their costs) after a
+//!   change and every 10 s; forwarded copies only change `ForwardingNode`. Go sends a
+//!   triggered update 100 ms after the change; this node sends it at once when its last
+//!   triggered update is at least [`UPDATE_SPACING`] old, and otherwise coalesces the
+//!   changes into one update at the end of that spacing, so a change crosses a quiet mesh
+//!   at the speed of its links while a burst of changes still costs at most one update
+//!   per spacing.
 //! * Updates are de-duplicated by UpdateID (1 h) and ordered by (epoch, sequence).
 //! * Both ends of a link must advertise the same cost, and a neighbour must keep
 //!   listing us once it has, or the session is rejected.
 //! * Sessions silent for `max_idle` (≥ 21 s) are dropped (checked every 5 s).
+//!
+//! Beyond Go, [`MeshLimits`] bounds what peers can make the node hold and do: known
+//! nodes, links, connections per update and name lengths (an update outside them is
+//! ignored, not flooded on), routing updates per session and second (the excess is
+//! coalesced to the newest per originating node), route computations (at most one per
+//! `route_interval` while changes stream in) and how long an unreachable node is kept.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -35,6 +46,7 @@ use tracing::{debug, info, warn};
 
 use crate::go::time::GoTime;
 use crate::hash::{node_hash, HashKeyedMap};
+use crate::limits::{Budget, MeshLimits};
 use crate::message::{MessageType, REJECT_MESSAGE};
 use crate::routing::{shortest_paths, LinkCosts, LinkState, Route};
 use crate::svcad::{ServiceAdvertisement, SvcadMessage, WorkCommand};
@@ -42,8 +54,10 @@ use crate::update::RoutingUpdate;
 
 /// Period of a node's own routing updates (also the keepalive).
 pub const ROUTE_UPDATE_INTERVAL: Duration = Duration::from_secs(10);
-/// Delay of a triggered routing update or routing-table recomputation.
-pub const TRIGGER_DELAY: Duration = Duration::from_millis(100);
+/// Shortest time between two of a node's own triggered routing updates: a change after a
+/// quiet spell is flooded at once, changes that follow within this time are coalesced into
+/// one update sent when it has passed.
+pub const UPDATE_SPACING: Duration = Duration::from_millis(100);
 /// Period of the routing-table recomputation when nothing changes.
 pub const RECOMPUTE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Period of a node's own service advertisements.
@@ -61,9 +75,9 @@ pub const INITIAL_CONNECT_INTERVAL: Duration = Duration::from_secs(1);
 /// Initial-connect ROUTE messages sent before giving up on a session.
 pub const INITIAL_CONNECT_MAX: u32 = 11;
 
-/// Bounds on state a misbehaving peer could otherwise grow without limit.
+/// Bounds on state a misbehaving peer could otherwise grow without limit (the
+/// configurable ones are in [`MeshLimits`]).
 const MAX_SEEN_UPDATES: usize = 262_144;
-const MAX_KNOWN_NODES: usize = 100_000;
 const MAX_SERVICE_ADS: usize = 100_000;
 
 /// Identity of this node.
@@ -251,12 +265,71 @@ struct Session {
     last_rx: Instant,
     /// A bad message was already logged at warning level for this session.
     complained: bool,
+    /// Routing updates this session may still have processed at once.
+    budget: Budget,
+    /// Updates that came beyond the budget: the newest per originating node.
+    coalesced: BTreeMap<String, RoutingUpdate>,
+    /// Approximate bytes held by `coalesced`.
+    coalesced_bytes: usize,
+}
+
+/// When our own next routing update is due, and why. Only triggered updates count
+/// toward [`UPDATE_SPACING`]: a periodic one does not delay the answer to a change.
+#[derive(Debug, Clone, Copy)]
+enum UpdateTimer {
+    /// The keepalive, [`ROUTE_UPDATE_INTERVAL`] after the last update.
+    Periodic(Instant),
+    /// A change is waiting to be flooded.
+    Triggered(Instant),
+}
+
+impl UpdateTimer {
+    fn due(self) -> Instant {
+        match self {
+            UpdateTimer::Periodic(t) | UpdateTimer::Triggered(t) => t,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct NodeInfo {
     epoch: u64,
     sequence: u64,
+    /// When an update from the node was last accepted.
+    heard: Instant,
+}
+
+/// Approximate memory an update held in a coalescing queue takes.
+fn update_size(u: &RoutingUpdate) -> usize {
+    64 + u.node_id.len()
+        + u.update_id.len()
+        + u.forwarding_node.len()
+        + u.connections.keys().map(|k| k.len() + 48).sum::<usize>()
+}
+
+/// Whether `a` is a later state of its node than `b` (by epoch, then sequence).
+fn newer(a: &RoutingUpdate, b: &RoutingUpdate) -> bool {
+    (a.update_epoch, a.update_sequence) > (b.update_epoch, b.update_sequence)
+}
+
+/// Why a routing update was refused by the node's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    TooManyNodes,
+    TooManyConnections,
+    TooManyLinks,
+    NameTooLong,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refusal::TooManyNodes => "the link-state database holds the most nodes allowed",
+            Refusal::TooManyConnections => "it lists more connections than allowed",
+            Refusal::TooManyLinks => "the link-state database holds the most links allowed",
+            Refusal::NameTooLong => "it names a node ID longer than allowed",
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -271,17 +344,29 @@ struct LocalService {
     tags: Option<BTreeMap<String, String>>,
 }
 
-/// UpdateIDs seen recently, in arrival order.
-#[derive(Debug, Default)]
+/// UpdateIDs seen recently, in arrival order. They are kept as 64-bit keyed hashes:
+/// an UpdateID is whatever string a peer sends, and the table must not grow with it.
+#[derive(Debug)]
 struct SeenUpdates {
-    set: HashSet<String>,
-    order: VecDeque<(Instant, String)>,
+    key: highway::Key,
+    set: HashSet<u64, crate::hash::BuildIdentityHasher>,
+    order: VecDeque<(Instant, u64)>,
 }
 
 impl SeenUpdates {
+    fn new(key: [u64; 4]) -> SeenUpdates {
+        SeenUpdates {
+            key: highway::Key(key),
+            set: HashSet::default(),
+            order: VecDeque::new(),
+        }
+    }
+
     /// Records `id`; false if it was already there.
     fn insert(&mut self, now: Instant, id: &str) -> bool {
-        if self.set.contains(id) {
+        use highway::HighwayHash;
+        let h = highway::HighwayHasher::new(self.key).hash64(id.as_bytes());
+        if self.set.contains(&h) {
             return false;
         }
         if self.order.len() >= MAX_SEEN_UPDATES {
@@ -289,8 +374,8 @@ impl SeenUpdates {
                 self.set.remove(&old);
             }
         }
-        self.set.insert(id.to_owned());
-        self.order.push_back((now, id.to_owned()));
+        self.set.insert(h);
+        self.order.push_back((now, h));
         true
     }
 
@@ -311,6 +396,7 @@ impl SeenUpdates {
 pub struct NodeState {
     id: String,
     max_idle: Duration,
+    limits: MeshLimits,
     epoch: u64,
     sequence: u64,
     rng: StdRng,
@@ -328,7 +414,9 @@ pub struct NodeState {
     ads: BTreeMap<(String, String), StoredAd>,
     local_services: BTreeMap<String, LocalService>,
     work_commands: Vec<WorkCommand>,
-    update_due: Instant,
+    update_timer: UpdateTimer,
+    /// When the last of our own triggered routing updates was flooded.
+    last_triggered: Option<Instant>,
     recompute_due: Instant,
     service_ads_due: Instant,
     idle_check_due: Instant,
@@ -336,6 +424,17 @@ pub struct NodeState {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     routes_changed: bool,
+    /// Names were added since the forwarding tables were last published.
+    names_changed: bool,
+    /// When routes were last computed.
+    last_recompute: Option<Instant>,
+    /// Route computations so far.
+    recomputations: u64,
+    /// What the driver measured the last route computation (and what follows from
+    /// it) to cost.
+    route_cost: Duration,
+    /// Updates refused by the limits, or dropped from a full coalescing queue.
+    updates_refused: u64,
     shut_down: bool,
 }
 
@@ -349,8 +448,10 @@ impl NodeState {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let epoch = (unix << 24).wrapping_add(rng.gen_range(0..(1u64 << 24)));
+        let seen_key = [rng.gen(), rng.gen(), rng.gen(), rng.gen()];
         let mut node = NodeState {
             max_idle: config.max_idle.max(MIN_MAX_IDLE),
+            limits: MeshLimits::default(),
             id: config.node_id,
             epoch,
             sequence: 0,
@@ -362,14 +463,15 @@ impl NodeState {
             peers: BTreeMap::new(),
             known_info: HashMap::new(),
             known_costs: LinkState::default(),
-            seen: SeenUpdates::default(),
+            seen: SeenUpdates::new(seen_key),
             routes: BTreeMap::new(),
             routing_table: BTreeMap::new(),
             names: HashKeyedMap::default(),
             ads: BTreeMap::new(),
             local_services: BTreeMap::new(),
             work_commands: Vec::new(),
-            update_due: now + ROUTE_UPDATE_INTERVAL,
+            update_timer: UpdateTimer::Periodic(now + ROUTE_UPDATE_INTERVAL),
+            last_triggered: None,
             recompute_due: now + RECOMPUTE_INTERVAL,
             service_ads_due: now + SERVICE_AD_INTERVAL,
             idle_check_due: now + IDLE_CHECK_INTERVAL,
@@ -377,6 +479,11 @@ impl NodeState {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             routes_changed: true,
+            names_changed: false,
+            last_recompute: None,
+            recomputations: 0,
+            route_cost: Duration::ZERO,
+            updates_refused: 0,
             shut_down: false,
         };
         let own = node.id.clone();
@@ -387,6 +494,43 @@ impl NodeState {
     /// This node's ID.
     pub fn node_id(&self) -> &str {
         &self.id
+    }
+
+    /// Replaces the limits (they apply to what arrives from then on).
+    pub fn set_limits(&mut self, limits: MeshLimits) {
+        self.limits = limits;
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &MeshLimits {
+        &self.limits
+    }
+
+    /// Route computations since the node started: a driver that sees it change
+    /// during a call can time the computation and report it with
+    /// [`NodeState::note_route_cost`].
+    pub fn recomputations(&self) -> u64 {
+        self.recomputations
+    }
+
+    /// Reports what the last route computation cost (wall time, including
+    /// republishing the forwarding tables). While changes stream in, computations are
+    /// then spaced by at least four times that (and at least `route_interval`), so
+    /// that they take at most a fifth of the node's time however large the graph and
+    /// however slow the machine.
+    pub fn note_route_cost(&mut self, cost: Duration) {
+        self.route_cost = cost;
+    }
+
+    /// Shortest time between two route computations while changes stream in.
+    fn route_spacing(&self) -> Duration {
+        self.limits.route_interval.max(self.route_cost * 4)
+    }
+
+    /// Routing updates refused by the limits or dropped from a full coalescing queue
+    /// since the node started.
+    pub fn updates_refused(&self) -> u64 {
+        self.updates_refused
     }
 
     /// This node's epoch.
@@ -440,6 +584,9 @@ impl NodeState {
                 },
                 last_rx: now,
                 complained: false,
+                budget: Budget::new(self.limits.route_updates_per_second, now),
+                coalesced: BTreeMap::new(),
+                coalesced_bytes: 0,
             },
         );
         self.send_initial(now, sid);
@@ -447,7 +594,8 @@ impl NodeState {
     }
 
     /// The transport of a session ended (EOF, I/O error, cancelled). No-op if the
-    /// node already closed it.
+    /// node already closed it. Our own update, without that link, is queued as in
+    /// [`NodeState::handle_message`].
     pub fn session_closed(&mut self, now: Instant, sid: SessionId) {
         if let Some(sess) = self.sessions.remove(&sid) {
             if let SessionState::Established { peer, .. } = sess.state {
@@ -455,6 +603,7 @@ impl NodeState {
                 self.remove_connection(now, &peer);
             }
         }
+        self.send_due_update(now);
     }
 
     /// Records that bytes arrived on a session at `at` (for the idle check), when
@@ -502,7 +651,9 @@ impl NodeState {
     }
 
     /// Handles one complete message received on a session. DATA messages only count
-    /// as activity: the driver forwards them.
+    /// as activity: the driver forwards them. If the message changed our links (a new
+    /// peer, a rejection) or named a node new to us, our own update is queued before this
+    /// returns, unless one went out less than [`UPDATE_SPACING`] ago.
     pub fn handle_message(&mut self, now: Instant, sid: SessionId, msg: &[u8]) {
         let Some(sess) = self.sessions.get_mut(&sid) else {
             return;
@@ -530,6 +681,7 @@ impl NodeState {
             (true, MessageType::Route) => self.handle_route(now, sid, &msg[1..]),
             (true, MessageType::ServiceAdvertisement) => self.handle_service_ad(now, sid, msg),
         }
+        self.send_due_update(now);
     }
 
     /// Logs a message that was dropped: the first per session as a warning, the
@@ -647,7 +799,54 @@ impl NodeState {
                 }
             }
         }
-        self.handle_routing_update(now, ri, sid);
+        if sess.budget.take(now) {
+            self.handle_routing_update(now, ri, sid);
+            return;
+        }
+        // Over budget: keep the newest update per originating node for later.
+        let room = self.limits.max_coalesced_bytes;
+        match sess.coalesced.get_mut(&ri.node_id) {
+            Some(held) => {
+                if newer(&ri, held) {
+                    sess.coalesced_bytes =
+                        sess.coalesced_bytes - update_size(held) + update_size(&ri);
+                    *held = ri;
+                }
+            }
+            None => {
+                let size = update_size(&ri);
+                if sess.coalesced_bytes + size <= room {
+                    sess.coalesced_bytes += size;
+                    sess.coalesced.insert(ri.node_id.clone(), ri);
+                    return;
+                }
+                self.updates_refused += 1;
+                let e = "coalescing queue full";
+                self.bad_message(sid, "routing updates beyond the rate limit dropped", &e);
+            }
+        }
+    }
+
+    /// Processes coalesced updates of every session as far as their budgets allow.
+    fn drain_coalesced(&mut self, now: Instant) {
+        let sids: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.coalesced.is_empty())
+            .map(|(sid, _)| *sid)
+            .collect();
+        for sid in sids {
+            while let Some(sess) = self.sessions.get_mut(&sid) {
+                if sess.coalesced.is_empty() || !sess.budget.take(now) {
+                    break;
+                }
+                let Some((_, ri)) = sess.coalesced.pop_first() else {
+                    break;
+                };
+                sess.coalesced_bytes = sess.coalesced_bytes.saturating_sub(update_size(&ri));
+                self.handle_routing_update(now, ri, sid);
+            }
+        }
     }
 
     /// Ends a session from our side.
@@ -755,16 +954,64 @@ impl NodeState {
         }
     }
 
+    /// Schedules our own update for a change: now if the last triggered one is at least
+    /// [`UPDATE_SPACING`] old (the caller's entry point sends it before returning, see
+    /// [`NodeState::send_due_update`]), else when that spacing has passed.
     fn trigger_update(&mut self, now: Instant) {
-        self.update_due = self.update_due.min(now + TRIGGER_DELAY);
+        let earliest = self
+            .last_triggered
+            .map_or(now, |last| (last + UPDATE_SPACING).max(now));
+        self.update_timer = UpdateTimer::Triggered(self.update_timer.due().min(earliest));
     }
 
-    /// Recomputes routes at once whenever the known links change (Go waits 100 ms):
-    /// `status` then never lists a node's links without the route they imply, and a
-    /// shortest-path run over a mesh's graph costs microseconds.
+    /// Floods our own update if it is due, and restarts the periodic timer from it.
+    fn send_due_update(&mut self, now: Instant) {
+        if self.shut_down || self.update_timer.due() > now {
+            return;
+        }
+        if let UpdateTimer::Triggered(_) = self.update_timer {
+            self.last_triggered = Some(now);
+        }
+        self.update_timer = UpdateTimer::Periodic(now + ROUTE_UPDATE_INTERVAL);
+        self.send_routing_update(0);
+    }
+
+    /// Recomputes routes at once when the known links change after a quiet spell (Go
+    /// waits 100 ms), so `status` lists a node's links with the route they imply; while
+    /// changes keep coming, at most once per `route_interval`, so a flood of updates
+    /// cannot keep the node computing routes.
     fn trigger_recompute(&mut self, now: Instant) {
-        self.recompute_due = now + RECOMPUTE_INTERVAL;
-        self.recompute_routes();
+        let spacing = self.route_spacing();
+        match self.last_recompute {
+            Some(last) if now < last + spacing => {
+                self.recompute_due = self.recompute_due.min(last + spacing);
+            }
+            _ => {
+                self.recompute_due = now + RECOMPUTE_INTERVAL;
+                self.recompute_routes(now);
+            }
+        }
+    }
+
+    /// Whether `ri` stays within the limits on the link-state database.
+    fn check_limits(&self, ri: &RoutingUpdate, known: bool) -> Result<(), Refusal> {
+        let l = &self.limits;
+        if ri.node_id.len() > l.max_node_id_len
+            || ri.connections.keys().any(|k| k.len() > l.max_node_id_len)
+        {
+            return Err(Refusal::NameTooLong);
+        }
+        if ri.connections.len() > l.max_node_connections {
+            return Err(Refusal::TooManyConnections);
+        }
+        if !known && self.known_costs.node_count() >= l.max_nodes {
+            return Err(Refusal::TooManyNodes);
+        }
+        let held = self.known_costs.links(&ri.node_id).map_or(0, BTreeMap::len);
+        if self.known_costs.link_count() - held + ri.connections.len() > l.max_links {
+            return Err(Refusal::TooManyLinks);
+        }
+        Ok(())
     }
 
     fn handle_routing_update(&mut self, now: Instant, mut ri: RoutingUpdate, from: SessionId) {
@@ -785,6 +1032,13 @@ impl NodeState {
                 warn!(node = %self.id, "duplicate node ID detected");
                 self.send_routing_update(ri.update_epoch);
             }
+            return;
+        }
+        if let Err(refusal) = self.check_limits(&ri, self.known_info.contains_key(&ri.node_id)) {
+            // Not recorded as seen and not flooded on: as if it never came.
+            self.updates_refused += 1;
+            let what = format!("routing update from {} ignored", ri.node_id);
+            self.bad_message(from, &what, &refusal);
             return;
         }
         if !self.seen.insert(now, &ri.update_id) {
@@ -808,12 +1062,8 @@ impl NodeState {
                     }
                 }
                 None => {
-                    if self.known_info.len() >= MAX_KNOWN_NODES {
-                        warn!(node = %ri.node_id, "too many known nodes; ignoring update");
-                        return;
-                    }
                     self.trigger_update(now);
-                    self.add_name(&ri.node_id);
+                    self.add_name_deferred(&ri.node_id);
                 }
             }
             debug!(update_id = %ri.update_id, node = %ri.node_id, "received routing update");
@@ -822,6 +1072,7 @@ impl NodeState {
                 NodeInfo {
                     epoch: ri.update_epoch,
                     sequence: ri.update_sequence,
+                    heard: now,
                 },
             );
             if self.known_costs.links(&ri.node_id) != Some(&ri.connections) {
@@ -841,8 +1092,13 @@ impl NodeState {
         self.flood(Bytes::from(ri.encode()), Some(from));
     }
 
-    fn recompute_routes(&mut self) {
+    fn recompute_routes(&mut self, now: Instant) {
+        self.last_recompute = Some(now);
+        self.recomputations += 1;
         let routes = shortest_paths(&self.id, self.known_costs.costs());
+        if std::mem::take(&mut self.names_changed) {
+            self.routes_changed = true;
+        }
         if routes != self.routes {
             self.routing_table = routes
                 .iter()
@@ -870,6 +1126,56 @@ impl NodeState {
             self.routes_changed = true;
         }
         h
+    }
+
+    /// [`NodeState::add_name`] for a node learnt from a routing update: the name is
+    /// published with the routes its update leads to, not on its own.
+    fn add_name_deferred(&mut self, name: &str) {
+        let h = node_hash(name);
+        if let std::collections::hash_map::Entry::Vacant(e) = self.names.entry(h) {
+            e.insert(name.to_owned());
+            self.names_changed = true;
+        }
+    }
+
+    /// Forgets the nodes that are unreachable and were not heard from for the
+    /// limits' `node_expiry`: their entry, their links and their name.
+    fn expire_nodes(&mut self, now: Instant) {
+        let Some(expiry) = self.limits.node_expiry else {
+            return;
+        };
+        let stale: Vec<String> = self
+            .known_info
+            .iter()
+            .filter(|(n, i)| {
+                now.saturating_duration_since(i.heard) > expiry
+                    && !self.routes.contains_key(n.as_str())
+                    && !self.peers.contains_key(n.as_str())
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        info!(
+            count = stale.len(),
+            "forgetting unreachable nodes not heard from"
+        );
+        for n in &stale {
+            self.known_info.remove(n);
+            self.known_costs.remove_node(n);
+            let h = node_hash(n);
+            if self.names.get(&h) == Some(n) {
+                self.names.remove(&h);
+            }
+        }
+        self.routes_changed = true;
+        self.trigger_recompute(now);
+    }
+
+    /// Number of nodes in the link-state database (this one included).
+    pub fn known_node_count(&self) -> usize {
+        self.known_costs.node_count()
     }
 
     /// The hash → name table.
@@ -1067,7 +1373,8 @@ impl NodeState {
             return None;
         }
         let mut t = self
-            .update_due
+            .update_timer
+            .due()
             .min(self.recompute_due)
             .min(self.service_ads_due)
             .min(self.idle_check_due)
@@ -1075,6 +1382,9 @@ impl NodeState {
         for s in self.sessions.values() {
             if let SessionState::Connecting { next_send, .. } = s.state {
                 t = t.min(next_send);
+            }
+            if !s.coalesced.is_empty() {
+                t = t.min(s.budget.next_token(s.last_rx));
             }
         }
         Some(t)
@@ -1094,17 +1404,16 @@ impl NodeState {
         for sid in due {
             self.send_initial(now, sid);
         }
+        self.drain_coalesced(now);
         if self.idle_check_due <= now {
             self.idle_check_due = now + IDLE_CHECK_INTERVAL;
             self.check_idle(now);
+            self.expire_nodes(now);
         }
-        if self.update_due <= now {
-            self.update_due = now + ROUTE_UPDATE_INTERVAL;
-            self.send_routing_update(0);
-        }
+        self.send_due_update(now);
         if self.recompute_due <= now {
             self.recompute_due = now + RECOMPUTE_INTERVAL;
-            self.recompute_routes();
+            self.recompute_routes(now);
         }
         if self.service_ads_due <= now {
             self.service_ads_due = now + SERVICE_AD_INTERVAL;

@@ -12,17 +12,29 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 pub type LinkCosts = BTreeMap<String, BTreeMap<String, f64>>;
 
 /// [`LinkCosts`] plus a reverse index (which nodes list a given node), so that
-/// withdrawing a node's links does not scan the whole database.
+/// withdrawing a node's links does not scan the whole database, and the number of
+/// links held (for the node's limits).
 #[derive(Debug, Default, Clone)]
 pub struct LinkState {
     costs: LinkCosts,
     listed_by: HashMap<String, HashSet<String>>,
+    links: usize,
 }
 
 impl LinkState {
     /// The database.
     pub fn costs(&self) -> &LinkCosts {
         &self.costs
+    }
+
+    /// Number of links (edges) held, over every node.
+    pub fn link_count(&self) -> usize {
+        self.links
+    }
+
+    /// Number of known nodes (keys of the database).
+    pub fn node_count(&self) -> usize {
+        self.costs.len()
     }
 
     /// The links `node` advertised, if it is known.
@@ -32,10 +44,15 @@ impl LinkState {
 
     /// Sets the edge `from → to` (making `from` a known node).
     pub fn set_edge(&mut self, from: &str, to: &str, cost: f64) {
-        self.costs
+        if self
+            .costs
             .entry(from.to_owned())
             .or_default()
-            .insert(to.to_owned(), cost);
+            .insert(to.to_owned(), cost)
+            .is_none()
+        {
+            self.links += 1;
+        }
         self.listed_by
             .entry(to.to_owned())
             .or_default()
@@ -45,7 +62,9 @@ impl LinkState {
     /// Removes the edge `from → to` if present (`from` stays known).
     pub fn remove_edge(&mut self, from: &str, to: &str) {
         if let Some(m) = self.costs.get_mut(from) {
-            m.remove(to);
+            if m.remove(to).is_some() {
+                self.links -= 1;
+            }
         }
         if let Some(s) = self.listed_by.get_mut(to) {
             s.remove(from);
@@ -57,7 +76,29 @@ impl LinkState {
 
     /// Replaces every link of `node` (making it a known node).
     pub fn replace(&mut self, node: &str, links: BTreeMap<String, f64>) {
+        self.unlink(node);
+        for to in links.keys() {
+            self.listed_by
+                .entry(to.clone())
+                .or_default()
+                .insert(node.to_owned());
+        }
+        self.links += links.len();
+        self.costs.insert(node.to_owned(), links);
+    }
+
+    /// Forgets `node`: its own links and its place among the known nodes. Links
+    /// other nodes advertise to it stay (it is then a neighbour they list, not a
+    /// destination).
+    pub fn remove_node(&mut self, node: &str) {
+        self.unlink(node);
+        self.costs.remove(node);
+    }
+
+    /// Drops the reverse-index entries and the count of `node`'s own links.
+    fn unlink(&mut self, node: &str) {
         if let Some(old) = self.costs.get(node) {
+            self.links -= old.len();
             for to in old.keys() {
                 if let Some(s) = self.listed_by.get_mut(to) {
                     s.remove(node);
@@ -67,13 +108,6 @@ impl LinkState {
                 }
             }
         }
-        for to in links.keys() {
-            self.listed_by
-                .entry(to.clone())
-                .or_default()
-                .insert(node.to_owned());
-        }
-        self.costs.insert(node.to_owned(), links);
     }
 
     /// The known nodes whose links include `node`.
@@ -214,9 +248,14 @@ mod tests {
         ls.replace("c", [("d".to_owned(), 1.0)].into_iter().collect());
         assert_eq!(ls.listing("b"), vec!["a"]);
         assert_eq!(ls.listing("d"), vec!["c"]);
+        assert_eq!(ls.link_count(), 2);
         ls.remove_edge("a", "b");
         assert!(ls.listing("b").is_empty());
         assert!(ls.links("a").is_some_and(BTreeMap::is_empty));
+        assert_eq!(ls.link_count(), 1);
+        ls.remove_node("c");
+        assert_eq!((ls.link_count(), ls.node_count()), (0, 1));
+        assert!(ls.listing("d").is_empty());
     }
 
     #[test]

@@ -113,6 +113,7 @@ pub(crate) fn build_config(items: &[RawItem]) -> Result<Config, ConfigError> {
                     tls: fields.opt_str("tls").filter(|t| !t.is_empty()),
                 })
             }
+            "mesh-limits" => config.mesh_limits = mesh_limits(&fields)?,
             "control-service" => config.control_services.push(control_service(&fields)?),
             "plugins" => {
                 config
@@ -579,6 +580,42 @@ fn node_config(fields: &Fields) -> Result<NodeConfig, ConfigError> {
     })
 }
 
+fn mesh_limits(fields: &Fields) -> Result<MeshLimitsConfig, ConfigError> {
+    let count = |key: &str| -> Result<usize, ConfigError> {
+        let n = fields.int(key);
+        match usize::try_from(n) {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(fields.bad(key, format!("expected a positive number, got {n}"))),
+        }
+    };
+    let rate = count("routeupdatespersecond")?;
+    let route_updates_per_second = u32::try_from(rate).map_err(|_| {
+        fields.bad(
+            "routeupdatespersecond",
+            format!("{rate} is more than {}", u32::MAX),
+        )
+    })?;
+    let route_interval = fields
+        .duration("routeinterval", "route interval")?
+        .unwrap_or_default();
+    let node_expiry = fields
+        .duration("nodeexpiry", "node expiry")?
+        .filter(|d| !d.is_zero());
+    Ok(MeshLimitsConfig {
+        routing: receptor_proto::limits::MeshLimits {
+            max_nodes: count("maxnodes")?,
+            max_node_connections: count("maxnodeconnections")?,
+            max_links: count("maxlinks")?,
+            max_node_id_len: count("maxnodeidlength")?,
+            route_updates_per_second,
+            max_coalesced_bytes: count("coalescedbytes")?,
+            route_interval,
+            node_expiry,
+        },
+        max_pending_sessions: count("maxpendingsessions")?,
+    })
+}
+
 fn log_level(fields: &Fields) -> Result<LogLevel, ConfigError> {
     let name = fields.str("level");
     match name.to_lowercase().as_str() {
@@ -846,6 +883,29 @@ mod tests {
         assert!(decode_fingerprint("abc").is_err());
         assert!(decode_fingerprint("abcd").is_err());
         assert!(decode_fingerprint("é").is_err());
+    }
+
+    #[test]
+    fn mesh_limits_default_and_parse() {
+        let config = crate::config::load_str("- node:\n    id: x\n", "t.yml").expect("no limits");
+        assert_eq!(config.mesh_limits, MeshLimitsConfig::default());
+        let config = crate::config::load_str(
+            "- node:\n    id: x\n- mesh-limits:\n    maxnodes: 20\n    routeinterval: 10ms\n    nodeexpiry: 0\n    maxpendingsessions: 3\n",
+            "t.yml",
+        )
+        .expect("mesh-limits");
+        let limits = config.mesh_limits;
+        assert_eq!(limits.routing.max_nodes, 20);
+        assert_eq!(limits.routing.max_links, 100_000);
+        assert_eq!(limits.routing.route_interval, Duration::from_millis(10));
+        assert_eq!(limits.routing.node_expiry, None);
+        assert_eq!(limits.max_pending_sessions, 3);
+        for bad in ["maxnodes: 0", "maxlinks: -5", "routeinterval: soon"] {
+            let text = format!("- node:\n    id: x\n- mesh-limits:\n    {bad}\n");
+            let err = crate::config::load_str(&text, "t.yml").expect_err(bad);
+            let key = bad.split(':').next().unwrap_or_default();
+            assert!(err.to_string().contains(key), "{bad}: {err}");
+        }
     }
 
     #[test]

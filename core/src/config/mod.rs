@@ -47,9 +47,9 @@ use std::path::{Path, PathBuf};
 pub use error::{ConfigError, ReloadError};
 pub use model::{
     Cidr, CommandServiceConfig, Config, ControlServiceConfig, IpRouterConfig, LogFormat, LogLevel,
-    MeshPageConfig, MetricsConfig, NodeConfig, Section, TcpClientConfig, TcpServerConfig,
-    TlsClientConfig, TlsServerConfig, UdpClientConfig, UdpServerConfig, UnixSocketClientConfig,
-    UnixSocketServerConfig, WorkSigningConfig, WorkVerificationConfig,
+    MeshLimitsConfig, MeshPageConfig, MetricsConfig, NodeConfig, Section, TcpClientConfig,
+    TcpServerConfig, TlsClientConfig, TlsServerConfig, UdpClientConfig, UdpServerConfig,
+    UnixSocketClientConfig, UnixSocketServerConfig, WorkSigningConfig, WorkVerificationConfig,
 };
 pub use reload::reload_check;
 

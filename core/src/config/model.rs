@@ -60,6 +60,9 @@ pub struct Config {
     /// `mesh-page`: the read-only web page of the mesh (receptor-rs extension; off when
     /// absent).
     pub mesh_page: Option<MeshPageConfig>,
+    /// `mesh-limits`: bounds on what peers can make the node hold (receptor-rs
+    /// extension; the defaults when absent).
+    pub mesh_limits: MeshLimitsConfig,
     /// Everything plugins provide (backends, work types, unknown kinds), in order.
     pub sections: Vec<Section>,
 }
@@ -71,6 +74,39 @@ pub struct MetricsConfig {
     pub address: String,
     /// Name of the `tls-server` that makes it HTTPS.
     pub tls: Option<String>,
+}
+
+/// `mesh-limits`: bounds on the mesh state and work peers can cause.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MeshLimitsConfig {
+    /// Limits of the routing state machine (`maxnodes`, `maxnodeconnections`,
+    /// `maxlinks`, `maxnodeidlength`, `routeupdatespersecond`, `coalescedbytes`,
+    /// `routeinterval`, `nodeexpiry`).
+    #[serde(serialize_with = "serialize_routing_limits")]
+    pub routing: receptor_proto::limits::MeshLimits,
+    /// `maxpendingsessions`: connections one backend may have that have not yet
+    /// completed the mesh handshake (or TLS); more are closed at once.
+    pub max_pending_sessions: usize,
+}
+
+/// Default of [`MeshLimitsConfig::max_pending_sessions`].
+pub const DEFAULT_MAX_PENDING_SESSIONS: usize = 256;
+
+impl Default for MeshLimitsConfig {
+    fn default() -> Self {
+        MeshLimitsConfig {
+            routing: receptor_proto::limits::MeshLimits::default(),
+            max_pending_sessions: DEFAULT_MAX_PENDING_SESSIONS,
+        }
+    }
+}
+
+/// The routing limits as their `Debug` text (only compared, by `reload`).
+fn serialize_routing_limits<S: serde::Serializer>(
+    limits: &receptor_proto::limits::MeshLimits,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{limits:?}"))
 }
 
 /// Where `mesh-page` listens when the item gives no `address`: loopback only.
@@ -119,6 +155,7 @@ impl Config {
             ip_routers: Vec::new(),
             metrics: None,
             mesh_page: None,
+            mesh_limits: MeshLimitsConfig::default(),
             sections: Vec::new(),
         }
     }

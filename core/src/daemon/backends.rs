@@ -9,6 +9,7 @@
 //! its certificate names (unless `skipreceptornamescheck`), with the same refusal.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::trust::{client_json, server_json};
 use crate::config::{Config, Section};
-use crate::mesh::{Framing, Mesh, MeshError, PeerIdentity, PeerTls, SessionParams, SessionTls};
+use crate::mesh::{
+    Framing, HandshakeSlot, Mesh, MeshError, PeerIdentity, PeerTls, SessionParams, SessionTls,
+};
 use crate::plugin_host::{BackendConnection, BackendHandle, BackendInstance, PluginHost};
 use crate::tls::{ClientTls, TlsRegistry};
 
@@ -55,6 +58,8 @@ struct Prepared {
     params: SessionParams,
     core_tls: Option<Arc<CoreTls>>,
     plugin_tls: Option<PeerTls>,
+    /// `mesh-limits` `maxpendingsessions`.
+    max_pending: usize,
 }
 
 /// One started backend section.
@@ -301,6 +306,7 @@ fn prepare(
         core_tls: CoreTls::from_section(tls, section, own_tls)?.map(Arc::new),
         plugin_tls: plugin_peer_tls(tls, section, own_tls)?,
         value: with_tls_config(config, section, own_tls)?,
+        max_pending: config.mesh_limits.max_pending_sessions,
     })
 }
 
@@ -320,6 +326,9 @@ fn launch(plugins: &PluginHost, mesh: &Mesh, prepared: Prepared) -> anyhow::Resu
         tls: prepared.core_tls.clone(),
         plugin_tls: prepared.plugin_tls.clone(),
         handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+        pending: Arc::new(Semaphore::new(prepared.max_pending)),
+        max_pending: prepared.max_pending,
+        refusing: Arc::new(AtomicBool::new(false)),
     };
     tokio::spawn(feed_sessions(instance, feed, sessions.clone()));
     Ok(Running {
@@ -364,6 +373,12 @@ struct Feed {
     plugin_tls: Option<PeerTls>,
     /// Permits for TLS handshakes in progress.
     handshakes: Arc<Semaphore>,
+    /// Permits for connections that have not completed the mesh handshake.
+    pending: Arc<Semaphore>,
+    /// The number of those permits.
+    max_pending: usize,
+    /// Connections are being refused for want of a permit (logged once per spell).
+    refusing: Arc<AtomicBool>,
 }
 
 /// Runs one mesh session per connection the backend hands over, until cancelled.
@@ -376,7 +391,23 @@ async fn feed_sessions(mut instance: BackendInstance, feed: Feed, cancel: Cancel
                 None => return,
             },
         };
+        // A connection beyond the backend's handshakes in progress is closed at once.
+        let Ok(permit) = feed.pending.clone().try_acquire_owned() else {
+            if !feed.refusing.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "{}: {} connections have not completed their handshake; closing new ones until fewer",
+                    feed.label,
+                    feed.max_pending
+                );
+            }
+            instance.handle.session_closed(conn.token);
+            continue;
+        };
+        if feed.refusing.swap(false, Ordering::Relaxed) {
+            tracing::info!("{}: accepting connections again", feed.label);
+        }
         let feed = feed.clone();
+        let slot = HandshakeSlot::new(permit);
         let handle = instance.handle.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
@@ -388,7 +419,7 @@ async fn feed_sessions(mut instance: BackendInstance, feed: Feed, cancel: Cancel
             );
             let outcome = tokio::select! {
                 () = cancel.cancelled() => Ok(()),
-                r = run_connection(&feed, conn) => r,
+                r = run_connection(&feed, conn, slot) => r,
             };
             match outcome {
                 Ok(()) => {}
@@ -403,12 +434,19 @@ async fn feed_sessions(mut instance: BackendInstance, feed: Feed, cancel: Cancel
 }
 
 /// One connection's session, in TLS when the backend asks the core for it.
-async fn run_connection(feed: &Feed, conn: BackendConnection) -> Result<(), MeshError> {
+/// `slot` counts it among the backend's connections in their handshake until the
+/// session is established.
+async fn run_connection(
+    feed: &Feed,
+    conn: BackendConnection,
+    slot: HandshakeSlot,
+) -> Result<(), MeshError> {
     let Some(tls) = &feed.tls else {
         let identity = plugin_identity(feed, &conn);
+        let params = feed.params.clone();
         return feed
             .mesh
-            .run_session_with_identity(conn.fd, conn.framing, feed.params.clone(), identity)
+            .run_backend_session(conn.fd, conn.framing, params, identity, Some(slot))
             .await;
     };
     if conn.framing != Framing::Len16Le {
@@ -427,7 +465,7 @@ async fn run_connection(feed: &Feed, conn: BackendConnection) -> Result<(), Mesh
     let tls_conn = session_tls.handshake(conn.fd).await?;
     drop(permit);
     feed.mesh
-        .run_tls_session(tls_conn, feed.params.clone())
+        .run_tls_session_held(tls_conn, feed.params.clone(), Some(slot))
         .await
 }
 

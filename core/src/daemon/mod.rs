@@ -87,10 +87,13 @@ impl Daemon {
             .max_idle_connection_timeout
             .unwrap_or(MIN_IDLE)
             .max(MIN_IDLE);
-        let mesh = Mesh::start(MeshOptions {
-            node_id: node_id.clone(),
-            max_idle,
-        });
+        let mesh = Mesh::start_with_limits(
+            MeshOptions {
+                node_id: node_id.clone(),
+                max_idle,
+            },
+            config.mesh_limits.routing.clone(),
+        );
         trust::install_firewall(&mesh, &config).await?;
 
         let mut work_types: Vec<Arc<dyn crate::work::worktype::WorkType>> = Vec::new();

@@ -14,15 +14,16 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use receptor_proto::data::{ServiceName, PING_SERVICE, UNREACH_SERVICE};
 use receptor_proto::hash::{node_hash, HashKeyedMap};
+use receptor_proto::limits::MeshLimits;
 use receptor_proto::message::MessageType;
 use receptor_proto::node::{Event, NodeConfig, NodeState, SessionConfig, SessionId};
 use receptor_proto::svcad::{ServiceAdvertisement, WorkCommand};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use super::datapath::{DataPath, DataTx, Delivery, Firewall, RouteTable, ServiceTable};
-use super::{ConnectionInfo, MeshError, MeshOptions, MeshStatus};
+use super::{ConnectionInfo, HandshakeSlot, MeshError, MeshOptions, MeshStatus};
 use crate::metrics::{LinkCounters, LinkSnapshot, MeshSnapshot, Transitions};
 
 /// Capacity of the node task's command queue.
@@ -82,6 +83,8 @@ pub(crate) struct SessionLink {
     pub(crate) control: mpsc::Sender<WriterItem>,
     pub(crate) data: DataTx,
     pub(crate) shared: Arc<SessionShared>,
+    /// Given back when the session is established.
+    pub(crate) handshake: Option<HandshakeSlot>,
 }
 
 /// Requests to the node task.
@@ -94,6 +97,9 @@ pub(crate) enum Command {
     Message {
         session: SessionId,
         message: Bytes,
+        /// The message's share of its session's in-flight budget, given back once
+        /// the message is handled.
+        _budget: OwnedSemaphorePermit,
     },
     SessionEnded {
         session: SessionId,
@@ -145,6 +151,9 @@ pub(crate) struct Actor {
     services_changed: bool,
     /// Routing figures and link history, for [`Command::Metrics`].
     routing: RoutingFigures,
+    /// Time spent in node calls that computed routes, not yet reported to the node
+    /// (the republishing of the tables in `flush` is added to it).
+    route_cost: Option<Duration>,
 }
 
 /// What the node task counts itself (it is their only writer: no atomics needed).
@@ -169,12 +178,13 @@ impl RoutingFigures {
 impl Actor {
     pub(crate) fn new(
         opts: &MeshOptions,
+        limits: MeshLimits,
         data: Arc<DataPath>,
         base: Instant,
         shut_down: CancellationToken,
     ) -> Actor {
         let seed = rand::random::<u64>();
-        let node = NodeState::new(
+        let mut node = NodeState::new(
             NodeConfig {
                 node_id: opts.node_id.clone(),
                 max_idle: opts.max_idle,
@@ -183,6 +193,7 @@ impl Actor {
             SystemTime::now(),
             seed,
         );
+        node.set_limits(limits);
         Actor {
             node,
             data,
@@ -195,6 +206,7 @@ impl Actor {
             shut_down,
             services_changed: false,
             routing: RoutingFigures::default(),
+            route_cost: None,
         }
     }
 
@@ -224,7 +236,7 @@ impl Actor {
             let now = Instant::now();
             if deadline.is_some_and(|d| d <= now) {
                 self.sync_activity();
-                self.node.handle_timeout(now);
+                self.timed(|node| node.handle_timeout(now));
             }
             self.flush();
         }
@@ -249,11 +261,13 @@ impl Actor {
                 self.sessions.insert(sid, link);
                 let _ = reply.send(Ok(sid));
             }
-            Command::Message { session, message } => {
+            Command::Message {
+                session, message, ..
+            } => {
                 if MessageType::of(&message) == Ok(MessageType::Route) {
                     self.routing.received += 1;
                 }
-                self.node.handle_message(now, session, &message);
+                self.timed(|node| node.handle_message(now, session, &message));
             }
             Command::SessionEnded { session } => {
                 self.routing.down(session);
@@ -292,6 +306,16 @@ impl Actor {
                 self.shutdown(now);
                 let _ = reply.send(());
             }
+        }
+    }
+
+    /// Runs `f` on the node, noting its duration if it computed routes.
+    fn timed(&mut self, f: impl FnOnce(&mut NodeState)) {
+        let before = self.node.recomputations();
+        let started = Instant::now();
+        f(&mut self.node);
+        if self.node.recomputations() != before {
+            self.route_cost = Some(started.elapsed());
         }
     }
 
@@ -461,8 +485,11 @@ impl Actor {
                     cost,
                     ..
                 } => {
-                    if let Some(link) = self.sessions.get(&session) {
+                    if let Some(link) = self.sessions.get_mut(&session) {
                         link.shared.established.store(true, Ordering::Release);
+                        if let Some(slot) = link.handshake.take() {
+                            slot.release();
+                        }
                     }
                     self.routing.transitions.entry(peer.clone()).or_default().up += 1;
                     self.routing.peers.insert(session, (peer, cost));
@@ -489,7 +516,13 @@ impl Actor {
             }
         }
         if self.node.take_routes_changed() {
+            let started = Instant::now();
             self.publish_routes();
+            if let Some(cost) = self.route_cost.take() {
+                self.node.note_route_cost(cost + started.elapsed());
+            }
+        } else if let Some(cost) = self.route_cost.take() {
+            self.node.note_route_cost(cost);
         }
         if std::mem::take(&mut self.services_changed) {
             self.publish_services();

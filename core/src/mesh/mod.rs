@@ -18,6 +18,14 @@
 //! * `fdio` — file descriptors from backends as tokio I/O.
 //! * `tls_session` — TLS around byte-stream backend connections, and holding a
 //!   peer to the node ID its certificate names ([`PeerIdentity`]).
+//!
+//! Bounds against abusive peers: the routing state machine's [`MeshLimits`] (known
+//! nodes, links, update rate, route computations, expiry); per session, at most
+//! `CONTROL_IN_FLIGHT_KIB` (256) KiB of control messages waiting for the node task
+//! (so one peer cannot fill its queue and delay everyone's `status` or route
+//! updates); read buffers that start small and grow only for peers that send large
+//! frames; and a [`HandshakeSlot`] a backend can hold until the session is established,
+//! to bound connections that never complete the handshake.
 
 mod actor;
 mod datapath;
@@ -35,13 +43,14 @@ use bytes::Bytes;
 use receptor_proto::data::{ServiceName, MAX_FORWARDING_HOPS, PING_SERVICE};
 use receptor_proto::svcad::ServiceAdvertisement;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use actor::{Actor, Command, COMMAND_QUEUE};
 use datapath::{DataPath, Delivery};
 pub use datapath::{Firewall, FirewallMessage, FirewallVerdict};
 use fdio::{DatagramSocket, FdStream};
+pub use receptor_proto::limits::MeshLimits;
 use session::{DatagramReader, DatagramWriter, StreamReader, StreamWriter};
 pub use tls_session::{PeerTls, SessionTls, TlsConnection, TLS_HANDSHAKE_TIMEOUT};
 
@@ -109,6 +118,23 @@ pub struct SessionParams {
     pub allowed_peers: Option<Vec<String>>,
 }
 
+/// A place among a backend's connections that have not completed the mesh handshake
+/// (a semaphore permit), given back once the session is established or ends.
+#[derive(Clone, Debug)]
+pub struct HandshakeSlot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl HandshakeSlot {
+    /// A slot holding `permit`.
+    pub fn new(permit: OwnedSemaphorePermit) -> HandshakeSlot {
+        HandshakeSlot(Arc::new(std::sync::Mutex::new(Some(permit))))
+    }
+
+    /// Gives the place back (idempotent).
+    pub(crate) fn release(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
 /// Decides whether a session's peer may use the node ID it announces (the
 /// `ForwardingNode` of its ROUTE messages before the session is established), e.g.
 /// from the certificate the peer presented. `Err` carries the reason; the session is
@@ -117,16 +143,28 @@ pub struct SessionParams {
 pub struct PeerIdentity(Arc<IdentityCheck>);
 
 /// The function behind a [`PeerIdentity`].
-type IdentityCheck = dyn Fn(&str) -> Result<(), String> + Send + Sync;
+type IdentityCheck = dyn Fn(&str) -> Result<(), IdentityRefused> + Send + Sync;
+
+/// Why a peer may not use the node ID it announced.
+#[derive(Debug, thiserror::Error)]
+#[error("it announced node ID {announced} but its certificate does not name it ({reason})")]
+pub struct IdentityRefused {
+    /// The node ID the peer announced.
+    pub announced: String,
+    /// What the check of its certificate found.
+    pub reason: crate::tls::TlsError,
+}
 
 impl PeerIdentity {
     /// A check from a function of the announced node ID.
-    pub fn new(check: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn new(
+        check: impl Fn(&str) -> Result<(), IdentityRefused> + Send + Sync + 'static,
+    ) -> Self {
         PeerIdentity(Arc::new(check))
     }
 
     /// Runs the check for `announced`.
-    pub fn check(&self, announced: &str) -> Result<(), String> {
+    pub fn check(&self, announced: &str) -> Result<(), IdentityRefused> {
         (self.0)(announced)
     }
 }
@@ -224,13 +262,18 @@ impl MeshInner {
 
 impl Mesh {
     /// Starts the node's driver task on the current tokio runtime (panics when
-    /// called outside one).
+    /// called outside one), with the default [`MeshLimits`].
     pub fn start(opts: MeshOptions) -> Mesh {
+        Mesh::start_with_limits(opts, MeshLimits::default())
+    }
+
+    /// [`Mesh::start`] with the given limits.
+    pub fn start_with_limits(opts: MeshOptions, limits: MeshLimits) -> Mesh {
         let base = Instant::now();
         let data = Arc::new(DataPath::new(&opts.node_id));
         let shut_down = CancellationToken::new();
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let actor = Actor::new(&opts, data.clone(), base, shut_down.clone());
+        let actor = Actor::new(&opts, limits, data.clone(), base, shut_down.clone());
         tokio::spawn(actor.run(rx));
         Mesh {
             inner: Arc::new(MeshInner {
@@ -271,25 +314,40 @@ impl Mesh {
         params: SessionParams,
         identity: Option<PeerIdentity>,
     ) -> Result<(), MeshError> {
+        self.run_backend_session(io, framing, params, identity, None)
+            .await
+    }
+
+    /// [`Mesh::run_session_with_identity`] holding `handshake` until the session is
+    /// established (or ends).
+    pub async fn run_backend_session(
+        &self,
+        io: OwnedFd,
+        framing: Framing,
+        params: SessionParams,
+        identity: Option<PeerIdentity>,
+        handshake: Option<HandshakeSlot>,
+    ) -> Result<(), MeshError> {
         let inner = self.inner.clone();
+        let held = handshake;
         match framing {
             Framing::Len16Le => match FdStream::new(io) {
                 Ok(FdStream::Tcp(s)) => {
                     let (r, w) = s.into_split();
                     let (r, w) = (StreamReader::new(r), StreamWriter::new(w));
-                    session::run(inner, r, w, params, identity).await
+                    session::run(inner, r, w, params, identity, held).await
                 }
                 Ok(FdStream::Unix(s)) => {
                     let (r, w) = s.into_split();
                     let (r, w) = (StreamReader::new(r), StreamWriter::new(w));
-                    session::run(inner, r, w, params, identity).await
+                    session::run(inner, r, w, params, identity, held).await
                 }
                 Err(e) => Err(MeshError::Other(format!("unusable connection: {e}"))),
             },
             Framing::Datagram => match DatagramSocket::new(io) {
                 Ok(sock) => {
-                    let reader = DatagramReader::new(sock.clone());
-                    session::run(inner, reader, DatagramWriter::new(sock), params, identity).await
+                    let (r, w) = (DatagramReader::new(sock.clone()), DatagramWriter::new(sock));
+                    session::run(inner, r, w, params, identity, held).await
                 }
                 Err(e) => Err(MeshError::Other(format!("unusable connection: {e}"))),
             },
@@ -318,15 +376,25 @@ impl Mesh {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
+        self.run_stream_session_held(io, params, identity, None)
+            .await
+    }
+
+    /// [`Mesh::run_stream_session_with_identity`] holding `handshake` until the
+    /// session is established (or ends).
+    pub(crate) async fn run_stream_session_held<S>(
+        &self,
+        io: S,
+        params: SessionParams,
+        identity: Option<PeerIdentity>,
+        handshake: Option<HandshakeSlot>,
+    ) -> Result<(), MeshError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         let (r, w) = tokio::io::split(io);
-        session::run(
-            self.inner.clone(),
-            StreamReader::new(r),
-            StreamWriter::new(w),
-            params,
-            identity,
-        )
-        .await
+        let (r, w) = (StreamReader::new(r), StreamWriter::new(w));
+        session::run(self.inner.clone(), r, w, params, identity, handshake).await
     }
 
     /// Whether `node` has shown that it can route back to this node (see
@@ -344,9 +412,9 @@ impl Mesh {
 
     /// Waits until `node` can route back to this node (or this node has no route to
     /// it), at most `limit`; false if the time ran out.
-    /// A new neighbour learns its route to us only when it recomputes its routes
-    /// (100 ms after the link came up, for Go and for us), so an answer it sends before
-    /// then is lost.
+    /// A new neighbour learns its route to us only when it recomputes its routes (Go
+    /// 100 ms after the link came up, ours at once, both followed by its own update listing
+    /// us), so an answer it sends before then is lost.
     pub async fn wait_routes_back(&self, node: &str, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {

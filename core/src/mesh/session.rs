@@ -18,13 +18,13 @@ use receptor_proto::message::MessageType;
 use receptor_proto::node::{SessionConfig, SessionId};
 use receptor_proto::update::RoutingUpdate;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::{debug, warn};
 
 use super::actor::{Command, SessionLink, SessionShared, WriterItem};
 use super::datapath::DataError;
 use super::fdio::{DatagramSocket, Received};
-use super::{MeshError, MeshInner, PeerIdentity, SessionParams};
+use super::{HandshakeSlot, IdentityRefused, MeshError, MeshInner, PeerIdentity, SessionParams};
 
 /// Control messages a session may have queued (ROUTE floods, SVCAD, REJECT).
 const CONTROL_QUEUE: usize = 256;
@@ -34,8 +34,14 @@ const DATA_QUEUE: usize = 512;
 const BATCH_BYTES: usize = 256 * 1024;
 /// ...or this many messages.
 const BATCH_MESSAGES: usize = 512;
-/// Read buffer growth step for byte streams.
+/// Largest read buffer growth step for byte streams.
 const READ_CHUNK: usize = 64 * 1024;
+/// First read buffer of a byte stream: a session that never sends large frames (or
+/// never completes its handshake) keeps a small one.
+const FIRST_READ_CHUNK: usize = 4 * 1024;
+/// KiB of control messages (ROUTE, SVCAD, REJECT) one session may have waiting for the
+/// node task (four maximum-size frames); its reader waits beyond that.
+pub(crate) const CONTROL_IN_FLIGHT_KIB: u32 = 256;
 /// Time a closing writer gets to shut the connection down.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -67,13 +73,16 @@ pub(crate) trait MessageWriter: Send + 'static {
 pub(crate) struct StreamReader<R> {
     io: R,
     decoder: FrameDecoder,
+    /// Current growth step: doubles (up to [`READ_CHUNK`]) when a read fills it.
+    chunk: usize,
 }
 
 impl<R> StreamReader<R> {
     pub(crate) fn new(io: R) -> Self {
         StreamReader {
             io,
-            decoder: FrameDecoder::with_capacity(READ_CHUNK),
+            decoder: FrameDecoder::with_capacity(FIRST_READ_CHUNK),
+            chunk: FIRST_READ_CHUNK,
         }
     }
 }
@@ -87,9 +96,10 @@ impl<R: AsyncRead + Unpin + Send + 'static> MessageReader for StreamReader<R> {
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
             }
             let buf = self.decoder.buffer_mut();
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
+            if buf.capacity() - buf.len() < self.chunk / 4 {
+                buf.reserve(self.chunk);
             }
+            let spare = buf.capacity() - buf.len();
             let n = match self.io.read_buf(buf).await {
                 Ok(n) => n,
                 // A TLS peer that closes without close_notify (Go does): the framing
@@ -97,6 +107,9 @@ impl<R: AsyncRead + Unpin + Send + 'static> MessageReader for StreamReader<R> {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
                 Err(e) => return Err(e),
             };
+            if n >= spare && self.chunk < READ_CHUNK {
+                self.chunk *= 2;
+            }
             if n == 0 {
                 if self.decoder.buffered() > 0 {
                     return Err(io::Error::new(
@@ -118,9 +131,10 @@ pub(crate) struct StreamWriter<W> {
 
 impl<W> StreamWriter<W> {
     pub(crate) fn new(io: W) -> Self {
+        // Grows with the first batch written.
         StreamWriter {
             io,
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf: BytesMut::new(),
         }
     }
 }
@@ -239,11 +253,12 @@ pub(crate) async fn run<R: MessageReader, W: MessageWriter>(
     writer: W,
     params: SessionParams,
     identity: Option<PeerIdentity>,
+    handshake: Option<HandshakeSlot>,
 ) -> Result<(), MeshError> {
     let shared = SessionShared::new();
     let guard = shared.cancel.clone().drop_guard();
     let task = tokio::spawn(session_task(
-        inner, reader, writer, params, identity, shared,
+        inner, reader, writer, params, identity, handshake, shared,
     ));
     let res = task.await;
     guard.disarm();
@@ -256,6 +271,7 @@ async fn session_task<R: MessageReader, W: MessageWriter>(
     writer: W,
     params: SessionParams,
     identity: Option<PeerIdentity>,
+    handshake: Option<HandshakeSlot>,
     shared: Arc<SessionShared>,
 ) -> Result<(), MeshError> {
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
@@ -273,6 +289,7 @@ async fn session_task<R: MessageReader, W: MessageWriter>(
             control: control_tx,
             data: data_tx,
             shared: shared.clone(),
+            handshake,
         },
         reply: reply_tx,
     };
@@ -313,6 +330,7 @@ async fn reader_loop<R: MessageReader>(
 ) -> ReaderEnd {
     let mut cursor = inner.data.cursor();
     let mut logged = LogOnce::default();
+    let in_flight = Arc::new(Semaphore::new(CONTROL_IN_FLIGHT_KIB as usize));
     // One registration for the whole session; the read is polled first, so the
     // cancellation is only looked at when there is nothing to read.
     let cancelled = shared.cancel.cancelled();
@@ -363,12 +381,23 @@ async fn reader_loop<R: MessageReader>(
         }
         if let Some(identity) = identity {
             if let Err(why) = check_identity(identity, &msg, shared) {
-                return ReaderEnd::Refused(why);
+                return ReaderEnd::Refused(why.to_string());
             }
         }
+        // Frames are at most 64 KiB: a message takes at most 64 of the KiB permits.
+        let kib = u32::try_from(msg.len().div_ceil(1024)).unwrap_or(CONTROL_IN_FLIGHT_KIB);
+        let budget = tokio::select! {
+            biased;
+            p = in_flight.clone().acquire_many_owned(kib.min(CONTROL_IN_FLIGHT_KIB)) => match p {
+                Ok(p) => p,
+                Err(_) => return ReaderEnd::Cancelled,
+            },
+            () = &mut cancelled => return ReaderEnd::Cancelled,
+        };
         let cmd = Command::Message {
             session: sid,
             message: msg.freeze(),
+            _budget: budget,
         };
         if inner.commands.send(cmd).await.is_err() {
             return ReaderEnd::NodeGone;
@@ -384,7 +413,7 @@ fn check_identity(
     identity: &PeerIdentity,
     msg: &[u8],
     shared: &SessionShared,
-) -> Result<(), String> {
+) -> Result<(), IdentityRefused> {
     if shared.established.load(Ordering::Acquire) || MessageType::of(msg) != Ok(MessageType::Route)
     {
         return Ok(());
