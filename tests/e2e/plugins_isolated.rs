@@ -188,11 +188,11 @@ mod rust_nodes {
             state == 3 && got.contains(detail),
             "{payload}: unit ended {state} with {got:?}, expected Failed with {detail:?}"
         );
-        let log = node.log();
-        ensure!(
-            log.contains(log_line),
-            "{payload}: no {log_line:?} in:\n{log}"
-        );
+        // The unit's end and the log line come from two threads of the node.
+        wait_until(UNIT_WAIT, &format!("{log_line:?} in the log"), || {
+            Ok(node.log().contains(log_line).then_some(()))
+        })
+        .map_err(|e| anyhow!("{payload}: {e:#}\n{}", node.log()))?;
         // After: the node and the other plugins are fine.
         unaffected(node, others)
     }
@@ -369,12 +369,13 @@ mod rust_nodes {
         let (state, detail) = final_state(&node, &id)?;
         ensure!(state == 2, "unit ended {state}: {detail}\n{}", node.log());
         ensure!(results(&node, &id)? == "before\nafter\n");
-        let log = node.log();
-        ensure!(
-            log.contains("crashed: killed by signal SIGKILL")
-                && log.contains("unit re-attached in the new plugin host"),
-            "{log}"
-        );
+        wait_until(UNIT_WAIT, "the crash and the re-attach in the log", || {
+            let log = node.log();
+            Ok((log.contains("crashed: killed by signal SIGKILL")
+                && log.contains("unit re-attached in the new plugin host"))
+            .then_some(()))
+        })
+        .map_err(|e| anyhow!("{e:#}\n{}", node.log()))?;
         unaffected(&mut node, &[("echo", "hi", "hi")])?;
         succeeds(&node, "slow", "", "before\nafter\n")
     }
