@@ -329,6 +329,38 @@ mod rust_nodes {
         Ok(())
     }
 
+    /// An isolated plugin's sections are checked against the description its host gave
+    /// (a typo is refused with a suggestion), and a plugin claiming backend sections is
+    /// refused with `isolation: process`.
+    #[test]
+    fn isolated_sections_are_checked_and_backend_plugins_refused() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let crashy = build_crashy(dir.path())?.display().to_string();
+        let log = NodeProcess::run_expecting_failure(
+            Rust,
+            NodeConfig::new("typo")
+                .entry("plugins", json!([{"path": crashy, "isolation": "process"}]))
+                .entry("crashy-worktype", json!({"workype": "c"})),
+        )?;
+        ensure!(
+            log.contains("unknown key \"workype\" (did you mean \"worktype\"?)"),
+            "no typo error with a suggestion: {log}"
+        );
+        let tcp = plugin_lib("receptor_tcp")?.display().to_string();
+        let log = NodeProcess::run_expecting_failure(
+            Rust,
+            NodeConfig::new("backend")
+                .entry("plugins", json!([{"path": tcp, "isolation": "process"}]))
+                .entry("echo-worktype", json!({"worktype": "echo"})),
+        )?;
+        ensure!(
+            log.contains(&format!("plugin tcp ({tcp}) claims backend section"))
+                && log.contains("`isolation: process` runs work-type plugins only"),
+            "{log}"
+        );
+        Ok(())
+    }
+
     /// The command work type, run isolated, follows its runner process by pid: a unit
     /// running when its plugin host is killed is re-attached by the new host and
     /// finishes with all its output.
