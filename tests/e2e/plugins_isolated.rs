@@ -188,11 +188,11 @@ mod rust_nodes {
             state == 3 && got.contains(detail),
             "{payload}: unit ended {state} with {got:?}, expected Failed with {detail:?}"
         );
-        let log = node.log();
-        ensure!(
-            log.contains(log_line),
-            "{payload}: no {log_line:?} in:\n{log}"
-        );
+        // The unit's end and the log line come from two threads of the node.
+        wait_until(UNIT_WAIT, &format!("{log_line:?} in the log"), || {
+            Ok(node.log().contains(log_line).then_some(()))
+        })
+        .map_err(|e| anyhow!("{payload}: {e:#}\n{}", node.log()))?;
         // After: the node and the other plugins are fine.
         unaffected(node, others)
     }
@@ -329,6 +329,38 @@ mod rust_nodes {
         Ok(())
     }
 
+    /// An isolated plugin's sections are checked against the description its host gave
+    /// (a typo is refused with a suggestion), and a plugin claiming backend sections is
+    /// refused with `isolation: process`.
+    #[test]
+    fn isolated_sections_are_checked_and_backend_plugins_refused() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let crashy = build_crashy(dir.path())?.display().to_string();
+        let log = NodeProcess::run_expecting_failure(
+            Rust,
+            NodeConfig::new("typo")
+                .entry("plugins", json!([{"path": crashy, "isolation": "process"}]))
+                .entry("crashy-worktype", json!({"workype": "c"})),
+        )?;
+        ensure!(
+            log.contains("unknown key \"workype\" (did you mean \"worktype\"?)"),
+            "no typo error with a suggestion: {log}"
+        );
+        let tcp = plugin_lib("receptor_tcp")?.display().to_string();
+        let log = NodeProcess::run_expecting_failure(
+            Rust,
+            NodeConfig::new("backend")
+                .entry("plugins", json!([{"path": tcp, "isolation": "process"}]))
+                .entry("echo-worktype", json!({"worktype": "echo"})),
+        )?;
+        ensure!(
+            log.contains(&format!("plugin tcp ({tcp}) claims backend section"))
+                && log.contains("`isolation: process` runs work-type plugins only"),
+            "{log}"
+        );
+        Ok(())
+    }
+
     /// The command work type, run isolated, follows its runner process by pid: a unit
     /// running when its plugin host is killed is re-attached by the new host and
     /// finishes with all its output.
@@ -369,12 +401,13 @@ mod rust_nodes {
         let (state, detail) = final_state(&node, &id)?;
         ensure!(state == 2, "unit ended {state}: {detail}\n{}", node.log());
         ensure!(results(&node, &id)? == "before\nafter\n");
-        let log = node.log();
-        ensure!(
-            log.contains("crashed: killed by signal SIGKILL")
-                && log.contains("unit re-attached in the new plugin host"),
-            "{log}"
-        );
+        wait_until(UNIT_WAIT, "the crash and the re-attach in the log", || {
+            let log = node.log();
+            Ok((log.contains("crashed: killed by signal SIGKILL")
+                && log.contains("unit re-attached in the new plugin host"))
+            .then_some(()))
+        })
+        .map_err(|e| anyhow!("{e:#}\n{}", node.log()))?;
         unaffected(&mut node, &[("echo", "hi", "hi")])?;
         succeeds(&node, "slow", "", "before\nafter\n")
     }

@@ -1019,6 +1019,36 @@ mod tests {
     }
 
     #[test]
+    fn plugins_entries_take_paths_and_isolated_maps() {
+        let config = crate::config::load_str(
+            "- node:\n    id: x\n- plugins:\n    - /a.so\n    - {path: /b.so, isolation: process, calltimeout: 3s}\n    - {path: /c.so, isolation: in-process}\n",
+            "t.yml",
+        )
+        .expect("plugins list with maps");
+        assert_eq!(
+            config.plugins,
+            vec![PathBuf::from("/a.so"), PathBuf::from("/c.so")]
+        );
+        assert_eq!(config.isolated_plugins, vec![PathBuf::from("/b.so")]);
+        assert_eq!(config.plugin_call_timeout, Some(Duration::from_secs(3)));
+        let single = crate::config::load_str(
+            "- node:\n    id: x\n- plugins: {path: rel.so, isolation: process}\n",
+            "/etc/receptor/t.yml",
+        )
+        .expect("one plugin map");
+        assert_eq!(single.isolated_plugins, vec![PathBuf::from("rel.so")]);
+        for (bad, needle) in [
+            ("{path: /b.so, isolation: thread}", "isolation \"thread\""),
+            ("{isolation: process}", "needs a path"),
+            ("{path: /b.so, isolate: process}", "unknown key \"isolate\""),
+        ] {
+            let text = format!("- node:\n    id: x\n- plugins:\n    - {bad}\n");
+            let err = crate::config::load_str(&text, "t.yml").expect_err(bad);
+            assert!(err.to_string().contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn node_ids() {
         assert!(valid_node_id("a.b-c_d@e:f"));
         assert!(!valid_node_id("a/b"));

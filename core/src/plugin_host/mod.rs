@@ -17,7 +17,10 @@
 //!   available, the paths searched and the libraries skipped);
 //! * adapts the C vtables to the daemon's Rust world: a backend instance delivers
 //!   connected descriptors on a bounded channel ([`BackendInstance`]); a work type is an
-//!   `Arc<dyn WorkType>` whose progress callbacks feed the unit's `watch` channel.
+//!   `Arc<dyn WorkType>` whose progress callbacks feed the unit's `watch` channel;
+//! * or runs a work-type plugin in a plugin host process of its own, when its `plugins:`
+//!   entry asks for `isolation: process` ([`isolate`]): a crash of the plugin then ends
+//!   only that process, which the node restarts.
 //!
 //! Plugin code runs on the plugin's own threads. Host callbacks never panic across the
 //! boundary and never block a thread of the host's async runtime.
@@ -488,6 +491,13 @@ impl PluginHost {
             Err(PluginError::Load { path, reason }) if !explicit => {
                 tracing::warn!("skipping {}: {reason}", path.display());
                 self.skipped.push(format!("{}: {reason}", path.display()));
+                return Ok(());
+            }
+            // Found on the default path: it can only be used by naming it with
+            // `isolation: process`.
+            Err(e @ PluginError::RequiresIsolation { .. }) if !explicit => {
+                tracing::info!("skipping: {e}");
+                self.skipped.push(e.to_string());
                 return Ok(());
             }
             Err(e) => return Err(e),

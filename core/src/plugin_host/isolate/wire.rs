@@ -4,6 +4,8 @@
 //! stdout) passed alongside as `SCM_RIGHTS`.
 
 use std::collections::BTreeMap;
+#[cfg(test)]
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -390,4 +392,46 @@ pub(in crate::plugin_host) fn recv(sock: &OwnedFd) -> io::Result<Option<(Vec<u8>
     }
     buf.truncate(n);
     Ok(Some((buf, fds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, Write};
+
+    #[test]
+    fn messages_carry_descriptors_and_stay_bounded() {
+        let (a, b) = socketpair().expect("socketpair");
+        let mut file = tempfile::tempfile().expect("temp file");
+        file.write_all(b"payload").expect("write");
+        let request = Request::Cancel { id: 7, unit: 9 };
+        send(&a, &request, &[file.as_raw_fd()]).expect("send");
+        drop(file);
+        let (bytes, fds) = recv(&b).expect("recv").expect("a message");
+        let got: Request = serde_json::from_slice(&bytes).expect("json");
+        assert!(matches!(got, Request::Cancel { id: 7, unit: 9 }));
+        assert_eq!(fds.len(), 1);
+        let mut passed = File::from(fds.into_iter().next().expect("fd"));
+        passed.rewind().expect("rewind");
+        let mut text = String::new();
+        passed.read_to_string(&mut text).expect("read");
+        assert_eq!(text, "payload");
+
+        let big = Event::Log {
+            level: 1,
+            message: "x".repeat(MAX_MESSAGE),
+        };
+        assert!(
+            send(&a, &big, &[]).is_err(),
+            "an oversized message is refused"
+        );
+        let too_many = [0, 1, 2];
+        assert!(send(&a, &Request::FreeUnit { unit: 1 }, &too_many).is_err());
+
+        drop(a);
+        assert!(
+            recv(&b).expect("end").is_none(),
+            "the peer's close is the end"
+        );
+    }
 }
