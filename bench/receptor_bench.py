@@ -21,7 +21,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from rbench import report, workloads  # noqa: E402
+from rbench import report, scale, workloads  # noqa: E402
 from rbench.topology import Impl  # noqa: E402
 from rbench.workloads import Settings, Skip  # noqa: E402
 
@@ -55,11 +55,26 @@ WORKLOADS = {
     "stream_connect": ("4c. stream through 2 hops (connect)", workloads.stream("connect")),
     "remote_latency_cat": ("5. remote units (cat)", workloads.remote_latency("cat")),
     "remote_latency_echo": ("5. remote units (echo-worktype)", workloads.remote_latency("echo")),
+    "isolation": ("7. plugins in-process against isolation: process (ours only)",
+                  workloads.isolation),
+    # Scale (opt-in: --scale, or by name with --only).
+    "scale_units_10k": ("S1. a node holding 10k finished units", scale.units_finished),
+    "scale_running_500": ("S2. 500 units running at once", scale.units_running),
+    "scale_mesh_200": ("S3. a 200-node mesh", scale.mesh),
+    "convergence_line_20": ("S4. a node joins a line of 20", scale.join_line(20)),
+    "convergence_line_50": ("S4. a node joins a line of 50", scale.join_line(50)),
 }
+
+#: Workloads that run only with --scale (or when named with --only): they take minutes and
+#: several GiB of memory.
+SCALE = ["scale_units_10k", "scale_running_500", "scale_mesh_200", "convergence_line_20",
+         "convergence_line_50"]
 
 QUICK = dict(startups=2, idle_settle_s=1.0, units=20, unit_budget_s=10.0, submits=20,
              results_mb=20, remote_runs=3, remote_budget_s=10.0, stream_mb=20,
-             transfer_budget_s=20.0, throughput_units=40, throughput_budget_s=10.0)
+             transfer_budget_s=20.0, throughput_units=40, throughput_budget_s=10.0,
+             scale_units=300, running_units=20, running_window_s=2.0, mesh_nodes=15,
+             mesh_idle_s=3.0, joins=2)
 
 
 def parse_args() -> argparse.Namespace:
@@ -73,6 +88,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--json", help="where to write the results "
                    "(default bench/results/run-<UTC time>.json)")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    p.add_argument("--scale", action="store_true",
+                   help="also run the scale workloads (" + ", ".join(SCALE) + "): about 15 "
+                   "minutes more and up to ~8 GiB of memory for the 200 Go nodes")
     for field in dataclasses.fields(Settings):
         p.add_argument("--" + field.name.replace("_", "-"), type=type(field.default),
                        help=f"(default {field.default}; --quick: {QUICK[field.name]})")
@@ -114,10 +132,15 @@ def summary(entry: dict) -> str:
         return "ERROR: " + entry["error"].splitlines()[0]
     m = entry["metrics"]
     parts = []
-    for key in ("units_per_s", "submits_per_s", "mb_per_s", "idle_rss_mib"):
+    for key in ("units_per_s", "submits_per_s", "mb_per_s", "idle_rss_mib",
+                "restart_to_served_list_ms", "rss_mib", "node_rss_mib",
+                "node_cpu_s_per_10s", "cancel_all_s", "routed_after_last_greeting_s",
+                "rss_per_node_mib", "idle_cpu_s_per_30s"):
         if key in m:
             parts.append(f"{key}={m[key]}")
-    for key in ("latency", "startup_ms"):
+    parts += [f"{key}={value}" for key, value in m.items()
+              if key.endswith(("_units_per_s", "_mb_per_s", "_over_in_process"))]
+    for key in ("latency", "startup_ms", "work_list", "join_routed"):
         if key in m:
             parts.append(f"{key} median={m[key]['median_ms']}ms p95={m[key]['p95_ms']}ms "
                          f"n={m[key]['n']}")
@@ -128,7 +151,10 @@ def main() -> int:
     args = parse_args()
     settings = settings_from(args)
     impls = [Impl(name, getattr(args, name)) for name in args.impl.split(",")]
-    selected = args.only.split(",") if args.only else list(WORKLOADS)
+    if args.only:
+        selected = args.only.split(",")
+    else:
+        selected = [w for w in WORKLOADS if args.scale or w not in SCALE]
     unknown = [w for w in selected if w not in WORKLOADS]
     if unknown:
         print(f"unknown workloads: {', '.join(unknown)}", file=sys.stderr)

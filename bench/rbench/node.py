@@ -94,6 +94,21 @@ def reset_peak_rss(pid: int) -> bool:
         return False
 
 
+def children(parent: int) -> list[int]:
+    """The running children of `parent`, read from /proc."""
+    out: list[int] = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                if int(f.read().rsplit(") ", 1)[1].split()[1]) == parent:
+                    out.append(int(name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
 def descendants(root: int) -> list[int]:
     """Every process descended from `root`, parents first, read from /proc."""
     children: dict[int, list[int]] = {}
@@ -175,7 +190,17 @@ class Node:
         return self.startup_s
 
     def usage(self) -> Usage:
-        return read_usage(self.pid)
+        """The node's usage; `cpu_children` also counts its children that still run (their own
+        CPU and their reaped children's), such as our command spawner, which forks the
+        work-unit runners and lives as long as the node."""
+        usage = read_usage(self.pid)
+        for child in children(self.pid):
+            try:
+                live = read_usage(child)
+            except OSError:
+                continue
+            usage.cpu_children += live.cpu_self + live.cpu_children
+        return usage
 
     def log_tail(self, lines: int = 15) -> str:
         try:

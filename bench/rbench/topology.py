@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import os
+
 import time
 from dataclasses import dataclass
 
@@ -59,10 +61,17 @@ def work_types(impl: Impl, zeros_bytes: int) -> list[tuple[str, dict]]:
     return entries
 
 
-def single_node(impl: Impl, zeros_bytes: int = 0, minimal: bool = False) -> Node:
+def single_node(impl: Impl, zeros_bytes: int = 0, minimal: bool = False,
+                isolated: tuple[str, ...] = ()) -> Node:
     """A started single node (see the module doc). `minimal` keeps only the listener and the
-    `cat` work type, the same on both implementations (for the idle measures)."""
+    `cat` work type, the same on both implementations (for the idle measures). `isolated`
+    names plugin libraries beside the binary (e.g. `libreceptor_command.so`) that the node
+    loads with `isolation: process` (ours only)."""
     entries = [listener(free_port())]
+    if isolated:
+        folder = os.path.dirname(os.path.abspath(impl.binary))
+        entries.append(("plugins", [{"path": os.path.join(folder, lib), "isolation": "process"}
+                                    for lib in isolated]))
     if minimal:
         entries.append(("work-command", {"worktype": "cat", "command": "cat"}))
     else:

@@ -58,6 +58,13 @@ class Settings:
     transfer_budget_s: float = 45.0
     throughput_units: int = 300
     throughput_budget_s: float = 20.0
+    # The scale workloads (rbench/scale.py, run with --scale).
+    scale_units: int = 10_000
+    running_units: int = 500
+    running_window_s: float = 10.0
+    mesh_nodes: int = 200
+    mesh_idle_s: float = 30.0
+    joins: int = 5
 
 
 class Meter:
@@ -570,3 +577,44 @@ def _via_connect(path: str, size: int, sink: Sink, budget_s: float) -> dict:
         if line != b"Connecting":
             raise Skip(f"`connect C {SINK_SERVICE}` answered {line.decode(errors='replace')!r}")
         return _send(ctl.sock, size, sink, budget_s)
+
+
+# --- isolated plugins: the cost of a plugin host process -----------------------------------
+
+#: The libraries of the work types the isolation workload runs, by work type.
+ISOLATED_LIBS = {"cat": "libreceptor_command.so", "echo": "libreceptor_echo.so"}
+
+
+def isolation(impl: Impl, s: Settings) -> dict:
+    """The same work types in-process and isolated (`isolation: process`), in this run, one
+    node after the other: sequential small units of `cat` (work-command) and `echo` (units/s,
+    latency), and one `zeros` unit of `results_mb` MB (results MB/s). Go receptor has no
+    plugins: ours only."""
+    if impl.name != "rust":
+        raise Skip("no plugin isolation in Go receptor")
+    size = s.results_mb * MB
+    metrics: dict = {}
+    resources: dict = {}
+    for mode, libs in (("in_process", ()), ("isolated", tuple(ISOLATED_LIBS.values()))):
+        node = single_node(impl, zeros_bytes=size, isolated=libs)
+        try:
+            meter = Meter([node])
+            for worktype in ISOLATED_LIBS:
+                for i in range(3):  # warm-up, not measured
+                    run_unit(node.socket, "localhost", worktype, i)
+                samples, wall = bounded_loop(
+                    s.units, s.unit_budget_s,
+                    lambda i, w=worktype: run_unit(node.socket, "localhost", w, i))
+                metrics[f"{worktype}_{mode}_units_per_s"] = round(len(samples) / wall, 2)
+                metrics[f"{worktype}_{mode}_latency"] = latency_stats(samples)
+            big = _big_unit(node.socket, "localhost", size, s.transfer_budget_s)
+            metrics[f"results_{mode}_mb_per_s"] = big["mb_per_s"]
+            metrics[f"results_{mode}_partial"] = big["partial"]
+            resources[mode] = meter.stop()
+        finally:
+            node.remove()
+    for name, key in (("cat", "cat_{}_units_per_s"), ("echo", "echo_{}_units_per_s"),
+                      ("results", "results_{}_mb_per_s")):
+        inproc, iso = metrics[key.format("in_process")], metrics[key.format("isolated")]
+        metrics[f"{name}_isolated_over_in_process"] = round(iso / inproc, 3) if inproc else None
+    return {"metrics": metrics, "resources": resources}

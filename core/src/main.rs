@@ -9,9 +9,15 @@ use receptor_core::certs;
 use receptor_core::config::{self, Invocation};
 
 fn main() -> ExitCode {
+    // A spawner of command supervisors (started by the `work-command` plugin) runs
+    // before anything else is set up.
+    receptor_plugin_sdk::spawner::run_if_requested();
     let argv: Vec<_> = std::env::args_os().collect();
     if argv.get(1).is_some_and(|a| a == "plugin") {
         return plugin_command(&argv[2..]);
+    }
+    if argv.get(1).is_some_and(|a| a == "plugin-host") {
+        return receptor_core::plugin_host::run_plugin_host(&argv[2..]);
     }
     let invocation = match config::parse_args(argv.clone()) {
         Ok(inv) => inv,
@@ -48,7 +54,7 @@ fn main() -> ExitCode {
 /// is not a loadable plugin (an addition to Go receptor's command line, which has no
 /// positional words).
 fn plugin_command(args: &[std::ffi::OsString]) -> ExitCode {
-    use receptor_core::plugin_host::{LoadOptions, PluginHost};
+    use receptor_core::plugin_host::{LoadOptions, PluginError, PluginHost};
     let (Some(verb), files) = (args.first(), args.get(1..).unwrap_or_default()) else {
         eprintln!("Usage: receptor plugin inspect FILE...");
         return ExitCode::FAILURE;
@@ -59,10 +65,19 @@ fn plugin_command(args: &[std::ffi::OsString]) -> ExitCode {
     }
     let mut status = ExitCode::SUCCESS;
     for file in files {
-        match PluginHost::load(&LoadOptions {
-            paths: vec![std::path::PathBuf::from(file)],
-            default_search: false,
+        let path = std::path::PathBuf::from(file);
+        let loaded = match PluginHost::load(&LoadOptions {
+            paths: vec![path.clone()],
+            ..LoadOptions::default()
         }) {
+            // A plugin that must run isolated is described by a plugin host.
+            Err(PluginError::RequiresIsolation { .. }) => PluginHost::load(&LoadOptions {
+                isolated: vec![path],
+                ..LoadOptions::default()
+            }),
+            other => other,
+        };
+        match loaded {
             Ok(host) => print!("{}", host.inspect_text()),
             Err(e) => {
                 println!(
@@ -84,6 +99,7 @@ fn plugin_help() -> String {
     let host = match PluginHost::load(&LoadOptions {
         paths: Vec::new(),
         default_search: true,
+        ..LoadOptions::default()
     }) {
         Ok(host) => host,
         Err(e) => return format!("(plugins on the default search path: {e})\n"),

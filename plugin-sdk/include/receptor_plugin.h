@@ -310,6 +310,12 @@ typedef const ReceptorPluginDescriptor *(*ReceptorPluginEntryV1)(const ReceptorH
 /* The entry point a plugin defines. */
 RECEPTOR_PLUGIN_EXPORT const ReceptorPluginDescriptor *receptor_plugin_entry_v1(const ReceptorHostApi *host);
 
+/* Marks a plugin that must run isolated in a plugin host process (it may abort): a node
+ * refuses to load it into its own process and asks for `isolation: process` in its
+ * `plugins:` entry. Write `RECEPTOR_PLUGIN_REQUIRES_ISOLATION;` once at file scope. */
+#define RECEPTOR_PLUGIN_REQUIRES_ISOLATION \
+    RECEPTOR_PLUGIN_EXPORT const uint32_t receptor_plugin_requires_isolation = 1
+
 /* Builds a ReceptorStr from a string literal (C and C++). */
 #if defined(__cplusplus)
 #define RECEPTOR_STR(literal) (ReceptorStr{reinterpret_cast<const uint8_t *>(literal), sizeof(literal) - 1})

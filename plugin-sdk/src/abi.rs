@@ -58,6 +58,14 @@ pub const ABI_MINOR: u32 = 2;
 /// Name of the entry symbol for ABI major 1 (without the trailing NUL).
 pub const ENTRY_SYMBOL_V1: &str = "receptor_plugin_entry_v1";
 
+/// Name of the optional marker a plugin exports (any data symbol, e.g. a `uint32_t`) to
+/// say that it must run isolated in a plugin host process (a Rust plugin built with
+/// `panic = "abort"`, or a C plugin that may abort): a host loading plugins into its own
+/// process refuses it, naming the `isolation: process` form of the `plugins:` entry.
+/// [`crate::export_plugin!`] exports it for `panic_abort_allowed` plugins built with
+/// `panic = "abort"`; C plugins use `RECEPTOR_PLUGIN_REQUIRES_ISOLATION`.
+pub const REQUIRES_ISOLATION_SYMBOL: &str = "receptor_plugin_requires_isolation";
+
 /// Signature of [`ENTRY_SYMBOL_V1`].
 pub type EntryFnV1 = unsafe extern "C" fn(host: *const HostApi) -> *const PluginDescriptor;
 

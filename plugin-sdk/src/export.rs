@@ -137,10 +137,17 @@ fn leak_fields(desc: &SectionDesc) -> (*const abi::FieldDesc, usize) {
 /// A plugin built with `panic = "abort"` cannot have its panics caught at the boundary:
 /// one panic would take the whole node down. The macro refuses to build such a plugin;
 /// `export_plugin!(plugin, panic_abort_allowed)` builds it anyway, for a plugin that is
-/// meant to run isolated in a process of its own.
+/// meant to run isolated in a process of its own: built with `panic = "abort"`, it then
+/// also exports [`abi::REQUIRES_ISOLATION_SYMBOL`], so that a node refuses to load it
+/// into its own process and asks for `isolation: process` in its `plugins:` entry.
 #[macro_export]
 macro_rules! export_plugin {
     ($make:path, panic_abort_allowed) => {
+        /// Marks a plugin whose panics abort: it runs only in a plugin host process.
+        #[cfg(panic = "abort")]
+        #[no_mangle]
+        #[allow(non_upper_case_globals)]
+        pub static receptor_plugin_requires_isolation: u32 = 1;
         $crate::__export_entry!($make);
     };
     ($make:path) => {

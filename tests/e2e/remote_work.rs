@@ -534,9 +534,17 @@ fn release_everywhere(origin: &NodeProcess, target: &NodeProcess, id: &str) -> R
     Ok(())
 }
 
-/// The files a unit folder may hold (`status.lock`: Go; `waitstatus`: the exit status written
-/// by our command runner). Anything else, e.g. a `*.tmp`, is a leftover.
-const KNOWN_UNIT_FILES: &[&str] = &["status", "status.lock", "stdin", "stdout", "waitstatus"];
+/// The files a unit folder may hold (`status.lock`: Go; `status.tmp`: the previous status,
+/// kept for the next update to rewrite; `waitstatus`: the exit status written by our command
+/// runner). Anything else is a leftover.
+const KNOWN_UNIT_FILES: &[&str] = &[
+    "status",
+    "status.lock",
+    "status.tmp",
+    "stdin",
+    "stdout",
+    "waitstatus",
+];
 
 /// A 50 MB payload through `cat` on `bar` and 200 MB of results from `dd` on `bar`, from
 /// `submitter` to `runner`, byte-identical on both nodes.

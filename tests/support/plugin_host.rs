@@ -22,6 +22,7 @@ pub fn host(paths: &[PathBuf]) -> PluginHost {
     PluginHost::load(&LoadOptions {
         paths: paths.to_vec(),
         default_search: false,
+        ..LoadOptions::default()
     })
     .expect("load plugins")
 }

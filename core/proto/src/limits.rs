@@ -34,7 +34,9 @@ pub struct MeshLimits {
     pub max_coalesced_bytes: usize,
     /// Shortest time between two route computations. The first change after a quiet
     /// spell is computed at once; changes within this of the last computation are
-    /// computed together at its end.
+    /// computed together at its end. Zero by default: the node then spaces its
+    /// computations only by what they cost (see `NodeState::note_route_cost`), so a
+    /// change crosses a small mesh without any added delay.
     pub route_interval: Duration,
     /// A node that is not reachable and from which no update was accepted for this
     /// long is forgotten (its links and its name). `None` keeps them forever, as Go.
@@ -50,7 +52,7 @@ impl Default for MeshLimits {
             max_node_id_len: 256,
             route_updates_per_second: 1_000,
             max_coalesced_bytes: 1 << 20,
-            route_interval: Duration::from_millis(50),
+            route_interval: Duration::ZERO,
             node_expiry: Some(Duration::from_secs(3600)),
         }
     }
@@ -84,7 +86,8 @@ impl Budget {
     /// Takes one token if there is one.
     pub(crate) fn take(&mut self, now: std::time::Instant) -> bool {
         self.refill(now);
-        if self.tokens >= 1.0 {
+        // At the instant `next_token` names, rounding may leave a hair less than one.
+        if self.tokens >= 1.0 - 1e-9 {
             self.tokens -= 1.0;
             true
         } else {
@@ -92,13 +95,14 @@ impl Budget {
         }
     }
 
-    /// When the next token will be there (`now` if there is one).
+    /// When the next token will be there (`now` if there is one); never a time at
+    /// which [`Budget::take`] would still fail.
     pub(crate) fn next_token(&self, now: std::time::Instant) -> std::time::Instant {
         let missing = 1.0 - self.tokens;
         if missing <= 0.0 {
             return self.last.max(now);
         }
-        self.last + Duration::from_secs_f64(missing / self.rate)
+        self.last + Duration::from_secs_f64(missing / self.rate) + Duration::from_micros(1)
     }
 }
 

@@ -16,8 +16,13 @@
 //! * A session starts with both sides sending a ROUTE every second (11 at most); the
 //!   `ForwardingNode` of the first ROUTE received names the peer. Own ID,
 //!   `allowedpeers` and duplicate-connection checks decide whether to accept it.
-//! * Each node floods its own update (its established links and their costs) 100 ms
-//!   after a change and every 10 s; forwarded copies only change `ForwardingNode`.
+//! * Each node floods its own update (its established links and their costs) after a
+//!   change and every 10 s; forwarded copies only change `ForwardingNode`. Go sends a
+//!   triggered update 100 ms after the change; this node sends it at once when its last
+//!   triggered update is at least [`UPDATE_SPACING`] old, and otherwise coalesces the
+//!   changes into one update at the end of that spacing, so a change crosses a quiet mesh
+//!   at the speed of its links while a burst of changes still costs at most one update
+//!   per spacing.
 //! * Updates are de-duplicated by UpdateID (1 h) and ordered by (epoch, sequence).
 //! * Both ends of a link must advertise the same cost, and a neighbour must keep
 //!   listing us once it has, or the session is rejected.
@@ -49,8 +54,10 @@ use crate::update::RoutingUpdate;
 
 /// Period of a node's own routing updates (also the keepalive).
 pub const ROUTE_UPDATE_INTERVAL: Duration = Duration::from_secs(10);
-/// Delay of a triggered routing update or routing-table recomputation.
-pub const TRIGGER_DELAY: Duration = Duration::from_millis(100);
+/// Shortest time between two of a node's own triggered routing updates: a change after a
+/// quiet spell is flooded at once, changes that follow within this time are coalesced into
+/// one update sent when it has passed.
+pub const UPDATE_SPACING: Duration = Duration::from_millis(100);
 /// Period of the routing-table recomputation when nothing changes.
 pub const RECOMPUTE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Period of a node's own service advertisements.
@@ -266,6 +273,24 @@ struct Session {
     coalesced_bytes: usize,
 }
 
+/// When our own next routing update is due, and why. Only triggered updates count
+/// toward [`UPDATE_SPACING`]: a periodic one does not delay the answer to a change.
+#[derive(Debug, Clone, Copy)]
+enum UpdateTimer {
+    /// The keepalive, [`ROUTE_UPDATE_INTERVAL`] after the last update.
+    Periodic(Instant),
+    /// A change is waiting to be flooded.
+    Triggered(Instant),
+}
+
+impl UpdateTimer {
+    fn due(self) -> Instant {
+        match self {
+            UpdateTimer::Periodic(t) | UpdateTimer::Triggered(t) => t,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct NodeInfo {
     epoch: u64,
@@ -389,7 +414,9 @@ pub struct NodeState {
     ads: BTreeMap<(String, String), StoredAd>,
     local_services: BTreeMap<String, LocalService>,
     work_commands: Vec<WorkCommand>,
-    update_due: Instant,
+    update_timer: UpdateTimer,
+    /// When the last of our own triggered routing updates was flooded.
+    last_triggered: Option<Instant>,
     recompute_due: Instant,
     service_ads_due: Instant,
     idle_check_due: Instant,
@@ -443,7 +470,8 @@ impl NodeState {
             ads: BTreeMap::new(),
             local_services: BTreeMap::new(),
             work_commands: Vec::new(),
-            update_due: now + ROUTE_UPDATE_INTERVAL,
+            update_timer: UpdateTimer::Periodic(now + ROUTE_UPDATE_INTERVAL),
+            last_triggered: None,
             recompute_due: now + RECOMPUTE_INTERVAL,
             service_ads_due: now + SERVICE_AD_INTERVAL,
             idle_check_due: now + IDLE_CHECK_INTERVAL,
@@ -566,7 +594,8 @@ impl NodeState {
     }
 
     /// The transport of a session ended (EOF, I/O error, cancelled). No-op if the
-    /// node already closed it.
+    /// node already closed it. Our own update, without that link, is queued as in
+    /// [`NodeState::handle_message`].
     pub fn session_closed(&mut self, now: Instant, sid: SessionId) {
         if let Some(sess) = self.sessions.remove(&sid) {
             if let SessionState::Established { peer, .. } = sess.state {
@@ -574,6 +603,7 @@ impl NodeState {
                 self.remove_connection(now, &peer);
             }
         }
+        self.send_due_update(now);
     }
 
     /// Records that bytes arrived on a session at `at` (for the idle check), when
@@ -621,7 +651,9 @@ impl NodeState {
     }
 
     /// Handles one complete message received on a session. DATA messages only count
-    /// as activity: the driver forwards them.
+    /// as activity: the driver forwards them. If the message changed our links (a new
+    /// peer, a rejection) or named a node new to us, our own update is queued before this
+    /// returns, unless one went out less than [`UPDATE_SPACING`] ago.
     pub fn handle_message(&mut self, now: Instant, sid: SessionId, msg: &[u8]) {
         let Some(sess) = self.sessions.get_mut(&sid) else {
             return;
@@ -649,6 +681,7 @@ impl NodeState {
             (true, MessageType::Route) => self.handle_route(now, sid, &msg[1..]),
             (true, MessageType::ServiceAdvertisement) => self.handle_service_ad(now, sid, msg),
         }
+        self.send_due_update(now);
     }
 
     /// Logs a message that was dropped: the first per session as a warning, the
@@ -921,8 +954,26 @@ impl NodeState {
         }
     }
 
+    /// Schedules our own update for a change: now if the last triggered one is at least
+    /// [`UPDATE_SPACING`] old (the caller's entry point sends it before returning, see
+    /// [`NodeState::send_due_update`]), else when that spacing has passed.
     fn trigger_update(&mut self, now: Instant) {
-        self.update_due = self.update_due.min(now + TRIGGER_DELAY);
+        let earliest = self
+            .last_triggered
+            .map_or(now, |last| (last + UPDATE_SPACING).max(now));
+        self.update_timer = UpdateTimer::Triggered(self.update_timer.due().min(earliest));
+    }
+
+    /// Floods our own update if it is due, and restarts the periodic timer from it.
+    fn send_due_update(&mut self, now: Instant) {
+        if self.shut_down || self.update_timer.due() > now {
+            return;
+        }
+        if let UpdateTimer::Triggered(_) = self.update_timer {
+            self.last_triggered = Some(now);
+        }
+        self.update_timer = UpdateTimer::Periodic(now + ROUTE_UPDATE_INTERVAL);
+        self.send_routing_update(0);
     }
 
     /// Recomputes routes at once when the known links change after a quiet spell (Go
@@ -1322,7 +1373,8 @@ impl NodeState {
             return None;
         }
         let mut t = self
-            .update_due
+            .update_timer
+            .due()
             .min(self.recompute_due)
             .min(self.service_ads_due)
             .min(self.idle_check_due)
@@ -1358,10 +1410,7 @@ impl NodeState {
             self.check_idle(now);
             self.expire_nodes(now);
         }
-        if self.update_due <= now {
-            self.update_due = now + ROUTE_UPDATE_INTERVAL;
-            self.send_routing_update(0);
-        }
+        self.send_due_update(now);
         if self.recompute_due <= now {
             self.recompute_due = now + RECOMPUTE_INTERVAL;
             self.recompute_routes(now);

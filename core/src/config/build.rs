@@ -115,9 +115,17 @@ pub(crate) fn build_config(items: &[RawItem]) -> Result<Config, ConfigError> {
             }
             "mesh-limits" => config.mesh_limits = mesh_limits(&fields)?,
             "control-service" => config.control_services.push(control_service(&fields)?),
-            "plugins" => config
-                .plugins
-                .extend(fields.str_list("path").into_iter().map(PathBuf::from)),
+            "plugins" => {
+                config
+                    .plugins
+                    .extend(fields.str_list("path").into_iter().map(PathBuf::from));
+                config
+                    .isolated_plugins
+                    .extend(fields.str_list("isolated").into_iter().map(PathBuf::from));
+                if let Some(timeout) = fields.duration("calltimeout", "calltimeout")? {
+                    config.plugin_call_timeout = Some(timeout);
+                }
+            }
             "tls-server" => config.tls_servers.push(tls_server(&fields)?),
             "tls-client" => config.tls_clients.push(tls_client(&fields)?),
             "work-signing" => config.work_signing = Some(work_signing(&fields)?),

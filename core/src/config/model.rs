@@ -26,6 +26,11 @@ pub struct Config {
     /// `plugins`: plugin files or folders (receptor-rs extension). Relative paths from a
     /// file are resolved against the file's folder.
     pub plugins: Vec<PathBuf>,
+    /// `plugins` entries `{path: P, isolation: process}`: plugins each run in a plugin
+    /// host process. Relative paths as for `plugins`.
+    pub isolated_plugins: Vec<PathBuf>,
+    /// `plugins` `calltimeout`: the bound on a call into a plugin host.
+    pub plugin_call_timeout: Option<std::time::Duration>,
     /// `tls-server` items.
     pub tls_servers: Vec<TlsServerConfig>,
     /// `tls-client` items.
@@ -134,6 +139,8 @@ impl Config {
             local_only: false,
             control_services: Vec::new(),
             plugins: Vec::new(),
+            isolated_plugins: Vec::new(),
+            plugin_call_timeout: None,
             tls_servers: Vec::new(),
             tls_clients: Vec::new(),
             work_signing: None,

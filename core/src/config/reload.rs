@@ -50,6 +50,10 @@ fn fixed_items(config: &Config) -> Vec<(String, serde_json::Value)> {
     }
     each(&mut out, "control-service", &config.control_services);
     each(&mut out, "plugins", &config.plugins);
+    each(&mut out, "plugins", &config.isolated_plugins);
+    if let Some(timeout) = &config.plugin_call_timeout {
+        out.push(("plugins".to_owned(), json(timeout)));
+    }
     each(&mut out, "tls-server", &config.tls_servers);
     each(&mut out, "tls-client", &config.tls_clients);
     if let Some(signing) = &config.work_signing {

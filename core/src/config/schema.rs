@@ -370,8 +370,8 @@ pub(crate) static KINDS: &[KindSpec] = &[
             def(
                 "routeinterval",
                 Str,
-                "50ms",
-                "Shortest time between route computations while changes keep coming",
+                "0s",
+                "Shortest time between route computations while changes keep coming (besides four times what the last one cost)",
             ),
             def(
                 "nodeexpiry",
@@ -421,11 +421,23 @@ pub(crate) static KINDS: &[KindSpec] = &[
         "Plugin files or folders to load (receptor-rs extension)",
         Core,
         General,
-        &[bare(f(
-            "path",
-            StrList,
-            "Path of a plugin library or of a folder of plugins",
-        ))],
+        &[
+            bare(f(
+                "path",
+                StrList,
+                "Path of a plugin library or of a folder of plugins",
+            )),
+            f(
+                "isolated",
+                StrList,
+                "Path of a work-type plugin to run in a plugin host process (YAML: {path: P, isolation: process})",
+            ),
+            f(
+                "calltimeout",
+                Str,
+                "Bound on a call into an isolated plugin before its host is killed (default 10s)",
+            ),
+        ],
     ),
     kind_spec(
         "tls-server",

@@ -44,7 +44,11 @@ pub(crate) fn load_items(path: &Path) -> Result<Vec<RawItem>, ConfigError> {
     })?;
     if let Some(folder) = path.parent() {
         for item in items.iter_mut().filter(|i| i.kind == "plugins") {
-            for entry in &mut item.entries {
+            for entry in item.entries.iter_mut().filter(|e| {
+                e.key
+                    .as_deref()
+                    .is_none_or(|k| k == "path" || k == "isolated")
+            }) {
                 resolve_plugin_paths(&mut entry.value, folder);
             }
         }

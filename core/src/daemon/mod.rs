@@ -452,6 +452,8 @@ fn load_plugins(config: &Config) -> anyhow::Result<PluginHost> {
     let host = PluginHost::load(&LoadOptions {
         paths: config.plugins.clone(),
         default_search: true,
+        isolated: config.isolated_plugins.clone(),
+        call_timeout: config.plugin_call_timeout,
     })?;
     for section in &config.sections {
         host.require(&section.kind)

@@ -143,16 +143,28 @@ impl HandshakeSlot {
 pub struct PeerIdentity(Arc<IdentityCheck>);
 
 /// The function behind a [`PeerIdentity`].
-type IdentityCheck = dyn Fn(&str) -> Result<(), String> + Send + Sync;
+type IdentityCheck = dyn Fn(&str) -> Result<(), IdentityRefused> + Send + Sync;
+
+/// Why a peer may not use the node ID it announced.
+#[derive(Debug, thiserror::Error)]
+#[error("it announced node ID {announced} but its certificate does not name it ({reason})")]
+pub struct IdentityRefused {
+    /// The node ID the peer announced.
+    pub announced: String,
+    /// What the check of its certificate found.
+    pub reason: crate::tls::TlsError,
+}
 
 impl PeerIdentity {
     /// A check from a function of the announced node ID.
-    pub fn new(check: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn new(
+        check: impl Fn(&str) -> Result<(), IdentityRefused> + Send + Sync + 'static,
+    ) -> Self {
         PeerIdentity(Arc::new(check))
     }
 
     /// Runs the check for `announced`.
-    pub fn check(&self, announced: &str) -> Result<(), String> {
+    pub fn check(&self, announced: &str) -> Result<(), IdentityRefused> {
         (self.0)(announced)
     }
 }
@@ -400,9 +412,9 @@ impl Mesh {
 
     /// Waits until `node` can route back to this node (or this node has no route to
     /// it), at most `limit`; false if the time ran out.
-    /// A new neighbour learns its route to us only when it recomputes its routes
-    /// (100 ms after the link came up, for Go and for us), so an answer it sends before
-    /// then is lost.
+    /// A new neighbour learns its route to us only when it recomputes its routes (Go
+    /// 100 ms after the link came up, ours at once, both followed by its own update listing
+    /// us), so an answer it sends before then is lost.
     pub async fn wait_routes_back(&self, node: &str, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {

@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 use super::actor::{Command, SessionLink, SessionShared, WriterItem};
 use super::datapath::DataError;
 use super::fdio::{DatagramSocket, Received};
-use super::{HandshakeSlot, MeshError, MeshInner, PeerIdentity, SessionParams};
+use super::{HandshakeSlot, IdentityRefused, MeshError, MeshInner, PeerIdentity, SessionParams};
 
 /// Control messages a session may have queued (ROUTE floods, SVCAD, REJECT).
 const CONTROL_QUEUE: usize = 256;
@@ -381,7 +381,7 @@ async fn reader_loop<R: MessageReader>(
         }
         if let Some(identity) = identity {
             if let Err(why) = check_identity(identity, &msg, shared) {
-                return ReaderEnd::Refused(why);
+                return ReaderEnd::Refused(why.to_string());
             }
         }
         // Frames are at most 64 KiB: a message takes at most 64 of the KiB permits.
@@ -413,7 +413,7 @@ fn check_identity(
     identity: &PeerIdentity,
     msg: &[u8],
     shared: &SessionShared,
-) -> Result<(), String> {
+) -> Result<(), IdentityRefused> {
     if shared.established.load(Ordering::Acquire) || MessageType::of(msg) != Ok(MessageType::Route)
     {
         return Ok(());

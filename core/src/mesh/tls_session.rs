@@ -21,7 +21,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
 use super::fdio::FdStream;
-use super::{Mesh, MeshError, PeerIdentity, SessionParams};
+use super::{IdentityRefused, Mesh, MeshError, PeerIdentity, SessionParams};
 use crate::tls::{ClientTls, ServerTls};
 
 /// How long a TLS handshake on a backend connection may take.
@@ -82,13 +82,12 @@ impl PeerTls {
                 PeerTls::Server(tls) => tls.check_peer_node(Some(&certs), announced),
                 PeerTls::Client(tls) => tls.check_peer_node(Some(&certs), announced),
             };
-            checked.map_err(|e| identity_error(announced, &e))
+            checked.map_err(|reason| IdentityRefused {
+                announced: announced.to_owned(),
+                reason,
+            })
         }))
     }
-}
-
-fn identity_error(announced: &str, e: &dyn std::fmt::Display) -> String {
-    format!("it announced node ID {announced} but its certificate does not name it ({e})")
 }
 
 fn handshake_error(e: impl std::fmt::Display) -> MeshError {
@@ -171,7 +170,8 @@ impl Mesh {
 mod tests {
     use std::time::Duration;
 
-    use crate::mesh::{Mesh, MeshError, MeshOptions, PeerIdentity, SessionParams};
+    use crate::mesh::{IdentityRefused, Mesh, MeshError, MeshOptions, PeerIdentity, SessionParams};
+    use crate::tls::TlsError;
 
     fn mesh(id: &str) -> Mesh {
         Mesh::start(MeshOptions {
@@ -217,7 +217,10 @@ mod tests {
             if announced == allowed {
                 Ok(())
             } else {
-                Err(format!("{announced} is not {allowed}"))
+                Err(IdentityRefused {
+                    announced: announced.to_owned(),
+                    reason: TlsError::PeerNodeMismatch(format!("it is not {allowed}")),
+                })
             }
         })
     }
@@ -227,7 +230,11 @@ mod tests {
         let (a, b) = (mesh("alpha"), mesh("mallory"));
         match connect(&a, &b, only("bravo")).await {
             Some(Err(MeshError::PeerRefused(why))) => {
-                assert_eq!(why, "mallory is not bravo");
+                assert_eq!(
+                    why,
+                    "it announced node ID mallory but its certificate does not name it \
+                     (it is not bravo)"
+                );
             }
             other => panic!("expected a refusal, got {other:?}"),
         }

@@ -152,6 +152,16 @@ pub(super) fn load_plugin_as(path: &Path, host_minor: u32) -> Result<LoadedPlugi
     // the configured or default plugin path are loaded.
     let lib = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
         .map_err(|e| load_err(e.to_string()))?;
+    if !super::isolate::in_plugin_host_process() {
+        let marker = format!("{}\0", abi::REQUIRES_ISOLATION_SYMBOL);
+        // SAFETY: the symbol is only looked up, never read or called.
+        if unsafe { lib.get::<*const ()>(marker.as_bytes()) }.is_ok() {
+            std::mem::forget(lib);
+            return Err(PluginError::RequiresIsolation {
+                path: path.to_path_buf(),
+            });
+        }
+    }
     let symbol = format!("{}\0", abi::ENTRY_SYMBOL_V1);
     // SAFETY: the symbol, if present, has the ABI v1 entry signature by contract.
     let entry = match unsafe { lib.get::<abi::EntryFnV1>(symbol.as_bytes()) } {

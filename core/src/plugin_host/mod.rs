@@ -26,6 +26,7 @@ mod backend;
 mod checks;
 mod config_access;
 mod ffi;
+pub mod isolate;
 mod loader;
 mod worktype;
 
@@ -43,6 +44,7 @@ use receptor_plugin_sdk::abi;
 pub use receptor_plugin_sdk::describe::{Field, FieldType, SectionDesc};
 
 pub use backend::{BackendConnection, BackendHandle, BackendInstance};
+pub use isolate::{run_plugin_host, IsolationError};
 pub use loader::default_search_path;
 pub use receptor_plugin_sdk::SessionToken;
 
@@ -67,6 +69,20 @@ pub enum PluginError {
         /// What went wrong.
         reason: String,
     },
+    /// The plugin says it must run isolated (it may abort, e.g. a Rust plugin built with
+    /// `panic = "abort"`) and was asked to load into the node's own process.
+    #[error(
+        "plugin {path} is built to run isolated (a panic or abort in it would end the whole \
+         node): load it with `isolation: process`, as in \
+         `plugins: [{{path: {path}, isolation: process}}]`"
+    )]
+    RequiresIsolation {
+        /// The plugin file.
+        path: PathBuf,
+    },
+    /// An isolated plugin's host process failed.
+    #[error(transparent)]
+    Isolation(#[from] isolate::IsolationError),
     /// The plugin was built for another ABI major.
     #[error(
         "plugin {path} was built for plugin ABI {plugin_major}.{plugin_minor}, \
@@ -186,6 +202,12 @@ pub struct LoadOptions {
     pub paths: Vec<PathBuf>,
     /// Also load from [`default_search_path`] (missing folders there are skipped).
     pub default_search: bool,
+    /// Plugin files or folders named in the config with `isolation: process`: each
+    /// plugin runs in a plugin host process of its own ([`isolate`]).
+    pub isolated: Vec<PathBuf>,
+    /// The bound on a call into a plugin host ([`isolate::DEFAULT_CALL_TIMEOUT`] if
+    /// unset).
+    pub call_timeout: Option<std::time::Duration>,
 }
 
 /// A loaded plugin, as logged.
@@ -277,6 +299,8 @@ struct Entry {
     /// Named in the configuration (never unloaded) rather than found on the default path.
     explicit: bool,
     live: Mutex<Option<Live>>,
+    /// Set for a plugin that runs in a plugin host process (`live` is then always empty).
+    isolated: Option<Arc<isolate::Supervisor>>,
 }
 
 impl Entry {
@@ -323,6 +347,19 @@ impl PluginHost {
             skipped: Vec::new(),
         };
         let mut seen_files = Vec::new();
+        for path in &opts.isolated {
+            let listing = loader::plugin_files(path, loader::Origin::Config)?;
+            host.searched.push(format!(
+                "{} ({}, isolated)",
+                path.display(),
+                loader::Origin::Config.describe()
+            ));
+            host.note_skipped(&listing);
+            for file in listing.files {
+                let timeout = opts.call_timeout.unwrap_or(isolate::DEFAULT_CALL_TIMEOUT);
+                host.load_isolated(&file, timeout, &mut seen_files)?;
+            }
+        }
         for path in &opts.paths {
             let listing = loader::plugin_files(path, loader::Origin::Config)?;
             host.searched.push(format!(
@@ -367,6 +404,72 @@ impl PluginHost {
                 .iter()
                 .map(|(path, why)| format!("{}: {why}", path.display())),
         );
+    }
+
+    /// Starts the plugin host of one isolated plugin and registers what it claims.
+    fn load_isolated(
+        &mut self,
+        file: &Path,
+        call_timeout: std::time::Duration,
+        seen_files: &mut Vec<PathBuf>,
+    ) -> Result<(), PluginError> {
+        let canonical = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+        if seen_files.contains(&canonical) {
+            return Ok(());
+        }
+        seen_files.push(canonical);
+        let (supervisor, info, claims) = isolate::Supervisor::start(file, call_timeout)?;
+        if let Some(backend) = claims.iter().find(|c| c.backend) {
+            return Err(IsolationError::BackendClaim {
+                plugin: info.name,
+                path: info.path,
+                kind: backend.kind.clone(),
+            }
+            .into());
+        }
+        if let Some(prev) = self.plugins.iter().find(|p| p.name == info.name) {
+            return Err(PluginError::DuplicatePlugin {
+                name: info.name,
+                first: prev.path.clone(),
+                second: info.path,
+            });
+        }
+        let index = self.plugins.len();
+        for claim in &claims {
+            if let Some(existing) = self.claims.get(&claim.kind) {
+                return Err(PluginError::DuplicateClaim {
+                    kind: claim.kind.clone(),
+                    first: self.describe(existing.plugin),
+                    second: format!("{} ({})", info.name, info.path.display()),
+                });
+            }
+        }
+        tracing::info!(
+            path = %info.path.display(),
+            plugin = %info.name,
+            version = %info.version,
+            abi = %format_args!("{}.{}", info.abi.0, info.abi.1),
+            sections = %claims.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>().join(","),
+            isolation = "process",
+            "loaded plugin"
+        );
+        for claim in &claims {
+            self.claims.insert(
+                claim.kind.clone(),
+                Claim {
+                    plugin: index,
+                    claim_type: ClaimType::WorkType,
+                    desc: Arc::new(claim.desc()),
+                },
+            );
+        }
+        self.plugins.push(info);
+        self.entries.push(Entry {
+            explicit: true,
+            live: Mutex::new(None),
+            isolated: Some(supervisor),
+        });
+        Ok(())
     }
 
     fn load_file(
@@ -449,6 +552,7 @@ impl PluginHost {
                 claims,
                 used: false,
             })),
+            isolated: None,
         });
         Ok(())
     }
@@ -618,6 +722,12 @@ impl PluginHost {
         }
     }
 
+    /// The supervisor of the isolated plugin claiming `kind` (canonical), if it is one.
+    fn isolated(&self, kind: &str) -> Option<&Arc<isolate::Supervisor>> {
+        let claim = self.claims.get(kind)?;
+        self.entries.get(claim.plugin)?.isolated.as_ref()
+    }
+
     /// The functions of `kind`'s claim and its plugin, checked to be of `expected` type.
     fn claim(
         &self,
@@ -638,6 +748,17 @@ impl PluginHost {
                 kind,
                 expected: expected.noun(),
                 actual: claim.claim_type.noun(),
+            });
+        }
+        if self
+            .entries
+            .get(claim.plugin)
+            .is_some_and(|e| e.isolated.is_some())
+        {
+            return Err(PluginError::WrongClaimType {
+                kind,
+                expected: expected.noun(),
+                actual: "work type in a plugin host",
             });
         }
         let (ctx, fns) = self.use_claim(claim.plugin, &kind)?;
@@ -834,6 +955,9 @@ impl PluginHost {
         let kind = self.canonical(kind);
         self.check(&kind, false, config)?;
         let config = self.normalise(&kind, config);
+        if let Some(supervisor) = self.isolated(&kind) {
+            return Ok(supervisor.work_type(&kind, &config)?);
+        }
         let (ctx, fns, plugin) = self.claim(&kind, ClaimType::WorkType)?;
         let ClaimFns::WorkType(fns) = fns else {
             return Err(self.unclaimed(&kind));

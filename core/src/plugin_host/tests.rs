@@ -95,6 +95,7 @@ fn load(paths: &[PathBuf]) -> Result<PluginHost, PluginError> {
     PluginHost::load(&LoadOptions {
         paths: paths.to_vec(),
         default_search: false,
+        ..LoadOptions::default()
     })
 }
 
@@ -830,6 +831,7 @@ async fn unneeded_default_path_plugins_are_unloaded_and_come_back_when_used() {
     let host = PluginHost::load(&LoadOptions {
         paths: Vec::new(),
         default_search: true,
+        ..LoadOptions::default()
     })
     .unwrap();
     assert!(is_mapped(&tcp) && is_mapped(&echo));

@@ -242,10 +242,7 @@ pub fn listen_options(
     };
     if let Some(tls) = tls {
         opts.tls = Some((*tls.quic_listener_config()).clone());
-        let check: PeerCheck = Arc::new(move |node, chain| {
-            tls.check_quic_client(chain, node)
-                .map_err(|e| e.to_string())
-        });
+        let check: PeerCheck = Arc::new(move |node, chain| tls.check_quic_client(chain, node));
         opts.peer_check = Some(check);
     }
     opts

@@ -16,6 +16,7 @@ use super::{
     runtime, tls, watch_peer, DatagramNetwork, DatagramSocket, StreamConfig, StreamError,
     CONN_TYPE_STREAM, CONN_TYPE_STREAM_TLS,
 };
+use crate::tls::TlsError;
 
 /// Connections accepted but not yet taken by [`StreamListener::accept`].
 const ACCEPT_QUEUE: usize = 16;
@@ -26,7 +27,7 @@ const MAX_PENDING: usize = 256;
 /// address) and its certificate chain, accept (`Ok`) or refuse with a reason. Used for
 /// `requireclientcert` services, whose client certificate must name the client node.
 pub type PeerCheck =
-    Arc<dyn Fn(&str, &[CertificateDer<'static>]) -> Result<(), String> + Send + Sync>;
+    Arc<dyn Fn(&str, &[CertificateDer<'static>]) -> Result<(), TlsError> + Send + Sync>;
 
 /// How to listen.
 #[derive(Clone, Default)]
@@ -279,7 +280,7 @@ async fn set_up(incoming: quinn::Incoming, _permit: OwnedSemaphorePermit, ctx: A
     if let Some(check) = &ctx.peer_check {
         if let Err(reason) = check_peer(&conn, &peer.node, check) {
             tracing::warn!(node = %peer.node, %reason, "stream client refused");
-            close(&conn, &reason);
+            close(&conn, &reason.to_string());
             return;
         }
     }
@@ -308,7 +309,7 @@ fn check_peer(
     conn: &quinn::Connection,
     node: &str,
     check: &super::PeerCheck,
-) -> Result<(), String> {
+) -> Result<(), TlsError> {
     let chain = conn
         .peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())

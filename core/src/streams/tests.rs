@@ -705,7 +705,9 @@ async fn user_tls_service_with_client_certificates_and_peer_check() -> TestResul
             if node == "alpha" {
                 Ok(())
             } else {
-                Err(format!("certificate does not name {node}"))
+                Err(crate::tls::TlsError::PeerNodeMismatch(format!(
+                    "certificate does not name {node}"
+                )))
             }
         },
     );

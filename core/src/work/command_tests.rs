@@ -29,6 +29,7 @@ fn command_types() -> Result<Vec<Arc<dyn WorkType>>> {
     let host = PluginHost::load(&LoadOptions {
         paths: vec![command_plugin()],
         default_search: false,
+        ..LoadOptions::default()
     })?;
     let sections = [
         json!({"worktype": "cat", "command": "cat"}),

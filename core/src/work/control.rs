@@ -20,7 +20,7 @@ use super::payload::receive_small_payload;
 use super::remote::{RemoteSubmitter, REMOTE_WORK_TYPE};
 use super::request::{self, SubmitRequest, WorkRequest};
 use super::results;
-use super::signing::WorkVerifier;
+use super::signing::{VerifyError, WorkVerifier};
 use super::status::{StatusReply, UnitStatus};
 use super::store::{Unit, WorkError, Workceptor};
 use crate::control::command::{Args, ControlCommand, ControlConn, PeerKind, Reply};
@@ -85,11 +85,11 @@ impl WorkCommand {
             return Ok(());
         }
         if signature.is_empty() {
-            return Err("could not verify signature: signature is empty".to_owned());
+            return Err(VerifyError::Empty.to_string());
         }
         match &self.verifier {
-            Some(verifier) => verifier.verify(signature),
-            None => Err("could not verify signature: verifying key not specified".to_owned()),
+            Some(verifier) => verifier.verify(signature).map_err(|e| e.to_string()),
+            None => Err(VerifyError::NoKey.to_string()),
         }
     }
 
@@ -190,7 +190,7 @@ impl WorkCommand {
             super::unitid::validate(id).map_err(|e| e.to_string())?;
         }
         match &self.remote {
-            Some(remote) => remote.submit(req, conn).await,
+            Some(remote) => remote.submit(req, conn).await.map_err(|e| e.to_string()),
             None => Err(format!(
                 "cannot submit work to node {}: remote work is not available on this node",
                 req.node
@@ -264,7 +264,11 @@ impl WorkCommand {
         let unit = self.store.get(unit_id).map_err(|e| e.to_string())?;
         self.check_signature(Self::unit_verifies(&unit), signature, peer)?;
         if let (true, Some(remote)) = (Self::is_remote_unit(&unit), &self.remote) {
-            return remote.cancel(unit).await.map(Reply::Json);
+            return remote
+                .cancel(unit)
+                .await
+                .map(Reply::Json)
+                .map_err(|e| e.to_string());
         }
         self.store
             .cancel(unit_id)
@@ -283,7 +287,11 @@ impl WorkCommand {
         let unit = self.store.get(unit_id).map_err(|e| e.to_string())?;
         self.check_signature(Self::unit_verifies(&unit), signature, peer)?;
         if let (true, Some(remote)) = (Self::is_remote_unit(&unit), &self.remote) {
-            return remote.release(unit, force).await.map(Reply::Json);
+            return remote
+                .release(unit, force)
+                .await
+                .map(Reply::Json)
+                .map_err(|e| e.to_string());
         }
         self.store
             .release(unit_id, force)

@@ -58,6 +58,29 @@ pub enum SigningError {
     /// Signing failed.
     #[error("cannot sign work: {0}")]
     Sign(String),
+    /// A unit submitted with `signwork` on a node without `work-signing`.
+    #[error("cannot sign work: signing key is empty")]
+    NoKey,
+}
+
+/// Why a work signature was not accepted; the text is the reply Go receptor gives.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// No token was sent.
+    #[error("could not verify signature: signature is empty")]
+    Empty,
+    /// This node verifies no signatures (no `work-verification`).
+    #[error("could not verify signature: verifying key not specified")]
+    NoKey,
+    /// The verifying key file holds no usable key.
+    #[error("could not load verifying key file: {0}")]
+    Key(String),
+    /// The token is malformed, badly signed or out of its validity (golang-jwt's text).
+    #[error("could not verify signature: {0}")]
+    Token(String),
+    /// The token is not for this node.
+    #[error("token audience did not match node ID")]
+    Audience,
 }
 
 /// A key kept from its PEM file. As in Go, a configured file must exist when the node
@@ -221,21 +244,17 @@ impl SignatureVerifier {
         })
     }
 
-    /// Checks `token` at time `now`; the error is the reply text Go receptor gives.
-    pub fn verify_at(&self, token: &str, now: SystemTime) -> Result<(), String> {
+    /// Checks `token` at time `now`.
+    pub fn verify_at(&self, token: &str, now: SystemTime) -> Result<(), VerifyError> {
         if token.is_empty() {
-            return Err("could not verify signature: signature is empty".to_owned());
+            return Err(VerifyError::Empty);
         }
-        let key = self
-            .key
-            .get()
-            .map_err(|e| format!("could not load verifying key file: {e}"))?;
-        let claims = Self::check_token(key, token, now)
-            .map_err(|e| format!("could not verify signature: {e}"))?;
+        let key = self.key.get().map_err(VerifyError::Key)?;
+        let claims = Self::check_token(key, token, now).map_err(VerifyError::Token)?;
         let matches = claims.audience.contains(&self.node_id);
         let all_empty = claims.audience.iter().all(String::is_empty);
         if !matches || all_empty {
-            return Err("token audience did not match node ID".to_owned());
+            return Err(VerifyError::Audience);
         }
         Ok(())
     }
@@ -297,13 +316,13 @@ impl SignatureVerifier {
 /// Checks work signatures (JWTs) sent by clients; provided by the node's
 /// `work-verification` configuration.
 pub trait WorkVerifier: Send + Sync {
-    /// Verifies `token` for this node. The error is the full reply text (e.g.
+    /// Verifies `token` for this node (the error's text is the reply, e.g.
     /// `token audience did not match node ID`).
-    fn verify(&self, token: &str) -> Result<(), String>;
+    fn verify(&self, token: &str) -> Result<(), VerifyError>;
 }
 
 impl WorkVerifier for SignatureVerifier {
-    fn verify(&self, token: &str) -> Result<(), String> {
+    fn verify(&self, token: &str) -> Result<(), VerifyError> {
         self.verify_at(token, SystemTime::now())
     }
 }

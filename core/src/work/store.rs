@@ -258,6 +258,52 @@ impl Unit {
         }
     }
 
+    /// Makes a unit's end durable: fsyncs `stdout`, then writes the final status (with
+    /// `StdoutSize` the size of the flushed file) durably and publishes it, all in one
+    /// blocking call. Returns the results size, or `None` if the unit was released or had
+    /// already ended. A results file that cannot be flushed is logged and its current
+    /// size recorded.
+    async fn record_end(&self, end: WorkProgress) -> io::Result<Option<i64>> {
+        let _guard = self.writer.lock().await;
+        if self.is_released() || self.status.borrow().is_final() {
+            return Ok(None);
+        }
+        let mut next = self.status.borrow().clone();
+        next.set(end.state, end.detail);
+        next.extra = end.extra;
+        let fallback = next.clone();
+        let (dir, stdout, id) = (self.dir.clone(), self.stdout_path(), self.id.clone());
+        let written = tokio::task::spawn_blocking(move || {
+            let size = match flush_file(&stdout) {
+                Ok(size) => size,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+                Err(e) => {
+                    tracing::warn!(unit = %id, "cannot flush results: {e}");
+                    stdout_size(&stdout)
+                }
+            };
+            next.stdout_size = size;
+            let written = status::write_status_file(&dir, &next, true);
+            (next, written)
+        })
+        .await;
+        match written {
+            Ok((next, written)) => {
+                let size = next.stdout_size;
+                self.status.send_replace(next);
+                written.map(|()| Some(size))
+            }
+            Err(e) => {
+                // The blocking call panicked: publish the end anyway, so nobody waits for
+                // a unit that is over.
+                let mut next = fallback;
+                next.stdout_size = stdout_size(&self.stdout_path());
+                self.status.send_replace(next);
+                Err(io::Error::other(e.to_string()))
+            }
+        }
+    }
+
     async fn update_logged(&self, change: impl FnOnce(&mut UnitStatus)) {
         if let Err(e) = self.update(change).await {
             tracing::warn!(unit = %self.id, "cannot write status file: {e}");
@@ -783,41 +829,28 @@ async fn monitor(
 }
 
 /// Records a unit's end: results flushed to disk first, then the final status with the
-/// size of the flushed file.
+/// size of the flushed file, both in one blocking call under the unit's writer lock.
 async fn finish(unit: &Arc<Unit>, end: WorkProgress) {
-    let path = unit.stdout_path();
-    let size = tokio::task::spawn_blocking(move || -> io::Result<i64> {
-        let file = File::open(&path)?;
-        file.sync_all()?;
-        Ok(i64::try_from(file.metadata()?.len()).unwrap_or(i64::MAX))
-    })
-    .await
-    .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
-    let size = match size {
-        Ok(size) => size,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-        Err(e) => {
-            tracing::warn!(unit = %unit.id, "cannot flush results: {e}");
-            stdout_size(&unit.stdout_path())
-        }
-    };
     unit.lock_handle().take();
-    crate::metrics::node()
-        .result_bytes_written
-        .add(u64::try_from(size).unwrap_or(0));
-    if end.state == UnitState::Failed {
-        crate::metrics::work_type(&unit.status().work_type)
-            .failed
-            .inc();
+    let failed = end.state == UnitState::Failed;
+    let work_type = unit.status.borrow().work_type.clone();
+    match unit.record_end(end).await {
+        Ok(Some(size)) => crate::metrics::node()
+            .result_bytes_written
+            .add(u64::try_from(size).unwrap_or(0)),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(unit = %unit.id, "cannot write status file: {e}"),
     }
-    unit.update_logged(|s| {
-        if !s.is_final() {
-            s.set(end.state, end.detail);
-            s.extra = end.extra;
-            s.stdout_size = size;
-        }
-    })
-    .await;
+    if failed {
+        crate::metrics::work_type(&work_type).failed.inc();
+    }
+}
+
+/// Fsyncs a file and returns its size.
+fn flush_file(path: &Path) -> io::Result<i64> {
+    let file = File::open(path)?;
+    file.sync_all()?;
+    Ok(i64::try_from(file.metadata()?.len()).unwrap_or(i64::MAX))
 }
 
 fn stdout_size(path: &Path) -> i64 {

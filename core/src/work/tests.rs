@@ -378,7 +378,10 @@ async fn submit_status_list_results_release() -> Result<()> {
     // The folder, its modes and the status file as Go writes it.
     let unit_dir = node.node_dir().join(&id);
     assert_eq!(fs::metadata(&unit_dir)?.permissions().mode() & 0o777, 0o700);
-    assert_eq!(dir_entries(&unit_dir)?, ["status", "stdin", "stdout"]);
+    assert_eq!(
+        dir_entries(&unit_dir)?,
+        ["status", "status.tmp", "stdin", "stdout"]
+    );
     for f in ["status", "stdin", "stdout"] {
         assert_eq!(
             fs::metadata(unit_dir.join(f))?.permissions().mode() & 0o777,
@@ -800,38 +803,49 @@ async fn restart_with_units_in_every_state() -> Result<()> {
 
 #[test]
 fn status_file_replacement_is_atomic() -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir()?;
     let path = dir.path().to_owned();
     let short = UnitStatus::new(UnitState::Running, "x", "copy");
     let long = UnitStatus::new(UnitState::Running, "y".repeat(64 * 1024), "copy");
     status::write_status_file(&path, &short, true)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let stop = stop.clone();
-        let path = path.clone();
-        std::thread::spawn(move || -> Result<usize> {
-            let mut reads = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let bytes = fs::read(path.join("status"))?;
-                UnitStatus::from_file_bytes(&bytes)
-                    .with_context(|| format!("partial status file of {} bytes", bytes.len()))?;
-                reads += 1;
-            }
-            Ok(reads)
-        })
+    status::write_status_file(&path, &long, false)?;
+    let inodes = |p: &Path| -> Result<[u64; 2]> {
+        Ok([
+            fs::metadata(p.join("status"))?.ino(),
+            fs::metadata(p.join("status.tmp"))?.ino(),
+        ])
     };
+    let first = inodes(&path)?;
     for i in 0..300 {
+        // A reader that opened `status` before an update reads the whole old status.
+        let mut before = fs::File::open(path.join("status"))?;
+        let old = fs::read(path.join("status"))?;
         let (status, durable) = if i % 2 == 0 {
-            (&long, false)
+            (&short, i % 30 == 0)
         } else {
-            (&short, i % 30 == 1)
+            (&long, false)
         };
         status::write_status_file(&path, status, durable)?;
+        let mut seen = Vec::new();
+        before.read_to_end(&mut seen)?;
+        assert_eq!(seen, old, "update {i} changed the file a reader had open");
+        assert_eq!(
+            UnitStatus::from_file_bytes(&fs::read(path.join("status"))?)?,
+            *status
+        );
+        // The two names swap their inodes: no file is created or freed per update.
+        let now = inodes(&path)?;
+        assert!(
+            now == first || now == [first[1], first[0]],
+            "update {i}: {now:?}"
+        );
     }
-    stop.store(true, Ordering::SeqCst);
-    let reads = reader.join().map_err(|_| anyhow!("reader panicked"))??;
-    assert!(reads > 0);
-    assert_eq!(dir_entries(&path)?, ["status"]);
+    // An update cut short (the node killed while writing `status.tmp`) leaves `status`
+    // whole; the store removes `status.tmp` when it loads the folder.
+    fs::write(path.join("status.tmp"), b"{\"State\":2,\"Det")?;
+    assert!(status::read_status_file(&path).is_ok());
+    assert_eq!(dir_entries(&path)?, ["status", "status.tmp"]);
     Ok(())
 }
 

@@ -22,12 +22,24 @@ pub fn sanitize_node_id(node_id: &str) -> String {
 }
 
 /// A fresh unit id for `node_id` (cryptographically random suffix).
+///
+/// The random bytes come from the OS in one call (not one per character): a byte below
+/// the largest multiple of 62 that fits picks a character uniformly, others are skipped.
 pub fn generate(node_id: &str) -> String {
     let mut id = sanitize_node_id(node_id);
+    let limit = (256 / ID_CHARS.len() * ID_CHARS.len()) as u8;
     let mut rng = rand::rngs::OsRng;
-    for _ in 0..RANDOM_LEN {
-        let i = rng.gen_range(0..ID_CHARS.len());
-        id.push(char::from(ID_CHARS[i]));
+    let mut chosen = 0;
+    while chosen < RANDOM_LEN {
+        let mut bytes = [0u8; 2 * RANDOM_LEN];
+        rng.fill(&mut bytes);
+        for b in bytes.into_iter().filter(|b| *b < limit) {
+            if chosen == RANDOM_LEN {
+                break;
+            }
+            id.push(char::from(ID_CHARS[usize::from(b) % ID_CHARS.len()]));
+            chosen += 1;
+        }
     }
     id
 }
@@ -64,6 +76,9 @@ mod tests {
         assert!(id.bytes().all(|b| b.is_ascii_alphanumeric()));
         assert_ne!(generate("foo"), generate("foo"));
         assert!(validate(&id).is_ok());
+        let seen: std::collections::HashSet<u8> =
+            (0..2000).flat_map(|_| generate("").into_bytes()).collect();
+        assert_eq!(seen.len(), ID_CHARS.len(), "every character is used");
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! * [`config`]: the `work-command` configuration section;
 //! * [`shlex`]: splitting parameters as Go receptor does (from the SDK, shared with the
 //!   host);
-//! * [`spawn`]: the supervisor process;
+//! * [`spawn`]: the supervisor process (from the SDK, which also runs it from the host's
+//!   spawner process, [`receptor_plugin_sdk::spawner`]);
 //! * [`runner`]: starting, following, cancelling and re-attaching units;
 //! * this module: the plugin as the host sees it ([`plugin`], exported with the SDK).
 
@@ -24,7 +25,7 @@ use receptor_plugin_sdk::{
 pub mod config;
 pub mod runner;
 pub use receptor_plugin_sdk::shlex;
-pub mod spawn;
+pub use receptor_plugin_sdk::spawn;
 
 #[cfg(test)]
 mod tests;

@@ -10,16 +10,22 @@
 //!   (`exec: "x": executable file not found in $PATH`, `fork/exec /x: no such file or
 //!   directory`, `EOF found when expecting closing quote`).
 //!
-//! Each running unit has one thread that waits for its supervisor (so the plugin never
-//! needs the host's async runtime); it reports the end through the [`Reporter`].
+//! Supervisors are forked by the host's spawner process ([`receptor_plugin_sdk::spawner`])
+//! when it has one, otherwise by the node itself ([`spawn::start`]); `RECEPTOR_COMMAND_SPAWN=fork`
+//! in the node's environment forces the latter (for comparisons). Each running unit has one
+//! thread that waits for its supervisor (so the plugin never needs the host's async
+//! runtime); it reports the end through the [`Reporter`].
 
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use receptor_plugin_sdk::spawner::{pidfd_open, SpawnReply, Spawner, SpawnerError};
 use receptor_plugin_sdk::UnitState;
 use serde_json::{json, Value};
 
@@ -58,6 +64,85 @@ pub struct CommandWork {
     /// Where the last `$PATH` search found the command (a bare name only), so that the
     /// next unit checks one file instead of searching every folder of `$PATH` again.
     found: Arc<Mutex<Option<PathBuf>>>,
+    launcher: Arc<Launcher>,
+}
+
+/// Who forks the supervisors.
+#[derive(Debug)]
+struct Launcher {
+    /// The host's spawner, while it is usable.
+    spawner: Option<Spawner>,
+    /// Set once the host binary turned out not to be a spawner: fork from here on.
+    no_spawner: AtomicBool,
+}
+
+/// The spawner shared by every `work-command` type of this process.
+fn shared_launcher() -> Arc<Launcher> {
+    static LAUNCHER: OnceLock<Arc<Launcher>> = OnceLock::new();
+    LAUNCHER
+        .get_or_init(|| {
+            let fork = std::env::var_os("RECEPTOR_COMMAND_SPAWN").is_some_and(|v| v == "fork");
+            let spawner = if fork {
+                None
+            } else {
+                Spawner::for_current_exe().ok()
+            };
+            Arc::new(Launcher {
+                spawner,
+                no_spawner: AtomicBool::new(false),
+            })
+        })
+        .clone()
+}
+
+/// A supervisor on its way.
+enum Launch {
+    /// Forked by this process.
+    Forked(spawn::Starting),
+    /// Asked of the spawner; its pid comes with the reply.
+    Requested {
+        reply: Receiver<SpawnReply>,
+        pipes: spawn::StartPipes,
+        program: PathBuf,
+    },
+}
+
+impl Launcher {
+    fn launch(
+        &self,
+        program: &Path,
+        argv: &[String],
+        unit_dir: &Path,
+        stdin: &File,
+        stdout: &File,
+    ) -> Result<Launch, String> {
+        if let Some(spawner) = self
+            .spawner
+            .as_ref()
+            .filter(|_| !self.no_spawner.load(Ordering::Relaxed))
+        {
+            let pipes = spawn::StartPipes::new().map_err(|e| e.to_string())?;
+            let fds: [&dyn AsRawFd; 4] = [stdin, stdout, &pipes.pid_write, &pipes.err_write];
+            match spawner.request(program, argv, unit_dir, fds) {
+                Ok(reply) => {
+                    return Ok(Launch::Requested {
+                        reply,
+                        pipes,
+                        program: program.to_owned(),
+                    })
+                }
+                Err(SpawnerError::NotASpawner(_)) => {
+                    self.no_spawner.store(true, Ordering::Relaxed);
+                }
+                // Too long for one message: this unit is forked from here.
+                Err(SpawnerError::TooLong(_)) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        spawn::start(program, argv, unit_dir, stdin, stdout)
+            .map(Launch::Forked)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// What the waiter and `cancel` share about a running supervisor.
@@ -71,13 +156,30 @@ struct Phase {
 
 #[derive(Debug)]
 struct Shared {
-    pgid: libc::pid_t,
-    /// Set for re-attached units (the supervisor is not our child).
-    pidfd: Option<OwnedFd>,
+    /// The supervisor's pid, its process group id (0 until the spawner has replied).
+    pgid: AtomicI32,
+    /// Set when the supervisor is not our child (forked by the spawner, or re-attached).
+    pidfd: OnceLock<OwnedFd>,
     phase: Mutex<Phase>,
 }
 
 impl Shared {
+    fn new(pgid: libc::pid_t, pidfd: Option<OwnedFd>, phase: Phase) -> Shared {
+        let cell = OnceLock::new();
+        if let Some(fd) = pidfd {
+            let _ = cell.set(fd);
+        }
+        Shared {
+            pgid: AtomicI32::new(pgid),
+            pidfd: cell,
+            phase: Mutex::new(phase),
+        }
+    }
+
+    fn pgid(&self) -> libc::pid_t {
+        self.pgid.load(Ordering::Acquire)
+    }
+
     fn phase(&self) -> MutexGuard<'_, Phase> {
         self.phase
             .lock()
@@ -98,7 +200,10 @@ impl RunningCommand {
 
     /// The supervisor's pid (also the process group id), if a process was started.
     pub fn supervisor_pid(&self) -> Option<libc::pid_t> {
-        self.shared.as_ref().map(|s| s.pgid)
+        self.shared
+            .as_ref()
+            .map(|s| s.pgid())
+            .filter(|pid| *pid > 0)
     }
 
     /// Kills the unit's whole process group; the unit then reports `Canceled`. A unit
@@ -111,7 +216,7 @@ impl RunningCommand {
         if phase.finished {
             return Ok(());
         }
-        if let Some(pidfd) = &shared.pidfd {
+        if let Some(pidfd) = shared.pidfd.get() {
             // Not our child: make sure the group leader still exists before using its
             // pid as a group id.
             if pidfd_exited(pidfd) {
@@ -123,7 +228,7 @@ impl RunningCommand {
             // The waiter kills the group as soon as the command runs.
             return Ok(());
         }
-        kill_group(shared.pgid)
+        kill_group(shared.pgid())
     }
 }
 
@@ -146,6 +251,7 @@ impl CommandWork {
         CommandWork {
             cfg,
             found: Arc::new(Mutex::new(None)),
+            launcher: shared_launcher(),
         }
     }
 
@@ -212,31 +318,73 @@ impl CommandWork {
         let mut argv = Vec::with_capacity(words.len() + 1);
         argv.push(self.cfg.command.clone());
         argv.extend(words);
-        // Only the fork happens here: the waiter learns when the command runs (or why
-        // it did not start) and reports it, so the caller is not held up by the exec.
-        let starting =
-            spawn::start(&program, &argv, &unit_dir, &stdin, &stdout).map_err(|e| e.to_string())?;
+        // Only the request (or the fork) happens here: the waiter learns when the command
+        // runs (or why it did not start) and reports it, so the caller is not held up by
+        // the exec.
+        let launch = self
+            .launcher
+            .launch(&program, &argv, &unit_dir, &stdin, &stdout)?;
         drop(stdin);
         drop(stdout);
-        let supervisor = starting.supervisor;
-        let shared = Arc::new(Shared {
-            pgid: supervisor,
-            pidfd: None,
-            phase: Mutex::new(Phase::default()),
-        });
+        let supervisor = match &launch {
+            Launch::Forked(starting) => starting.supervisor,
+            // Known when the spawner replies.
+            Launch::Requested { .. } => 0,
+        };
+        let shared = Arc::new(Shared::new(supervisor, None, Phase::default()));
         let waiter = shared.clone();
-        let spawned = spawn_waiter(move || {
-            if let Some(report) = wait_started(&waiter, starting, params, &report) {
-                wait_for_child(&waiter, &unit_dir, report);
+        let spawned = spawn_waiter(move || match launch {
+            Launch::Forked(starting) => {
+                if let Some(report) = wait_started(&waiter, starting, params, &report) {
+                    wait_for_child(&waiter, &unit_dir, report);
+                }
+            }
+            Launch::Requested {
+                reply,
+                pipes,
+                program,
+            } => {
+                let started = reply
+                    .recv()
+                    .unwrap_or_else(|_| Err(io::Error::other("the command spawner went away")));
+                match started {
+                    Ok((pid, pidfd)) => {
+                        let _ = waiter.pidfd.set(pidfd);
+                        waiter.pgid.store(pid, Ordering::Release);
+                        let starting = pipes.started_elsewhere(pid, &program);
+                        if let Some(report) = wait_started(&waiter, starting, params, &report) {
+                            wait_for_pidfd(&waiter, &unit_dir, report);
+                        }
+                    }
+                    Err(e) => {
+                        let cancelled = {
+                            let mut phase = waiter.phase();
+                            phase.finished = true;
+                            phase.cancelled
+                        };
+                        report(if cancelled {
+                            Report::new(UnitState::Canceled, "Canceled", None)
+                        } else {
+                            Report::new(
+                                UnitState::Failed,
+                                format!("Error starting worker: {e}"),
+                                None,
+                            )
+                        });
+                    }
+                }
             }
         });
         if let Err(e) = spawned {
             // Nobody would wait for the supervisor: stop it (the command may not run yet).
-            // SAFETY: kill has no memory preconditions; the supervisor is our unreaped
-            // child, so its pid is not reused.
-            unsafe { libc::kill(supervisor, libc::SIGKILL) };
-            let _ = kill_group(supervisor);
-            let _ = spawn::wait_child(supervisor);
+            let supervisor = shared.pgid();
+            if supervisor > 0 {
+                // SAFETY: kill has no memory preconditions; the supervisor is our unreaped
+                // child, so its pid is not reused.
+                unsafe { libc::kill(supervisor, libc::SIGKILL) };
+                let _ = kill_group(supervisor);
+                let _ = spawn::wait_child(supervisor);
+            }
             return Err(format!("cannot start waiter thread: {e}"));
         }
         Ok(RunningCommand {
@@ -282,14 +430,14 @@ impl CommandWork {
                 "process {pid} is not the command runner of this unit"
             ));
         }
-        let shared = Arc::new(Shared {
-            pgid: pid,
-            pidfd: Some(pidfd),
-            phase: Mutex::new(Phase {
+        let shared = Arc::new(Shared::new(
+            pid,
+            Some(pidfd),
+            Phase {
                 started: true,
                 ..Phase::default()
-            }),
-        });
+            },
+        ));
         let waiter = shared.clone();
         spawn_waiter(move || wait_for_pidfd(&waiter, &unit_dir, &report))
             .map_err(|e| format!("cannot start waiter thread: {e}"))?;
@@ -346,7 +494,7 @@ fn wait_started<'a>(
                 phase.cancelled
             };
             if cancelled {
-                let _ = kill_group(shared.pgid);
+                let _ = kill_group(shared.pgid());
             } else {
                 report(Report::new(
                     UnitState::Running,
@@ -387,7 +535,7 @@ fn wait_for_child(shared: &Shared, unit_dir: &Path, report: &Reporter) {
         let r = unsafe {
             libc::waitid(
                 libc::P_PID,
-                shared.pgid as libc::id_t,
+                shared.pgid() as libc::id_t,
                 &mut info,
                 libc::WEXITED | libc::WNOWAIT,
             )
@@ -401,13 +549,13 @@ fn wait_for_child(shared: &Shared, unit_dir: &Path, report: &Reporter) {
         phase.finished = true;
         phase.cancelled
     };
-    let _ = spawn::wait_child(shared.pgid);
+    let _ = spawn::wait_child(shared.pgid());
     report(final_report(cancelled, unit_dir));
 }
 
 /// Waits for a supervisor that is not our child (after a restart).
 fn wait_for_pidfd(shared: &Shared, unit_dir: &Path, report: &Reporter) {
-    if let Some(pidfd) = &shared.pidfd {
+    if let Some(pidfd) = shared.pidfd.get() {
         loop {
             let mut pfd = libc::pollfd {
                 fd: pidfd.as_raw_fd(),
@@ -427,17 +575,6 @@ fn wait_for_pidfd(shared: &Shared, unit_dir: &Path, report: &Reporter) {
         phase.cancelled
     };
     report(final_report(cancelled, unit_dir));
-}
-
-fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = i32::try_from(fd).map_err(|_| io::Error::other("bad descriptor"))?;
-    // SAFETY: the descriptor was just created and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn pidfd_exited(pidfd: &OwnedFd) -> bool {

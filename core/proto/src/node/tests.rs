@@ -120,7 +120,14 @@ fn epoch_formula() {
 
 #[test]
 fn first_route_names_the_peer_and_establishes() {
-    let (mut a, sa, mut b, sb, now) = connect_pair(1.0, 1.0);
+    let now = t0();
+    let mut a = node("a", now, 1);
+    let mut b = node("b", now, 2);
+    let sa = a.open_session(now, cost(1.0));
+    let sb = b.open_session(now, cost(1.0));
+    assert_eq!(route_of(&drain(&mut a)[0]).update_sequence, 1);
+    let initial_b = drain(&mut b);
+    a.handle_message(now, sa, &initial_b[0].message);
     assert_eq!(
         events(&mut a),
         vec![Event::Established {
@@ -129,17 +136,19 @@ fn first_route_names_the_peer_and_establishes() {
             cost: 1.0
         }]
     );
-    assert_eq!(events(&mut b).len(), 1);
     assert_eq!(a.peer_of(sa), Some("b"));
-    // The triggered update goes out 100 ms later and lists the peer.
-    assert_eq!(a.poll_timeout(), Some(now + TRIGGER_DELAY));
-    a.handle_timeout(now + TRIGGER_DELAY);
+    // The triggered update goes out at once (Go waits 100 ms) and lists the peer.
     let tx = drain(&mut a);
     assert_eq!(tx.len(), 1);
     let r = route_of(&tx[0]);
     assert_eq!(r.connections.get("b"), Some(&1.0));
     assert_eq!(r.forwarding_node, "a");
     assert_eq!(r.update_sequence, 2, "initial message was sequence 1");
+    // It also serves b as the first ROUTE naming a.
+    b.handle_message(now, sb, &tx[0].message);
+    assert_eq!(b.peer_of(sb), Some("a"));
+    assert_eq!(events(&mut b).len(), 1);
+    pump(&mut a, sa, &mut b, sb, now);
     run_until(&mut a, sa, &mut b, sb, now, now + Duration::from_secs(1));
     assert_eq!(a.routing_table().get("b").map(String::as_str), Some("b"));
     assert_eq!(b.routing_table().get("a").map(String::as_str), Some("a"));
@@ -259,9 +268,9 @@ fn node_cost_overrides_and_must_match() {
 
 #[test]
 fn mismatched_costs_disconnect_both_sides() {
+    // The updates that list the link with its cost go out as the sessions come up, so the
+    // disagreement may already be found while connecting.
     let (mut a, sa, mut b, sb, now) = connect_pair(1.0, 2.0);
-    events(&mut a);
-    events(&mut b);
     run_until(
         &mut a,
         sa,
@@ -441,7 +450,6 @@ fn updates_are_flooded_with_forwarding_node_rewritten() {
         sb,
         &route_msg("b", "b", 5, 3, &[("a", 1.0), ("d", 3.0)]),
     );
-    a.handle_timeout(now + TRIGGER_DELAY);
     assert_eq!(a.routing_table().get("d").map(String::as_str), Some("b"));
     assert_eq!(a.routes()["d"].cost, 4.0);
     assert_eq!(
@@ -471,11 +479,9 @@ fn withdrawn_links_are_removed_from_the_database() {
         sb,
         &route_msg("b", "b", 5, 3, &[("a", 1.0), ("d", 3.0)]),
     );
-    a.handle_timeout(now + TRIGGER_DELAY);
     assert!(a.routing_table().contains_key("d"));
     // b stops listing d: the edge d→b goes too, d becomes unreachable.
     a.handle_message(now, sb, &route_msg("b", "b", 5, 4, &[("a", 1.0)]));
-    a.handle_timeout(now + TRIGGER_DELAY * 3);
     assert!(a.known_connection_costs()["d"].is_empty());
     assert!(!a.routing_table().contains_key("d"));
     assert!(
@@ -599,11 +605,13 @@ fn own_ads_go_out_after_5s_then_every_60s_and_cancel_on_removal() {
 #[test]
 fn periodic_updates_restart_after_triggered_ones() {
     let (mut a, _sb, _sc, now) = hub();
-    // hub() triggered an update at +100 ms; the next periodic one is 10 s after it.
-    a.handle_timeout(now + TRIGGER_DELAY);
+    // hub() sent an update as b's session came up and coalesced the one for c's to
+    // +100 ms; the next periodic one is 10 s after that.
+    assert_eq!(a.poll_timeout(), Some(now + UPDATE_SPACING));
+    a.handle_timeout(now + UPDATE_SPACING);
     assert_eq!(drain(&mut a).len(), 2);
     assert_eq!(a.poll_timeout(), Some(now + IDLE_CHECK_INTERVAL));
-    let mut t = now + TRIGGER_DELAY;
+    let mut t = now + UPDATE_SPACING;
     let mut sends = Vec::new();
     while t < now + Duration::from_secs(21) {
         t = a.poll_timeout().unwrap();
@@ -616,6 +624,69 @@ fn periodic_updates_restart_after_triggered_ones() {
         sends,
         vec![Duration::from_millis(10_100), Duration::from_millis(20_100)]
     );
+}
+
+/// a's own updates among what it sent: (their sequence numbers, how many copies).
+fn own_updates(a: &mut NodeState) -> (Vec<u64>, usize) {
+    let own: Vec<RoutingUpdate> = drain(a)
+        .iter()
+        .map(route_of)
+        .filter(|r| r.node_id == "a")
+        .collect();
+    let mut seqs: Vec<u64> = own.iter().map(|r| r.update_sequence).collect();
+    seqs.dedup();
+    (seqs, own.len())
+}
+
+#[test]
+fn triggered_updates_go_out_at_once_then_at_most_one_per_spacing() {
+    let (mut a, sb, _sc, now) = hub();
+    a.handle_timeout(now + UPDATE_SPACING);
+    let (seqs, copies) = own_updates(&mut a);
+    assert_eq!((seqs.len(), copies), (1, 2));
+    let last = seqs[0];
+    // A quiet spell, then a node new to a: a's own update goes out with the forwarded copy,
+    // to both neighbours, without waiting for a timer.
+    let t = now + Duration::from_millis(500);
+    a.handle_message(t, sb, &route_msg("d", "b", 9, 1, &[("b", 1.0)]));
+    assert_eq!(own_updates(&mut a), (vec![last + 1], 2));
+    // Two more new nodes within the spacing: only forwarded now, one update for both at
+    // the end of the spacing.
+    a.handle_message(
+        t + Duration::from_millis(30),
+        sb,
+        &route_msg("e", "b", 9, 1, &[]),
+    );
+    a.handle_message(
+        t + Duration::from_millis(60),
+        sb,
+        &route_msg("f", "b", 9, 1, &[]),
+    );
+    assert_eq!(own_updates(&mut a), (vec![], 0));
+    assert_eq!(a.poll_timeout(), Some(t + UPDATE_SPACING));
+    a.handle_timeout(t + UPDATE_SPACING);
+    assert_eq!(own_updates(&mut a), (vec![last + 2], 2));
+    // A periodic update does not count toward the spacing: a new node just after one is
+    // answered at once.
+    let periodic = t + UPDATE_SPACING + ROUTE_UPDATE_INTERVAL;
+    assert_eq!(a.poll_timeout(), Some(now + IDLE_CHECK_INTERVAL));
+    let mut at = now;
+    while at < periodic {
+        at = a.poll_timeout().unwrap();
+        a.handle_timeout(at);
+    }
+    assert_eq!(at, periodic);
+    assert_eq!(own_updates(&mut a), (vec![last + 3], 2));
+    let t = periodic + Duration::from_millis(10);
+    a.handle_message(t, sb, &route_msg("g", "b", 9, 1, &[]));
+    assert_eq!(own_updates(&mut a), (vec![last + 4], 2));
+    // A lost link after another quiet spell: at once again.
+    let t = t + Duration::from_secs(1);
+    a.session_closed(t, sb);
+    let tx = drain(&mut a);
+    assert_eq!(tx.len(), 1, "only c is left");
+    assert_eq!(route_of(&tx[0]).update_sequence, last + 5);
+    assert!(!route_of(&tx[0]).connections.contains_key("b"));
 }
 
 mod fuzz {

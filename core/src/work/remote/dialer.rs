@@ -26,12 +26,17 @@ pub enum DialError {
     Tls(String),
 }
 
+/// A `tlsclient` name that no `tls-client` configuration has.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown TLS config {0}")]
+pub struct UnknownTlsClient(pub String);
+
 /// Opens streams to the control services of other nodes.
 #[async_trait]
 pub trait ControlDialer: Send + Sync + 'static {
     /// Checks a `tlsclient` name at submission (`unknown TLS config <name>`); the
     /// empty name means the mesh's default (no user TLS).
-    fn check_tls_client(&self, name: &str) -> Result<(), String>;
+    fn check_tls_client(&self, name: &str) -> Result<(), UnknownTlsClient>;
 
     /// Connects to the control service of `node`, with the TLS client configuration
     /// `tls_client` (empty: none).

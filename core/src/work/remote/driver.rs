@@ -1,31 +1,16 @@
-//! The driver of one remote unit: a task that owns the unit's remote side.
+//! The driver of one remote unit: a task that performs the I/O of its unit's remote side.
 //!
-//! A driver starts the remote unit (one synchronous attempt for the submitting client,
-//! then retries with back-off while the node cannot be reached, until the `ttl`),
-//! follows it (results and state) until it is finished and every byte of its results
-//! is in the local `stdout`, and carries cancel and release to the remote node,
-//! retrying while it cannot be reached. It is the only writer of its unit's status.
+//! What to do and when is decided by the unit's state machine ([`RemoteUnit`], in
+//! [`super::machine`]); a driver is the thin async loop around it: it feeds the machine
+//! what happened (replies, results, status answers, clients' commands, timers) and
+//! performs the [`Action`]s it asks for (connections to the remote control service,
+//! status writes, answers to clients). It is the only writer of its unit's status.
 //!
-//! A driver is in one [`Phase`]: `Idle`, `Starting` or `Following`, each holding what
-//! only it needs. Everything a driver does is an event in one `select!` loop, so a
-//! cancel or release is answered while the unit is being followed:
-//!
-//! * an *exchange* is one request on its own connection (submit, cancel or release, or
-//!   the look at a remote unit that an interrupted submit left); at most one is in
-//!   flight, and commands wait while one is;
-//! * the *results stream* is one `work results <id> <offset>` request, half-closed at
-//!   once: the remote node streams until the unit is complete and then closes, so
-//!   results arrive as they are produced and the end is seen at once;
-//! * the *status poll* asks `work status <id>` on one kept connection (an idle session
-//!   left by an earlier unit on the same node if there is one, and left in turn for the
-//!   next unit), at 1 s growing to a few seconds while nothing changes. It mirrors the remote state, notices a unit
-//!   that is gone, and notices a Canceled unit on a Go peer, whose results stream never
-//!   ends (Go 1.6.9's `work results` treats only Succeeded and Failed as complete).
-//!
-//! A unit is finished here when the remote unit is final and the local results have
-//! all of its `StdoutSize` bytes: then the results are flushed to disk and the final
-//! state is written. A driver with nothing left to do ends; a later command for its
-//! unit starts a new one.
+//! Everything a driver does is an event in one `select!` loop, so a cancel or release is
+//! answered while the unit is being followed. The status poll runs on one kept
+//! connection: an idle session left by an earlier unit on the same node if there is one
+//! (see [`super::sessions`]), left in turn for the next unit. A driver with nothing left
+//! to do ends; a later command for its unit starts a new one.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,26 +18,30 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{
     created_unit_id, io_text, parse_status, results_line, status_line, submit_line, unit_line,
-    ConnectError, ControlClient, RemoteStatus, StatusReply,
+    ConnectError, ControlClient, StatusReply,
 };
 use super::dialer::ControlDialer;
-use super::extra::{expiry_stamp, RemoteExtraData};
+use super::extra::RemoteExtraData;
+use super::machine::{
+    Action, Event, OpFailure, OpKind, Reclaimed, RemoteUnit, ResultsEnd, StartFailure, Waiter,
+    INPUT_ERROR, WAITING_FOR_INPUT,
+};
 use super::sessions::SessionPool;
-use super::RemoteOptions;
-use crate::work::signing::WorkSigner;
-use crate::work::status::UnitStatus;
+use super::{RemoteOptions, RemoteWorkError};
+use crate::work::signing::{SigningError, WorkSigner};
 use crate::work::store::{Unit, Workceptor};
 use crate::work::worktype::UnitState;
+
+pub(super) use super::machine::StartOutcome;
 
 /// Commands queued per driver (cancel and release requests of clients).
 const COMMAND_QUEUE: usize = 8;
@@ -60,10 +49,13 @@ const COMMAND_QUEUE: usize = 8;
 /// Bytes read from a results stream at a time.
 const RESULTS_BUFFER: usize = 256 * 1024;
 
+/// Results-stream notes waiting for the driver (the stream waits when they are not taken).
+const RESULTS_NOTES: usize = 4;
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// A reply to a client's cancel or release.
-pub(super) type CommandReply = oneshot::Sender<Result<Value, String>>;
+pub(super) type CommandReply = oneshot::Sender<Result<Value, RemoteWorkError>>;
 
 /// A client's request about a remote unit.
 pub(super) enum Command {
@@ -76,17 +68,6 @@ pub(super) enum Command {
         /// Where the answer goes.
         reply: CommandReply,
     },
-}
-
-/// How the first start attempt went (the answer to `work submit`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum StartOutcome {
-    /// The remote node accepted the unit: `Job Started`.
-    Started,
-    /// The remote node could not be reached; retrying: `Job Submitted`.
-    Pending,
-    /// The unit failed: `ERROR: <message>`.
-    Failed(String),
 }
 
 /// How a driver begins.
@@ -164,14 +145,14 @@ impl Shared {
                 commands: tx,
             },
         );
-        let driver = Driver::new(self.clone(), unit, rx, generation);
-        tokio::spawn(driver.run(mode));
+        let driver = Driver::new(self.clone(), unit, rx, generation, mode);
+        tokio::spawn(driver.run());
     }
 
     /// Hands `command` to the driver of `unit`, starting one if it has none.
     pub(super) fn dispatch(self: &Arc<Self>, unit: Arc<Unit>, command: Command) {
         if self.shutdown.is_cancelled() {
-            command.answer(Err("node is shutting down".to_owned()));
+            command.answer(Err(RemoteWorkError::ShuttingDown));
             return;
         }
         let mut table = self.table();
@@ -180,10 +161,7 @@ impl Shared {
                 Ok(()) => return,
                 Err(mpsc::error::TrySendError::Full(command)) => {
                     drop(table);
-                    command.answer(Err(format!(
-                        "work unit {} is busy with other requests, try again",
-                        unit.id()
-                    )));
+                    command.answer(Err(RemoteWorkError::Busy(unit.id().to_owned())));
                     return;
                 }
                 Err(mpsc::error::TrySendError::Closed(command)) => command,
@@ -196,7 +174,7 @@ impl Shared {
             let command = match e {
                 mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
             };
-            command.answer(Err("cannot queue the request".to_owned()));
+            command.answer(Err(RemoteWorkError::Busy(unit.id().to_owned())));
             return;
         }
         self.spawn_locked(&mut table, unit, Mode::Resume, tx, rx);
@@ -204,7 +182,7 @@ impl Shared {
 }
 
 impl Command {
-    fn answer(self, result: Result<Value, String>) {
+    fn answer(self, result: Result<Value, RemoteWorkError>) {
         let reply = match self {
             Command::Cancel(reply) | Command::Release { reply, .. } => reply,
         };
@@ -212,221 +190,47 @@ impl Command {
     }
 }
 
-/// Exponential back-off: 1 s growing by half up to a maximum (Go: 1 s ×1.5 up to 1 min).
-#[derive(Debug, Clone)]
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            max,
-            next: initial,
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = self.next.mul_f64(1.5).min(self.max);
-        delay
-    }
-
-    fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
-
-/// Why a start attempt failed.
-enum StartFailure {
-    /// No connection: retry later.
-    Connect(ConnectError),
-    /// The connection broke after it was made: retry later. The remote node may have
-    /// created the unit (and even received all of its payload) before it broke.
-    Interrupted(String),
-    /// The remote node already has a unit with this id (the message is the client's).
-    Duplicate(String),
-    /// The exchange failed: the unit fails.
-    Failed(String),
-}
-
-/// What became of a remote unit left by an earlier, interrupted start attempt.
-enum Reclaimed {
-    /// It received its whole payload: it is this unit's remote side.
-    Adopted,
-    /// Its payload was cut short: it was released; submit again.
-    Cleared,
-}
-
-/// Detail of a unit whose payload has not been received yet (Go's text).
-const WAITING_FOR_INPUT: &str = "Waiting for Input Data";
-
-/// Start of the detail of a unit whose payload could not be read (Go's text).
-const INPUT_ERROR: &str = "Error reading input data";
-
-/// Why a cancel or release attempt failed.
-enum OpFailure {
-    /// No connection: retry later.
-    Connect(ConnectError),
-    /// The remote node answered `ERROR: <message>`.
-    Remote(String),
-    /// The exchange broke after connecting, or the request could not be made.
-    Local(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OpKind {
-    Cancel,
-    Release { force: bool },
-}
-
-impl OpKind {
-    fn subcommand(self) -> &'static str {
-        match self {
-            OpKind::Cancel => "cancel",
-            OpKind::Release { .. } => "release",
-        }
-    }
-}
-
-/// A cancel or release that has not reached the remote node yet.
-struct PendingOp {
-    kind: OpKind,
-    /// Clients waiting for the outcome of the next attempt.
-    waiters: Vec<CommandReply>,
-    retry_at: Option<Instant>,
-    backoff: Backoff,
-}
-
-enum Exchange {
-    Start(Result<String, StartFailure>),
-    Reclaim(Result<Reclaimed, StartFailure>),
-    Op(OpKind, Result<(), OpFailure>),
-}
-
-/// How a results stream ended.
-enum ResultsEnd {
-    /// The remote node ended the stream: the unit is complete there.
-    Complete,
-    /// The driver asked it to stop.
-    Stopped,
-    /// The remote node answered the request with something else (an error).
-    Refused(String),
-    /// No connection, or it broke.
-    Failed(String),
+/// What a results stream reports to its driver, in order.
+enum StreamNote {
+    /// Open, appending from this offset.
+    Opened(u64),
+    /// Bytes written to the local file.
+    Chunk { offset: u64, len: u64 },
+    /// The last note.
+    End(ResultsEnd),
 }
 
 type PollResult = (Option<ControlClient>, Result<StatusReply, String>);
 
-/// What the loop does after an event.
+/// What the loop does after performing actions.
 enum Flow {
     Continue,
     /// The unit is gone (released): stop at once.
     Released,
 }
 
-/// Where a driver is in its unit's life; each phase holds what only it needs. Cancel and
-/// release (the pending [`PendingOp`] and the one exchange in flight) are orthogonal to
-/// the phase: they can happen in any of them.
-enum Phase {
-    /// Nothing to start or follow (the unit is final, or cannot be started): the driver
-    /// only answers commands and carries out a pending cancel or release.
-    Idle,
-    /// Not started on the remote node yet: submitting, retrying with back-off.
-    Starting(Starting),
-    /// Started there: following its results and state until both are complete here.
-    Following(Box<Following>),
-}
-
-/// A unit being submitted to the remote node.
-struct Starting {
-    /// The submitting client, waiting for the outcome of the first attempt.
-    first: Option<oneshot::Sender<StartOutcome>>,
-    /// When to try again; `None` while an attempt is in flight.
-    retry_at: Option<Instant>,
-    backoff: Backoff,
-    /// When the `ttl` runs out.
-    expires_at: Option<Instant>,
-    /// An earlier start attempt (maybe before a restart) may have created the remote
-    /// unit: a remote unit with this id is ours, to adopt or to clear.
-    reclaim: bool,
-}
-
-impl Starting {
-    fn report_first(&mut self, outcome: StartOutcome) {
-        if let Some(first) = self.first.take() {
-            let _ = first.send(outcome);
-        }
-    }
-}
-
-/// The results stream of a followed unit.
-enum Stream {
-    /// Not open; to be opened at the given time (`None`: not now).
-    Closed(Option<Instant>),
-    /// Streaming; the token asks it to stop.
-    Open(BoxFuture<ResultsEnd>, CancellationToken),
-    /// Asked to stop because every result is here: the unit finishes when it has.
-    Finishing(BoxFuture<ResultsEnd>),
-}
-
-impl Stream {
-    fn future(&mut self) -> Option<&mut BoxFuture<ResultsEnd>> {
-        match self {
-            Stream::Closed(_) => None,
-            Stream::Open(f, _) | Stream::Finishing(f) => Some(f),
-        }
-    }
-
-    fn due(&self) -> Option<Instant> {
-        match self {
-            Stream::Closed(at) => *at,
-            Stream::Open(..) | Stream::Finishing(_) => None,
-        }
-    }
-}
-
-/// A unit started on the remote node, being followed.
-struct Following {
-    results: Stream,
-    results_backoff: Backoff,
-    /// The status query in flight.
-    poll: Option<BoxFuture<PollResult>>,
-    /// A poll was due while one was in flight: its answer may predate what made the new
-    /// one due (the end of the results), so poll again as soon as it is back.
-    poll_again: bool,
-    /// The kept connection of the status polls.
-    status_conn: Option<ControlClient>,
-    poll_at: Option<Instant>,
-    poll_interval: Duration,
-    poll_backoff: Backoff,
-    /// The remote status last seen.
-    remote: Option<RemoteStatus>,
-}
-
-impl Following {
-    fn finishing(&self) -> bool {
-        matches!(self.results, Stream::Finishing(_))
-    }
-}
-
 struct Driver {
     shared: Arc<Shared>,
     unit: Arc<Unit>,
     id: String,
-    extra: RemoteExtraData,
     commands: mpsc::Receiver<Command>,
     commands_open: bool,
     generation: u64,
-    /// Bytes in (or on their way into) the local results file.
-    local_size: Arc<AtomicU64>,
-    phase: Phase,
-    // The one exchange in flight, and the cancel or release waiting for its turn.
-    exchange: Option<BoxFuture<Exchange>>,
-    op: Option<PendingOp>,
+    machine: RemoteUnit,
+    /// The submitting client, waiting for the outcome of the first start attempt.
+    first: Option<oneshot::Sender<StartOutcome>>,
+    /// Clients waiting for answers, by the number the machine knows them by.
+    waiters: HashMap<Waiter, CommandReply>,
+    next_waiter: u64,
+    /// The one exchange in flight.
+    exchange: Option<BoxFuture<Event>>,
+    /// The results stream: the task, its notes, and the token that asks it to stop.
+    results_task: Option<BoxFuture<()>>,
+    results_notes: Option<mpsc::Receiver<StreamNote>>,
+    results_stop: Option<CancellationToken>,
+    /// The status query in flight, and the kept connection of the status polls.
+    poll: Option<BoxFuture<PollResult>>,
+    status_conn: Option<ControlClient>,
 }
 
 /// Resolves with `future`'s output, or never if there is none.
@@ -437,19 +241,22 @@ async fn maybe<T>(future: Option<&mut BoxFuture<T>>) -> T {
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+/// The next note of a results stream, or never if there is none; a stream gone without
+/// its last note ended with an error.
+async fn next_note(notes: Option<&mut mpsc::Receiver<StreamNote>>) -> StreamNote {
+    match notes {
+        Some(notes) => notes.recv().await.unwrap_or_else(|| {
+            StreamNote::End(ResultsEnd::Failed("results stream ended".to_owned()))
+        }),
         None => std::future::pending().await,
     }
 }
 
-fn earliest(times: &[Option<Instant>]) -> Option<Instant> {
-    times.iter().flatten().min().copied()
-}
-
-fn is_final_code(state: i64) -> bool {
-    UnitState::from_code(state).is_some_and(UnitState::is_final)
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Driver {
@@ -458,106 +265,120 @@ impl Driver {
         unit: Arc<Unit>,
         commands: mpsc::Receiver<Command>,
         generation: u64,
+        mode: Mode,
     ) -> Driver {
         let size = std::fs::metadata(unit.stdout_path()).map_or(0, |m| m.len());
-        let extra = RemoteExtraData::from_value(unit.status().extra.as_ref()).unwrap_or_default();
+        let status = unit.status();
+        let (now, wall) = (std::time::Instant::now(), SystemTime::now());
+        let options = shared.options.clone();
+        let (machine, first) = match mode {
+            Mode::Start(first) => (
+                RemoteUnit::submitted(unit.id(), &status, size, options, now, wall),
+                Some(first),
+            ),
+            Mode::Resume => (
+                RemoteUnit::resumed(unit.id(), &status, size, options, now, wall),
+                None,
+            ),
+        };
         Driver {
             id: unit.id().to_owned(),
             shared,
             unit,
-            extra,
             commands,
             commands_open: true,
             generation,
-            local_size: Arc::new(AtomicU64::new(size)),
-            phase: Phase::Idle,
+            machine,
+            first,
+            waiters: HashMap::new(),
+            next_waiter: 0,
             exchange: None,
-            op: None,
+            results_task: None,
+            results_notes: None,
+            results_stop: None,
+            poll: None,
+            status_conn: None,
         }
     }
 
-    fn backoff(&self) -> Backoff {
-        Backoff::new(
-            self.shared.options.retry_initial,
-            self.shared.options.retry_max,
-        )
-    }
-
-    async fn run(mut self, mode: Mode) {
-        match mode {
-            Mode::Start(first) => self.begin_start(Some(first)),
-            Mode::Resume => self.resume().await,
+    async fn run(mut self) {
+        if let Flow::Released = self.perform_all().await {
+            return self.retire(true).await;
         }
         loop {
-            if self.is_idle() {
-                match self.next_queued_or_retire() {
-                    Some(command) => {
-                        if let Flow::Released = self.command(command).await {
-                            return self.retire(true);
-                        }
+            if self.machine.is_idle() {
+                let Some(command) = self.next_queued_or_retire() else {
+                    return;
+                };
+                let event = self.command_event(command);
+                if let Flow::Released = self.feed(event).await {
+                    return self.retire(true).await;
+                }
+                continue;
+            }
+            let timer = self.machine.poll_timeout();
+            let takes_commands = self.machine.takes_commands() && self.commands_open;
+            let event = tokio::select! {
+                biased;
+                () = self.shared.shutdown.cancelled() => return self.retire(false).await,
+                () = self.unit.released() => return self.retire(true).await,
+                command = self.commands.recv(), if takes_commands => match command {
+                    Some(command) => self.command_event(command),
+                    None => {
+                        self.commands_open = false;
                         continue;
                     }
-                    None => return,
-                }
-            }
-            // Only timers that can act now (an exchange in flight defers the others).
-            let free = self.exchange.is_none();
-            let op_retry = self.op.as_ref().and_then(|op| op.retry_at).filter(|_| free);
-            let (timer, results, poll) = match &mut self.phase {
-                Phase::Idle => (op_retry, None, None),
-                Phase::Starting(s) => (
-                    earliest(&[s.retry_at.filter(|_| free), s.expires_at, op_retry]),
-                    None,
-                    None,
-                ),
-                Phase::Following(f) => (
-                    earliest(&[f.results.due(), f.poll_at, op_retry]),
-                    f.results.future(),
-                    f.poll.as_mut(),
-                ),
-            };
-            let flow = tokio::select! {
-                biased;
-                () = self.shared.shutdown.cancelled() => return self.retire(false),
-                () = self.unit.released() => return self.retire(true),
-                command = self.commands.recv(), if self.exchange.is_none() && self.commands_open => {
-                    match command {
-                        Some(command) => self.command(command).await,
-                        None => {
-                            self.commands_open = false;
-                            Flow::Continue
-                        }
-                    }
-                }
-                done = maybe(self.exchange.as_mut()) => {
+                },
+                event = maybe(self.exchange.as_mut()) => {
                     self.exchange = None;
-                    self.exchange_done(done).await
+                    event
                 }
-                end = maybe(results) => {
-                    self.results_done(end).await;
-                    Flow::Continue
-                }
-                polled = maybe(poll) => {
-                    if let Phase::Following(f) = &mut self.phase {
-                        f.poll = None;
+                note = next_note(self.results_notes.as_mut()) => match note {
+                    StreamNote::Opened(offset) => Event::ResultsOpened { offset },
+                    StreamNote::Chunk { offset, len } => Event::ResultsChunk { offset, len },
+                    StreamNote::End(end) => {
+                        self.results_notes = None;
+                        self.results_stop = None;
+                        Event::StreamClosed(end)
                     }
-                    self.poll_done(polled).await;
-                    Flow::Continue
+                },
+                () = maybe(self.results_task.as_mut()) => {
+                    // Its notes, the last included, are still to be read.
+                    self.results_task = None;
+                    continue;
                 }
-                () = sleep_until(timer) => {
-                    self.timers().await;
-                    Flow::Continue
+                (conn, reply) = maybe(self.poll.as_mut()) => {
+                    self.poll = None;
+                    self.status_conn = conn;
+                    Event::StatusReceived(reply)
                 }
+                () = sleep_until(timer) => Event::Timer,
             };
-            if let Flow::Released = flow {
-                return self.retire(true);
+            if let Flow::Released = self.feed(event).await {
+                return self.retire(true).await;
             }
         }
     }
 
-    /// Nothing to do but wait for commands.
-    fn is_idle(&self) -> bool {
-        matches!(self.phase, Phase::Idle) && self.exchange.is_none() && self.op.is_none()
+    /// Hands `event` to the machine and performs what it asks.
+    async fn feed(&mut self, event: Event) -> Flow {
+        self.machine.handle(event, std::time::Instant::now());
+        self.perform_all().await
+    }
+
+    fn command_event(&mut self, command: Command) -> Event {
+        let waiter = Waiter(self.next_waiter);
+        self.next_waiter += 1;
+        match command {
+            Command::Cancel(reply) => {
+                self.waiters.insert(waiter, reply);
+                Event::CancelRequested(waiter)
+            }
+            Command::Release { force, reply } => {
+                self.waiters.insert(waiter, reply);
+                Event::ReleaseRequested { force, waiter }
+            }
+        }
     }
 
     /// Takes a queued command, or leaves the table (under its lock, so no command can
@@ -582,43 +403,163 @@ impl Driver {
         }
     }
 
-    /// Ends the driver at once; queued commands are answered.
-    fn retire(mut self, released: bool) {
+    /// Ends the driver at once; queued commands and waiting clients are answered.
+    async fn retire(mut self, released: bool) {
         {
             let mut table = self.shared.table();
             self.leave(&mut table);
         }
         self.commands.close();
         let answer = if released {
-            format!("unknown work unit {}", self.id)
+            RemoteWorkError::UnknownUnit(self.id.clone())
         } else {
-            "node is shutting down".to_owned()
+            RemoteWorkError::ShuttingDown
         };
         while let Ok(command) = self.commands.try_recv() {
             command.answer(Err(answer.clone()));
         }
-        if let Some(op) = self.op.take() {
-            for waiter in op.waiters {
-                let _ = waiter.send(Err(answer.clone()));
+        let event = if released {
+            Event::UnitReleased
+        } else {
+            Event::Shutdown
+        };
+        self.feed(event).await;
+    }
+
+    /// Performs the machine's actions in order.
+    async fn perform_all(&mut self) -> Flow {
+        while let Some(action) = self.machine.poll_action() {
+            if let Flow::Released = self.perform(action).await {
+                return Flow::Released;
             }
         }
-        if let Phase::Starting(starting) = &mut self.phase {
-            starting.report_first(StartOutcome::Failed(answer));
+        Flow::Continue
+    }
+
+    async fn perform(&mut self, action: Action) -> Flow {
+        match action {
+            Action::ReportStart(outcome) => {
+                if let Some(first) = self.first.take() {
+                    let _ = first.send(outcome);
+                }
+            }
+            Action::Submit => {
+                let (shared, extra) = (self.shared.clone(), self.machine.extra().clone());
+                let (id, stdin) = (self.id.clone(), self.unit.stdin_path());
+                self.exchange = Some(Box::pin(async move {
+                    Event::SubmitReplied(start_exchange(&shared, &extra, &id, stdin).await)
+                }));
+            }
+            Action::Reclaim => {
+                let (shared, extra) = (self.shared.clone(), self.machine.extra().clone());
+                let id = self.id.clone();
+                self.exchange = Some(Box::pin(async move {
+                    Event::ReclaimReplied(reclaim_exchange(&shared, &extra, &id).await)
+                }));
+            }
+            Action::SendOp(kind) => {
+                let (shared, extra) = (self.shared.clone(), self.machine.extra().clone());
+                self.exchange = Some(Box::pin(async move {
+                    Event::OpReplied(kind, op_exchange(&shared, &extra, kind).await)
+                }));
+            }
+            Action::AbandonExchange => self.exchange = None,
+            Action::OpenResults => {
+                let (shared, extra) = (self.shared.clone(), self.machine.extra().clone());
+                let path = self.unit.stdout_path();
+                let (tx, rx) = mpsc::channel(RESULTS_NOTES);
+                let stop = CancellationToken::new();
+                let token = stop.clone();
+                self.results_task = Some(Box::pin(async move {
+                    let end = results_stream(&shared, &extra, path, &tx, token).await;
+                    let _ = tx.send(StreamNote::End(end)).await;
+                }));
+                self.results_notes = Some(rx);
+                self.results_stop = Some(stop);
+            }
+            Action::StopResults => {
+                if let Some(stop) = &self.results_stop {
+                    stop.cancel();
+                }
+            }
+            Action::PollStatus => {
+                let (shared, extra) = (self.shared.clone(), self.machine.extra().clone());
+                let conn = self.status_conn.take();
+                self.poll = Some(Box::pin(
+                    async move { poll_status(&shared, &extra, conn).await },
+                ));
+            }
+            Action::StopFollowing => self.stop_following(),
+            Action::SaveExtra(extra) => {
+                let extra = extra.to_value();
+                if let Err(e) = self.unit.update(|s| s.extra = Some(extra)).await {
+                    tracing::warn!(unit = %self.id, "cannot write status file: {e}");
+                }
+            }
+            Action::WriteStatus {
+                state,
+                detail,
+                stdout_size,
+                extra,
+            } => self.write_status(state, detail, stdout_size, &extra).await,
+            Action::Finish {
+                state,
+                detail,
+                stdout_size,
+                extra,
+            } => self.finish(state, detail, stdout_size, &extra).await,
+            Action::Answer { waiters, result } => {
+                for waiter in waiters {
+                    if let Some(reply) = self.waiters.remove(&waiter) {
+                        let _ = reply.send(result.clone());
+                    }
+                }
+            }
+            Action::ReleaseLocally { waiters } => {
+                let result = self
+                    .shared
+                    .store
+                    .release(&self.id, true)
+                    .await
+                    .map(|()| json!({ "released": self.id }))
+                    .map_err(|e| RemoteWorkError::Store(e.to_string()));
+                for waiter in waiters {
+                    if let Some(reply) = self.waiters.remove(&waiter) {
+                        let _ = reply.send(result.clone());
+                    }
+                }
+                return Flow::Released;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Drops the results stream and a status query in flight; the kept status connection
+    /// goes to the pool, where the next unit followed on that node can poll on it.
+    fn stop_following(&mut self) {
+        if let Some(stop) = self.results_stop.take() {
+            stop.cancel();
+        }
+        self.results_task = None;
+        self.results_notes = None;
+        self.poll = None;
+        if let Some(session) = self.status_conn.take() {
+            let extra = self.machine.extra();
+            self.shared
+                .sessions
+                .put(&extra.remote_node, &extra.tls_client, session);
         }
     }
 
-    // ---- status bookkeeping ----
-
-    async fn save_extra(&mut self) {
-        let extra = self.extra.to_value();
-        if let Err(e) = self.unit.update(|s| s.extra = Some(extra)).await {
-            tracing::warn!(unit = %self.id, "cannot write status file: {e}");
-        }
-    }
-
-    async fn set_state(&mut self, state: UnitState, detail: String) {
-        let extra = self.extra.to_value();
-        let size = i64::try_from(self.local_size.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+    async fn write_status(
+        &mut self,
+        state: UnitState,
+        detail: String,
+        stdout_size: u64,
+        extra: &RemoteExtraData,
+    ) {
+        let extra = extra.to_value();
+        let size = i64::try_from(stdout_size).unwrap_or(i64::MAX);
         let result = self
             .unit
             .update(|s| {
@@ -632,638 +573,14 @@ impl Driver {
         }
     }
 
-    fn status(&self) -> UnitStatus {
-        self.unit.status()
-    }
-
-    // ---- starting ----
-
-    fn begin_start(&mut self, first: Option<oneshot::Sender<StartOutcome>>) {
-        self.begin_start_with(first, false);
-    }
-
-    fn begin_start_with(&mut self, first: Option<oneshot::Sender<StartOutcome>>, reclaim: bool) {
-        let expires_at = self.extra.expiration.map(|at| {
-            let left = at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO);
-            Instant::now() + left
-        });
-        self.phase = Phase::Starting(Starting {
-            first,
-            retry_at: None,
-            backoff: self.backoff(),
-            expires_at,
-            reclaim,
-        });
-        self.launch_start();
-    }
-
-    fn starting(&mut self) -> Option<&mut Starting> {
-        match &mut self.phase {
-            Phase::Starting(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn launch_start(&mut self) {
-        if let Some(s) = self.starting() {
-            s.retry_at = None;
-        }
-        let shared = self.shared.clone();
-        let extra = self.extra.clone();
-        let id = self.id.clone();
-        let stdin = self.unit.stdin_path();
-        self.exchange = Some(Box::pin(async move {
-            Exchange::Start(start_exchange(&shared, &extra, &id, stdin).await)
-        }));
-    }
-
-    /// Leaves the starting phase; the submitting client, if it still waits, gets `outcome`.
-    fn end_start(&mut self, outcome: StartOutcome) {
-        if let Phase::Starting(mut s) = std::mem::replace(&mut self.phase, Phase::Idle) {
-            s.report_first(outcome);
-        }
-    }
-
-    fn launch_reclaim(&mut self) {
-        if let Some(s) = self.starting() {
-            s.retry_at = None;
-        }
-        let shared = self.shared.clone();
-        let extra = self.extra.clone();
-        let id = self.id.clone();
-        self.exchange = Some(Box::pin(async move {
-            Exchange::Reclaim(reclaim_exchange(&shared, &extra, &id).await)
-        }));
-    }
-
-    async fn started(&mut self, remote_id: String) {
-        self.extra.remote_unit_id = remote_id;
-        self.extra.remote_started = true;
-        self.save_extra().await;
-        self.end_start(StartOutcome::Started);
-        self.begin_following();
-    }
-
-    /// Tries again after the back-off delay; the submitting client hears `Job Submitted`.
-    fn retry_later(&mut self, reclaim: bool) {
-        if let Some(s) = self.starting() {
-            s.reclaim |= reclaim;
-            s.report_first(StartOutcome::Pending);
-            s.retry_at = Some(Instant::now() + s.backoff.next_delay());
-        }
-    }
-
-    fn retry_start(&mut self, error: &str) {
-        tracing::warn!(
-            unit = %self.id,
-            "Starting the unit on {} was interrupted: {error}",
-            self.extra.remote_node
-        );
-        self.retry_later(true);
-    }
-
-    async fn reclaim_done(&mut self, result: Result<Reclaimed, StartFailure>) {
-        match result {
-            Ok(Reclaimed::Adopted) => {
-                tracing::info!(unit = %self.id, "the unit was already started on {}", self.extra.remote_node);
-                let id = self.id.clone();
-                self.started(id).await;
-            }
-            Ok(Reclaimed::Cleared) => self.retry_later(true),
-            Err(StartFailure::Connect(e)) => self.retry_start(&e.to_string()),
-            Err(StartFailure::Interrupted(e) | StartFailure::Duplicate(e)) => self.retry_start(&e),
-            Err(StartFailure::Failed(message)) => self.start_failed(message).await,
-        }
-    }
-
-    async fn start_failed(&mut self, message: String) {
-        let Phase::Starting(mut s) = std::mem::replace(&mut self.phase, Phase::Idle) else {
-            return;
-        };
-        self.set_state(
-            UnitState::Failed,
-            format!("Error starting worker: {message}"),
-        )
-        .await;
-        s.report_first(StartOutcome::Failed(message));
-    }
-
-    async fn start_done(&mut self, result: Result<String, StartFailure>) {
-        let reclaim = self.starting().is_some_and(|s| s.reclaim);
-        match result {
-            Ok(remote_id) => self.started(remote_id).await,
-            Err(StartFailure::Duplicate(_)) if reclaim => self.launch_reclaim(),
-            Err(StartFailure::Interrupted(e)) => self.retry_start(&e),
-            Err(StartFailure::Connect(e)) if e.is_tls() => {
-                self.end_start(StartOutcome::Pending);
-                self.set_state(
-                    UnitState::Failed,
-                    format!("TLS error connecting to remote service: {e}"),
-                )
-                .await;
-            }
-            Err(StartFailure::Connect(e)) => {
-                tracing::warn!(
-                    unit = %self.id,
-                    "Connection to {} failed with error: {e}",
-                    self.extra.remote_node
-                );
-                self.retry_later(false);
-            }
-            Err(StartFailure::Failed(message) | StartFailure::Duplicate(message)) => {
-                self.start_failed(message).await;
-            }
-        }
-    }
-
-    async fn expire(&mut self) {
-        let Phase::Starting(mut s) = std::mem::replace(&mut self.phase, Phase::Idle) else {
-            return;
-        };
-        // The start attempt in flight (the only exchange of a unit not started) is
-        // abandoned, as Go cancels its context.
-        self.exchange = None;
-        let stamp = self.extra.expiration.map(expiry_stamp).unwrap_or_default();
-        let detail = format!("Work unit expired on {stamp}");
-        self.set_state(UnitState::Failed, detail.clone()).await;
-        s.report_first(StartOutcome::Failed(detail));
-    }
-
-    /// Stops trying to start the unit (cancel or release before it started).
-    fn stop_starting(&mut self) {
-        self.end_start(StartOutcome::Pending);
-    }
-
-    // ---- resuming ----
-
-    async fn resume(&mut self) {
-        let status = self.status();
-        let is_final = status.is_final();
-        match RemoteExtraData::from_value(status.extra.as_ref()) {
-            Ok(extra) => self.extra = extra,
-            Err(e) => {
-                if !is_final {
-                    self.set_state(UnitState::Failed, format!("Failed to restart: {e}"))
-                        .await;
-                }
-                return;
-            }
-        }
-        if !self.extra.remote_started {
-            if is_final {
-                return;
-            }
-            if status.detail == WAITING_FOR_INPUT {
-                // The client never saw its payload accepted.
-                self.set_state(
-                    UnitState::Failed,
-                    "Failed to restart: remote work had not previously started".to_owned(),
-                )
-                .await;
-                return;
-            }
-            // The payload was accepted and is on disk: start the unit now. An attempt
-            // before the restart may have created it on the remote node already.
-            self.begin_start_with(None, true);
-            return;
-        }
-        if self.extra.local_released {
-            self.queue_op(OpKind::Release { force: false }, None);
-        } else {
-            if self.extra.local_cancelled && !is_final {
-                self.queue_op(OpKind::Cancel, None);
-            }
-            if !is_final {
-                self.begin_following();
-            }
-        }
-    }
-
-    // ---- commands ----
-
-    async fn command(&mut self, command: Command) -> Flow {
-        match command {
-            Command::Cancel(reply) => {
-                self.cancel(reply).await;
-                Flow::Continue
-            }
-            Command::Release { force, reply } => self.release(force, reply).await,
-        }
-    }
-
-    fn answer_id(&self, key: &str) -> Value {
-        json!({ key: self.id })
-    }
-
-    async fn cancel(&mut self, reply: CommandReply) {
-        if self.op.is_some() {
-            // A cancel, or a release (which cancels), is already on its way.
-            let _ = reply.send(Ok(self.answer_id("cancel pending")));
-            return;
-        }
-        self.extra.local_cancelled = true;
-        if !self.extra.remote_started {
-            self.stop_starting();
-            self.local_size.store(0, Ordering::Relaxed);
-            self.set_state(UnitState::Failed, "Locally Cancelled".to_owned())
-                .await;
-            let _ = reply.send(Ok(self.answer_id("cancelled")));
-            return;
-        }
-        self.save_extra().await;
-        self.queue_op(OpKind::Cancel, Some(reply));
-    }
-
-    async fn release(&mut self, force: bool, reply: CommandReply) -> Flow {
-        if !self.extra.remote_started {
-            self.stop_starting();
-            return self.release_locally(vec![reply]).await;
-        }
-        if let (false, Some(op)) = (force, &self.op) {
-            if matches!(op.kind, OpKind::Release { .. }) {
-                let _ = reply.send(Ok(self.answer_id("release pending")));
-                return Flow::Continue;
-            }
-        }
-        self.extra.local_cancelled = true;
-        self.extra.local_released = true;
-        self.save_extra().await;
-        self.stop_following();
-        // A pending cancel is replaced: the release cancels too.
-        let mut waiters = self.op.take().map(|op| op.waiters).unwrap_or_default();
-        waiters.push(reply);
-        self.op = Some(PendingOp {
-            kind: OpKind::Release { force },
-            waiters,
-            retry_at: None,
-            backoff: Backoff::new(
-                self.shared.options.retry_initial,
-                self.shared.options.retry_max,
-            ),
-        });
-        self.launch_op();
-        Flow::Continue
-    }
-
-    async fn release_locally(&mut self, waiters: Vec<CommandReply>) -> Flow {
-        self.stop_following();
-        let result = self
-            .shared
-            .store
-            .release(&self.id, true)
-            .await
-            .map(|()| self.answer_id("released"))
-            .map_err(|e| e.to_string());
-        for waiter in waiters {
-            let _ = waiter.send(result.clone());
-        }
-        Flow::Released
-    }
-
-    fn queue_op(&mut self, kind: OpKind, reply: Option<CommandReply>) {
-        self.op = Some(PendingOp {
-            kind,
-            waiters: reply.into_iter().collect(),
-            retry_at: None,
-            backoff: Backoff::new(
-                self.shared.options.retry_initial,
-                self.shared.options.retry_max,
-            ),
-        });
-        if self.exchange.is_none() {
-            self.launch_op();
-        } else if let Some(op) = &mut self.op {
-            op.retry_at = Some(Instant::now());
-        }
-    }
-
-    fn launch_op(&mut self) {
-        let Some(op) = &mut self.op else { return };
-        op.retry_at = None;
-        let kind = op.kind;
-        let shared = self.shared.clone();
-        let extra = self.extra.clone();
-        self.exchange = Some(Box::pin(async move {
-            Exchange::Op(kind, op_exchange(&shared, &extra, kind).await)
-        }));
-    }
-
-    async fn op_done(&mut self, kind: OpKind, result: Result<(), OpFailure>) -> Flow {
-        let Some(mut op) = self.op.take() else {
-            return Flow::Continue;
-        };
-        let waiters = std::mem::take(&mut op.waiters);
-        let background = waiters.is_empty();
-        let answer = |waiters: Vec<CommandReply>, result: Result<Value, String>| {
-            for waiter in waiters {
-                let _ = waiter.send(result.clone());
-            }
-        };
-        match (kind, result) {
-            (OpKind::Cancel, Ok(())) => {
-                answer(waiters, Ok(self.answer_id("cancelled")));
-                if let Some(f) = self.following() {
-                    f.poll_at = Some(Instant::now());
-                }
-                Flow::Continue
-            }
-            (OpKind::Release { .. }, Ok(())) => self.release_locally(waiters).await,
-            (OpKind::Release { .. }, Err(OpFailure::Remote(m)))
-                if m.contains("unknown work unit") =>
-            {
-                self.release_locally(waiters).await
-            }
-            (OpKind::Release { force: true }, Err(e)) => {
-                tracing::warn!(
-                    unit = %self.id,
-                    "force-release: the remote unit was not released: {}",
-                    e.text()
-                );
-                self.release_locally(waiters).await
-            }
-            (kind, Err(OpFailure::Connect(e))) => {
-                tracing::warn!(
-                    unit = %self.id,
-                    "Connection to {} failed with error: {e}",
-                    self.extra.remote_node
-                );
-                let key = match kind {
-                    OpKind::Cancel => "cancel pending",
-                    OpKind::Release { .. } => "release pending",
-                };
-                answer(waiters, Ok(self.answer_id(key)));
-                op.retry_at = Some(Instant::now() + op.backoff.next_delay());
-                self.op = Some(op);
-                Flow::Continue
-            }
-            (_, Err(OpFailure::Local(e))) if background => {
-                tracing::warn!(unit = %self.id, "{} of the remote unit failed: {e}", kind.subcommand());
-                op.retry_at = Some(Instant::now() + op.backoff.next_delay());
-                self.op = Some(op);
-                Flow::Continue
-            }
-            (kind, Err(failure)) => {
-                let message = failure.text();
-                tracing::warn!(unit = %self.id, "{} of the remote unit failed: {message}", kind.subcommand());
-                answer(waiters, Err(message));
-                if matches!(kind, OpKind::Release { .. }) && !self.status().is_final() {
-                    // The unit stays: keep following it.
-                    self.begin_following();
-                }
-                Flow::Continue
-            }
-        }
-    }
-
-    async fn exchange_done(&mut self, done: Exchange) -> Flow {
-        match done {
-            Exchange::Start(result) => {
-                self.start_done(result).await;
-                Flow::Continue
-            }
-            Exchange::Reclaim(result) => {
-                self.reclaim_done(result).await;
-                Flow::Continue
-            }
-            Exchange::Op(kind, result) => self.op_done(kind, result).await,
-        }
-    }
-
-    // ---- timers ----
-
-    async fn timers(&mut self) {
-        let now = Instant::now();
-        let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
-        let expired = match &self.phase {
-            Phase::Starting(s) => due(s.expires_at) && !self.extra.remote_started,
-            _ => false,
-        };
-        if expired {
-            self.expire().await;
-        }
-        if self.exchange.is_none() && due(self.op.as_ref().and_then(|op| op.retry_at)) {
-            self.launch_op();
-        }
-        let (start, results, poll) = match &self.phase {
-            Phase::Starting(s) => (due(s.retry_at), false, false),
-            Phase::Following(f) => (false, due(f.results.due()), due(f.poll_at)),
-            Phase::Idle => (false, false, false),
-        };
-        if self.exchange.is_none() && start {
-            self.launch_start();
-        }
-        if results {
-            self.launch_results();
-        }
-        if poll {
-            self.launch_poll();
-        }
-    }
-
-    // ---- following ----
-
-    fn following(&mut self) -> Option<&mut Following> {
-        match &mut self.phase {
-            Phase::Following(f) => Some(f.as_mut()),
-            _ => None,
-        }
-    }
-
-    fn begin_following(&mut self) {
-        if matches!(self.phase, Phase::Following(_)) {
-            return;
-        }
-        let size = std::fs::metadata(self.unit.stdout_path()).map_or(0, |m| m.len());
-        self.local_size.store(size, Ordering::Relaxed);
-        let now = Instant::now();
-        self.phase = Phase::Following(Box::new(Following {
-            results: Stream::Closed(Some(now)),
-            results_backoff: self.backoff(),
-            poll: None,
-            poll_again: false,
-            status_conn: None,
-            poll_at: Some(now),
-            poll_interval: self.shared.options.poll_initial,
-            poll_backoff: self.backoff(),
-            remote: None,
-        }));
-    }
-
-    fn stop_following(&mut self) {
-        if !matches!(self.phase, Phase::Following(_)) {
-            return;
-        }
-        let Phase::Following(f) = std::mem::replace(&mut self.phase, Phase::Idle) else {
-            return;
-        };
-        if let Stream::Open(_, stop) = &f.results {
-            stop.cancel();
-        }
-        if let Some(session) = f.status_conn {
-            // Between two commands: the next unit followed on that node can poll on it.
-            self.shared
-                .sessions
-                .put(&self.extra.remote_node, &self.extra.tls_client, session);
-        }
-    }
-
-    fn launch_results(&mut self) {
-        let shared = self.shared.clone();
-        let extra = self.extra.clone();
-        let path = self.unit.stdout_path();
-        let local_size = self.local_size.clone();
-        let Some(f) = self.following() else { return };
-        if !matches!(f.results, Stream::Closed(_)) {
-            return;
-        }
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        f.results = Stream::Open(
-            Box::pin(async move { results_stream(&shared, &extra, path, local_size, token).await }),
-            stop,
-        );
-    }
-
-    fn launch_poll(&mut self) {
-        let shared = self.shared.clone();
-        let extra = self.extra.clone();
-        let Some(f) = self.following() else { return };
-        f.poll_at = None;
-        if f.poll.is_some() {
-            f.poll_again = true;
-            return;
-        }
-        let conn = f.status_conn.take();
-        f.poll = Some(Box::pin(
-            async move { poll_status(&shared, &extra, conn).await },
-        ));
-    }
-
-    async fn results_done(&mut self, end: ResultsEnd) {
-        let Some(f) = self.following() else { return };
-        let finishing = f.finishing();
-        f.results = Stream::Closed(None);
-        match end {
-            ResultsEnd::Complete => {
-                f.results_backoff.reset();
-                if finishing {
-                    return self.finish().await;
-                }
-                // The remote unit is complete: its final status settles it.
-                f.poll_at = Some(Instant::now());
-            }
-            ResultsEnd::Stopped => {
-                if finishing {
-                    self.finish().await;
-                }
-            }
-            ResultsEnd::Refused(reply) => {
-                f.results = Stream::Closed(Some(Instant::now() + f.results_backoff.next_delay()));
-                f.poll_at = Some(Instant::now());
-                tracing::warn!(
-                    unit = %self.id,
-                    "Remote node {} did not stream results: {}",
-                    self.extra.remote_node,
-                    reply.trim_end()
-                );
-            }
-            ResultsEnd::Failed(e) => {
-                if finishing {
-                    return self.finish().await;
-                }
-                f.results = Stream::Closed(Some(Instant::now() + f.results_backoff.next_delay()));
-                tracing::debug!(unit = %self.id, "results stream from {}: {e}", self.extra.remote_node);
-            }
-        }
-    }
-
-    async fn poll_done(&mut self, (conn, reply): PollResult) {
-        let poll_initial = self.shared.options.poll_initial;
-        let poll_max = self.shared.options.poll_max;
-        let Some(f) = self.following() else { return };
-        f.status_conn = conn;
-        let now = Instant::now();
-        let again = std::mem::take(&mut f.poll_again);
-        match reply {
-            Ok(StatusReply::Status(status)) => {
-                f.poll_backoff.reset();
-                let changed = f.remote.as_ref() != Some(&status);
-                f.poll_interval = if changed {
-                    poll_initial
-                } else {
-                    f.poll_interval.mul_f64(1.5).min(poll_max)
-                };
-                f.remote = Some(status.clone());
-                if is_final_code(status.state) {
-                    self.check_complete().await;
-                } else if changed {
-                    let local = self.status();
-                    if !local.is_final()
-                        && (local.state != status.state || local.detail != status.detail)
-                    {
-                        let state =
-                            UnitState::from_code(status.state).unwrap_or(UnitState::Running);
-                        self.set_state(state, status.detail.clone()).await;
-                    }
-                }
-                if let Some(f) = self.following() {
-                    if !f.finishing() {
-                        let wait = if again {
-                            Duration::ZERO
-                        } else {
-                            f.poll_interval
-                        };
-                        f.poll_at = Some(now + wait);
-                    }
-                }
-            }
-            Ok(StatusReply::Gone) => {
-                tracing::debug!(unit = %self.id, "Work unit {} on node {} is gone", self.extra.remote_unit_id, self.extra.remote_node);
-                self.stop_following();
-                self.set_state(UnitState::Failed, "Remote work unit is gone".to_owned())
-                    .await;
-            }
-            Ok(StatusReply::Error(e)) | Err(e) => {
-                f.poll_at = Some(now + f.poll_backoff.next_delay());
-                tracing::debug!(unit = %self.id, "status of the remote unit: {e}");
-            }
-        }
-    }
-
-    /// Finishes the unit if the remote unit is final and all its results are here;
-    /// otherwise makes sure the results keep coming.
-    async fn check_complete(&mut self) {
-        let local_size = self.local_size.load(Ordering::Relaxed);
-        let Some(f) = self.following() else { return };
-        let Some(remote) = &f.remote else { return };
-        if !is_final_code(remote.state) {
-            return;
-        }
-        let remote_size = u64::try_from(remote.stdout_size).unwrap_or(0);
-        if local_size >= remote_size {
-            match std::mem::replace(&mut f.results, Stream::Closed(None)) {
-                Stream::Open(future, stop) => {
-                    // Let the stream flush what it has, then finish.
-                    stop.cancel();
-                    f.results = Stream::Finishing(future);
-                    f.poll_at = None;
-                }
-                Stream::Finishing(future) => f.results = Stream::Finishing(future),
-                Stream::Closed(_) => self.finish().await,
-            }
-        } else if let Stream::Closed(None) = f.results {
-            f.results = Stream::Closed(Some(Instant::now() + f.results_backoff.next_delay()));
-        }
-    }
-
-    /// Records the end: results flushed to disk, then the remote's final state.
-    async fn finish(&mut self) {
-        let Some(remote) = self.following().and_then(|f| f.remote.clone()) else {
-            return;
-        };
-        self.stop_following();
+    /// Flushes the local results to disk, then writes the final state with their size.
+    async fn finish(
+        &mut self,
+        state: UnitState,
+        detail: String,
+        received: u64,
+        extra: &RemoteExtraData,
+    ) {
         let path = self.unit.stdout_path();
         let size = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
             let file = std::fs::File::open(&path)?;
@@ -1272,40 +589,26 @@ impl Driver {
         })
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-        match size {
-            Ok(size) => self.local_size.store(size, Ordering::Relaxed),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.local_size.store(0, Ordering::Relaxed);
+        let size = match size {
+            Ok(size) => size,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => {
+                tracing::warn!(unit = %self.id, "cannot flush results: {e}");
+                received
             }
-            Err(e) => tracing::warn!(unit = %self.id, "cannot flush results: {e}"),
-        }
-        let state = UnitState::from_code(remote.state).unwrap_or(UnitState::Failed);
-        self.set_state(state, remote.detail).await;
-    }
-}
-
-impl OpFailure {
-    /// The error as a client sees it.
-    fn text(&self) -> String {
-        match self {
-            OpFailure::Remote(m) => format!("error cancelling remote unit: {m}"),
-            OpFailure::Local(m) => m.clone(),
-            OpFailure::Connect(e) => e.to_string(),
-        }
+        };
+        self.write_status(state, detail, size, extra).await;
     }
 }
 
 /// A signature for requests about `extra`'s unit, if it is signed.
-fn signature(shared: &Shared, extra: &RemoteExtraData) -> Result<Option<String>, String> {
+fn signature(shared: &Shared, extra: &RemoteExtraData) -> Result<Option<String>, SigningError> {
     if !extra.sign_work {
         return Ok(None);
     }
     match &shared.signer {
-        Some(signer) => signer
-            .sign(&extra.remote_node)
-            .map(Some)
-            .map_err(|e| e.to_string()),
-        None => Err("cannot sign work: signing key is empty".to_owned()),
+        Some(signer) => signer.sign(&extra.remote_node).map(Some),
+        None => Err(SigningError::NoKey),
     }
 }
 
@@ -1330,7 +633,7 @@ async fn start_exchange(
     let mut c = connect(shared, extra)
         .await
         .map_err(StartFailure::Connect)?;
-    let signature = signature(shared, extra).map_err(StartFailure::Failed)?;
+    let signature = signature(shared, extra).map_err(|e| StartFailure::Failed(e.to_string()))?;
     let line = submit_line(
         &extra.remote_params,
         node,
@@ -1409,7 +712,7 @@ async fn reclaim_exchange(
     if !cut_short {
         return Ok(Reclaimed::Adopted);
     }
-    let signature = signature(shared, extra).map_err(StartFailure::Failed)?;
+    let signature = signature(shared, extra).map_err(|e| StartFailure::Failed(e.to_string()))?;
     c.write_all(&unit_line("release", id, signature.as_deref()))
         .await
         .map_err(|e| {
@@ -1435,7 +738,7 @@ async fn op_exchange(
 ) -> Result<(), OpFailure> {
     let node = &extra.remote_node;
     let mut c = connect(shared, extra).await.map_err(OpFailure::Connect)?;
-    let signature = signature(shared, extra).map_err(OpFailure::Local)?;
+    let signature = signature(shared, extra).map_err(|e| OpFailure::Local(e.to_string()))?;
     let line = unit_line(
         kind.subcommand(),
         &extra.remote_unit_id,
@@ -1459,18 +762,18 @@ async fn op_exchange(
     Ok(())
 }
 
-/// Requests the results from the local size on (half-closing at once: the remote
-/// session ends once the stream does) and reads the header line.
+/// Requests the results from where the local file ends (half-closing at once: the
+/// remote session ends once the stream does) and reads the header line; returns the
+/// connection and the offset.
 async fn open_results(
     shared: &Shared,
     extra: &RemoteExtraData,
     path: &Path,
-    local_size: &AtomicU64,
-) -> Result<ControlClient, ResultsEnd> {
+) -> Result<(ControlClient, u64), ResultsEnd> {
     let mut c = connect(shared, extra)
         .await
         .map_err(|e| ResultsEnd::Failed(e.to_string()))?;
-    let signature = signature(shared, extra).map_err(ResultsEnd::Failed)?;
+    let signature = signature(shared, extra).map_err(|e| ResultsEnd::Failed(e.to_string()))?;
     // The offset is what the file holds: a restart resumes where the file ends.
     let startpos = match tokio::fs::metadata(path).await {
         Ok(m) => m.len(),
@@ -1482,7 +785,6 @@ async fn open_results(
             )))
         }
     };
-    local_size.store(startpos, Ordering::Relaxed);
     let line = results_line(&extra.remote_unit_id, startpos, signature.as_deref());
     c.write_all(&line)
         .await
@@ -1497,27 +799,31 @@ async fn open_results(
     if !header.contains("Streaming results") {
         return Err(ResultsEnd::Refused(header));
     }
-    Ok(c)
+    Ok((c, startpos))
 }
 
-/// Streams the remote results from the local size on, appending to `path`, until the
-/// remote node ends the stream or `stop` is cancelled.
+/// Streams the remote results from where the local file ends, appending to `path` and
+/// noting each chunk written to `notes`, until the remote node ends the stream or
+/// `stop` is cancelled. Returns how it ended.
 async fn results_stream(
     shared: &Shared,
     extra: &RemoteExtraData,
     path: PathBuf,
-    local_size: Arc<AtomicU64>,
+    notes: &mpsc::Sender<StreamNote>,
     stop: CancellationToken,
 ) -> ResultsEnd {
     let opened = tokio::select! {
         biased;
         () = stop.cancelled() => return ResultsEnd::Stopped,
-        opened = open_results(shared, extra, &path, &local_size) => opened,
+        opened = open_results(shared, extra, &path) => opened,
     };
-    let mut c = match opened {
-        Ok(c) => c,
+    let (mut c, mut offset) = match opened {
+        Ok(opened) => opened,
         Err(end) => return end,
     };
+    if notes.send(StreamNote::Opened(offset)).await.is_err() {
+        return ResultsEnd::Stopped;
+    }
     let mut file = match tokio::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -1550,7 +856,11 @@ async fn results_stream(
                 path.display()
             ));
         }
-        local_size.fetch_add(n as u64, Ordering::Relaxed);
+        let len = n as u64;
+        if notes.send(StreamNote::Chunk { offset, len }).await.is_err() {
+            break ResultsEnd::Stopped;
+        }
+        offset += len;
     };
     if let Err(e) = file.flush().await {
         return ResultsEnd::Failed(format!(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::dialer::{ControlDialer, ControlStream, DialError};
+use super::dialer::{ControlDialer, ControlStream, DialError, UnknownTlsClient};
 use crate::mesh::Mesh;
 use crate::streams::{self, StreamError};
 use crate::tls::TlsRegistry;
@@ -59,14 +59,14 @@ fn classify(e: StreamError) -> DialError {
 
 #[async_trait]
 impl ControlDialer for MeshDialer {
-    fn check_tls_client(&self, name: &str) -> Result<(), String> {
+    fn check_tls_client(&self, name: &str) -> Result<(), UnknownTlsClient> {
         if name.is_empty() {
             return Ok(());
         }
         self.tls
             .client(name)
             .map(|_| ())
-            .map_err(|_| format!("unknown TLS config {name}"))
+            .map_err(|_| UnknownTlsClient(name.to_owned()))
     }
 
     async fn dial(&self, node: &str, tls_client: &str) -> Result<ControlStream, DialError> {

@@ -6,7 +6,9 @@
 //! `stdin` is the payload, and its `stdout` receives the remote results, so that
 //! `work status`, `work results`, `cancel` and `release` on `foo` work as for a local
 //! unit. Each unit has a driver task ([`driver`]) that talks to `bar`'s control service
-//! as a client, exactly as a Go node does, so Go and Rust nodes submit to each other:
+//! as a client, exactly as a Go node does, so Go and Rust nodes submit to each other;
+//! what it does and when is decided by the unit's state machine ([`machine`]), which
+//! does no I/O:
 //!
 //! * the submission forwards the local unit id as `workUnitID` (both nodes use the
 //!   same id), every work parameter, the `tlsclient` name and, with `signwork`, a
@@ -32,6 +34,7 @@ mod client;
 mod dialer;
 mod driver;
 mod extra;
+mod machine;
 mod mesh_dialer;
 mod sessions;
 
@@ -51,7 +54,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
 
 pub use client::{ConnectError, ControlClient, RemoteStatus, StatusReply};
-pub use dialer::{ControlDialer, ControlIo, ControlStream, DialError};
+pub use dialer::{ControlDialer, ControlIo, ControlStream, DialError, UnknownTlsClient};
 pub use extra::{is_secret, redacted_extra, rfc3339_nano, RemoteExtraData};
 pub use mesh_dialer::{MeshDialer, CONTROL_SERVICE};
 
@@ -65,6 +68,35 @@ use super::worktype::{
 use crate::control::command::{ControlConn, Reply};
 use driver::{Command, Mode, Shared, StartOutcome};
 
+/// Why remote work refused or failed a client's request; the text is the client's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteWorkError {
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+    /// The unit's queue of requests is full.
+    #[error("work unit {0} is busy with other requests, try again")]
+    Busy(String),
+    /// The unit is gone (released).
+    #[error("unknown work unit {0}")]
+    UnknownUnit(String),
+    /// The submission names a `tlsclient` that is not configured.
+    #[error(transparent)]
+    TlsClient(#[from] UnknownTlsClient),
+    /// The submission's `ttl` is not a Go duration.
+    #[error("{0}")]
+    Ttl(String),
+    /// The local unit store refused (creating or releasing the unit).
+    #[error("{0}")]
+    Store(String),
+    /// The payload could not be received.
+    #[error("{0}")]
+    Payload(String),
+    /// The unit could not be started, or the remote node refused a cancel or release.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Name of the internal work type of remote units.
 pub const REMOTE_WORK_TYPE: &str = "remote";
 
@@ -76,17 +108,20 @@ pub trait RemoteSubmitter: Send + Sync {
     /// Submits `request` to `request.node`: creates the local unit, answers with the
     /// `Work unit created` line, reads the payload from `conn` and starts the remote
     /// unit. Returns the reply (`{"result":..,"unitid":..}`).
-    async fn submit(&self, request: SubmitRequest, conn: &mut ControlConn)
-        -> Result<Reply, String>;
+    async fn submit(
+        &self,
+        request: SubmitRequest,
+        conn: &mut ControlConn,
+    ) -> Result<Reply, RemoteWorkError>;
 
     /// Cancels a remote unit: `{"cancelled":id}`, or `{"cancel pending":id}` while the
     /// remote node cannot be reached.
-    async fn cancel(&self, unit: Arc<Unit>) -> Result<Value, String>;
+    async fn cancel(&self, unit: Arc<Unit>) -> Result<Value, RemoteWorkError>;
 
     /// Releases a remote unit here and on the remote node: `{"released":id}`, or
     /// `{"release pending":id}` while the remote node cannot be reached (`force`:
     /// one attempt, then the local unit goes regardless).
-    async fn release(&self, unit: Arc<Unit>, force: bool) -> Result<Value, String>;
+    async fn release(&self, unit: Arc<Unit>, force: bool) -> Result<Value, RemoteWorkError>;
 }
 
 /// Timing of remote work.
@@ -249,11 +284,10 @@ impl RemoteWork {
         &self,
         unit: Arc<Unit>,
         make: impl FnOnce(driver::CommandReply) -> Command,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, RemoteWorkError> {
         let (tx, rx) = oneshot::channel();
         self.shared.dispatch(unit, make(tx));
-        rx.await
-            .unwrap_or_else(|_| Err("node is shutting down".to_owned()))
+        rx.await.unwrap_or(Err(RemoteWorkError::ShuttingDown))
     }
 }
 
@@ -268,13 +302,13 @@ impl RemoteSubmitter for RemoteWork {
         &self,
         request: SubmitRequest,
         conn: &mut ControlConn,
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply, RemoteWorkError> {
         let shared = &self.shared;
         shared.dialer.check_tls_client(&request.tls_client)?;
         let expiration = match request.ttl.as_str() {
             "" => None,
             ttl => {
-                let ttl = parse_go_duration(ttl)?;
+                let ttl = parse_go_duration(ttl).map_err(RemoteWorkError::Ttl)?;
                 if let (true, Some(signer)) = (request.sign_work, &shared.signer) {
                     if ttl > signer.expiration() {
                         tracing::warn!("json web token expires before ttl");
@@ -287,7 +321,7 @@ impl RemoteSubmitter for RemoteWork {
             .store
             .create(REMOTE_WORK_TYPE, request.unit_id.as_deref())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| RemoteWorkError::Store(e.to_string()))?;
         let extra = RemoteExtraData {
             remote_node: request.node,
             remote_work_type: request.work_type,
@@ -315,7 +349,7 @@ impl RemoteSubmitter for RemoteWork {
                 .store
                 .fail(&unit, format!("Error reading input data: {message}"))
                 .await;
-            return Err(message);
+            return Err(RemoteWorkError::Payload(message));
         }
         // The payload is on disk; once this is too, the unit is started even after a
         // power loss.
@@ -331,17 +365,17 @@ impl RemoteSubmitter for RemoteWork {
         let result = match rx.await {
             Ok(StartOutcome::Started) => "Job Started",
             Ok(StartOutcome::Pending) => "Job Submitted",
-            Ok(StartOutcome::Failed(message)) => return Err(message),
-            Err(_) => return Err("node is shutting down".to_owned()),
+            Ok(StartOutcome::Failed(message)) => return Err(RemoteWorkError::Failed(message)),
+            Err(_) => return Err(RemoteWorkError::ShuttingDown),
         };
         Ok(Reply::Json(json!({"result": result, "unitid": id})))
     }
 
-    async fn cancel(&self, unit: Arc<Unit>) -> Result<Value, String> {
+    async fn cancel(&self, unit: Arc<Unit>) -> Result<Value, RemoteWorkError> {
         self.command(unit, Command::Cancel).await
     }
 
-    async fn release(&self, unit: Arc<Unit>, force: bool) -> Result<Value, String> {
+    async fn release(&self, unit: Arc<Unit>, force: bool) -> Result<Value, RemoteWorkError> {
         self.command(unit, |reply| Command::Release { force, reply })
             .await
     }

@@ -245,11 +245,11 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[async_trait]
 impl ControlDialer for TcpDialer {
-    fn check_tls_client(&self, name: &str) -> Result<(), String> {
+    fn check_tls_client(&self, name: &str) -> Result<(), UnknownTlsClient> {
         if name.is_empty() || lock(&self.tls_names).contains(name) {
             Ok(())
         } else {
-            Err(format!("unknown TLS config {name}"))
+            Err(UnknownTlsClient(name.to_owned()))
         }
     }
 

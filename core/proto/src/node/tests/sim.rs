@@ -1,7 +1,8 @@
 //! A simulated mesh: a few hundred [`NodeState`]s on a random graph, connected by
 //! in-order links with a few milliseconds of latency, driven by a simulated clock.
 //! Routes must converge to the true least-cost paths, survive link removals
-//! (including partitions), and sessions must stay up on periodic keepalives.
+//! (including partitions), and sessions must stay up on periodic keepalives; a node joining
+//! a line is routed in a time proportional to the line's length.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -28,6 +29,8 @@ struct Sim {
     seq: u64,
     rng: StdRng,
     delivered: u64,
+    /// Latency of one message on a link, drawn uniformly from this range (µs).
+    latency_us: (u64, u64),
 }
 
 /// The true topology: undirected edges with costs, and whether each is up.
@@ -123,7 +126,23 @@ impl Sim {
             seq: 0,
             rng: StdRng::seed_from_u64(seed),
             delivered: 0,
+            latency_us: (500, 3000),
         }
+    }
+
+    /// The same simulation with every message taking exactly `hop` on its link.
+    fn with_latency(mut self, hop: Duration) -> Sim {
+        let us = hop.as_micros() as u64;
+        self.latency_us = (us, us);
+        self
+    }
+
+    /// Whether every node has a route to every other one.
+    fn fully_routed(&self) -> bool {
+        let n = self.nodes.len();
+        self.nodes
+            .iter()
+            .all(|node| node.routing_table().len() == n - 1)
     }
 
     fn connect(&mut self, a: usize, b: usize, cost: f64) {
@@ -149,7 +168,8 @@ impl Sim {
     }
 
     fn schedule(&mut self, from: (usize, SessionId), to: (usize, SessionId), d: Delivery) {
-        let latency = Duration::from_micros(self.rng.gen_range(500..3000));
+        let (lo, hi) = self.latency_us;
+        let latency = Duration::from_micros(self.rng.gen_range(lo..=hi));
         let clock = self.link_clock.entry(from).or_insert(self.now);
         let at = (self.now + latency).max(*clock);
         *clock = at;
@@ -342,4 +362,55 @@ fn a_line_routes_end_to_end_and_heals_around_a_failure() {
     sim.run_until(start + Duration::from_secs(4));
     sim.check_routes(&topo);
     assert_eq!(sim.nodes[0].routing_table()["n010"], "n019");
+}
+
+/// A line of `n` nodes converges, then node `n` connects to its last node; returns the
+/// simulated time from that connection until every node routes to every other one, every
+/// message taking `hop` on its link.
+fn join_at_end_of_line(n: usize, hop: Duration) -> Duration {
+    let start = Instant::now();
+    let mut sim = Sim::new(n + 1, start, 11).with_latency(hop);
+    for i in 0..n - 1 {
+        sim.connect(i, i + 1, 1.0);
+    }
+    let joined = start + Duration::from_secs(3);
+    sim.run_until(joined);
+    assert!(
+        sim.nodes[..n]
+            .iter()
+            .all(|x| x.routing_table().len() == n - 1),
+        "the line of {n} did not converge"
+    );
+    sim.connect(n - 1, n, 1.0);
+    let step = hop / 10;
+    let mut t = joined;
+    while !sim.fully_routed() {
+        assert!(
+            t - joined < Duration::from_secs(5),
+            "no convergence after the join"
+        );
+        t += step;
+        sim.run_until(t);
+    }
+    t - joined
+}
+
+#[test]
+fn a_join_converges_in_time_proportional_to_the_path() {
+    // About what one hop costs between two processes on one machine.
+    let hop = Duration::from_micros(200);
+    for n in [20, 50] {
+        let took = join_at_end_of_line(n, hop);
+        let hops = took.as_secs_f64() / hop.as_secs_f64();
+        eprintln!("line of {n}: joined node routed everywhere after {took:?} ({hops:.1} hops)");
+        // The initial messages cross the new link; the new node's update travels to the
+        // far end; the far node's answer (its own update, for a node new to it) comes back:
+        // 2n + 1 hops of latency, nothing else.
+        assert!(
+            hops <= (2 * n + 2) as f64,
+            "line of {n}: {took:?} is more than the {} hops of the path",
+            2 * n + 2
+        );
+        assert!(hops >= n as f64, "faster than the path itself: {took:?}");
+    }
 }

@@ -20,6 +20,11 @@
 //!
 //! The supervisor is a fork of a multi-threaded process that does not exec, so after the
 //! fork it only makes raw system calls, on memory prepared before the fork.
+//!
+//! Forking the node itself for every unit costs the node a copy of its page tables and,
+//! while the supervisor lives, a copy-on-write fault for every page it writes. A node
+//! therefore asks a small helper process to fork supervisors for it ([`crate::spawner`]);
+//! [`start`] (forking the caller) is the fallback when that helper is not available.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -127,7 +132,7 @@ pub fn wait_child(pid: libc::pid_t) -> io::Result<i32> {
 }
 
 /// Everything the processes need after the fork, prepared before it.
-struct Prepared {
+pub(crate) struct Prepared {
     program: CString,
     argv: Vec<CString>,
     status_file: CString,
@@ -138,22 +143,69 @@ struct Prepared {
 /// A supervisor that was forked and is starting the command.
 #[derive(Debug)]
 pub struct Starting {
-    /// The supervisor: a child of this process, soon leader of the command's process group.
+    /// The supervisor, soon leader of the command's process group.
     pub supervisor: libc::pid_t,
     program: String,
     pid_read: OwnedFd,
     err_read: OwnedFd,
+    /// The supervisor is our child (we reap it); otherwise the spawner's.
+    ours: bool,
+}
+
+/// The reading ends of the two pipes through which a supervisor reports the start of its
+/// command, and the writing ends it is given.
+#[derive(Debug)]
+pub struct StartPipes {
+    pid_read: OwnedFd,
+    err_read: OwnedFd,
+    /// Given to the supervisor: it writes the command's pid (or `-errno`) here.
+    pub pid_write: OwnedFd,
+    /// Given to the supervisor: the command writes its `execv` errno here.
+    pub err_write: OwnedFd,
+}
+
+impl StartPipes {
+    /// Two new pipes.
+    pub fn new() -> io::Result<StartPipes> {
+        let (pid_read, pid_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+        Ok(StartPipes {
+            pid_read,
+            err_read,
+            pid_write,
+            err_write,
+        })
+    }
+
+    /// The supervisor `supervisor` (started by somebody else, who reaps it) was given the
+    /// writing ends; ours are closed here, so that the reading ends see the end of file
+    /// once the supervisor and the command have closed theirs.
+    pub fn started_elsewhere(self, supervisor: libc::pid_t, program: &Path) -> Starting {
+        Starting {
+            supervisor,
+            program: program.display().to_string(),
+            pid_read: self.pid_read,
+            err_read: self.err_read,
+            ours: false,
+        }
+    }
 }
 
 impl Starting {
+    fn reap(&self) {
+        if self.ours {
+            let _ = wait_child(self.supervisor);
+        }
+    }
+
     /// Waits until the command runs (its `execv` succeeded) and returns both pids. On an
-    /// error the supervisor has been reaped.
+    /// error the supervisor has been reaped (if it is our child).
     pub fn wait_started(self) -> Result<Spawned, SpawnError> {
         let supervisor = self.supervisor;
         let command = match read_i32(&self.pid_read) {
             Ok(Some(pid)) if pid > 0 => pid,
             other => {
-                let _ = wait_child(supervisor);
+                self.reap();
                 let err = match other {
                     Ok(Some(errno)) => io::Error::from_raw_os_error(-errno),
                     Ok(None) => {
@@ -170,7 +222,7 @@ impl Starting {
                 command,
             }),
             Ok(Some(errno)) => {
-                let _ = wait_child(supervisor);
+                self.reap();
                 Err(SpawnError::Exec {
                     path: self.program,
                     errno,
@@ -204,50 +256,67 @@ pub fn start(
     stdin: &File,
     stdout: &File,
 ) -> Result<Starting, SpawnError> {
-    let prepared = Prepared {
-        program: cstring(program.as_os_str().as_bytes())?,
-        argv: args
-            .iter()
-            .map(|a| cstring(a.as_bytes()))
-            .collect::<io::Result<_>>()?,
-        status_file: cstring(unit_dir.join(WAIT_STATUS_FILE).as_os_str().as_bytes())?,
-        unit_dir: cstring(unit_dir.as_os_str().as_bytes())?,
+    let prepared = prepare(program, args, unit_dir)?;
+    let pipes = StartPipes::new()?;
+    let supervisor = fork_supervisor(
+        &prepared,
+        [
+            stdin.as_raw_fd(),
+            stdout.as_raw_fd(),
+            pipes.pid_write.as_raw_fd(),
+            pipes.err_write.as_raw_fd(),
+        ],
+    )?;
+    let mut starting = pipes.started_elsewhere(supervisor, program);
+    starting.ours = true;
+    Ok(starting)
+}
+
+/// Everything a supervisor of `program` needs, prepared before the fork.
+pub(crate) fn prepare(program: &Path, args: &[String], unit_dir: &Path) -> io::Result<Prepared> {
+    prepare_bytes(
+        program.as_os_str().as_bytes(),
+        args.iter().map(String::as_bytes),
+        unit_dir.as_os_str().as_bytes(),
+    )
+}
+
+/// [`prepare`] from raw bytes (as the spawner receives them).
+pub(crate) fn prepare_bytes<'a>(
+    program: &[u8],
+    args: impl Iterator<Item = &'a [u8]>,
+    unit_dir: &[u8],
+) -> io::Result<Prepared> {
+    let mut status_file = unit_dir.to_vec();
+    status_file.push(b'/');
+    status_file.extend_from_slice(WAIT_STATUS_FILE.as_bytes());
+    Ok(Prepared {
+        program: cstring(program)?,
+        argv: args.map(cstring).collect::<io::Result<_>>()?,
+        status_file: cstring(&status_file)?,
+        unit_dir: cstring(unit_dir)?,
         max_fd: max_fd(),
-    };
+    })
+}
+
+/// Forks a supervisor for `prepared` with `fds` (stdin, stdout, pid pipe, error pipe)
+/// and returns its pid; the child never returns.
+pub(crate) fn fork_supervisor(prepared: &Prepared, fds: [RawFd; 4]) -> io::Result<libc::pid_t> {
     let mut argv_ptrs: Vec<*const libc::c_char> =
         prepared.argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
-    let (pid_read, pid_write) = pipe()?;
-    let (err_read, err_write) = pipe()?;
-
     // SAFETY: fork has no memory-safety preconditions; in the child only the
     // async-signal-safe code of `supervise` runs, which never returns.
     let supervisor = unsafe { libc::fork() };
     if supervisor < 0 {
-        return Err(io::Error::last_os_error().into());
+        return Err(io::Error::last_os_error());
     }
     if supervisor == 0 {
         // SAFETY: we are the freshly forked child; every pointer refers to memory
         // prepared before the fork and still mapped in this copy of the process.
-        unsafe {
-            supervise(
-                &prepared,
-                &argv_ptrs,
-                [
-                    stdin.as_raw_fd(),
-                    stdout.as_raw_fd(),
-                    pid_write.as_raw_fd(),
-                    err_write.as_raw_fd(),
-                ],
-            )
-        }
+        unsafe { supervise(prepared, &argv_ptrs, fds) }
     }
-    Ok(Starting {
-        supervisor,
-        program: program.display().to_string(),
-        pid_read,
-        err_read,
-    })
+    Ok(supervisor)
 }
 
 fn max_fd() -> libc::c_int {
