@@ -87,7 +87,8 @@ impl Budget {
     /// Takes one token if there is one.
     pub(crate) fn take(&mut self, now: std::time::Instant) -> bool {
         self.refill(now);
-        if self.tokens >= 1.0 {
+        // At the instant `next_token` names, rounding may leave a hair less than one.
+        if self.tokens >= 1.0 - 1e-9 {
             self.tokens -= 1.0;
             true
         } else {
@@ -95,13 +96,14 @@ impl Budget {
         }
     }
 
-    /// When the next token will be there (`now` if there is one).
+    /// When the next token will be there (`now` if there is one); never a time at
+    /// which [`Budget::take`] would still fail.
     pub(crate) fn next_token(&self, now: std::time::Instant) -> std::time::Instant {
         let missing = 1.0 - self.tokens;
         if missing <= 0.0 {
             return self.last.max(now);
         }
-        self.last + Duration::from_secs_f64(missing / self.rate)
+        self.last + Duration::from_secs_f64(missing / self.rate) + Duration::from_micros(1)
     }
 }
 

@@ -348,15 +348,16 @@ struct LocalService {
 /// an UpdateID is whatever string a peer sends, and the table must not grow with it.
 #[derive(Debug)]
 struct SeenUpdates {
-    key: highway::Key,
+    /// A randomly keyed SipHash: a peer cannot choose IDs that collide.
+    key: std::collections::hash_map::RandomState,
     set: HashSet<u64, crate::hash::BuildIdentityHasher>,
     order: VecDeque<(Instant, u64)>,
 }
 
 impl SeenUpdates {
-    fn new(key: [u64; 4]) -> SeenUpdates {
+    fn new() -> SeenUpdates {
         SeenUpdates {
-            key: highway::Key(key),
+            key: std::collections::hash_map::RandomState::new(),
             set: HashSet::default(),
             order: VecDeque::new(),
         }
@@ -364,8 +365,8 @@ impl SeenUpdates {
 
     /// Records `id`; false if it was already there.
     fn insert(&mut self, now: Instant, id: &str) -> bool {
-        use highway::HighwayHash;
-        let h = highway::HighwayHasher::new(self.key).hash64(id.as_bytes());
+        use std::hash::BuildHasher;
+        let h = self.key.hash_one(id);
         if self.set.contains(&h) {
             return false;
         }
@@ -448,7 +449,6 @@ impl NodeState {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let epoch = (unix << 24).wrapping_add(rng.gen_range(0..(1u64 << 24)));
-        let seen_key = [rng.gen(), rng.gen(), rng.gen(), rng.gen()];
         let mut node = NodeState {
             max_idle: config.max_idle.max(MIN_MAX_IDLE),
             limits: MeshLimits::default(),
@@ -463,7 +463,7 @@ impl NodeState {
             peers: BTreeMap::new(),
             known_info: HashMap::new(),
             known_costs: LinkState::default(),
-            seen: SeenUpdates::new(seen_key),
+            seen: SeenUpdates::new(),
             routes: BTreeMap::new(),
             routing_table: BTreeMap::new(),
             names: HashKeyedMap::default(),
