@@ -198,11 +198,12 @@ pub(crate) fn build_config(items: &[RawItem]) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-/// The JSON value of a plugin's item. Keys are lower-cased; a bare value goes to the
-/// kind's bare key (or `""` for kinds unknown here). For Go's own plugin kinds, the
-/// `[]string` fields (`allowedpeers`) follow Go's list rules and a repeated scalar key
-/// keeps its last value; for other kinds a key repeated on the command line becomes a
-/// list of its values.
+/// The JSON value of a plugin's item, as written: keys are lower-cased, a bare value is
+/// kept under `""` and a key repeated on the command line becomes a list of its values.
+/// Once the plugins are loaded, [`super::describe_sections`] applies the plugin's
+/// description (the bare value's field, Go's list rules, last value wins). Kinds of the
+/// core's table that plugins would claim (`work-kubernetes`) get their table's bare
+/// key and list rules here.
 pub(crate) fn plugin_section(item: &RawItem) -> Result<Section, ConfigError> {
     let spec = schema::kind(&item.kind);
     let mut object = serde_json::Map::new();

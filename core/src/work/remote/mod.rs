@@ -54,7 +54,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
 
 pub use client::{ConnectError, ControlClient, RemoteStatus, StatusReply};
-pub use dialer::{ControlDialer, ControlIo, ControlStream, DialError, UnknownTlsClient};
+pub use dialer::{ControlDialer, ControlIo, ControlStream, DialError, Dialed, UnknownTlsClient};
 pub use extra::{is_secret, redacted_extra, rfc3339_nano, RemoteExtraData};
 pub use mesh_dialer::{MeshDialer, CONTROL_SERVICE};
 
