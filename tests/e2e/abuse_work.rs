@@ -1,10 +1,10 @@
 //! Scenario: work streaming abused by clients: a `work submit` whose payload never ends
-//! (or stops half-way), `work results` readers that never read, and a unit writing its
-//! results faster than any reader, locally and followed through the mesh. Our node keeps
-//! its memory within [`PAYLOAD_BOUND`] / [`RESULTS_BOUND`] of where it started, refuses
-//! a payload beyond `control-limits` with an error line (the unit failed with the
-//! reason), loses none of a unit's results, and answers `status` and a `ping` within
-//! 1 s all the while.
+//! (for a local or a remote unit) or stops half-way, `work results` readers that never
+//! read, and a unit writing its results faster than any reader, locally and followed
+//! through the mesh. Our node keeps its memory within [`PAYLOAD_BOUND`] /
+//! [`RESULTS_BOUND`] of where it started, refuses a payload beyond `control-limits` with
+//! an error line (the unit failed with the reason), loses none of a unit's results, and
+//! answers `status` and a `ping` within 1 s all the while.
 //!
 //! The same abuse is run against Go receptor 1.6.9; its figures are printed
 //! (`--no-capture`).
@@ -86,8 +86,18 @@ fn start_submit(
     node: &NodeProcess,
     work_type: &str,
 ) -> Result<(String, UnixStream, BufReader<UnixStream>)> {
+    start_submit_to(node, "localhost", work_type)
+}
+
+/// Starts `work submit <target> <work_type>` on a raw connection; returns the unit ID
+/// and the connection, the payload still to send.
+fn start_submit_to(
+    node: &NodeProcess,
+    target: &str,
+    work_type: &str,
+) -> Result<(String, UnixStream, BufReader<UnixStream>)> {
     let (mut conn, mut reader) = raw_connection(node)?;
-    conn.write_all(format!("work submit localhost {work_type}\n").as_bytes())?;
+    conn.write_all(format!("work submit {target} {work_type}\n").as_bytes())?;
     let created = read_line(&mut reader)?;
     let id = created
         .strip_prefix("Work unit created with ID ")
@@ -216,26 +226,35 @@ mod rust_nodes {
         let before = rss(pid)?;
         let peak = PeakRss::start(pid);
 
-        // A payload that never ends.
+        // A payload that never ends, for a local unit and for a unit on the peer.
         let (endless, conn, mut endless_reader) = start_submit(&node, "cat")?;
         let poured = pour(conn, None);
+        let (remote, conn, mut remote_reader) = start_submit_to(&node, "peer", "cat")?;
+        let poured_remote = pour(conn, None);
         // A payload that stops after 1 KiB.
         let (stalled, mut conn, mut stalled_reader) = start_submit(&node, "cat")?;
         conn.write_all(&[7u8; 1024])?;
-        let slowest = serve_while(&node, || Ok(poured.is_finished()))?;
+        let slowest = serve_while(&node, || {
+            Ok(poured.is_finished() && poured_remote.is_finished())
+        })?;
         let sent = poured
+            .join()
+            .map_err(|_| anyhow!("the pouring thread panicked"))?;
+        let sent_remote = poured_remote
             .join()
             .map_err(|_| anyhow!("the pouring thread panicked"))?;
         let grown = peak.finish().saturating_sub(before);
 
-        let refusal = read_line(&mut endless_reader)?;
-        ensure!(
-            refusal
-                == format!(
-                    "ERROR: payload larger than {MAX_PAYLOAD} bytes (control-limits maxpayload)\n"
-                ),
-            "endless payload: {refusal:?}"
-        );
+        for reader in [&mut endless_reader, &mut remote_reader] {
+            let refusal = read_line(reader)?;
+            ensure!(
+                refusal
+                    == format!(
+                        "ERROR: payload larger than {MAX_PAYLOAD} bytes (control-limits maxpayload)\n"
+                    ),
+                "endless payload: {refusal:?}"
+            );
+        }
         let stall = read_line(&mut stalled_reader)?;
         ensure!(
             stall == "ERROR: no payload data for 2s (control-limits payloadidletimeout)\n",
@@ -243,6 +262,7 @@ mod rust_nodes {
         );
         for (id, reason) in [
             (&endless, "payload larger than"),
+            (&remote, "payload larger than"),
             (&stalled, "no payload data"),
         ] {
             let s = unit_status(&node, id)?;
@@ -255,10 +275,11 @@ mod rust_nodes {
             );
         }
         eprintln!(
-            "never-ending payload against maxpayload {MAX_PAYLOAD}: refused after the client \
-             sent {} MiB; RSS grew by at most {} KiB (bound {} KiB); slowest status/ping \
+            "never-ending payloads (local and remote unit) against maxpayload \
+             {MAX_PAYLOAD}: refused after the clients sent {} and {} MiB; RSS grew by at most {} KiB (bound {} KiB); slowest status/ping \
              meanwhile {slowest:?}",
             sent >> 20,
+            sent_remote >> 20,
             grown / 1024,
             PAYLOAD_BOUND / 1024
         );
