@@ -665,7 +665,9 @@ fn control_service(fields: &Fields) -> Result<ControlServiceConfig, ConfigError>
 
 /// `control-limits`: counts must be positive, timeouts non-zero; `maxpayload` 0 means
 /// no limit and an empty `idletimeout` none.
-fn control_limits(fields: &Fields) -> Result<crate::control::ControlLimits, ConfigError> {
+fn control_limits(
+    fields: &Fields,
+) -> Result<crate::config::control_limits::ControlLimits, ConfigError> {
     let positive = |key: &str| -> Result<usize, ConfigError> {
         let n = fields.int(key);
         usize::try_from(n)
@@ -679,7 +681,7 @@ fn control_limits(fields: &Fields) -> Result<crate::control::ControlLimits, Conf
             other => Ok(other),
         }
     };
-    let defaults = crate::control::ControlLimits::default();
+    let defaults = crate::config::control_limits::ControlLimits::default();
     let max_payload = fields.int("maxpayload");
     let max_payload = match u64::try_from(max_payload) {
         Ok(0) => None,
@@ -691,7 +693,7 @@ fn control_limits(fields: &Fields) -> Result<crate::control::ControlLimits, Conf
             ))
         }
     };
-    Ok(crate::control::ControlLimits {
+    Ok(crate::config::control_limits::ControlLimits {
         max_connections: positive("maxconnections")?,
         max_line: positive("maxlinelength")?,
         line_timeout: timeout("linetimeout")?.unwrap_or(defaults.line_timeout),
@@ -928,7 +930,7 @@ mod tests {
 
     #[test]
     fn control_limits_have_defaults_and_are_checked() {
-        use crate::control::ControlLimits;
+        use crate::config::control_limits::ControlLimits;
         let load =
             |extra: &str| crate::config::load_str(&format!("- node:\n    id: x\n{extra}"), "t.yml");
         let absent = load("").expect("no control-limits");

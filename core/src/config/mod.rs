@@ -39,6 +39,7 @@
 mod build;
 mod cli;
 pub(crate) mod coerce;
+pub mod control_limits;
 mod described;
 mod error;
 mod item;

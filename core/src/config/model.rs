@@ -61,8 +61,8 @@ pub struct Config {
     /// absent).
     pub mesh_page: Option<MeshPageConfig>,
     /// `control-limits`: bounds on control clients and `work submit` payloads
-    /// (receptor-rs extension; [`crate::control::ControlLimits::default`] when absent).
-    pub control_limits: crate::control::ControlLimits,
+    /// (receptor-rs extension; [`crate::config::control_limits::ControlLimits::default`] when absent).
+    pub control_limits: crate::config::control_limits::ControlLimits,
     /// `mesh-limits`: bounds on what peers can make the node hold (receptor-rs
     /// extension; the defaults when absent).
     pub mesh_limits: MeshLimitsConfig,
@@ -158,7 +158,7 @@ impl Config {
             ip_routers: Vec::new(),
             metrics: None,
             mesh_page: None,
-            control_limits: crate::control::ControlLimits::default(),
+            control_limits: crate::config::control_limits::ControlLimits::default(),
             mesh_limits: MeshLimitsConfig::default(),
             sections: Vec::new(),
         }

@@ -221,7 +221,9 @@ fn make_instance(stop: &CancellationToken) -> io::Result<Arc<Inner>> {
     }
     // SAFETY: `raw` is a descriptor we just created and nobody else owns.
     let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-    let fd = AsyncFd::with_interest(owned, Interest::READABLE)?;
+    // SAFETY: the AsyncFd takes ownership of the OwnedFd, which keeps the same open
+    // descriptor until the AsyncFd (and with it the OwnedFd) is dropped.
+    let fd = unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE) }?;
     let inner = Arc::new(Inner {
         fd,
         watches: Mutex::new(HashMap::new()),
