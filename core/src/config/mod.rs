@@ -22,7 +22,9 @@
 //!
 //! The core owns and validates the kinds it implements (node, log level, control
 //! services, TLS configurations, work signing, service proxies, certificate commands,
-//! and `plugins:`, a receptor-rs extension listing plugin files or folders). Everything
+//! and the receptor-rs extensions `plugins:`, listing plugin files or folders,
+//! `control-limits:`, bounding control clients, and `mesh-limits:`, bounding what mesh
+//! peers can make the node hold). Everything
 //! else (backends, work types, built-in or third-party) is kept as a [`Section`]: a JSON
 //! object the plugin host gives to the plugin that claims the kind, which reports
 //! unknown kinds with the list of what is available. The core does not know the fields

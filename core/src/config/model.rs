@@ -60,6 +60,9 @@ pub struct Config {
     /// `mesh-page`: the read-only web page of the mesh (receptor-rs extension; off when
     /// absent).
     pub mesh_page: Option<MeshPageConfig>,
+    /// `control-limits`: bounds on control clients and `work submit` payloads
+    /// (receptor-rs extension; [`crate::control::ControlLimits::default`] when absent).
+    pub control_limits: crate::control::ControlLimits,
     /// `mesh-limits`: bounds on what peers can make the node hold (receptor-rs
     /// extension; the defaults when absent).
     pub mesh_limits: MeshLimitsConfig,
@@ -155,6 +158,7 @@ impl Config {
             ip_routers: Vec::new(),
             metrics: None,
             mesh_page: None,
+            control_limits: crate::control::ControlLimits::default(),
             mesh_limits: MeshLimitsConfig::default(),
             sections: Vec::new(),
         }

@@ -363,7 +363,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
             def(
                 "routeinterval",
                 Str,
-                "50ms",
+                "2ms",
                 "Shortest time between route computations while changes keep coming",
             ),
             def(
@@ -377,6 +377,49 @@ pub(crate) static KINDS: &[KindSpec] = &[
                 Int,
                 "256",
                 "Connections per backend that have not completed the handshake; more are closed",
+            ),
+        ],
+    )),
+    singleton(kind_spec(
+        "control-limits",
+        "Bound what control clients may hold on the node (receptor-rs extension)",
+        Core,
+        General,
+        &[
+            def(
+                "maxconnections",
+                Int,
+                "1024",
+                "Control connections served at once over the unix socket and TCP listeners",
+            ),
+            def(
+                "maxlinelength",
+                Int,
+                "1048576",
+                "Longest command line, in bytes",
+            ),
+            def(
+                "linetimeout",
+                Str,
+                "1m",
+                "Time from the first byte of a command line to its end",
+            ),
+            f(
+                "idletimeout",
+                Str,
+                "Time a connection may wait between commands (default: no limit)",
+            ),
+            def(
+                "maxpayload",
+                Int,
+                "0",
+                "Largest work submit payload in bytes (0: no limit)",
+            ),
+            def(
+                "payloadidletimeout",
+                Str,
+                "10m",
+                "Longest pause within a work submit payload",
             ),
         ],
     )),
@@ -775,6 +818,7 @@ pub(crate) fn v2_kind(key: &str) -> Option<&'static str> {
         "log-format" => "log-format",
         "metrics" => "metrics",
         "mesh-page" => "mesh-page",
+        "control-limits" => "control-limits",
         "mesh-limits" => "mesh-limits",
         "local-only" => "local-only",
         "plugins" => "plugins",

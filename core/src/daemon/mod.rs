@@ -251,9 +251,10 @@ impl Daemon {
             )))
             .context("registering the connect command")?;
         let reload = self.reload_fn();
-        let control = ControlService::for_mesh(&self.mesh, registry, reload)
-            .context("starting the control service")?;
         let config = self.config.lock().await.clone();
+        let control = ControlService::for_mesh(&self.mesh, registry, reload)
+            .context("starting the control service")?
+            .with_limits(config.control_limits);
         // Mesh listeners first: once the unix socket greets, the node is fully up.
         for cs in config
             .control_services

@@ -348,11 +348,11 @@ async fn echo_unit_can_be_cancelled() {
     let mut fds = [0; 2];
     // SAFETY: fds has room for two descriptors.
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: pipe2 succeeded; each descriptor is owned once.
-    let (stdin, mut writer) = unsafe {
-        use std::os::fd::FromRawFd;
-        (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1]))
-    };
+    use std::os::fd::FromRawFd;
+    // SAFETY: pipe2 succeeded; the descriptor is owned once.
+    let stdin = unsafe { File::from_raw_fd(fds[0]) };
+    // SAFETY: likewise.
+    let mut writer = unsafe { File::from_raw_fd(fds[1]) };
     let (_, stdout, out_path) = unit_files(dir.path(), b"");
     let (tx, mut rx) = initial();
     let handle = wt
