@@ -99,7 +99,7 @@ ROWS = [
         ("all_processes_cpu_s_per_10s",), False),
     Row("500 running units: node CPU per unit started (ms)", "scale_running_500",
         ("start_cpu_self_ms_per_unit",), False),
-    Row("500 running units: all CPU per unit started (ms)", "scale_running_500",
+    Row("500 running units: CPU per unit started, with its processes (ms)", "scale_running_500",
         ("start_cpu_ms_per_unit",), False),
     Row("500 running units: work list (ms)", "scale_running_500", ("work_list", "median_ms"),
         False),

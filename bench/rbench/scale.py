@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import socket
 import string
 import threading
@@ -102,17 +101,28 @@ def tree_cpu(pids: list[int]) -> float:
 # --- finished units ------------------------------------------------------------------------
 
 def _clone_units(unit_root: str, seeds: list[str], count: int, rng: random.Random) -> None:
-    """Fills `unit_root` up to `count` unit folders with copies of the `seeds` folders under
-    new random IDs of the same form (the seed's first character and 8 random ones)."""
+    """Fills `unit_root` up to `count` unit folders with copies of the files of the `seeds`
+    folders under new random IDs of the same form (the seed's first character and 8 random
+    ones)."""
     have = set(os.listdir(unit_root))
+    contents = []
+    for seed in seeds:
+        files = {}
+        for name in os.listdir(os.path.join(unit_root, seed)):
+            with open(os.path.join(unit_root, seed, name), "rb") as f:
+                files[name] = f.read()
+        contents.append((seed, files))
     i = 0
     while len(have) < count:
-        seed = seeds[i % len(seeds)]
+        seed, files = contents[i % len(contents)]
         i += 1
         new = seed[0] + "".join(rng.choice(ID_CHARS) for _ in range(8))
         if new in have:
             continue
-        shutil.copytree(os.path.join(unit_root, seed), os.path.join(unit_root, new))
+        os.mkdir(os.path.join(unit_root, new))
+        for name, data in files.items():
+            with open(os.path.join(unit_root, new, name), "wb") as f:
+                f.write(data)
         have.add(new)
 
 
@@ -222,8 +232,8 @@ def units_running(impl: Impl, s: Settings) -> dict:
         ("work-command", {"worktype": "sleep", "command": "sleep", "params": "3600"})])
     try:
         node.start()
+        start_before = node.usage()
         first = submit_when_ready(node.socket, "localhost", "sleep", b"")
-        meter = Meter([node])
         t0 = time.perf_counter()
         ids = [first] + _parallel(
             list(range(count - 1)),
@@ -241,10 +251,15 @@ def units_running(impl: Impl, s: Settings) -> dict:
                                            f"states {states}")
             time.sleep(POLL_S)
         running = time.perf_counter()
-        start_usage = meter.stop()
+        # CPU of starting them: the node's own, and with everything it started (its
+        # reaped children and the processes still running: runners, commands).
+        kids = descendants(node.pid)
+        start_after = node.usage()
+        start_self = start_after.cpu_self - start_before.cpu_self
+        start_all = (start_after.cpu_self + start_after.cpu_children + tree_cpu(kids)
+                     - start_before.cpu_self - start_before.cpu_children)
 
         # The steady state: everything runs, nothing changes.
-        kids = descendants(node.pid)
         before = node.usage()
         kids_before = tree_cpu(kids)
         time.sleep(s.running_window_s)  # the window being measured
@@ -280,9 +295,8 @@ def units_running(impl: Impl, s: Settings) -> dict:
         "processes_per_unit": round(len(kids) / count, 2),
         "submit_s": round(submitted - t0, 2),
         "all_running_s": round(running - t0, 2),
-        "start_cpu_ms_per_unit": round(start_usage["cpu_total_s"] * 1000 / count, 3),
-        "start_cpu_self_ms_per_unit": round(
-            start_usage["nodes"]["a"]["cpu_self_s"] * 1000 / count, 3),
+        "start_cpu_ms_per_unit": round(start_all * 1000 / count, 3),
+        "start_cpu_self_ms_per_unit": round(start_self * 1000 / count, 3),
         "window_s": window,
         "node_rss_mib": round(after.rss / MIB, 2),
         "node_rss_anon_mib": round(after.rss_anon / MIB, 2),
@@ -299,6 +313,29 @@ def units_running(impl: Impl, s: Settings) -> dict:
 
 
 # --- a mesh of many nodes ------------------------------------------------------------------
+
+#: Starts of a node whose listener port was taken meanwhile (by another process's outgoing
+#: connection, say), each with a new port.
+PORT_ATTEMPTS = 4
+
+
+def start_listening(impl: Impl, node_id: str, extra: list) -> tuple[Node, int]:
+    """Starts a node with a tcp-listener on a port free right now, plus `extra` entries;
+    picks another port if that one was taken before the node could bind it. Returns the
+    node and its port."""
+    for attempt in range(PORT_ATTEMPTS):
+        port = free_port()
+        node = Node(impl.name, impl.binary, node_id, [listener(port)] + extra)
+        try:
+            node.start()
+            return node, port
+        except control.ControlError:
+            in_use = "in use" in node.log_tail()
+            node.remove()
+            if not in_use or attempt == PORT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
 
 def _routes(node: Node) -> int:
     """How many destinations the node's routing table has right now."""
@@ -340,17 +377,15 @@ def mesh(impl: Impl, s: Settings) -> dict:
     node's greeting until every node routes to every other; then each node's memory and the
     CPU of the whole mesh idle for `mesh_idle_s`."""
     n = s.mesh_nodes
-    ports = [free_port() for _ in range(n)]
+    ports: list[int] = []
     nodes: list[Node] = []
     try:
         t_start = time.perf_counter()
         for i in range(n):
-            entries = [listener(ports[i])]
-            if i:
-                entries.append(peer(ports[(i - 1) // 2]))
-            node = Node(impl.name, impl.binary, f"n{i:03d}", entries)
+            extra = [peer(ports[(i - 1) // 2])] if i else []
+            node, port = start_listening(impl, f"n{i:03d}", extra)
             nodes.append(node)
-            node.start()
+            ports.append(port)
         last_greeting = time.perf_counter()
         last_spawn = last_greeting - (nodes[-1].startup_s or 0.0)
         upper, lower, sweep = _wait_all_routed(nodes, last_greeting + MESH_TIMEOUT)
@@ -447,16 +482,16 @@ def join_line(length: int) -> Callable[[Impl, Settings], dict]:
     node routes to every other). The first and the new node are polled alternately."""
 
     def run(impl: Impl, s: Settings) -> dict:
-        ports = [free_port() for _ in range(length)]
+        ports: list[int] = []
         line: list[Node] = []
         joiner: Node | None = None
         link: HeldLink | None = None
         samples, lowers = [], []
         try:
             for i in range(length):
-                entries = [listener(ports[i])] + ([peer(ports[i - 1])] if i else [])
-                line.append(Node(impl.name, impl.binary, f"l{i:02d}", entries))
-                line[-1].start()
+                node, port = start_listening(impl, f"l{i:02d}", [peer(ports[-1])] if i else [])
+                line.append(node)
+                ports.append(port)
             first, last = line[0], line[-1]
             deadline = time.perf_counter() + MESH_TIMEOUT
             while len(_routes_to(first)) < length - 1 or len(_routes_to(last)) < length - 1:

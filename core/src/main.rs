@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     if argv.get(1).is_some_and(|a| a == "plugin-host") {
         return receptor_core::plugin_host::run_plugin_host(&argv[2..]);
     }
-    let invocation = match config::parse_args(argv.clone()) {
+    let invocation = match config::parse_args_with(argv.clone(), default_plugin_kinds) {
         Ok(inv) => inv,
         Err(e) => {
             eprintln!("Error: {e}");
@@ -33,7 +33,6 @@ fn main() -> ExitCode {
         }
         Invocation::Help(text) => {
             print!("{text}");
-            print!("{}", plugin_help());
             ExitCode::SUCCESS
         }
         Invocation::Print(text) => {
@@ -91,24 +90,34 @@ fn plugin_command(args: &[std::ffi::OsString]) -> ExitCode {
     status
 }
 
-/// The `--help` entries of the sections that plugins on the default search path
-/// describe and the core's list does not have (plugins are loaded for this only when
-/// help is asked for, so a node's start-up does not pay for it).
-fn plugin_help() -> String {
-    use receptor_core::plugin_host::{LoadOptions, PluginHost};
+/// The section kinds of the plugins on the default search path, with their
+/// descriptions, for `--help`, `--man` and the completion scripts (the plugins are
+/// loaded for this only when one of those is asked for, so a node's start-up does not
+/// pay for it).
+fn default_plugin_kinds() -> Vec<config::PluginKind> {
+    use receptor_core::plugin_host::{ClaimType, LoadOptions, PluginHost};
     let host = match PluginHost::load(&LoadOptions {
         paths: Vec::new(),
         default_search: true,
         ..LoadOptions::default()
     }) {
         Ok(host) => host,
-        Err(e) => return format!("(plugins on the default search path: {e})\n"),
+        Err(e) => {
+            eprintln!("(plugins on the default search path: {e})");
+            return Vec::new();
+        }
     };
-    let text = host.help_text(config::is_core_listed_kind);
-    if text.is_empty() {
-        return text;
-    }
-    format!("Sections of plugins on the default search path:\n\n{text}")
+    host.section_kinds()
+        .filter_map(|kind| {
+            let (claim_type, plugin) = host.claims(kind)?;
+            Some(config::PluginKind {
+                kind: kind.to_owned(),
+                backend: claim_type == ClaimType::Backend,
+                plugin: plugin.name.clone(),
+                desc: host.section_desc(kind).cloned().unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 fn cert_command(outcome: Result<(), certs::CertError>) -> ExitCode {

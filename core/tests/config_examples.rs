@@ -11,7 +11,49 @@ use receptor_core::config::{
     TcpServerConfig, TlsClientConfig, TlsServerConfig, UdpClientConfig, UdpServerConfig,
     UnixSocketClientConfig, UnixSocketServerConfig, WorkSigningConfig, WorkVerificationConfig,
 };
+use receptor_core::plugin_host::{ClaimType, LoadOptions, PluginHost};
 use serde_json::json;
+
+/// The section kinds of the built-in plugins of this build (tcp, udp, websocket, echo,
+/// command), with the descriptions the plugins give of them.
+fn builtin_kinds() -> Vec<config::PluginKind> {
+    static KINDS: std::sync::OnceLock<Vec<config::PluginKind>> = std::sync::OnceLock::new();
+    KINDS
+        .get_or_init(|| {
+            let dir = receptor_tests::binaries::plugin_dir().expect("the built-in plugins");
+            let paths = ["tcp", "udp", "websocket", "echo", "command"]
+                .map(|p| dir.join(format!("libreceptor_{p}.so")))
+                .to_vec();
+            let host = PluginHost::load(&LoadOptions {
+                paths,
+                ..LoadOptions::default()
+            })
+            .expect("load the built-in plugins");
+            host.section_kinds()
+                .filter_map(|kind| {
+                    let (claim_type, plugin) = host.claims(kind)?;
+                    Some(config::PluginKind {
+                        kind: kind.to_owned(),
+                        backend: claim_type == ClaimType::Backend,
+                        plugin: plugin.name.clone(),
+                        desc: host.section_desc(kind).cloned().unwrap_or_default(),
+                    })
+                })
+                .collect()
+        })
+        .clone()
+}
+
+/// The configuration as the node sees it once the plugins are loaded: their sections
+/// completed from the plugins' descriptions.
+fn described(mut config: Config) -> Config {
+    let kinds = builtin_kinds();
+    config::describe_sections(&mut config, |kind| {
+        kinds.iter().find(|k| k.kind == kind).map(|k| &k.desc)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    config
+}
 
 fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -27,7 +69,7 @@ fn testdata(name: &str) -> PathBuf {
 
 fn load(path: &Path) -> Config {
     match config::load_file(path) {
-        Ok(config) => config,
+        Ok(config) => described(config),
         Err(e) => panic!("{} should parse: {e}", path.display()),
     }
 }
@@ -40,7 +82,7 @@ fn run(args: &[&str]) -> (Config, Option<PathBuf>) {
         Ok(Invocation::Run {
             config,
             config_file,
-        }) => (config, config_file),
+        }) => (described(config), config_file),
         Ok(other) => panic!("{args:?}: expected a node to run, got {other:?}"),
         Err(e) => panic!("{args:?} should parse: {e}"),
     }
@@ -287,7 +329,7 @@ fn plugin_sections_keep_values_and_accumulate_repeated_keys() {
                 - tcp-listener: {Port: 2222, cost: 1.5, allowedpeers: [a, b], nodecost: {Bar: 2}}\n\
                 - my-worktype:\n    Nested: {Keep: Case}\n\
                 - tcp-peer: {address: h:1, allowedpeers: a, redial: no}\n";
-    let config = config::load_str(yaml, "inline.yml").unwrap_or_else(|e| panic!("{e}"));
+    let config = described(config::load_str(yaml, "inline.yml").unwrap_or_else(|e| panic!("{e}")));
     assert_eq!(
         config.sections[0].value,
         json!({"port": 2222, "cost": 1.5, "allowedpeers": ["a", "b"], "nodecost": {"Bar": 2}})
@@ -594,10 +636,11 @@ fn defaults_follow_go() {
 #[test]
 fn version_help_and_certificate_commands() {
     let parse = |args: &[&str]| {
-        config::parse_args(
+        config::parse_args_with(
             std::iter::once("receptor")
                 .chain(args.iter().copied())
                 .map(OsString::from),
+            builtin_kinds,
         )
     };
     assert!(matches!(parse(&["--version"]), Ok(Invocation::Version)));
@@ -860,10 +903,11 @@ fn log_format_from_flags_and_both_file_forms() {
 #[test]
 fn man_page_and_completions_come_from_the_kinds_table() {
     let parse = |args: &[&str]| {
-        config::parse_args(
+        config::parse_args_with(
             std::iter::once("receptor")
                 .chain(args.iter().copied())
                 .map(OsString::from),
+            builtin_kinds,
         )
     };
     let text = |args: &[&str]| match parse(args) {

@@ -228,14 +228,12 @@ mod tests {
         peer: abi::Str,
         inbound: u32,
     ) -> u64 {
-        // SAFETY: the descriptor is ours now; ctx and peer are valid for the call.
-        let (_fd, rec, peer) = unsafe {
-            (
-                OwnedFd::from_raw_fd(fd),
-                recorder(ctx),
-                peer.to_string_lossy(),
-            )
-        };
+        // SAFETY: the descriptor is ours now.
+        let _fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: ctx is valid for the call.
+        let rec = unsafe { recorder(ctx) };
+        // SAFETY: peer is valid for the call.
+        let peer = unsafe { peer.to_string_lossy() };
         let mut calls = rec.calls.lock().unwrap();
         calls.push(("connection", peer, inbound != 0, None));
         calls.len() as u64
@@ -250,19 +248,18 @@ mod tests {
         cert: *const u8,
         cert_len: usize,
     ) -> u64 {
-        // SAFETY: as in `connection`; the certificate is borrowed for the call.
-        let (_fd, rec, peer, cert) = unsafe {
-            (
-                OwnedFd::from_raw_fd(fd),
-                recorder(ctx),
-                peer.to_string_lossy(),
-                abi::Str {
-                    ptr: cert,
-                    len: cert_len,
-                }
-                .as_bytes(),
-            )
+        // SAFETY: the descriptor is ours now.
+        let _fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: ctx is valid for the call.
+        let rec = unsafe { recorder(ctx) };
+        // SAFETY: peer is valid for the call.
+        let peer = unsafe { peer.to_string_lossy() };
+        let cert = abi::Str {
+            ptr: cert,
+            len: cert_len,
         };
+        // SAFETY: the certificate is borrowed for the call.
+        let cert = unsafe { cert.as_bytes() };
         let mut calls = rec.calls.lock().unwrap();
         calls.push(("connection_tls", peer, inbound != 0, Some(cert.to_vec())));
         calls.len() as u64

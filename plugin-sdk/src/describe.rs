@@ -135,6 +135,12 @@ impl SectionDesc {
         self
     }
 
+    /// Adds several fields.
+    pub fn fields(mut self, fields: impl IntoIterator<Item = Field>) -> SectionDesc {
+        self.fields.extend(fields);
+        self
+    }
+
     /// Sets the field a bare command-line value sets.
     pub fn bare_field(mut self, name: &str) -> SectionDesc {
         self.bare_field = Some(name.to_ascii_lowercase());
@@ -160,5 +166,105 @@ impl SectionDesc {
         } else {
             0
         }
+    }
+}
+
+/// Descriptions of the keys the core reads on every backend section
+/// ([`crate::CORE_BACKEND_KEYS`]), for a backend plugin to list with its own fields so
+/// that `--help` shows them with the section (the node accepts them on every backend
+/// section whether listed or not).
+pub mod backend_keys {
+    use super::{Field, FieldType};
+
+    /// `cost`: the connection's cost (default 1.0).
+    pub fn cost() -> Field {
+        Field::new("cost", FieldType::Float, "Connection cost (weight)").default("1.0")
+    }
+
+    /// `nodecost`: per-node costs (a listener's).
+    pub fn nodecost() -> Field {
+        Field::new(
+            "nodecost",
+            FieldType::Any,
+            "Per-node costs (map of node ID to cost)",
+        )
+    }
+
+    /// `allowedpeers`: the node IDs allowed on the connection.
+    pub fn allowedpeers() -> Field {
+        Field::new(
+            "allowedpeers",
+            FieldType::List,
+            "Node IDs of the peers allowed on this connection",
+        )
+    }
+
+    /// `tls` of a listener: the name of a `tls-server` configuration.
+    pub fn tls_server() -> Field {
+        Field::new(
+            "tls",
+            FieldType::String,
+            "Name of a tls-server configuration",
+        )
+    }
+
+    /// `tls` of a dialer: the name of a `tls-client` configuration.
+    pub fn tls_client() -> Field {
+        Field::new(
+            "tls",
+            FieldType::String,
+            "Name of a tls-client configuration",
+        )
+    }
+
+    /// `redial`: whether a dialer redials when its connection is lost (default true).
+    pub fn redial() -> Field {
+        Field::new(
+            "redial",
+            FieldType::Bool,
+            "Redial when the connection is lost",
+        )
+        .default("true")
+    }
+
+    /// `bindaddr`: the local address a listener binds (default 0.0.0.0).
+    pub fn bindaddr() -> Field {
+        Field::new("bindaddr", FieldType::String, "Local address to bind to").default("0.0.0.0")
+    }
+}
+
+/// Descriptions of the keys every work-type section may have (`worktype`,
+/// `verifysignature`, `allowruntimeparams`, read by
+/// [`crate::WorkTypeInfo::from_section`]).
+pub mod work_type_keys {
+    use super::{Field, FieldType};
+
+    /// `worktype`: the name clients submit to; required when there is no default.
+    pub fn worktype(default: Option<&str>) -> Field {
+        let field = Field::new("worktype", FieldType::String, "Name of the work type");
+        match default {
+            Some(d) => field.default(d),
+            None => field.required(),
+        }
+    }
+
+    /// `verifysignature`: submissions must be signed (default false).
+    pub fn verifysignature() -> Field {
+        Field::new(
+            "verifysignature",
+            FieldType::Bool,
+            "Require signed work submissions",
+        )
+        .default("false")
+    }
+
+    /// `allowruntimeparams`: submitters may add parameters (default false).
+    pub fn allowruntimeparams() -> Field {
+        Field::new(
+            "allowruntimeparams",
+            FieldType::Bool,
+            "Let submitters add parameters",
+        )
+        .default("false")
     }
 }

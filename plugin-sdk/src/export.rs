@@ -381,28 +381,32 @@ unsafe extern "C" fn backend_start(
     err: *const abi::ErrorSink,
     out_instance: *mut *mut c_void,
 ) -> abi::Status {
+    let body = || {
+        // SAFETY: the host passes a valid BackendHost (of any minor) for the call; it
+        // is copied and its context reference taken over first, so every path below
+        // releases it.
+        let host =
+            unsafe { layout::read_prefix(host) }.map_err(|e| PluginError::new(e.to_string()))?;
+        // SAFETY: this is the plugin's reference to the host context.
+        let sink = unsafe { ConnectionSink::from_abi(host) };
+        if claim_ctx.is_null() || out_instance.is_null() {
+            return Err(PluginError::new("null argument to backend start"));
+        }
+        // SAFETY: claim_ctx is the leaked ClaimCtx this plugin put in the claim.
+        let claim = unsafe { &*(claim_ctx as *const ClaimCtx) };
+        let Handler::Backend(start) = &claim.handler else {
+            return Err(PluginError::new(format!("{} is not a backend", claim.kind)));
+        };
+        // SAFETY: the configuration is borrowed for the call.
+        let config = unsafe { config_json.as_bytes() };
+        let section = Section::parse(&claim.kind, config)?;
+        let backend: Box<dyn Backend> = start(&section, sink)?;
+        // SAFETY: out_instance is valid for writing during the call (checked non-null).
+        unsafe { *out_instance = Box::into_raw(Box::new(backend)) as *mut c_void };
+        Ok(())
+    };
     // SAFETY: `err` is the sink of this call.
-    unsafe {
-        guarded(err, || {
-            // SAFETY: the host passes a valid BackendHost (of any minor) for the call; it
-            // is copied and its context reference taken over first, so every path below
-            // releases it.
-            let host = layout::read_prefix(host).map_err(|e| PluginError::new(e.to_string()))?;
-            let sink = ConnectionSink::from_abi(host);
-            if claim_ctx.is_null() || out_instance.is_null() {
-                return Err(PluginError::new("null argument to backend start"));
-            }
-            // SAFETY: claim_ctx is the leaked ClaimCtx this plugin put in the claim.
-            let claim = &*(claim_ctx as *const ClaimCtx);
-            let Handler::Backend(start) = &claim.handler else {
-                return Err(PluginError::new(format!("{} is not a backend", claim.kind)));
-            };
-            let section = Section::parse(&claim.kind, config_json.as_bytes())?;
-            let backend: Box<dyn Backend> = start(&section, sink)?;
-            *out_instance = Box::into_raw(Box::new(backend)) as *mut c_void;
-            Ok(())
-        })
-    }
+    unsafe { guarded(err, body) }
 }
 
 unsafe extern "C" fn backend_session_closed(instance: *mut c_void, token: u64) {
@@ -443,44 +447,46 @@ unsafe extern "C" fn work_type_create(
     out_info: *mut abi::WorkTypeInfo,
     out_work_type: *mut *mut c_void,
 ) -> abi::Status {
+    let body = || {
+        if claim_ctx.is_null() || out_info.is_null() || out_work_type.is_null() {
+            return Err(PluginError::new("null argument to work type create"));
+        }
+        // SAFETY: the host's out-struct has at least its struct_size bytes.
+        let info_size = unsafe { layout::read_prefix(out_info) }
+            .map_err(|e| PluginError::new(e.to_string()))?
+            .struct_size;
+        // SAFETY: claim_ctx is the leaked ClaimCtx this plugin put in the claim.
+        let claim = unsafe { &*(claim_ctx as *const ClaimCtx) };
+        let Handler::WorkType(create) = &claim.handler else {
+            return Err(PluginError::new(format!(
+                "{} is not a work type",
+                claim.kind
+            )));
+        };
+        // SAFETY: the configuration is borrowed for the call.
+        let config = unsafe { config_json.as_bytes() };
+        let section = Section::parse(&claim.kind, config)?;
+        let work_type = create(&section)?;
+        let info = work_type.info();
+        let boxed = Box::new(WorkTypeBox {
+            work_type,
+            _name: info.name.clone(),
+        });
+        let written = abi::WorkTypeInfo {
+            struct_size: info_size,
+            name: abi::Str::new(&boxed._name),
+            flags: info.flags(),
+            reserved: 0,
+        };
+        // SAFETY: as above; only the fields its struct_size covers are written.
+        unsafe { layout::write_prefix(out_info, &written) }
+            .map_err(|e| PluginError::new(e.to_string()))?;
+        // SAFETY: out_work_type is valid for writing during the call (checked non-null).
+        unsafe { *out_work_type = Box::into_raw(boxed) as *mut c_void };
+        Ok(())
+    };
     // SAFETY: `err` is the sink of this call.
-    unsafe {
-        guarded(err, || {
-            if claim_ctx.is_null() || out_info.is_null() || out_work_type.is_null() {
-                return Err(PluginError::new("null argument to work type create"));
-            }
-            // SAFETY: the host's out-struct has at least its struct_size bytes.
-            let info_size = layout::read_prefix(out_info)
-                .map_err(|e| PluginError::new(e.to_string()))?
-                .struct_size;
-            // SAFETY: claim_ctx is the leaked ClaimCtx this plugin put in the claim.
-            let claim = &*(claim_ctx as *const ClaimCtx);
-            let Handler::WorkType(create) = &claim.handler else {
-                return Err(PluginError::new(format!(
-                    "{} is not a work type",
-                    claim.kind
-                )));
-            };
-            let section = Section::parse(&claim.kind, config_json.as_bytes())?;
-            let work_type = create(&section)?;
-            let info = work_type.info();
-            let boxed = Box::new(WorkTypeBox {
-                work_type,
-                _name: info.name.clone(),
-            });
-            let written = abi::WorkTypeInfo {
-                struct_size: info_size,
-                name: abi::Str::new(&boxed._name),
-                flags: info.flags(),
-                reserved: 0,
-            };
-            // SAFETY: as above; only the fields its struct_size covers are written.
-            layout::write_prefix(out_info, &written)
-                .map_err(|e| PluginError::new(e.to_string()))?;
-            *out_work_type = Box::into_raw(boxed) as *mut c_void;
-            Ok(())
-        })
-    }
+    unsafe { guarded(err, body) }
 }
 
 /// Builds the safe start request, taking ownership of the descriptors first.
@@ -500,15 +506,16 @@ unsafe fn start_request(r: *const abi::StartRequest) -> Result<StartRequest, Plu
             "start request without stdin or stdout descriptor",
         ));
     };
-    // SAFETY: the strings are borrowed for the call and copied here.
-    let (unit_id, unit_dir, params, extra) = unsafe {
-        (
-            r.unit_id.to_string_lossy(),
-            PathBuf::from(std::ffi::OsStr::from_bytes(r.unit_dir.as_bytes())),
-            r.params.to_string_lossy(),
-            r.extra_params_json.as_bytes(),
-        )
-    };
+    // SAFETY: the string is borrowed for the call and copied here.
+    let unit_id = unsafe { r.unit_id.to_string_lossy() };
+    // SAFETY: likewise.
+    let unit_dir = PathBuf::from(std::ffi::OsStr::from_bytes(unsafe {
+        r.unit_dir.as_bytes()
+    }));
+    // SAFETY: likewise.
+    let params = unsafe { r.params.to_string_lossy() };
+    // SAFETY: borrowed for the call; parsed below.
+    let extra = unsafe { r.extra_params_json.as_bytes() };
     let extra_params: BTreeMap<String, String> = if extra.is_empty() {
         BTreeMap::new()
     } else {
@@ -560,15 +567,18 @@ unsafe extern "C" fn work_type_start(
     err: *const abi::ErrorSink,
     out_unit: *mut *mut c_void,
 ) -> abi::Status {
-    // SAFETY: the arguments are the host's for this call.
-    unsafe {
-        guarded(err, || {
-            let request = start_request(request);
+    let body = || {
+        // SAFETY: the request is the host's for this call.
+        let request = unsafe { start_request(request) };
+        // SAFETY: the arguments are the host's for this call.
+        unsafe {
             run_unit_call(work_type, progress, out_unit, |wt, progress| {
                 wt.start(request?, progress)
             })
-        })
-    }
+        }
+    };
+    // SAFETY: `err` is the sink of this call.
+    unsafe { guarded(err, body) }
 }
 
 unsafe extern "C" fn work_type_reattach(
@@ -578,45 +588,48 @@ unsafe extern "C" fn work_type_reattach(
     err: *const abi::ErrorSink,
     out_unit: *mut *mut c_void,
 ) -> abi::Status {
+    let reattach = |wt: &dyn WorkType, progress| {
+        // SAFETY: valid for the call (any minor).
+        let r =
+            unsafe { layout::read_prefix(request) }.map_err(|e| PluginError::new(e.to_string()))?;
+        // SAFETY: borrowed for the call; parsed here.
+        let extra = unsafe { r.extra_json.as_bytes() };
+        let extra = if extra.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::from_slice(extra)
+                    .map_err(|e| PluginError::new(format!("bad extra data from host: {e}")))?,
+            )
+        };
+        // SAFETY: the string is borrowed for the call and copied here.
+        let unit_id = unsafe { r.unit_id.to_string_lossy() };
+        // SAFETY: likewise.
+        let unit_dir = unsafe { r.unit_dir.as_bytes() };
+        let request = ReattachRequest {
+            unit_id,
+            unit_dir: PathBuf::from(std::ffi::OsStr::from_bytes(unit_dir)),
+            extra,
+        };
+        wt.reattach(request, progress)
+    };
     // SAFETY: the arguments are the host's for this call.
-    unsafe {
-        guarded(err, || {
-            run_unit_call(work_type, progress, out_unit, |wt, progress| {
-                // SAFETY: valid for the call (any minor).
-                let r =
-                    layout::read_prefix(request).map_err(|e| PluginError::new(e.to_string()))?;
-                let extra = r.extra_json.as_bytes();
-                let extra =
-                    if extra.is_empty() {
-                        None
-                    } else {
-                        Some(serde_json::from_slice(extra).map_err(|e| {
-                            PluginError::new(format!("bad extra data from host: {e}"))
-                        })?)
-                    };
-                let request = ReattachRequest {
-                    unit_id: r.unit_id.to_string_lossy(),
-                    unit_dir: PathBuf::from(std::ffi::OsStr::from_bytes(r.unit_dir.as_bytes())),
-                    extra,
-                };
-                wt.reattach(request, progress)
-            })
-        })
-    }
+    let body = || unsafe { run_unit_call(work_type, progress, out_unit, reattach) };
+    // SAFETY: `err` is the sink of this call.
+    unsafe { guarded(err, body) }
 }
 
 unsafe extern "C" fn unit_cancel(unit: *mut c_void, err: *const abi::ErrorSink) -> abi::Status {
-    // SAFETY: the arguments are the host's for this call.
-    unsafe {
-        guarded(err, || {
-            if unit.is_null() {
-                return Err(PluginError::new("null unit"));
-            }
-            // SAFETY: unit is a Box<Box<dyn WorkHandle>> from start/reattach, not freed yet.
-            let unit = &*(unit as *const Box<dyn WorkHandle>);
-            unit.cancel()
-        })
-    }
+    let body = || {
+        if unit.is_null() {
+            return Err(PluginError::new("null unit"));
+        }
+        // SAFETY: unit is a Box<Box<dyn WorkHandle>> from start/reattach, not freed yet.
+        let unit = unsafe { &*(unit as *const Box<dyn WorkHandle>) };
+        unit.cancel()
+    };
+    // SAFETY: `err` is the sink of this call.
+    unsafe { guarded(err, body) }
 }
 
 unsafe extern "C" fn unit_free(unit: *mut c_void) {

@@ -164,14 +164,13 @@ pub unsafe fn write_prefix<T: Versioned>(dst: *mut T, value: &T) -> Result<(), L
     };
     let start = std::mem::size_of::<usize>();
     let n = T::SIZES[minor as usize];
+    // Both start inside their structs (start < min_size <= size).
+    let src = (value as *const T).cast::<u8>().wrapping_add(start);
+    let dst = dst.cast::<u8>().wrapping_add(start);
     // SAFETY: bytes start..n of dst are writable (n <= size) and of the same layout as
     // value's; struct_size (bytes 0..start) is not touched.
     unsafe {
-        std::ptr::copy_nonoverlapping(
-            (value as *const T).cast::<u8>().add(start),
-            dst.cast::<u8>().add(start),
-            n - start,
-        );
+        std::ptr::copy_nonoverlapping(src, dst, n - start);
     }
     Ok(())
 }

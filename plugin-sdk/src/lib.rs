@@ -35,7 +35,8 @@
 //! thread-locals), so it owns its threads, or its own runtime, and calls back from them.
 //! Every exported function catches panics (they become errors naming the plugin); a
 //! plugin built with `panic = "abort"` is refused at build time unless exported with
-//! `export_plugin!(plugin, panic_abort_allowed)`.
+//! `export_plugin!(plugin, panic_abort_allowed)`, which marks it as needing isolation
+//! (see below).
 //!
 //! ```ignore
 //! use receptor_plugin_sdk::{Plugin, Section, WorkType, WorkTypeInfo, WorkHandle, StartRequest,
@@ -100,8 +101,12 @@
 //! running its own TLS ([`abi::CLAIM_FLAG_OWN_TLS`]). The node then checks the section
 //! before the plugin sees it (unknown keys with a "did you mean", required fields, types,
 //! each reported with the section's place in the configuration), lists it in `--help`,
-//! and configures it from the command line and both YAML forms. `receptor plugin
-//! inspect FILE` prints what a file provides, or why it cannot be loaded.
+//! and configures it from the command line and both YAML forms. The built-in plugins
+//! (`tcp-listener`, `ws-peer`, `work-command`, ...) describe their sections the same way:
+//! the node's own table holds only the core's sections. [`describe::backend_keys`] and
+//! [`describe::work_type_keys`] describe the keys every backend or work type has.
+//! `receptor plugin inspect FILE` prints what a file provides, or why it cannot be
+//! loaded.
 //!
 //! ## Logging
 //!

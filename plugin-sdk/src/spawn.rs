@@ -83,8 +83,11 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: pipe2 succeeded, so both descriptors are new and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    // SAFETY: pipe2 succeeded, so the descriptor is new and owned by nobody else.
+    let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: likewise.
+    let write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    Ok((read, write))
 }
 
 /// Reads exactly 4 bytes, or returns `None` at end of file.
@@ -233,7 +236,7 @@ impl Starting {
     }
 }
 
-/// Starts `program` with `args` (argv[0] included) under a supervisor and waits until it
+/// Starts `program` with `args` (`argv[0]` included) under a supervisor and waits until it
 /// runs; the command's stdin is `stdin`, its stdout and stderr both `stdout`. `unit_dir`
 /// must be absolute.
 pub fn spawn(
@@ -339,77 +342,96 @@ fn max_fd() -> libc::c_int {
 /// Must be called only in a freshly forked child, with `argv` a NULL-terminated array of
 /// pointers into `prepared`.
 unsafe fn supervise(prepared: &Prepared, argv: &[*const libc::c_char], fds: [RawFd; 4]) -> ! {
-    // SAFETY: only async-signal-safe system calls on memory prepared before the fork (the
-    // caller's contract); the process ends with _exit and never returns to Rust code.
-    unsafe {
-        libc::setsid();
-        // Move the four descriptors we need to 0..=3 (stdin, stdout, pid pipe, error
-        // pipe), through temporaries above them so no dup2 clobbers another source.
-        let mut moved = [0 as RawFd; 4];
-        for (i, fd) in fds.iter().enumerate() {
-            moved[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
-            if moved[i] < 0 {
-                report_and_exit(fds[2], -errno());
-            }
+    // Every call below is an async-signal-safe system call on memory prepared before the
+    // fork (the caller's contract); the process ends with _exit and never returns to Rust
+    // code.
+    // SAFETY: as above.
+    unsafe { libc::setsid() };
+    // Move the four descriptors we need to 0..=3 (stdin, stdout, pid pipe, error
+    // pipe), through temporaries above them so no dup2 clobbers another source.
+    let mut moved = [0 as RawFd; 4];
+    for (i, fd) in fds.iter().enumerate() {
+        // SAFETY: as above.
+        moved[i] = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10) };
+        if moved[i] < 0 {
+            // SAFETY: as above.
+            unsafe { report_and_exit(fds[2], -errno()) };
         }
-        let targets: [(RawFd, RawFd); 5] = [
-            (moved[0], 0),
-            (moved[1], 1),
-            (moved[1], 2),
-            (moved[2], 3),
-            (moved[3], 4),
-        ];
-        for (from, to) in targets {
-            if libc::dup2(from, to) < 0 {
-                report_and_exit(moved[2], -errno());
-            }
-        }
-        close_from(5, prepared.max_fd);
-        libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
-        libc::fcntl(4, libc::F_SETFD, libc::FD_CLOEXEC);
-        reset_signals();
-
-        let command = libc::fork();
-        if command == 0 {
-            libc::execv(prepared.program.as_ptr(), argv.as_ptr());
-            let e = errno();
-            write_all(4, &e.to_ne_bytes());
-            libc::_exit(127);
-        }
-        if command < 0 {
-            report_and_exit(3, -errno());
-        }
-        libc::close(4);
-        libc::close(0);
-        libc::close(1);
-        libc::close(2);
-        libc::chdir(prepared.unit_dir.as_ptr());
-        write_all(3, &command.to_ne_bytes());
-        libc::close(3);
-
-        let mut status: libc::c_int = 0;
-        loop {
-            let r = libc::waitpid(command, &mut status, 0);
-            if r == command {
-                break;
-            }
-            if errno() != libc::EINTR {
-                libc::_exit(1);
-            }
-        }
-        write_status(prepared, status);
-        libc::_exit(0)
     }
+    let targets: [(RawFd, RawFd); 5] = [
+        (moved[0], 0),
+        (moved[1], 1),
+        (moved[1], 2),
+        (moved[2], 3),
+        (moved[3], 4),
+    ];
+    for (from, to) in targets {
+        // SAFETY: as above.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            // SAFETY: as above.
+            unsafe { report_and_exit(moved[2], -errno()) };
+        }
+    }
+    // SAFETY: as above; descriptors of this (forked) process only.
+    unsafe { close_from(5, prepared.max_fd) };
+    // SAFETY: as above.
+    unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: as above.
+    unsafe { libc::fcntl(4, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: as above.
+    unsafe { reset_signals() };
+
+    // SAFETY: as above.
+    let command = unsafe { libc::fork() };
+    if command == 0 {
+        // SAFETY: as above; the program and argv are NUL-terminated.
+        unsafe { libc::execv(prepared.program.as_ptr(), argv.as_ptr()) };
+        let e = errno();
+        // SAFETY: as above.
+        unsafe { write_all(4, &e.to_ne_bytes()) };
+        // SAFETY: as above.
+        unsafe { libc::_exit(127) };
+    }
+    if command < 0 {
+        // SAFETY: as above.
+        unsafe { report_and_exit(3, -errno()) };
+    }
+    for fd in [4, 0, 1, 2] {
+        // SAFETY: as above.
+        unsafe { libc::close(fd) };
+    }
+    // SAFETY: as above; the path is NUL-terminated.
+    unsafe { libc::chdir(prepared.unit_dir.as_ptr()) };
+    // SAFETY: as above.
+    unsafe { write_all(3, &command.to_ne_bytes()) };
+    // SAFETY: as above.
+    unsafe { libc::close(3) };
+
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: as above.
+        let r = unsafe { libc::waitpid(command, &mut status, 0) };
+        if r == command {
+            break;
+        }
+        if errno() != libc::EINTR {
+            // SAFETY: as above.
+            unsafe { libc::_exit(1) };
+        }
+    }
+    // SAFETY: as above.
+    unsafe { write_status(prepared, status) };
+    // SAFETY: as above.
+    unsafe { libc::_exit(0) }
 }
 
 /// # Safety
 /// Async-signal-safe; called only in the supervisor.
 unsafe fn report_and_exit(fd: RawFd, value: i32) -> ! {
-    // SAFETY: raw writes of a local buffer, then _exit.
-    unsafe {
-        write_all(fd, &value.to_ne_bytes());
-        libc::_exit(126)
-    }
+    // SAFETY: a raw write of a local buffer.
+    unsafe { write_all(fd, &value.to_ne_bytes()) };
+    // SAFETY: ends the process.
+    unsafe { libc::_exit(126) }
 }
 
 /// # Safety
@@ -441,19 +463,21 @@ unsafe fn write_status(prepared: &Prepared, status: libc::c_int) {
     }
     text[len] = b'\n';
     len += 1;
-    // SAFETY: NUL-terminated paths prepared before the fork; raw calls only.
-    unsafe {
-        let fd = libc::open(
+    // SAFETY: a NUL-terminated path prepared before the fork; a raw call only.
+    let fd = unsafe {
+        libc::open(
             prepared.status_file.as_ptr(),
             libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
             0o600,
-        );
-        if fd < 0 {
-            return;
-        }
-        write_all(fd, &text[..len]);
-        libc::close(fd);
+        )
+    };
+    if fd < 0 {
+        return;
     }
+    // SAFETY: a raw write of a local buffer.
+    unsafe { write_all(fd, &text[..len]) };
+    // SAFETY: closes the descriptor opened above.
+    unsafe { libc::close(fd) };
 }
 
 /// # Safety
@@ -473,44 +497,48 @@ unsafe fn write_all(fd: RawFd, mut bytes: &[u8]) {
 }
 
 fn errno() -> i32 {
-    // SAFETY: __errno_location returns the calling thread's errno slot.
-    unsafe { *libc::__errno_location() }
+    // SAFETY: __errno_location has no preconditions.
+    let slot = unsafe { libc::__errno_location() };
+    // SAFETY: it returns the calling thread's errno slot, valid to read.
+    unsafe { *slot }
 }
 
 /// # Safety
 /// Async-signal-safe.
 unsafe fn close_from(first: RawFd, max_fd: libc::c_int) {
     // SAFETY: closing descriptors of this (forked) process only.
-    unsafe {
-        let r = libc::syscall(
+    let r = unsafe {
+        libc::syscall(
             libc::SYS_close_range,
             first as libc::c_uint,
             libc::c_uint::MAX,
             0 as libc::c_uint,
-        );
-        if r == 0 {
-            return;
-        }
-        for fd in first..max_fd {
-            libc::close(fd);
-        }
+        )
+    };
+    if r == 0 {
+        return;
+    }
+    for fd in first..max_fd {
+        // SAFETY: likewise.
+        unsafe { libc::close(fd) };
     }
 }
 
 /// # Safety
 /// Async-signal-safe.
 unsafe fn reset_signals() {
-    // SAFETY: plain signal-disposition and mask calls with valid arguments.
-    unsafe {
-        for sig in 1..32 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
+    for sig in 1..32 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: a plain signal-disposition call with valid arguments.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
         }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
     }
+    // SAFETY: an all-zero sigset_t is a valid value to initialise.
+    let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a plain signal-set call on a local set.
+    unsafe { libc::sigemptyset(&mut empty) };
+    // SAFETY: a plain signal-mask call with an initialised set.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) };
 }
 
 /// The wait status the supervisor recorded in `unit_dir`, if it finished. Only a

@@ -77,14 +77,16 @@ pub fn run_if_requested() {
 /// The spawner's loop on socket `sock`; returns the exit status.
 fn serve(sock: RawFd) -> i32 {
     // SIGCHLD is read from a signalfd (blocked here; supervisors unblock it).
-    // SAFETY: plain signal-mask calls on a local, initialised set.
-    let sigfd = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)
-    };
+    // SAFETY: an all-zero sigset_t is a valid value to initialise.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: plain signal-set call on a local set.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: likewise.
+    unsafe { libc::sigaddset(&mut set, libc::SIGCHLD) };
+    // SAFETY: plain signal-mask call with an initialised set.
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    // SAFETY: creates a descriptor for the initialised set.
+    let sigfd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
     if sigfd < 0 {
         return 1;
     }
@@ -221,15 +223,25 @@ fn send_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
         }
         msg.msg_control = control.0.as_mut_ptr().cast();
         msg.msg_controllen = space;
-        // SAFETY: the control buffer is aligned, zeroed and large enough for one header
-        // with `data_len` bytes of data (checked above).
+        // (The control buffer is aligned, zeroed and large enough for one header with
+        // `data_len` bytes of data, checked above.)
+        // SAFETY: CMSG_FIRSTHDR only reads `msg`'s control fields set above.
+        let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+        // SAFETY: CMSG_LEN only computes a size.
+        let cmsg_len = unsafe { libc::CMSG_LEN(data_len as u32) } as usize;
+        // SAFETY: cmsg points to the start of the aligned control buffer, which is large
+        // enough for one header and its data.
         unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(data_len as u32) as usize;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), fds.len());
-        }
+            cmsg.write(libc::cmsghdr {
+                cmsg_len,
+                cmsg_level: libc::SOL_SOCKET,
+                cmsg_type: libc::SCM_RIGHTS,
+            })
+        };
+        // SAFETY: computes the data address of this header.
+        let data = unsafe { libc::CMSG_DATA(cmsg) };
+        // SAFETY: the buffer has room for the descriptors after the header.
+        unsafe { std::ptr::copy_nonoverlapping(fds.as_ptr(), data.cast(), fds.len()) };
     }
     loop {
         // SAFETY: `msg` points to live buffers for the duration of the call.
@@ -271,21 +283,25 @@ fn receive_message(sock: RawFd, buf: &mut [u8]) -> io::Result<Option<(usize, Vec
         return Err(io::Error::last_os_error());
     }
     let mut fds = Vec::new();
-    // SAFETY: walking the control messages the kernel wrote into `control`, within
-    // `msg_controllen`; each SCM_RIGHTS payload is an array of descriptors now ours.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg);
-                let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
-                for i in 0..len / std::mem::size_of::<RawFd>() {
-                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
-                    fds.push(OwnedFd::from_raw_fd(fd));
-                }
+    // SAFETY: the kernel filled the control buffer; CMSG_FIRSTHDR only reads `msg`.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: the CMSG macros walk headers within msg_controllen of an aligned buffer.
+        let header = unsafe { cmsg.read() };
+        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: computes the data address of this header.
+            let data = unsafe { libc::CMSG_DATA(cmsg) };
+            let len = header.cmsg_len as usize - (data as usize - cmsg as usize);
+            for i in 0..len / std::mem::size_of::<RawFd>() {
+                let at = data.cast::<RawFd>().wrapping_add(i);
+                // SAFETY: the payload holds `len` bytes of descriptors, maybe unaligned.
+                let fd = unsafe { at.read_unaligned() };
+                // SAFETY: every SCM_RIGHTS descriptor received is new and ours.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
+        // SAFETY: the next header within msg_controllen, or null.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
     }
     if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
         return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
@@ -444,9 +460,10 @@ impl Spawner {
         if r != 0 {
             return Err(io::Error::last_os_error().into());
         }
-        // SAFETY: socketpair succeeded; both descriptors are new and owned by nobody else.
-        let (ours, theirs) =
-            unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+        // SAFETY: socketpair succeeded; the descriptor is new and owned by nobody else.
+        let ours = unsafe { OwnedFd::from_raw_fd(pair[0]) };
+        // SAFETY: likewise.
+        let theirs = unsafe { OwnedFd::from_raw_fd(pair[1]) };
         let child = Command::new(&self.exe)
             .arg(SPAWNER_ARG)
             .stdin(Stdio::from(theirs))

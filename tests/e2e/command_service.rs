@@ -61,18 +61,8 @@ fn setup() -> Result<Setup> {
     let mut nodes = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let other = names[1 - i];
-        let file = |ext: &str| certs.join(format!("{name}.{ext}")).display().to_string();
-        let ca = certs.join("ca.crt").display().to_string();
         let mut config = NodeConfig::new(name)
-            .entry(
-                "tls-server",
-                json!({"name": "srv", "cert": file("crt"), "key": file("key"),
-                       "requireclientcert": true, "clientcas": ca}),
-            )
-            .entry(
-                "tls-client",
-                json!({"name": "cli", "cert": file("crt"), "key": file("key"), "rootcas": ca}),
-            )
+            .mutual_tls(&certs, name)
             .entry(
                 "command-service",
                 json!({"service": "cmd", "command": DIALOGUE}),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context, Result};
 use receptor_tests::binaries;
-use receptor_tests::receptorctl::run_python;
+use receptor_tests::receptorctl::{run_python, PTY_END_WITH_CTRL_D};
 use receptor_tests::wait::{wait_until, CONVERGE_TIMEOUT};
 use receptor_tests::Implementation::{Go, Rust};
 use receptor_tests::{free_port, NodeConfig, NodeProcess};
@@ -110,22 +110,8 @@ while token not in out:
         raise SystemExit("end of output; output %r" % out)
     out += chunk
 took = time.monotonic() - start
-os.write(fd, b"\x04")
-deadline = time.monotonic() + 20
-while True:
-    done, status = os.waitpid(pid, os.WNOHANG)
-    if done:
-        break
-    if time.monotonic() > deadline:
-        os.kill(pid, 9)
-        raise SystemExit("receptorctl did not exit after Ctrl-D; output %r" % out)
-    r, _, _ = select.select([fd], [], [], 0.05)
-    if r:
-        try:
-            out += os.read(fd, 4096)
-        except OSError:
-            pass
-print(json.dumps({"exit": os.waitstatus_to_exitcode(status), "took": took}))
+code, out = end_with_ctrl_d(pid, fd, out)
+print(json.dumps({"exit": code, "took": took}))
 "#;
 
 /// Latencies of one phase, checked against [`GREETING_WITHIN`]; returns the slowest.
@@ -158,7 +144,8 @@ fn check_phase(phase: &str, values: &Value, count: usize) -> Result<f64> {
 fn cli_connect(node: &NodeProcess, target: &str) -> Result<f64> {
     let ctl = binaries::receptorctl()?.display().to_string();
     let socket = node.socket().display().to_string();
-    let out = run_python(PTY_SCRIPT, &[&ctl, &socket, target])?.ok()?;
+    let script = format!("{PTY_END_WITH_CTRL_D}{PTY_SCRIPT}");
+    let out = run_python(&script, &[&ctl, &socket, target])?.ok()?;
     let result: Value = serde_json::from_str(out.stdout.trim())
         .with_context(|| format!("pty script output: {}", out.describe()))?;
     ensure!(

@@ -9,6 +9,7 @@
 
 mod abuse_control;
 mod abuse_mesh;
+mod abuse_work;
 mod backends_common;
 mod backends_udp;
 mod backends_ws;

@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use receptor_tests::topology::{start_star, Star};
 use receptor_tests::wait::{wait_until, CONVERGE_TIMEOUT};
 use receptor_tests::Implementation::Rust;
 use receptor_tests::{free_port, NodeConfig, NodeProcess};
@@ -85,21 +86,12 @@ fn target_dir() -> Result<PathBuf> {
 
 #[test]
 fn page_draws_the_mesh_and_follows_it() -> Result<()> {
-    let (port_b, page_port) = (free_port()?, free_port()?);
+    let page_port = free_port()?;
     let url = format!("http://127.0.0.1:{page_port}/");
-    let b = NodeProcess::start(
-        Rust,
-        NodeConfig::new("b")
-            .tcp_listener(port_b)
-            .work_command("cat", "cat", None)
-            .entry(
-                "mesh-page",
-                json!({"address": format!("127.0.0.1:{page_port}")}),
-            ),
-    )?;
-    let _a = NodeProcess::start(Rust, NodeConfig::new("a").tcp_peer(port_b))?;
-    let mut c = NodeProcess::start(Rust, NodeConfig::new("c").tcp_peer(port_b))?;
-    b.wait_for_routes(&[("a", "a"), ("c", "c")])?;
+    let Star { a: _a, b, mut c } = start_star((
+        "mesh-page",
+        json!({"address": format!("127.0.0.1:{page_port}")}),
+    ))?;
     let work = b
         .receptorctl(&["work", "submit", "cat", "--payload-literal", "hi", "-f"])?
         .ok()?;

@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use std::thread;
 
 use anyhow::{ensure, Context, Result};
+use receptor_tests::free_port;
 use receptor_tests::receptorctl::run_python;
+use receptor_tests::topology::{start_star, Star};
 use receptor_tests::wait::wait_until;
-use receptor_tests::Implementation::Rust;
-use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::{json, Value};
 
 /// Scrapes `url` with prometheus_client's parser; prints every sample as
@@ -45,23 +45,12 @@ fn sample(samples: &Samples, key: &str) -> f64 {
 
 #[test]
 fn counters_move_with_traffic() -> Result<()> {
-    let (port_b, metrics_port) = (free_port()?, free_port()?);
+    let metrics_port = free_port()?;
     let url = format!("http://127.0.0.1:{metrics_port}/metrics");
-    let b = NodeProcess::start(
-        Rust,
-        NodeConfig::new("b")
-            .tcp_listener(port_b)
-            .work_command("cat", "cat", None)
-            .entry(
-                "metrics",
-                json!({"address": format!("127.0.0.1:{metrics_port}")}),
-            ),
-    )?;
-    let a = NodeProcess::start(Rust, NodeConfig::new("a").tcp_peer(port_b))?;
-    let mut c = NodeProcess::start(Rust, NodeConfig::new("c").tcp_peer(port_b))?;
-    b.wait_for_routes(&[("a", "a"), ("c", "c")])?;
-    a.wait_for_routes(&[("b", "b"), ("c", "b")])?;
-    c.wait_for_routes(&[("a", "b"), ("b", "b")])?;
+    let Star { a, b, mut c } = start_star((
+        "metrics",
+        json!({"address": format!("127.0.0.1:{metrics_port}")}),
+    ))?;
 
     let before = scrape(&url)?;
     ensure!(

@@ -1,9 +1,10 @@
 //! Scenario: the node's side of the plugin contract as an operator sees it: start-up
 //! refusals of configurations the plugins cannot serve, what the log says about the
 //! plugins loaded, and a third-party C plugin (built here, outside the workspace) that
-//! describes its section: `--help` lists it, the YAML list form, the version-2 map form
-//! and the command line all configure it, typos get a suggestion, and the plugin reads
-//! every field through the host's typed accessors.
+//! describes its sections, a work type and a new kind of backend: `--help` lists them in
+//! their groups, the YAML list form, the version-2 map form and the command line all
+//! configure them, typos get a suggestion, the plugin reads every field through the
+//! host's typed accessors, and Rust nodes link through its backend.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -68,7 +69,7 @@ fn build_greeter(dir: &Path) -> Result<PathBuf> {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let out = Command::new(&cc)
         .args([
-            "-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+            "-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-pthread",
         ])
         .arg("-fvisibility=hidden")
         .arg("-I")
@@ -247,9 +248,87 @@ mod third_party {
             "names=<list of strings>: Whom to greet (required)",
             "greeting=<string>: What to say (default: hello, --acme-greeter <value> sets it)",
             "(version-2 form: under \"acme-greeters:\")",
+            "--acme-listener: Accept mesh connections the ACME way (plugin acme)",
+            "port=<integer>: TCP port to accept on (required, --acme-listener <value> sets it)",
         ] {
             ensure!(text.contains(needle), "{needle} missing in --help:\n{text}");
         }
+        // Each in its group: the backend with the back-ends, the work type with the workers.
+        let at = |needle: &str| {
+            text.find(needle)
+                .ok_or_else(|| anyhow!("{needle} missing in --help:\n{text}"))
+        };
+        let backends = at("Commands that configure back-ends")?;
+        let services = at("Commands that configure services")?;
+        let workers = at("Commands that configure workers")?;
+        let listener = at("--acme-listener:")?;
+        let greeter = at("--acme-greeter:")?;
+        ensure!(backends < listener && listener < services, "{text}");
+        ensure!(workers < greeter, "{text}");
+        Ok(())
+    }
+
+    /// A new kind of backend from a third party: configured from the YAML list form, the
+    /// version-2 form and the command line (its bare value), Rust nodes link through it;
+    /// a typo in its section gets a suggestion.
+    #[test]
+    fn a_third_party_backend_kind_links_nodes_in_every_form() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir(&plugins)?;
+        let lib = build_greeter(&plugins)?;
+        let lib_text = lib.display().to_string();
+
+        let port = free_port()?;
+        let hub = NodeProcess::start(
+            Rust,
+            NodeConfig::new("acmelist")
+                .entry("plugins", json!([lib_text]))
+                .entry("acme-listener", json!({"port": port})),
+        )?;
+        let spoke = NodeProcess::start(Rust, NodeConfig::new("spoke1").tcp_peer(port))?;
+        hub.wait_for_routes(&[("spoke1", "spoke1")])?;
+        drop((spoke, hub));
+
+        let port = free_port()?;
+        let hub = NodeProcess::start_from_text(Rust, "acmev2", |datadir, socket| {
+            Ok(format!(
+                "version: 2\nnode:\n  id: acmev2\n  datadir: {}\ncontrol-services:\n  - filename: {}\nplugins: [{lib_text}]\nacme-listeners:\n  - port: {port}\n    bindaddr: 127.0.0.1\n",
+                datadir.display(),
+                socket.display()
+            ))
+        })?;
+        let spoke = NodeProcess::start(Rust, NodeConfig::new("spoke2").tcp_peer(port))?;
+        hub.wait_for_routes(&[("spoke2", "spoke2")])?;
+        drop((spoke, hub));
+
+        // The command line: the bare value is the port; the plugin comes from
+        // RECEPTOR_PLUGIN_PATH.
+        let port = free_port()?;
+        let datadir = dir.path().join("data");
+        let mut child = Command::new(rust_receptor()?)
+            .args(["--node", "id=acmecli"])
+            .arg(format!("datadir={}", datadir.display()))
+            .args(["--acme-listener", &port.to_string()])
+            .env("RECEPTOR_PLUGIN_PATH", &plugins)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let linked = NodeProcess::start(Rust, NodeConfig::new("spoke3").tcp_peer(port))
+            .and_then(|spoke| spoke.wait_for_routes(&[("acmecli", "acmecli")]));
+        let _ = child.kill();
+        let _ = child.wait();
+        linked?;
+
+        let typo = NodeConfig::new("acme7")
+            .entry("plugins", json!([lib_text]))
+            .entry("acme-listener", json!({"prot": 1}));
+        let log = NodeProcess::run_expecting_failure(Rust, typo)?;
+        ensure!(
+            log.contains("acme-listener: unknown key \"prot\" (did you mean \"port\"?)")
+                && log.contains("(line "),
+            "{log}"
+        );
         Ok(())
     }
 
@@ -304,6 +383,7 @@ fn plugin_inspect_describes_a_file_or_says_why_not() -> Result<()> {
         "plugin acme 0.1.0 (ABI 1.2, host ABI 1.2)",
         "section acme-greeter: work type, Greet people, from ACME's plugin [bare value sets greeting; version-2 key acme-greeters]",
         "names: list of strings, required - Whom to greet",
+        "section acme-listener: backend, Accept mesh connections the ACME way [bare value sets port; version-2 key acme-listeners]",
         "notes.so: not loadable: cannot load plugin",
     ] {
         ensure!(text.contains(needle), "{needle} missing in:\n{text}");

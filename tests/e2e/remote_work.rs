@@ -669,6 +669,82 @@ fn big_results(origin: &NodeProcess, target: &NodeProcess, direction: &str) -> R
     release_everywhere(origin, target, &id)
 }
 
+/// A stream-connection counter of `node` (`dialed` or `accepted`), from its `metrics`.
+fn connections(node: &NodeProcess, side: &str) -> Result<u64> {
+    let m = node.command_json("metrics")?;
+    m[format!("stream_connections_{side}")]
+        .as_u64()
+        .ok_or_else(|| anyhow!("{}: no stream_connections_{side} in {m}", node.id()))
+}
+
+/// Runs `count` `cat` units from `origin` on `target` one after the other; each must
+/// succeed with its payload as results.
+fn cat_units(origin: &NodeProcess, target: &NodeProcess, count: u32) -> Result<()> {
+    for i in 0..count {
+        let data = payload(12, 7 + i);
+        let id = submit_started(origin, "work submit bar cat", &data)?;
+        wait_state(origin, &id, 2)?;
+        ensure!(local_results(origin, &id, 12)? == data, "unit {i} results");
+        release_everywhere(origin, target, &id)?;
+    }
+    Ok(())
+}
+
+/// Between two Rust nodes, remote units share one QUIC connection (one handshake for all
+/// their control sessions); when the executing node restarts, the next unit goes through
+/// on a new connection.
+fn shared_connection() -> Result<()> {
+    const UNITS: u32 = 10;
+    let Pair {
+        origin,
+        mut target,
+        _keys,
+    } = start_pair(Rust, Rust)?;
+    let dialed = connections(&origin, "dialed")?;
+    let accepted = connections(&target, "accepted")?;
+    cat_units(&origin, &target, UNITS)?;
+    let dialed_now = connections(&origin, "dialed")?;
+    let accepted_now = connections(&target, "accepted")?;
+    ensure!(
+        dialed_now - dialed == 1 && accepted_now - accepted == 1,
+        "{UNITS} units: foo dialed {} connections, bar accepted {}",
+        dialed_now - dialed,
+        accepted_now - accepted
+    );
+
+    // bar restarts: foo's kept connection is dead, which the next unit must not notice.
+    target.restart()?;
+    origin.wait_for_routes(&[("bar", "bar")])?;
+    target.wait_for_routes(&[("foo", "foo")])?;
+    let started = Instant::now();
+    cat_units(&origin, &target, 3)?;
+    println!("3 units after the restart took {:?}", started.elapsed());
+    let after = connections(&target, "accepted")?;
+    ensure!(after == 1, "the restarted bar accepted {after} connections");
+    no_panics(&origin)?;
+    no_panics(&target)
+}
+
+/// A Go node gets what a Go node would: one connection per control session, so more
+/// than one per unit.
+fn connection_per_stream_to_go() -> Result<()> {
+    const UNITS: u32 = 3;
+    let Pair {
+        origin,
+        target,
+        _keys,
+    } = start_pair(Rust, Go)?;
+    let dialed = connections(&origin, "dialed")?;
+    cat_units(&origin, &target, UNITS)?;
+    let dialed = connections(&origin, "dialed")? - dialed;
+    // At least the submission and the results stream of each unit, plus releases.
+    ensure!(
+        dialed >= 2 * u64::from(UNITS),
+        "{UNITS} units to a Go node took {dialed} connections"
+    );
+    no_panics(&origin)
+}
+
 mod go {
     use super::*;
 
@@ -709,6 +785,16 @@ mod rust_nodes {
     #[test]
     fn big_go_to_rust() -> Result<()> {
         big_remote_work(Go, Rust)
+    }
+
+    #[test]
+    fn rust_to_rust_shares_a_connection() -> Result<()> {
+        shared_connection()
+    }
+
+    #[test]
+    fn rust_to_go_connection_per_stream() -> Result<()> {
+        connection_per_stream_to_go()
     }
 
     #[test]

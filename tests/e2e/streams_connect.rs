@@ -13,7 +13,7 @@
 
 use anyhow::{ensure, Context, Result};
 use receptor_tests::binaries;
-use receptor_tests::receptorctl::run_python;
+use receptor_tests::receptorctl::{run_python, PTY_END_WITH_CTRL_D};
 use receptor_tests::Implementation::{Go, Rust};
 use receptor_tests::{free_port, NodeConfig, NodeProcess};
 use serde_json::Value;
@@ -173,28 +173,14 @@ def read_until(token, timeout=20):
 # "Connecting" through a buffered file and may swallow the greeting with it.)
 os.write(fd, b'{"command":"status","requested_fields":["NodeID"]}\n')
 read_until(b'{"NodeID":"' + node.encode() + b'"}')
-os.write(fd, b"\x04")
-deadline = time.time() + 20
-while True:
-    done, status = os.waitpid(pid, os.WNOHANG)
-    if done:
-        break
-    if time.time() > deadline:
-        os.kill(pid, 9)
-        raise SystemExit("receptorctl did not exit after Ctrl-D; output %r" % out)
-    r, _, _ = select.select([fd], [], [], 0.05)
-    if r:
-        try:
-            out += os.read(fd, 4096)
-        except OSError:
-            pass
-print(json.dumps({"exit": os.waitstatus_to_exitcode(status), "output": out.decode(errors="replace")}))
+code, out = end_with_ctrl_d(pid, fd, out)
+print(json.dumps({"exit": code, "output": out.decode(errors="replace")}))
 "#;
 
 fn receptorctl_connect(node: &NodeProcess, target: &str) -> Result<()> {
     let ctl = binaries::receptorctl()?;
     let out = run_python(
-        PTY_SCRIPT,
+        &format!("{PTY_END_WITH_CTRL_D}{PTY_SCRIPT}"),
         &[
             &ctl.display().to_string(),
             &node.socket().display().to_string(),

@@ -87,6 +87,24 @@ impl NodeConfig {
         self.entry("work-command", body)
     }
 
+    /// Mutual TLS with the certificates of node `name` in `certs` (`<name>.crt`,
+    /// `<name>.key`, `ca.crt`): a `tls-server` named `srv` that requires client
+    /// certificates signed by the CA, and a `tls-client` named `cli` that presents the
+    /// node's certificate and trusts the CA.
+    pub fn mutual_tls(self, certs: &Path, name: &str) -> Self {
+        let file = |ext: &str| certs.join(format!("{name}.{ext}")).display().to_string();
+        let ca = certs.join("ca.crt").display().to_string();
+        self.entry(
+            "tls-server",
+            json!({"name": "srv", "cert": file("crt"), "key": file("key"),
+                   "requireclientcert": true, "clientcas": ca}),
+        )
+        .entry(
+            "tls-client",
+            json!({"name": "cli", "cert": file("crt"), "key": file("key"), "rootcas": ca}),
+        )
+    }
+
     /// Any other entry, e.g. `entry("udp-listener", json!({"port": 20003}))`.
     pub fn entry(mut self, key: &str, value: Value) -> Self {
         self.entries.push((key.to_string(), value));

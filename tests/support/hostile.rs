@@ -102,6 +102,22 @@ impl HostilePeer {
         &self.name
     }
 
+    /// A handle on the connection: shutting it down ends a flood blocked on a node
+    /// that stopped reading (its writes then fail).
+    pub fn kill_switch(&self) -> Result<TcpStream> {
+        Ok(self.stream.try_clone()?)
+    }
+
+    /// Sends `message`; a failure after `deadline` (the kill switch was used) ends the
+    /// flood quietly: `Ok(false)`.
+    fn send_until(&mut self, message: &[u8], deadline: Instant) -> Result<bool> {
+        match self.send_message(message) {
+            Ok(()) => Ok(true),
+            Err(_) if Instant::now() >= deadline => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     fn update_id(&mut self) -> String {
         self.next_id += 1;
         format!("h{:07}", self.next_id % 10_000_000)
@@ -184,7 +200,9 @@ impl HostilePeer {
                 return Ok(i);
             }
             let update = self.invented_update(first + i, lie).encode();
-            self.send_message(&update)?;
+            if !self.send_until(&update, deadline)? {
+                return Ok(i);
+            }
         }
         Ok(count)
     }
@@ -207,7 +225,9 @@ impl HostilePeer {
                 forwarding_node: self.name.clone(),
                 suspected_duplicate: 0,
             };
-            self.send_message(&update.encode())?;
+            if !self.send_until(&update.encode(), deadline)? {
+                return Ok(seq - 1);
+            }
         }
         Ok(count)
     }
@@ -237,10 +257,13 @@ impl HostilePeer {
         junk_route[0] = 1;
         let mut sent = 0;
         while Instant::now() < deadline {
-            if route_every > 0 && sent % route_every == route_every - 1 {
-                self.send_message(&junk_route)?;
+            let frame = if route_every > 0 && sent % route_every == route_every - 1 {
+                &junk_route
             } else {
-                self.send_message(&data)?;
+                &data
+            };
+            if !self.send_until(frame, deadline)? {
+                break;
             }
             sent += 1;
         }

@@ -14,6 +14,30 @@ use crate::binaries;
 /// How long one receptorctl or python run may take before it is killed.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Python for scripts that drive `receptorctl` in a pseudo-terminal (prepend it to the
+/// script): `end_with_ctrl_d(pid, fd, out)` types Ctrl-D, waits at most 20 s for the
+/// process to exit (then kills it and fails) while collecting its output after `out`,
+/// and returns `(exit code, output)`.
+pub const PTY_END_WITH_CTRL_D: &str = r#"
+import os, select, time
+def end_with_ctrl_d(pid, fd, out):
+    os.write(fd, b"\x04")
+    deadline = time.monotonic() + 20
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status), out
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            raise SystemExit("receptorctl did not exit after Ctrl-D; output %r" % out)
+        r, _, _ = select.select([fd], [], [], 0.05)
+        if r:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:
+                pass
+"#;
+
 /// What a finished client process printed and how it exited.
 #[derive(Clone, Debug)]
 pub struct CtlOutput {

@@ -43,6 +43,37 @@ pub fn start_line_with(
     Ok(started)
 }
 
+/// A star of three Rust nodes: hub `b` (a TCP listener, the work type `cat`, and the
+/// config item `entry`, e.g. `metrics` or `mesh-page`) with spokes `a` and `c` dialling
+/// it, returned once every node routes to the other two.
+pub fn start_star(entry: (&str, Value)) -> Result<Star> {
+    let port_b = free_port()?;
+    let (key, value) = entry;
+    let b = NodeProcess::start(
+        Implementation::Rust,
+        NodeConfig::new("b")
+            .tcp_listener(port_b)
+            .work_command("cat", "cat", None)
+            .entry(key, value),
+    )?;
+    let a = NodeProcess::start(Implementation::Rust, NodeConfig::new("a").tcp_peer(port_b))?;
+    let c = NodeProcess::start(Implementation::Rust, NodeConfig::new("c").tcp_peer(port_b))?;
+    b.wait_for_routes(&[("a", "a"), ("c", "c")])?;
+    a.wait_for_routes(&[("b", "b"), ("c", "b")])?;
+    c.wait_for_routes(&[("a", "b"), ("b", "b")])?;
+    Ok(Star { a, b, c })
+}
+
+/// The nodes of [`start_star`].
+pub struct Star {
+    /// A spoke.
+    pub a: NodeProcess,
+    /// The hub.
+    pub b: NodeProcess,
+    /// The other spoke.
+    pub c: NodeProcess,
+}
+
 /// [`start_line_with`] without extra config.
 pub fn start_line(nodes: &[(&str, Implementation)], costs: &[f64]) -> Result<Vec<NodeProcess>> {
     start_line_with(nodes, costs, |_, config| config)

@@ -34,7 +34,10 @@ pub struct MeshLimits {
     pub max_coalesced_bytes: usize,
     /// Shortest time between two route computations. The first change after a quiet
     /// spell is computed at once; changes within this of the last computation are
-    /// computed together at its end.
+    /// computed together at its end. Short by default: a node joining a line of 50
+    /// brings each node a burst of 50 updates, and the end of the burst should be
+    /// routed as soon as it arrives; the node also spaces computations by four times
+    /// their measured cost, which bounds the CPU a large graph can take.
     pub route_interval: Duration,
     /// A node that is not reachable and from which no update was accepted for this
     /// long is forgotten (its links and its name). `None` keeps them forever, as Go.
@@ -50,7 +53,7 @@ impl Default for MeshLimits {
             max_node_id_len: 256,
             route_updates_per_second: 1_000,
             max_coalesced_bytes: 1 << 20,
-            route_interval: Duration::from_millis(50),
+            route_interval: Duration::from_millis(2),
             node_expiry: Some(Duration::from_secs(3600)),
         }
     }

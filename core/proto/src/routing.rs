@@ -148,47 +148,52 @@ impl Ord for Cost {
 /// Shortest paths from `source` to every reachable node (Dijkstra). Edges with a
 /// negative or non-finite cost (which no sane node advertises) are ignored so a
 /// bad update cannot make the computation diverge. Ties are broken arbitrarily.
+/// Only nodes reached are touched: a database full of unreachable nodes (a peer
+/// inventing them, say) costs nothing here.
 pub fn shortest_paths(source: &str, costs: &LinkCosts) -> BTreeMap<String, Route> {
-    let names: Vec<&str> = costs.keys().map(String::as_str).collect();
-    let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
     let mut out = BTreeMap::new();
-    let Some(&src) = index.get(source) else {
+    let Some((source, _)) = costs.get_key_value(source) else {
         return out;
     };
-    let mut dist = vec![f64::INFINITY; names.len()];
-    let mut first_hop: Vec<Option<usize>> = vec![None; names.len()];
+    // Node → (distance, first hop); the source has no first hop.
+    let mut best: HashMap<&str, (f64, Option<&str>)> = HashMap::new();
     let mut heap = BinaryHeap::new();
-    dist[src] = 0.0;
-    heap.push(Reverse((Cost(0.0), src)));
+    best.insert(source.as_str(), (0.0, None));
+    heap.push(Reverse((Cost(0.0), source.as_str())));
     while let Some(Reverse((Cost(d), u))) = heap.pop() {
-        if d > dist[u] {
+        let Some(&(du, hop_u)) = best.get(u) else {
+            continue;
+        };
+        if d > du {
             continue;
         }
-        let Some(edges) = costs.get(names[u]) else {
+        let Some(edges) = costs.get(u) else {
             continue;
         };
         for (neighbour, &c) in edges {
-            let Some(&v) = index.get(neighbour.as_str()) else {
-                continue;
-            };
             if !(c >= 0.0 && c.is_finite()) {
                 continue;
             }
+            // Only known nodes (keys of the database) are destinations.
+            let Some((v, _)) = costs.get_key_value(neighbour.as_str()) else {
+                continue;
+            };
+            let v = v.as_str();
             let alt = d + c;
-            if alt < dist[v] {
-                dist[v] = alt;
-                first_hop[v] = if u == src { Some(v) } else { first_hop[u] };
+            if best.get(v).is_none_or(|&(dv, _)| alt < dv) {
+                let hop = hop_u.unwrap_or(v);
+                best.insert(v, (alt, Some(hop)));
                 heap.push(Reverse((Cost(alt), v)));
             }
         }
     }
-    for (v, hop) in first_hop.iter().enumerate() {
-        if let (Some(h), true) = (hop, v != src) {
+    for (v, (dist, hop)) in best {
+        if let Some(hop) = hop {
             out.insert(
-                names[v].to_owned(),
+                v.to_owned(),
                 Route {
-                    next_hop: names[*h].to_owned(),
-                    cost: dist[v],
+                    next_hop: hop.to_owned(),
+                    cost: dist,
                 },
             );
         }

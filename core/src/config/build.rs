@@ -113,6 +113,7 @@ pub(crate) fn build_config(items: &[RawItem]) -> Result<Config, ConfigError> {
                     tls: fields.opt_str("tls").filter(|t| !t.is_empty()),
                 })
             }
+            "control-limits" => config.control_limits = control_limits(&fields)?,
             "mesh-limits" => config.mesh_limits = mesh_limits(&fields)?,
             "control-service" => config.control_services.push(control_service(&fields)?),
             "plugins" => {
@@ -197,11 +198,12 @@ pub(crate) fn build_config(items: &[RawItem]) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-/// The JSON value of a plugin's item. Keys are lower-cased; a bare value goes to the
-/// kind's bare key (or `""` for kinds unknown here). For Go's own plugin kinds, the
-/// `[]string` fields (`allowedpeers`) follow Go's list rules and a repeated scalar key
-/// keeps its last value; for other kinds a key repeated on the command line becomes a
-/// list of its values.
+/// The JSON value of a plugin's item, as written: keys are lower-cased, a bare value is
+/// kept under `""` and a key repeated on the command line becomes a list of its values.
+/// Once the plugins are loaded, [`super::describe_sections`] applies the plugin's
+/// description (the bare value's field, Go's list rules, last value wins). Kinds of the
+/// core's table that plugins would claim (`work-kubernetes`) get their table's bare
+/// key and list rules here.
 pub(crate) fn plugin_section(item: &RawItem) -> Result<Section, ConfigError> {
     let spec = schema::kind(&item.kind);
     let mut object = serde_json::Map::new();
@@ -661,6 +663,45 @@ fn control_service(fields: &Fields) -> Result<ControlServiceConfig, ConfigError>
     Ok(config)
 }
 
+/// `control-limits`: counts must be positive, timeouts non-zero; `maxpayload` 0 means
+/// no limit and an empty `idletimeout` none.
+fn control_limits(fields: &Fields) -> Result<crate::control::ControlLimits, ConfigError> {
+    let positive = |key: &str| -> Result<usize, ConfigError> {
+        let n = fields.int(key);
+        usize::try_from(n)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| fields.bad(key, format!("expected a positive number, got {n}")))
+    };
+    let timeout = |key: &str| -> Result<Option<Duration>, ConfigError> {
+        match fields.duration(key, key)? {
+            Some(d) if d.is_zero() => Err(fields.bad(key, "must not be zero")),
+            other => Ok(other),
+        }
+    };
+    let defaults = crate::control::ControlLimits::default();
+    let max_payload = fields.int("maxpayload");
+    let max_payload = match u64::try_from(max_payload) {
+        Ok(0) => None,
+        Ok(n) => Some(n),
+        Err(_) => {
+            return Err(fields.bad(
+                "maxpayload",
+                format!("must not be negative, got {max_payload}"),
+            ))
+        }
+    };
+    Ok(crate::control::ControlLimits {
+        max_connections: positive("maxconnections")?,
+        max_line: positive("maxlinelength")?,
+        line_timeout: timeout("linetimeout")?.unwrap_or(defaults.line_timeout),
+        idle_timeout: timeout("idletimeout")?,
+        max_payload,
+        payload_idle_timeout: timeout("payloadidletimeout")?
+            .unwrap_or(defaults.payload_idle_timeout),
+    })
+}
+
 fn tls_server(fields: &Fields) -> Result<TlsServerConfig, ConfigError> {
     Ok(TlsServerConfig {
         name: fields.non_empty("name")?,
@@ -883,6 +924,49 @@ mod tests {
         assert!(decode_fingerprint("abc").is_err());
         assert!(decode_fingerprint("abcd").is_err());
         assert!(decode_fingerprint("é").is_err());
+    }
+
+    #[test]
+    fn control_limits_have_defaults_and_are_checked() {
+        use crate::control::ControlLimits;
+        let load =
+            |extra: &str| crate::config::load_str(&format!("- node:\n    id: x\n{extra}"), "t.yml");
+        let absent = load("").expect("no control-limits");
+        assert_eq!(absent.control_limits, ControlLimits::default());
+        let empty = load("- control-limits:\n").expect("control-limits without fields");
+        assert_eq!(empty.control_limits, ControlLimits::default());
+        let set = load(
+            "- control-limits:\n    maxconnections: 10\n    maxlinelength: 4096\n    \
+             linetimeout: 5s\n    idletimeout: 1m\n    maxpayload: 1048576\n    \
+             payloadidletimeout: 30s\n",
+        )
+        .expect("control-limits with every field");
+        assert_eq!(
+            set.control_limits,
+            ControlLimits {
+                max_connections: 10,
+                max_line: 4096,
+                line_timeout: Duration::from_secs(5),
+                idle_timeout: Some(Duration::from_secs(60)),
+                max_payload: Some(1 << 20),
+                payload_idle_timeout: Duration::from_secs(30),
+            }
+        );
+        for bad in [
+            "maxconnections: 0",
+            "maxlinelength: -1",
+            "linetimeout: 0s",
+            "linetimeout: soon",
+            "maxpayload: -5",
+            "payloadidletimeout: -1s",
+        ] {
+            let err = load(&format!("- control-limits:\n    {bad}\n"));
+            let key = bad.split(':').next().unwrap_or_default();
+            assert!(
+                err.is_err_and(|e| e.to_string().contains(key)),
+                "{bad} is refused, naming the field"
+            );
+        }
     }
 
     #[test]

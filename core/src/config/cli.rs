@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use clap::{Arg, ArgAction, Command};
 
 use super::build::{self, Outcome};
+use super::described::PluginKind;
 use super::error::ConfigError;
 use super::item::{Entry, RawItem};
 use super::schema::{self, Group, KINDS};
@@ -37,8 +38,12 @@ enum Token {
 
 const STRAY: &str = "parameters-before-command";
 
-/// See [`super::parse_args`].
-pub(crate) fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Invocation, ConfigError> {
+/// See [`super::parse_args_with`].
+pub(crate) fn parse<I, F>(args: I, plugin_kinds: F) -> Result<Invocation, ConfigError>
+where
+    I: IntoIterator<Item = OsString>,
+    F: FnOnce() -> Vec<PluginKind>,
+{
     let mut args = args.into_iter();
     let program = args
         .next()
@@ -61,20 +66,28 @@ pub(crate) fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Invocat
         }
     }
     words.retain(|w| w != "--config-v2");
-    if words.is_empty() {
-        return Ok(Invocation::Help(help_text(&program)));
-    }
-    for (index, word) in words.iter().enumerate() {
-        match word.to_lowercase().as_str() {
-            "-h" | "--help" => return Ok(Invocation::Help(help_text(&program))),
-            "--bash-completion" => return Ok(Invocation::Print(bash_completion(&program))),
-            "--man" => return Ok(Invocation::Print(man_page(&program)?)),
-            "--completion" => {
-                let shell = words.get(index + 1).map(String::as_str).unwrap_or("");
-                return Ok(Invocation::Print(completion(&program, shell)?));
+    let generated = words.iter().enumerate().find_map(|(index, word)| {
+        let lower = word.to_lowercase();
+        matches!(
+            lower.as_str(),
+            "-h" | "--help" | "--bash-completion" | "--man" | "--completion"
+        )
+        .then_some((index, lower))
+    });
+    if words.is_empty() || generated.is_some() {
+        let kinds = plugin_kinds();
+        return Ok(match generated {
+            None => Invocation::Help(help_text(&program, &kinds)),
+            Some((_, word)) if word == "--bash-completion" => {
+                Invocation::Print(bash_completion(&program, &kinds))
             }
-            _ => {}
-        }
+            Some((_, word)) if word == "--man" => Invocation::Print(man_page(&program, &kinds)?),
+            Some((index, word)) if word == "--completion" => {
+                let shell = words.get(index + 1).map(String::as_str).unwrap_or("");
+                Invocation::Print(completion(&program, shell, &kinds)?)
+            }
+            Some(_) => Invocation::Help(help_text(&program, &kinds)),
+        });
     }
     let (tokens, normalised) = normalise(&words)?;
     let occurrences = group_with_clap(&program, &tokens, &normalised)?;
@@ -146,7 +159,7 @@ fn group_with_clap(
             }
         }
     }
-    let mut command = command(program).no_binary_name(true).arg(
+    let mut command = command(program, &[]).no_binary_name(true).arg(
         Arg::new(STRAY)
             .num_args(1..)
             .action(ArgAction::Append)
@@ -177,11 +190,11 @@ fn group_with_clap(
     Ok(occurrences)
 }
 
-/// The command line as a clap [`Command`], built from the same table of kinds as
-/// [`help_text`]: one repeatable `--<kind>` option per kind taking any number of
-/// `key=value` words, plus `--config`. It groups the words of a command line into
-/// occurrences, and `--man` and `--completion` are generated from it.
-pub(crate) fn command(program: &str) -> Command {
+/// The command line as a clap [`Command`], built from the same kinds as [`help_text`]
+/// (the core's table and the plugins' kinds): one repeatable `--<kind>` option per kind
+/// taking any number of `key=value` words, plus `--config`. It groups the words of a
+/// command line into occurrences, and `--man` and `--completion` are generated from it.
+pub(crate) fn command(program: &str, plugin_kinds: &[PluginKind]) -> Command {
     let mut command = Command::new(program.to_owned())
         .about("Receptor mesh node (receptor-rs, compatible with receptor 1.6.9)")
         .version(super::VERSION)
@@ -221,7 +234,51 @@ pub(crate) fn command(program: &str) -> Command {
                 .hide(kind.hidden),
         );
     }
+    for kind in plugin_kinds
+        .iter()
+        .filter(|k| schema::kind(&k.kind).is_none())
+    {
+        let help = plugin_kind_help(kind);
+        let mut long_help = format!("{help}.");
+        for field in &kind.desc.fields {
+            long_help.push_str(&format!("\n  {}", plugin_field_line(kind, field)));
+        }
+        command = command.arg(kind_arg(kind.kind.clone()).help(help).long_help(long_help));
+    }
     command
+}
+
+/// The help line of a plugin's kind: its own, or what it configures.
+fn plugin_kind_help(kind: &PluginKind) -> String {
+    if !kind.desc.help.is_empty() {
+        kind.desc.help.clone()
+    } else if kind.backend {
+        "backend".to_owned()
+    } else {
+        "work type".to_owned()
+    }
+}
+
+/// `name=<type>: help (required, default: x, --kind <value> sets it)`.
+fn plugin_field_line(kind: &PluginKind, field: &receptor_plugin_sdk::describe::Field) -> String {
+    let mut line = format!("{}=<{}>", field.name, field.field_type.noun());
+    if !field.help.is_empty() {
+        line.push_str(&format!(": {}", field.help));
+    }
+    let mut extras = Vec::new();
+    if field.required {
+        extras.push("required".to_owned());
+    }
+    if let Some(default) = &field.default {
+        extras.push(format!("default: {default}"));
+    }
+    if kind.desc.bare_field.as_deref() == Some(field.name.as_str()) {
+        extras.push(format!("--{} <value> sets it", kind.kind));
+    }
+    if !extras.is_empty() {
+        line.push_str(&format!(" ({})", extras.join(", ")));
+    }
+    line
 }
 
 /// The option of one kind: `--<name> [key=value ...]`, repeatable.
@@ -234,9 +291,9 @@ fn kind_arg(name: String) -> Arg {
 }
 
 /// `--man`: a roff man page (section 1) generated from [`command`].
-pub(crate) fn man_page(program: &str) -> Result<String, ConfigError> {
+pub(crate) fn man_page(program: &str, plugin_kinds: &[PluginKind]) -> Result<String, ConfigError> {
     let mut out = Vec::new();
-    clap_mangen::Man::new(command(program))
+    clap_mangen::Man::new(command(program, plugin_kinds))
         .render(&mut out)
         .map_err(|e| ConfigError::CommandLine(format!("cannot render the man page: {e}")))?;
     String::from_utf8(out)
@@ -245,7 +302,11 @@ pub(crate) fn man_page(program: &str) -> Result<String, ConfigError> {
 
 /// `--completion <shell>`: a completion script for bash, zsh or fish generated from
 /// [`command`].
-pub(crate) fn completion(program: &str, shell: &str) -> Result<String, ConfigError> {
+pub(crate) fn completion(
+    program: &str,
+    shell: &str,
+    plugin_kinds: &[PluginKind],
+) -> Result<String, ConfigError> {
     use clap_complete::Shell;
     let shell = match shell.to_lowercase().as_str() {
         "bash" => Shell::Bash,
@@ -258,7 +319,12 @@ pub(crate) fn completion(program: &str, shell: &str) -> Result<String, ConfigErr
         }
     };
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut command(program), program, &mut out);
+    clap_complete::generate(
+        shell,
+        &mut command(program, plugin_kinds),
+        program,
+        &mut out,
+    );
     String::from_utf8(out)
         .map_err(|e| ConfigError::CommandLine(format!("cannot render the completion: {e}")))
 }
@@ -331,8 +397,9 @@ fn items_in_order(
     Ok((items, config_file))
 }
 
-/// The `--help` text, laid out like Go receptor's.
-pub(crate) fn help_text(program: &str) -> String {
+/// The `--help` text, laid out like Go receptor's: the core's kinds, and the plugins'
+/// kinds in their groups (backends, work types), each naming its plugin.
+pub(crate) fn help_text(program: &str, plugin_kinds: &[PluginKind]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "Usage: {program} [--<action> [<param>=<value> ...] ...]\n\n"
@@ -380,12 +447,35 @@ pub(crate) fn help_text(program: &str) -> String {
             }
             out.push('\n');
         }
+        let from_plugins = plugin_kinds.iter().filter(|k| {
+            schema::kind(&k.kind).is_none()
+                && match group {
+                    Group::Backends => k.backend,
+                    Group::Workers => !k.backend,
+                    _ => false,
+                }
+        });
+        for kind in from_plugins {
+            out.push_str(&format!(
+                "   --{}: {} (plugin {})\n",
+                kind.kind,
+                plugin_kind_help(kind),
+                kind.plugin
+            ));
+            for field in &kind.desc.fields {
+                out.push_str(&format!("      {}\n", plugin_field_line(kind, field)));
+            }
+            if let Some(key) = &kind.desc.v2_key {
+                out.push_str(&format!("      (version-2 form: under \"{key}:\")\n"));
+            }
+            out.push('\n');
+        }
     }
     out
 }
 
 /// A bash completion script for the flags and their keys.
-pub(crate) fn bash_completion(program: &str) -> String {
+pub(crate) fn bash_completion(program: &str, plugin_kinds: &[PluginKind]) -> String {
     let function = format!(
         "_{}",
         program
@@ -399,12 +489,29 @@ pub(crate) fn bash_completion(program: &str) -> String {
         "--config".to_owned(),
         "-c".to_owned(),
     ];
-    actions.extend(
-        KINDS
+    let mut kinds: Vec<(String, Vec<String>)> = KINDS
+        .iter()
+        .filter(|k| !k.hidden)
+        .map(|k| {
+            let keys = k.fields.iter().map(|f| format!("{}=", f.name)).collect();
+            (k.name.to_owned(), keys)
+        })
+        .collect();
+    kinds.extend(
+        plugin_kinds
             .iter()
-            .filter(|k| !k.hidden)
-            .map(|k| format!("--{}", k.name)),
+            .filter(|k| schema::kind(&k.kind).is_none())
+            .map(|k| {
+                let keys = k
+                    .desc
+                    .fields
+                    .iter()
+                    .map(|f| format!("{}=", f.name))
+                    .collect();
+                (k.kind.clone(), keys)
+            }),
     );
+    actions.extend(kinds.iter().map(|(name, _)| format!("--{name}")));
     let mut out = String::new();
     out.push_str(&format!("{function}()\n{{\n"));
     out.push_str("  local cur prevdashed count DASHCMDS\n");
@@ -422,9 +529,8 @@ pub(crate) fn bash_completion(program: &str) -> String {
     out.push_str("      -c|--config)\n");
     out.push_str("        COMPREPLY=($(compgen -f -- ${cur}))\n");
     out.push_str("        ;;\n");
-    for kind in KINDS.iter().filter(|k| !k.hidden) {
-        let keys: Vec<String> = kind.fields.iter().map(|f| format!("{}=", f.name)).collect();
-        out.push_str(&format!("      --{})\n", kind.name));
+    for (name, keys) in &kinds {
+        out.push_str(&format!("      --{name})\n"));
         out.push_str(&format!(
             "        COMPREPLY=($(compgen -W \"{}\" -- ${{cur}}))\n",
             keys.join(" ")

@@ -20,8 +20,6 @@ pub(crate) enum FieldType {
     Int,
     /// `bool`
     Bool,
-    /// `float64`
-    Float,
     /// `[]string` (may be repeated)
     StrList,
     /// A list of maps (`firewallrules`).
@@ -43,11 +41,6 @@ pub(crate) fn coerce(
         FieldType::Str => to_str(value).map(serde_json::Value::String),
         FieldType::Int => to_int(value).map(serde_json::Value::from),
         FieldType::Bool => to_bool(value).map(serde_json::Value::Bool),
-        FieldType::Float => to_float(value).and_then(|f| {
-            serde_json::Number::from_f64(f)
-                .map(serde_json::Value::Number)
-                .ok_or_else(|| format!("expected a finite number, got {f}"))
-        }),
         FieldType::StrList => to_str_list(value, existing),
         FieldType::MapList => to_map_list(value),
         FieldType::FloatMap | FieldType::AnyMap => to_map(ty, value),

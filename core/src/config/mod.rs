@@ -22,10 +22,16 @@
 //!
 //! The core owns and validates the kinds it implements (node, log level, control
 //! services, TLS configurations, work signing, service proxies, certificate commands,
-//! and `plugins:`, a receptor-rs extension listing plugin files or folders). Everything
-//! else (backends, work types, kinds a third-party plugin may claim) is kept as a
-//! [`Section`]: a JSON object the plugin host gives to the plugin that claims the kind,
-//! which reports unknown kinds with the list of what is available.
+//! and the receptor-rs extensions `plugins:`, listing plugin files or folders,
+//! `control-limits:`, bounding control clients, and `mesh-limits:`, bounding what mesh
+//! peers can make the node hold). Everything
+//! else (backends, work types, built-in or third-party) is kept as a [`Section`]: a JSON
+//! object the plugin host gives to the plugin that claims the kind, which reports
+//! unknown kinds with the list of what is available. The core does not know the fields
+//! of those kinds: each plugin describes its sections, and once the plugins are loaded
+//! [`describe_sections`] applies those descriptions (bare values, Go's list and
+//! repeated-key rules); `--help`, `--man` and the completions list them from the
+//! [`PluginKind`]s given to [`parse_args_with`].
 //!
 //! YAML is read with serde-saphyr (serde_yaml is archived; serde-saphyr is pure Rust and
 //! accepts the YAML 1.1 spellings Go's yaml.v2 accepts), only inside this module.
@@ -33,6 +39,7 @@
 mod build;
 mod cli;
 pub(crate) mod coerce;
+mod described;
 mod error;
 mod item;
 mod model;
@@ -44,6 +51,7 @@ mod yaml;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+pub use described::{describe_sections, PluginKind};
 pub use error::{ConfigError, ReloadError};
 pub use model::{
     Cidr, CommandServiceConfig, Config, ControlServiceConfig, IpRouterConfig, LogFormat, LogLevel,
@@ -82,8 +90,8 @@ pub enum Invocation {
     },
     /// `--version`: print [`version_line`].
     Version,
-    /// Print this usage text and exit successfully (`--help`, no arguments); the plugins
-    /// on the default search path add their sections to it.
+    /// Print this usage text and exit successfully (`--help`, no arguments); it lists
+    /// the plugin kinds given to [`parse_args_with`].
     Help(String),
     /// Print this generated text verbatim and exit successfully (`--bash-completion`,
     /// `--completion SHELL`, `--man`): a script or page that nothing may be appended to.
@@ -99,8 +107,8 @@ pub enum Invocation {
     CertSignReq(Section),
 }
 
-/// Whether `--help` already lists `kind` (the core's sections and Go receptor's own
-/// backend and work-type sections).
+/// Whether the core's own table lists `kind` (the core's sections, and Go receptor's
+/// kinds that no plugin of this build provides).
 pub fn is_core_listed_kind(kind: &str) -> bool {
     schema::kind(kind).is_some()
 }
@@ -111,7 +119,18 @@ pub fn is_core_listed_kind(kind: &str) -> bool {
 /// files); calling this again with the same arguments and comparing with
 /// [`reload_check`] does the same.
 pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Invocation, ConfigError> {
-    cli::parse(args)
+    cli::parse(args, Vec::new)
+}
+
+/// As [`parse_args`]; `plugin_kinds` is called (once) only when the command line asks
+/// for `--help`, `--man` or a completion script, whose text then lists those kinds
+/// with the core's (backends and work types in their groups).
+pub fn parse_args_with<I, F>(args: I, plugin_kinds: F) -> Result<Invocation, ConfigError>
+where
+    I: IntoIterator<Item = OsString>,
+    F: FnOnce() -> Vec<PluginKind>,
+{
+    cli::parse(args, plugin_kinds)
 }
 
 /// Reads one configuration file (either form) into a [`Config`], as `--config path`
@@ -149,7 +168,8 @@ fn config_from_items(items: Vec<item::RawItem>) -> Result<Config, ConfigError> {
 #[cfg(test)]
 mod fuzz_tests;
 
-/// The `--help` text for a program called `program`.
-pub fn help_text(program: &str) -> String {
-    cli::help_text(program)
+/// The `--help` text for a program called `program`, listing the core's kinds and
+/// `plugin_kinds`.
+pub fn help_text(program: &str, plugin_kinds: &[PluginKind]) -> String {
+    cli::help_text(program, plugin_kinds)
 }

@@ -60,6 +60,9 @@ pub struct Config {
     /// `mesh-page`: the read-only web page of the mesh (receptor-rs extension; off when
     /// absent).
     pub mesh_page: Option<MeshPageConfig>,
+    /// `control-limits`: bounds on control clients and `work submit` payloads
+    /// (receptor-rs extension; [`crate::control::ControlLimits::default`] when absent).
+    pub control_limits: crate::control::ControlLimits,
     /// `mesh-limits`: bounds on what peers can make the node hold (receptor-rs
     /// extension; the defaults when absent).
     pub mesh_limits: MeshLimitsConfig,
@@ -155,6 +158,7 @@ impl Config {
             ip_routers: Vec::new(),
             metrics: None,
             mesh_page: None,
+            control_limits: crate::control::ControlLimits::default(),
             mesh_limits: MeshLimitsConfig::default(),
             sections: Vec::new(),
         }
@@ -185,15 +189,22 @@ pub struct Section {
     /// Canonical singular kind, e.g. `tcp-listener`, `work-command`, `my-worktype`.
     pub kind: String,
     /// A JSON object; top-level keys are lower-cased. Values from YAML keep their YAML
-    /// type; values from the command line are strings. List fields of Go's kinds
-    /// (`allowedpeers`) are always lists of strings (`a`, `["a","b"]` and repeated
-    /// keys all work, as in Go); for kinds unknown here, a key repeated on the command
-    /// line becomes a list of strings. A bare value (`--tcp-peer host:port`) is stored
-    /// under the kind's bare key for Go's kinds (`address`, `port`) and under `""` for
-    /// kinds this module does not know.
+    /// type; values from the command line are strings. As read, a key repeated on the
+    /// command line is a list of its values and a bare value (`--tcp-peer host:port`)
+    /// is under `""`; [`super::describe_sections`] then applies the plugin's
+    /// description: the bare value goes to its field (`address`), list fields
+    /// (`allowedpeers`) become lists of strings by Go's rules (`a`, `["a","b"]` and
+    /// repeated keys all work), and a repeated scalar keeps its last value.
     pub value: serde_json::Value,
     /// Where it was written, e.g. `foo.yml item 3 (line 7)` or `command line --tcp-listener`.
     pub origin: String,
+}
+
+impl Section {
+    /// Whether the section was given on the command line (its origin says so).
+    pub fn from_command_line(&self) -> bool {
+        self.origin.starts_with("command line")
+    }
 }
 
 impl PartialEq for Section {

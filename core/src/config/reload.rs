@@ -43,6 +43,7 @@ fn fixed_items(config: &Config) -> Vec<(String, serde_json::Value)> {
         ("log-format".to_owned(), json(&config.log_format)),
         ("metrics".to_owned(), json(&config.metrics)),
         ("mesh-page".to_owned(), json(&config.mesh_page)),
+        ("control-limits".to_owned(), json(&config.control_limits)),
         ("mesh-limits".to_owned(), json(&config.mesh_limits)),
     ];
     if config.trace {

@@ -1,11 +1,14 @@
-//! The configuration kinds Go receptor 1.6.9 knows, with their fields.
+//! The core's own configuration kinds, with their fields.
 //!
 //! Each kind is one `--flag` on the command line and one `- kind:` item in a YAML list.
 //! Kinds owned by the core (node, control services, TLS, signing, proxies, certificate
-//! commands) are validated and typed here. Backend and work-type kinds belong to
-//! plugins: the table still describes them, for `--help`, for the bare value of
-//! `--tcp-peer host:port`, and so that the list of kinds matches Go receptor's, but their
-//! fields are checked by the plugin that claims them.
+//! commands, `plugins`) are validated and typed here. Backends and work types
+//! (`tcp-listener`, `ws-peer`, `work-command`, ...) belong to the plugins that claim
+//! them, which describe their fields themselves (see [`super::describe_sections`] and
+//! [`super::PluginKind`]). The table keeps only the kinds of Go receptor 1.6.9 that no
+//! plugin of this build provides (`work-kubernetes`, `work-python`, the internal
+//! `command-runner`), so that `--help` lists them and the node can say they are not
+//! provided.
 
 use super::coerce::FieldType;
 
@@ -188,18 +191,10 @@ const fn hidden(mut spec: KindSpec) -> KindSpec {
     spec
 }
 
-use FieldType::{AnyMap, Bool, Float, FloatMap, Int, MapList, Str, StrList};
-use Group::{Backends, Certificates, General, Resources, Services, Workers};
+use FieldType::{AnyMap, Bool, FloatMap, Int, MapList, Str, StrList};
+use Group::{Certificates, General, Resources, Services, Workers};
 use Owner::{Core, Plugin};
 
-const COST: FieldSpec = def("cost", Float, "1.0", "Connection cost (weight)");
-const NODECOST: FieldSpec = f("nodecost", FloatMap, "Per-node costs");
-const ALLOWEDPEERS: FieldSpec = f(
-    "allowedpeers",
-    StrList,
-    "Node IDs of the peers allowed on this connection",
-);
-const REDIAL: FieldSpec = def("redial", Bool, "true", "Redial when the connection is lost");
 const BINDADDR: FieldSpec = def("bindaddr", Str, "0.0.0.0", "Local address to bind to");
 const PERMISSIONS: FieldSpec = def("permissions", Int, "0600", "Permissions of the socket file");
 const CONFIG_NAME: FieldSpec = req("name", Str, "Name of this configuration");
@@ -210,8 +205,6 @@ const MINTLS13: FieldSpec = def(
     "Require TLS 1.3 (otherwise 1.2 is the minimum)",
 );
 const TLS_SERVER: FieldSpec = f("tls", Str, "Name of a tls-server configuration");
-const TLS_CLIENT: FieldSpec = f("tls", Str, "Name of a tls-client configuration");
-const PEER_ADDRESS: FieldSpec = bare(req("address", Str, "host:port to connect to"));
 const REMOTENODE: FieldSpec = req("remotenode", Str, "Node to forward to");
 const REMOTESERVICE: FieldSpec = req("remoteservice", Str, "Service to forward to");
 const LISTEN_SERVICE: FieldSpec = req("service", Str, "Mesh service name to listen on");
@@ -370,7 +363,7 @@ pub(crate) static KINDS: &[KindSpec] = &[
             def(
                 "routeinterval",
                 Str,
-                "50ms",
+                "2ms",
                 "Shortest time between route computations while changes keep coming",
             ),
             def(
@@ -384,6 +377,49 @@ pub(crate) static KINDS: &[KindSpec] = &[
                 Int,
                 "256",
                 "Connections per backend that have not completed the handshake; more are closed",
+            ),
+        ],
+    )),
+    singleton(kind_spec(
+        "control-limits",
+        "Bound what control clients may hold on the node (receptor-rs extension)",
+        Core,
+        General,
+        &[
+            def(
+                "maxconnections",
+                Int,
+                "1024",
+                "Control connections served at once over the unix socket and TCP listeners",
+            ),
+            def(
+                "maxlinelength",
+                Int,
+                "1048576",
+                "Longest command line, in bytes",
+            ),
+            def(
+                "linetimeout",
+                Str,
+                "1m",
+                "Time from the first byte of a command line to its end",
+            ),
+            f(
+                "idletimeout",
+                Str,
+                "Time a connection may wait between commands (default: no limit)",
+            ),
+            def(
+                "maxpayload",
+                Int,
+                "0",
+                "Largest work submit payload in bytes (0: no limit)",
+            ),
+            def(
+                "payloadidletimeout",
+                Str,
+                "10m",
+                "Longest pause within a work submit payload",
             ),
         ],
     )),
@@ -500,80 +536,6 @@ pub(crate) static KINDS: &[KindSpec] = &[
                 "Do not check the node ID in the certificate at startup",
             ),
             MINTLS13,
-        ],
-    ),
-    kind_spec(
-        "tcp-listener",
-        "Accept backend connections on a TCP port",
-        Plugin,
-        Backends,
-        &[
-            BINDADDR,
-            bare(req("port", Int, "TCP port to listen on")),
-            TLS_SERVER,
-            COST,
-            NODECOST,
-            ALLOWEDPEERS,
-        ],
-    ),
-    kind_spec(
-        "tcp-peer",
-        "Connect to a peer's TCP listener",
-        Plugin,
-        Backends,
-        &[PEER_ADDRESS, REDIAL, TLS_CLIENT, COST, ALLOWEDPEERS],
-    ),
-    kind_spec(
-        "udp-listener",
-        "Accept backend connections on a UDP port",
-        Plugin,
-        Backends,
-        &[
-            BINDADDR,
-            bare(req("port", Int, "UDP port to listen on")),
-            COST,
-            NODECOST,
-            ALLOWEDPEERS,
-        ],
-    ),
-    kind_spec(
-        "udp-peer",
-        "Connect to a peer's UDP listener",
-        Plugin,
-        Backends,
-        &[PEER_ADDRESS, REDIAL, COST, ALLOWEDPEERS],
-    ),
-    kind_spec(
-        "ws-listener",
-        "Accept backend connections over websockets (HTTP server)",
-        Plugin,
-        Backends,
-        &[
-            BINDADDR,
-            bare(req("port", Int, "TCP port of the HTTP server")),
-            def("path", Str, "/", "URI path of the websocket endpoint"),
-            TLS_SERVER,
-            COST,
-            NODECOST,
-            ALLOWEDPEERS,
-        ],
-    ),
-    kind_spec(
-        "ws-peer",
-        "Connect to a peer's websocket listener",
-        Plugin,
-        Backends,
-        &[
-            bare(req("address", Str, "URL to connect to")),
-            REDIAL,
-            f(
-                "extraheader",
-                Str,
-                "Extra HTTP header (Name:value) sent when connecting",
-            ),
-            TLS_CLIENT,
-            COST,
-            ALLOWEDPEERS,
         ],
     ),
     kind_spec(
@@ -705,19 +667,6 @@ pub(crate) static KINDS: &[KindSpec] = &[
         Workers,
         &[bare(f("publickey", Str, "PEM file of the RSA public key"))],
     )),
-    kind_spec(
-        "work-command",
-        "Work type that runs an external command",
-        Plugin,
-        Workers,
-        &[
-            WORKTYPE,
-            req("command", Str, "Command that processes a unit of work"),
-            f("params", Str, "Command-line parameters"),
-            ALLOWRUNTIMEPARAMS,
-            VERIFYSIGNATURE,
-        ],
-    ),
     kind_spec(
         "work-kubernetes",
         "Work type that runs pods on Kubernetes",
@@ -851,7 +800,6 @@ pub(crate) fn type_label(ty: FieldType) -> &'static str {
         Str => "string",
         Int => "int",
         Bool => "bool",
-        Float => "float64",
         StrList => "[]string (may be repeated)",
         MapList => "JSON list of JSON dict of JSON data to JSON data",
         FloatMap => "JSON dict of string to float64",
@@ -859,7 +807,9 @@ pub(crate) fn type_label(ty: FieldType) -> &'static str {
     }
 }
 
-/// The singular kind of a key of the `version: 2` map form (`tcp-listeners` → `tcp-listener`).
+/// The singular kind of a key of the `version: 2` map form of a core kind
+/// (`control-services` → `control-service`). Plugins' keys (`tcp-listeners`) lose their
+/// final `s`, and the plugin host maps a key a plugin declares to its kind.
 pub(crate) fn v2_kind(key: &str) -> Option<&'static str> {
     Some(match key {
         "node" => "node",
@@ -868,13 +818,13 @@ pub(crate) fn v2_kind(key: &str) -> Option<&'static str> {
         "log-format" => "log-format",
         "metrics" => "metrics",
         "mesh-page" => "mesh-page",
+        "control-limits" => "control-limits",
         "mesh-limits" => "mesh-limits",
         "local-only" => "local-only",
         "plugins" => "plugins",
         "control-services" => "control-service",
         "tls-clients" => "tls-client",
         "tls-servers" => "tls-server",
-        "work-commands" => "work-command",
         "work-kubernetes" => "work-kubernetes",
         "work-signing" => "work-signing",
         "work-verification" => "work-verification",
@@ -888,12 +838,6 @@ pub(crate) fn v2_kind(key: &str) -> Option<&'static str> {
         "cert-init" => "cert-init",
         "cert-makereqs" => "cert-makereq",
         "cert-signreqs" => "cert-signreq",
-        "tcp-listeners" => "tcp-listener",
-        "udp-listeners" => "udp-listener",
-        "ws-listeners" => "ws-listener",
-        "tcp-peers" => "tcp-peer",
-        "udp-peers" => "udp-peer",
-        "ws-peers" => "ws-peer",
         _ => return None,
     })
 }

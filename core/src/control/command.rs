@@ -47,6 +47,8 @@ pub struct ControlConn {
     pub writer: BoxWrite,
     /// Transport the client came in on.
     pub peer: PeerKind,
+    /// The service's limits (line length and timeouts, payload size and pauses).
+    pub limits: super::limits::ControlLimits,
 }
 
 /// What a command produced.

@@ -11,7 +11,10 @@
 //! connection's own task with a deadline, and a failed handshake only ends that connection.
 //!
 //! Each listener runs an accept task that owns the sessions it started: closing or
-//! dropping the [`ControlListener`] stops accepting and ends those sessions.
+//! dropping the [`ControlListener`] stops accepting and ends those sessions. The
+//! listeners of one [`ControlService`] share its `maxconnections` slots
+//! ([`super::limits`]); a connection accepted when none is free is refused with an
+//! error line.
 
 use std::ffi::CString;
 use std::io;
@@ -23,17 +26,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use super::command::{BoxRead, BoxWrite, PeerKind};
+use super::limits::too_many_connections_line;
 use super::service::ControlService;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a TLS client may take to complete its handshake (Go receptor's deadline).
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long telling a refused client why may take.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where a listener listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,14 +262,48 @@ async fn serve_accepted(service: ControlService, accepted: Accepted) {
     }
 }
 
+/// Turns away a connection beyond [`ControlLimits::max_connections`]: one error line
+/// instead of the greeting (none on TLS, which has not shaken hands), then close.
+///
+/// [`ControlLimits::max_connections`]: super::limits::ControlLimits::max_connections
+async fn refuse(accepted: Accepted, max: usize) {
+    if let Accepted::Ready(_reader, mut writer, _) = accepted {
+        let line = too_many_connections_line(max);
+        let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+            writer.write_all(line.as_bytes()).await?;
+            writer.shutdown().await
+        })
+        .await;
+    }
+}
+
 async fn accept_loop(acceptor: Acceptor, service: ControlService) {
     let mut sessions = JoinSet::new();
+    // Whether the last connection was refused: a warning is logged when refusals start.
+    let mut refusing = false;
     loop {
         tokio::select! {
             accepted = acceptor.accept() => match accepted {
-                Ok(accepted) => {
-                    sessions.spawn(serve_accepted(service.clone(), accepted));
-                }
+                Ok(accepted) => match service.listener_slot() {
+                    Some(slot) => {
+                        refusing = false;
+                        let service = service.clone();
+                        sessions.spawn(async move {
+                            serve_accepted(service, accepted).await;
+                            drop(slot);
+                        });
+                    }
+                    None => {
+                        let max = service.limits().max_connections;
+                        if !refusing {
+                            tracing::warn!(
+                                "{max} control connections are open (control-limits maxconnections): refusing new ones"
+                            );
+                            refusing = true;
+                        }
+                        sessions.spawn(refuse(accepted, max));
+                    }
+                },
                 Err(e) => {
                     tracing::warn!("error accepting control connection: {e}");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;

@@ -11,6 +11,7 @@
 //! * [`command`] is the contract between the session loop and the commands;
 //! * [`registry`] holds the command table other modules register into (`work`,
 //!   `connect`);
+//! * [`limits`] holds the bounds on clients (`control-limits`);
 //! * [`session`] reads and parses lines and dispatches them;
 //! * [`service`] and [`listener`] serve sessions over streams, unix sockets and TCP;
 //! * [`status`], [`ping`] and [`reload`] are the built-in commands; [`connect`] is
@@ -18,6 +19,7 @@
 
 pub mod command;
 pub mod connect;
+pub mod limits;
 pub mod listener;
 #[cfg(test)]
 mod mesh_tests;
@@ -35,6 +37,7 @@ pub mod topology;
 use std::sync::Arc;
 
 pub use command::{Args, ControlCommand, ControlConn, PeerKind, Reply};
+pub use limits::ControlLimits;
 pub use listener::{ControlListener, ListenAddr, UnixListenError};
 pub use registry::CommandRegistry;
 pub use reload::{ReloadFailure, ReloadFn, ReloadFuture};

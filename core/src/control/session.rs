@@ -15,25 +15,37 @@
 //!   a command closes it.
 //!
 //! Two Go bugs are not reproduced: a malformed JSON line gets one error line (Go sends
-//! a second `ERROR: Unknown command, `), and lines are bounded ([`MAX_LINE`]) so a
-//! client cannot make the node buffer without limit.
+//! a second `ERROR: Unknown command, `), and lines are bounded in length and in time
+//! ([`ControlLimits::max_line`], [`ControlLimits::line_timeout`]) so a client cannot make
+//! the node buffer without limit or hold a half-sent command for ever.
 //!
 //! Lines are read through a `BufReader`, never past what the command may need: bytes
 //! after a command line stay in the reader's buffer, where the command (a `work submit`
 //! payload) or the next iteration finds them.
 
 use std::io;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::time::Instant;
 
 use super::command::{Args, BoxRead, BoxWrite, ControlConn, Reply};
+use super::limits::ControlLimits;
 use super::registry::CommandRegistry;
 use receptor_proto::go::json_decode;
 
-/// Longest command line accepted (bytes, `\r` excluded). Longer lines are discarded up
-/// to their newline and answered with one error line.
-pub const MAX_LINE: usize = 4 * 1024 * 1024;
+/// Longest command line accepted by default (bytes, `\r` excluded): see
+/// [`ControlLimits::max_line`]. Longer lines are discarded up to their newline and
+/// answered with one error line.
+pub const MAX_LINE: usize = super::limits::DEFAULT_MAX_LINE;
+
+/// Capacity of the line buffer kept between commands.
+const KEPT_LINE_CAPACITY: usize = 64 * 1024;
+
+/// How long the last error line of a session may take to reach a client that does not
+/// read.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How reading a line ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -42,24 +54,45 @@ enum LineEnd {
     Newline,
     /// The peer closed its side; the line holds whatever came before.
     Eof,
-    /// The line exceeded [`MAX_LINE`] and was discarded; `eof` if the stream ended.
+    /// The line exceeded the maximum length and was discarded; `eof` if the stream ended.
     TooLong {
         /// The stream ended before the newline.
         eof: bool,
     },
+    /// The line was begun but not finished within the line timeout.
+    TimedOut,
+    /// No line was begun within the idle timeout.
+    Idle,
 }
 
 /// Reads one line into `line` (cleared first), dropping `\r` bytes and consuming the
-/// `\n`, without consuming anything after it.
+/// `\n`, without consuming anything after it. The wait for the line's first byte is
+/// bounded by `limits.idle_timeout` (if set), the rest of the line by
+/// `limits.line_timeout` from that byte on.
 async fn read_line(
     reader: &mut BufReader<BoxRead>,
     line: &mut Vec<u8>,
-    max: usize,
+    limits: &ControlLimits,
 ) -> io::Result<LineEnd> {
     line.clear();
+    if line.capacity() > KEPT_LINE_CAPACITY {
+        // Don't hold a long line's buffer while the session idles.
+        *line = Vec::new();
+    }
     let mut too_long = false;
+    // Set when the line's first byte is seen.
+    let mut line_deadline: Option<Instant> = None;
+    let idle_deadline = limits.idle_timeout.map(|t| Instant::now() + t);
     loop {
-        let chunk = reader.fill_buf().await?;
+        let deadline = line_deadline.or(idle_deadline);
+        let chunk = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, reader.fill_buf()).await {
+                Ok(chunk) => chunk?,
+                Err(_) if line_deadline.is_some() => return Ok(LineEnd::TimedOut),
+                Err(_) => return Ok(LineEnd::Idle),
+            },
+            None => reader.fill_buf().await?,
+        };
         if chunk.is_empty() {
             return Ok(if too_long {
                 LineEnd::TooLong { eof: true }
@@ -67,11 +100,14 @@ async fn read_line(
                 LineEnd::Eof
             });
         }
+        if line_deadline.is_none() {
+            line_deadline = Some(Instant::now() + limits.line_timeout);
+        }
         let newline = chunk.iter().position(|&b| b == b'\n');
         let body = &chunk[..newline.unwrap_or(chunk.len())];
         if !too_long {
             line.extend(body.iter().copied().filter(|&b| b != b'\r'));
-            if line.len() > max {
+            if line.len() > limits.max_line {
                 too_long = true;
                 line.clear();
                 line.shrink_to(0);
@@ -144,17 +180,36 @@ pub(crate) async fn run(greeting: &[u8], registry: &CommandRegistry, mut conn: C
 }
 
 async fn command_loop(registry: &CommandRegistry, conn: &mut ControlConn) {
+    let limits = conn.limits;
     let mut line = Vec::new();
     loop {
-        let eof = match read_line(&mut conn.reader, &mut line, MAX_LINE).await {
+        let eof = match read_line(&mut conn.reader, &mut line, &limits).await {
             Ok(LineEnd::Newline) => false,
             Ok(LineEnd::Eof) => true,
             Ok(LineEnd::TooLong { eof }) => {
-                let msg = format!("command line longer than {MAX_LINE} bytes");
+                let msg = format!("command line longer than {} bytes", limits.max_line);
                 if write_error(&mut conn.writer, &msg).await.is_err() || eof {
                     return;
                 }
                 continue;
+            }
+            Ok(LineEnd::TimedOut) => {
+                let msg = format!(
+                    "command line not complete within {:?} (control-limits linetimeout), closing",
+                    limits.line_timeout
+                );
+                tracing::debug!(peer = ?conn.peer, "{msg}");
+                farewell(&mut conn.writer, &msg).await;
+                return;
+            }
+            Ok(LineEnd::Idle) => {
+                let msg = format!(
+                    "no command within {:?} (control-limits idletimeout), closing",
+                    limits.idle_timeout.unwrap_or_default()
+                );
+                tracing::debug!(peer = ?conn.peer, "{msg}");
+                farewell(&mut conn.writer, &msg).await;
+                return;
             }
             Err(e) => {
                 tracing::debug!(peer = ?conn.peer, "control session read error: {e}");
@@ -218,6 +273,12 @@ pub(crate) async fn write_error(writer: &mut BoxWrite, msg: &str) -> io::Result<
     line.extend_from_slice(b"ERROR: ");
     line.extend(msg.bytes().map(|b| if b == b'\n' { b' ' } else { b }));
     write_line(writer, line).await
+}
+
+/// Writes a last `ERROR: <msg>` line before the session ends, giving up after
+/// [`FAREWELL_TIMEOUT`] on a client that does not read.
+pub(crate) async fn farewell(writer: &mut BoxWrite, msg: &str) {
+    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, write_error(writer, msg)).await;
 }
 
 /// Appends `\n` and writes the line with one write call.
@@ -300,12 +361,16 @@ mod tests {
         let mut out = Vec::new();
         let mut line = Vec::new();
         loop {
-            let end = read_line(&mut reader, &mut line, max).await;
+            let limits = ControlLimits {
+                max_line: max,
+                ..ControlLimits::default()
+            };
+            let end = read_line(&mut reader, &mut line, &limits).await;
             let end = match end {
                 Ok(end) => end,
                 Err(e) => panic!("{e}"),
             };
-            let done = matches!(end, LineEnd::Eof | LineEnd::TooLong { eof: true });
+            let done = !matches!(end, LineEnd::Newline | LineEnd::TooLong { eof: false });
             out.push((line.clone(), end));
             if done {
                 return out;

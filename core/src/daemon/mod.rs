@@ -75,11 +75,13 @@ impl Daemon {
     /// Starts a node from a parsed configuration. `argv` is the command line it came
     /// from, re-read on `reload` together with `config_file`.
     pub async fn start(
-        config: Config,
+        mut config: Config,
         config_file: Option<PathBuf>,
         argv: Vec<OsString>,
     ) -> anyhow::Result<Arc<Daemon>> {
         let plugins = Arc::new(load_plugins(&config)?);
+        // The plugins' sections as their plugins describe them (bare values, lists).
+        config::describe_sections(&mut config, |kind| plugins.section_desc(kind))?;
         let tls = Arc::new(trust::tls_registry(&config)?);
         let node_id = config.node.id.clone();
         let max_idle = config
@@ -249,9 +251,10 @@ impl Daemon {
             )))
             .context("registering the connect command")?;
         let reload = self.reload_fn();
-        let control = ControlService::for_mesh(&self.mesh, registry, reload)
-            .context("starting the control service")?;
         let config = self.config.lock().await.clone();
+        let control = ControlService::for_mesh(&self.mesh, registry, reload)
+            .context("starting the control service")?
+            .with_limits(config.control_limits);
         // Mesh listeners first: once the unix socket greets, the node is fully up.
         for cs in config
             .control_services
@@ -375,6 +378,15 @@ impl Daemon {
             };
             return Err(ReloadFailure {
                 message,
+                code: ERRORCODE_CONFIG,
+            });
+        }
+        let mut fresh = fresh;
+        if let Err(e) =
+            config::describe_sections(&mut fresh, |kind| self.plugins.section_desc(kind))
+        {
+            return Err(ReloadFailure {
+                message: format!("error loading config file: {e}"),
                 code: ERRORCODE_CONFIG,
             });
         }

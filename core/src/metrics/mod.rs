@@ -137,6 +137,10 @@ pub struct NodeCounters {
     pub control_connections_total: Counter,
     /// QUIC streams open now (both directions).
     pub streams_open: Gauge,
+    /// QUIC connections this node dialed (handshakes completed) since start.
+    pub stream_connections_dialed: Counter,
+    /// QUIC connections this node accepted (handshakes completed) since start.
+    pub stream_connections_accepted: Counter,
     /// Bytes of unit results written to disk.
     pub result_bytes_written: Counter,
     /// Bytes of unit results streamed to clients (`work results`, remote units).
@@ -149,6 +153,8 @@ pub fn node() -> &'static NodeCounters {
         control_connections: Gauge(AtomicU64::new(0)),
         control_connections_total: Counter(AtomicU64::new(0)),
         streams_open: Gauge(AtomicU64::new(0)),
+        stream_connections_dialed: Counter(AtomicU64::new(0)),
+        stream_connections_accepted: Counter(AtomicU64::new(0)),
         result_bytes_written: Counter(AtomicU64::new(0)),
         result_bytes_streamed: Counter(AtomicU64::new(0)),
     };
@@ -290,6 +296,10 @@ pub struct Snapshot {
     pub control_connections_total: u64,
     /// QUIC streams open now.
     pub streams_open: u64,
+    /// QUIC connections dialed since start (several streams share one between our nodes).
+    pub stream_connections_dialed: u64,
+    /// QUIC connections accepted since start.
+    pub stream_connections_accepted: u64,
     /// Units per work type (local work types, plus `remote` for units run elsewhere).
     pub work_types: BTreeMap<String, WorkTypeSnapshot>,
     /// Bytes of unit results written to disk.
@@ -322,6 +332,8 @@ impl Snapshot {
         self.control_connections = n.control_connections.get();
         self.control_connections_total = n.control_connections_total.get();
         self.streams_open = n.streams_open.get();
+        self.stream_connections_dialed = n.stream_connections_dialed.get();
+        self.stream_connections_accepted = n.stream_connections_accepted.get();
         self.result_bytes_written = n.result_bytes_written.get();
         self.result_bytes_streamed = n.result_bytes_streamed.get();
         self
@@ -446,6 +458,21 @@ impl Snapshot {
             "receptor_streams_open",
             "QUIC streams open.",
             self.streams_open,
+        );
+        out.family(
+            "receptor_stream_connections_total",
+            "counter",
+            "QUIC connections whose handshake completed, by side.",
+        );
+        out.sample(
+            "receptor_stream_connections_total",
+            &[("side", "dialed")],
+            self.stream_connections_dialed,
+        );
+        out.sample(
+            "receptor_stream_connections_total",
+            &[("side", "accepted")],
+            self.stream_connections_accepted,
         );
         out.gauge(
             "receptor_control_connections",

@@ -283,9 +283,10 @@ unsafe extern "C" fn host_connection(
     }
     // SAFETY: the descriptor's ownership moves to the host with this call.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: the plugin holds a reference to ctx until it calls release; the peer
-    // string is borrowed for this call.
-    let (ctx, peer) = unsafe { (&*(ctx as *const BackendCtx), peer.to_string_lossy()) };
+    // SAFETY: the plugin holds a reference to ctx until it calls release.
+    let ctx = unsafe { &*(ctx as *const BackendCtx) };
+    // SAFETY: the peer string is borrowed for this call.
+    let peer = unsafe { peer.to_string_lossy() };
     catch_unwind(AssertUnwindSafe(|| {
         deliver(ctx, fd, framing, peer, inbound != 0, None)
     }))
@@ -309,19 +310,16 @@ unsafe extern "C" fn host_connection_tls(
     }
     // SAFETY: the descriptor's ownership moves to the host with this call.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: the plugin holds a reference to ctx until it calls release; the peer
-    // string and the certificate bytes are borrowed for this call.
-    let (ctx, peer, cert) = unsafe {
-        (
-            &*(ctx as *const BackendCtx),
-            peer.to_string_lossy(),
-            abi::Str {
-                ptr: peer_cert,
-                len: peer_cert_len,
-            }
-            .as_bytes(),
-        )
+    // SAFETY: the plugin holds a reference to ctx until it calls release.
+    let ctx = unsafe { &*(ctx as *const BackendCtx) };
+    // SAFETY: the peer string is borrowed for this call.
+    let peer = unsafe { peer.to_string_lossy() };
+    let cert = abi::Str {
+        ptr: peer_cert,
+        len: peer_cert_len,
     };
+    // SAFETY: the certificate bytes are borrowed for this call.
+    let cert = unsafe { cert.as_bytes() };
     if cert.len() > MAX_PEER_CERT {
         tracing::warn!(plugin = %ctx.plugin, kind = %ctx.kind, "connection from {peer} refused: a peer certificate of {} bytes", cert.len());
         return 0;
@@ -452,11 +450,13 @@ mod tests {
         _err: *const abi::ErrorSink,
         out_instance: *mut *mut c_void,
     ) -> abi::Status {
-        // SAFETY: the test passes a `Kept` as claim_ctx, and the host a valid struct.
-        unsafe {
-            (*(claim_ctx as *const Kept)).set(Some(*host));
-            *out_instance = claim_ctx;
-        }
+        // SAFETY: the host passes a valid struct.
+        let host = unsafe { *host };
+        // SAFETY: the test passes a `Kept` as claim_ctx.
+        let kept = unsafe { &*(claim_ctx as *const Kept) };
+        kept.set(Some(host));
+        // SAFETY: out_instance is valid for writing during the call.
+        unsafe { *out_instance = claim_ctx };
         abi::STATUS_OK
     }
 

@@ -153,8 +153,10 @@ unsafe fn access<T>(
     store: impl FnOnce(T) -> bool,
 ) -> abi::Status {
     let result = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: both strings are borrowed for the call.
-        let (config, key) = unsafe { (config.as_bytes(), key.to_string_lossy()) };
+        // SAFETY: the string is borrowed for the call.
+        let config = unsafe { config.as_bytes() };
+        // SAFETY: likewise.
+        let key = unsafe { key.to_string_lossy() };
         let value = field(config, &key)?;
         let converted = convert(&key, &value)?;
         if store(converted) {
@@ -203,12 +205,10 @@ pub(super) unsafe extern "C" fn config_string(
     out_len: *mut usize,
     err: *const abi::ErrorSink,
 ) -> abi::Status {
+    // SAFETY: buf has cap writable bytes and out_len is null or writable.
+    let put = |s: String| unsafe { copy_out(&s, buf, cap, out_len) };
     // SAFETY: the plugin's arguments for this call.
-    unsafe {
-        access(config, key, err, as_string, |s| {
-            copy_out(&s, buf, cap, out_len)
-        })
-    }
+    unsafe { access(config, key, err, as_string, put) }
 }
 
 /// Stores `value` at `out` if it is not null.
@@ -231,8 +231,10 @@ pub(super) unsafe extern "C" fn config_int(
     out: *mut i64,
     err: *const abi::ErrorSink,
 ) -> abi::Status {
+    // SAFETY: out is null or writable.
+    let put = |v| unsafe { store(out, v) };
     // SAFETY: the plugin's arguments for this call.
-    unsafe { access(config, key, err, as_int, |v| store(out, v)) }
+    unsafe { access(config, key, err, as_int, put) }
 }
 
 pub(super) unsafe extern "C" fn config_bool(
@@ -242,8 +244,10 @@ pub(super) unsafe extern "C" fn config_bool(
     out: *mut u32,
     err: *const abi::ErrorSink,
 ) -> abi::Status {
+    // SAFETY: out is null or writable.
+    let put = |v: bool| unsafe { store(out, u32::from(v)) };
     // SAFETY: the plugin's arguments for this call.
-    unsafe { access(config, key, err, as_bool, |v| store(out, u32::from(v))) }
+    unsafe { access(config, key, err, as_bool, put) }
 }
 
 pub(super) unsafe extern "C" fn config_duration_ms(
@@ -253,8 +257,10 @@ pub(super) unsafe extern "C" fn config_duration_ms(
     out: *mut u64,
     err: *const abi::ErrorSink,
 ) -> abi::Status {
+    // SAFETY: out is null or writable.
+    let put = |v| unsafe { store(out, v) };
     // SAFETY: the plugin's arguments for this call.
-    unsafe { access(config, key, err, as_duration_ms, |v| store(out, v)) }
+    unsafe { access(config, key, err, as_duration_ms, put) }
 }
 
 pub(super) unsafe extern "C" fn config_list_len(
@@ -264,8 +270,10 @@ pub(super) unsafe extern "C" fn config_list_len(
     out: *mut usize,
     err: *const abi::ErrorSink,
 ) -> abi::Status {
+    // SAFETY: out is null or writable.
+    let put = |v: Vec<String>| unsafe { store(out, v.len()) };
     // SAFETY: the plugin's arguments for this call.
-    unsafe { access(config, key, err, as_list, |v| store(out, v.len())) }
+    unsafe { access(config, key, err, as_list, put) }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -285,6 +293,8 @@ pub(super) unsafe extern "C" fn config_list_item(
             .nth(index)
             .ok_or_else(|| Lookup::Error(format!("{key}: the list has no item {index}")))
     };
+    // SAFETY: buf has cap writable bytes and out_len is null or writable.
+    let put = |s: String| unsafe { copy_out(&s, buf, cap, out_len) };
     // SAFETY: the plugin's arguments for this call.
-    unsafe { access(config, key, err, item, |s| copy_out(&s, buf, cap, out_len)) }
+    unsafe { access(config, key, err, item, put) }
 }

@@ -62,9 +62,10 @@ unsafe extern "C" fn error_set(ctx: *mut c_void, message: abi::Str) {
         if ctx.is_null() {
             return;
         }
-        // SAFETY: ctx is the ErrorSlot that lives for the whole call; the message is
-        // borrowed for this call and copied here.
-        let (slot, text) = unsafe { (&*(ctx as *const ErrorSlot), message.to_string_lossy()) };
+        // SAFETY: ctx is the ErrorSlot that lives for the whole call.
+        let slot = unsafe { &*(ctx as *const ErrorSlot) };
+        // SAFETY: the message is borrowed for this call and copied here.
+        let text = unsafe { message.to_string_lossy() };
         *slot
             .message
             .lock()
@@ -119,9 +120,10 @@ unsafe extern "C" fn plugin_log(ctx: *mut c_void, level: u32, message: abi::Str)
         if ctx.is_null() {
             return;
         }
-        // SAFETY: ctx is the leaked LogCtx of this plugin; the message is borrowed for
-        // this call.
-        let (ctx, text) = unsafe { (&*(ctx as *const LogCtx), message.to_string_lossy()) };
+        // SAFETY: ctx is the leaked LogCtx of this plugin.
+        let ctx = unsafe { &*(ctx as *const LogCtx) };
+        // SAFETY: the message is borrowed for this call.
+        let text = unsafe { message.to_string_lossy() };
         let plugin = ctx.name.get().unwrap_or(&ctx.file);
         match level {
             abi::LOG_ERROR => tracing::error!(target: "receptor::plugin", %plugin, "{text}"),

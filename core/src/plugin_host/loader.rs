@@ -232,17 +232,27 @@ unsafe fn read_descriptor(
         reason,
     };
     // Read the header fields one by one: a descriptor of another major may be shorter.
+    let field = |offset: usize| desc.cast::<u8>().wrapping_add(offset);
     // SAFETY: every descriptor starts with struct_size, abi_major, abi_minor.
-    let size = unsafe { std::ptr::addr_of!((*desc).struct_size).read() };
+    let size = unsafe {
+        field(offset_of!(abi::PluginDescriptor, struct_size))
+            .cast::<usize>()
+            .read()
+    };
     if size < offset_of!(abi::PluginDescriptor, abi_minor) + size_of::<u32>() {
         return Err(bad(format!("descriptor of {size} bytes is too small")));
     }
     // SAFETY: covered by struct_size, checked above.
-    let (major, minor) = unsafe {
-        (
-            std::ptr::addr_of!((*desc).abi_major).read(),
-            std::ptr::addr_of!((*desc).abi_minor).read(),
-        )
+    let major = unsafe {
+        field(offset_of!(abi::PluginDescriptor, abi_major))
+            .cast::<u32>()
+            .read()
+    };
+    // SAFETY: likewise.
+    let minor = unsafe {
+        field(offset_of!(abi::PluginDescriptor, abi_minor))
+            .cast::<u32>()
+            .read()
     };
     if major != abi::ABI_MAJOR {
         return Err(PluginError::AbiMismatch {
@@ -267,7 +277,9 @@ unsafe fn read_descriptor(
     // reads only the whole minors they cover.
     let d = unsafe { layout::read_prefix(desc) }.map_err(|e| bad(e.to_string()))?;
     // SAFETY: descriptor strings are valid while the library is loaded; they are copied.
-    let (name, version) = unsafe { (d.name.to_string_lossy(), d.version.to_string_lossy()) };
+    let name = unsafe { d.name.to_string_lossy() };
+    // SAFETY: likewise.
+    let version = unsafe { d.version.to_string_lossy() };
     if name.is_empty() {
         return Err(bad("the plugin has no name".to_owned()));
     }
@@ -277,7 +289,7 @@ unsafe fn read_descriptor(
     let mut claims: Vec<(String, ClaimEntry)> = Vec::with_capacity(d.claim_count);
     for i in 0..d.claim_count {
         // SAFETY: the array has claim_count entries by contract.
-        let claim = unsafe { *d.claims.add(i) };
+        let claim = unsafe { *d.claims.wrapping_add(i) };
         // SAFETY: entries are null or valid claims (checked and read in read_claim).
         let (kind, entry) =
             unsafe { read_claim(claim) }.map_err(|r| bad(format!("claim {i}: {r}")))?;
@@ -361,7 +373,7 @@ unsafe fn read_description(c: &abi::SectionClaim) -> Result<describe::SectionDes
     let mut fields = Vec::with_capacity(c.field_count);
     for i in 0..c.field_count {
         // SAFETY: the array has field_count entries; read_prefix checks each size.
-        let f = unsafe { layout::read_prefix(c.fields.add(i)) }
+        let f = unsafe { layout::read_prefix(c.fields.wrapping_add(i)) }
             .map_err(|e| format!("field {i}: {e}"))?;
         let Some(name) = text(f.name) else {
             return Err(format!("field {i} has no name"));

@@ -375,15 +375,12 @@ unsafe extern "C" fn progress_report(
     if ctx.is_null() {
         return;
     }
-    // SAFETY: the plugin holds a reference to ctx until release; the strings are
-    // borrowed for this call and copied here.
-    let (ctx, detail, extra) = unsafe {
-        (
-            &*(ctx as *const ProgressCtx),
-            detail.to_string_lossy(),
-            extra_json.as_bytes(),
-        )
-    };
+    // SAFETY: the plugin holds a reference to ctx until release.
+    let ctx = unsafe { &*(ctx as *const ProgressCtx) };
+    // SAFETY: the string is borrowed for this call and copied here.
+    let detail = unsafe { detail.to_string_lossy() };
+    // SAFETY: borrowed for this call and parsed before it returns.
+    let extra = unsafe { extra_json.as_bytes() };
     let _ = catch_unwind(AssertUnwindSafe(|| report(ctx, state, detail, extra)));
 }
 

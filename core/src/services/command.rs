@@ -233,20 +233,23 @@ fn spawn(argv: &[String], slave: OwnedFd) -> io::Result<Child> {
         .stdin(Stdio::from(slave.try_clone()?))
         .stdout(Stdio::from(slave.try_clone()?))
         .stderr(Stdio::from(slave));
+    // A new session (and process group), with the terminal as its controlling
+    // terminal: stdin (fd 0) is the terminal's slave side.
+    let controlling_terminal = || {
+        // SAFETY: setsid is async-signal-safe and touches no memory.
+        if unsafe { libc::setsid() } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: ioctl is async-signal-safe; TIOCSCTTY takes no pointer.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
     // SAFETY: the closure runs in the child between fork and exec and calls only
     // async-signal-safe functions (setsid, ioctl), touching no memory of the parent.
     unsafe {
-        cmd.as_std_mut().pre_exec(|| {
-            // A new session (and process group), with the terminal as its controlling
-            // terminal: stdin (fd 0) is the terminal's slave side.
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.as_std_mut().pre_exec(controlling_terminal);
     }
     cmd.spawn()
 }

@@ -9,7 +9,7 @@ use quinn::{Endpoint, VarInt};
 use tokio::sync::broadcast;
 
 use super::socket::{spawn_socket, PeerEvent};
-use super::stream::{MeshStream, Role, StreamParts, CODE_ERROR};
+use super::stream::{ConnOwner, MeshStream, Role, StreamParts, CODE_ERROR};
 use super::{runtime, tls, watch_peer, DatagramNetwork, DatagramSocket, StreamConfig, StreamError};
 use crate::mesh::{Mesh, MeshError};
 use crate::tls::{TlsError, TlsRegistry};
@@ -81,6 +81,53 @@ pub async fn dial_with<N: DatagramNetwork>(
     service: &str,
     opts: DialOptions,
 ) -> Result<MeshStream, StreamError> {
+    let linger = opts.config.max_idle_timeout;
+    let timeout = opts.config.handshake_timeout;
+    let est = establish(net, node, service, opts, false).await?;
+    let (send, recv) = match open_stream(&est.conn, timeout).await {
+        Ok(pair) => pair,
+        Err(e) => {
+            est.endpoint
+                .close(VarInt::from_u32(CODE_ERROR), e.to_string().as_bytes());
+            return Err(e);
+        }
+    };
+    Ok(MeshStream::new(StreamParts {
+        conn: est.conn,
+        send,
+        recv,
+        endpoint: Some(est.endpoint),
+        owner: ConnOwner::Stream,
+        role: Role::Dialer,
+        remote_node: est.node,
+        remote_service: service.to_owned(),
+        local_service: est.local_service,
+        linger,
+    }))
+}
+
+/// A QUIC connection to `(node, service)` on a private endpoint, handshake done.
+pub(crate) struct Established {
+    /// The connection (watched: closed when the mesh reports the peer's service gone).
+    pub conn: quinn::Connection,
+    /// Its private endpoint, to keep until the connection is done.
+    pub endpoint: Endpoint,
+    /// The target node (`localhost` resolved).
+    pub node: String,
+    /// The ephemeral local service.
+    pub local_service: String,
+}
+
+/// Opens a fresh ephemeral service and a private QUIC endpoint on it and runs the
+/// handshake with `(node, service)`, offering the shared-connection protocol if `shared`
+/// (see [`dial_with`] for the failures).
+pub(crate) async fn establish<N: DatagramNetwork>(
+    net: &N,
+    node: &str,
+    service: &str,
+    opts: DialOptions,
+    shared: bool,
+) -> Result<Established, StreamError> {
     let cfg = opts.config;
     // As in Go, `localhost` (any case) means this node.
     let node = if node.eq_ignore_ascii_case("localhost") {
@@ -88,14 +135,18 @@ pub async fn dial_with<N: DatagramNetwork>(
     } else {
         node
     };
-    let (tls_cfg, server_name) = match opts.tls {
+    let (mut tls_cfg, server_name) = match opts.tls {
         // SNI = our own node ID, as Go sends it.
         None => (
             tls::insecure_client_config()?,
             tls::server_name_for(net.node_id()),
         ),
-        Some(user) => (tls::user_client_config(user), tls::server_name_for(node)),
+        Some(user) => (
+            tls::user_client_config(user, shared),
+            tls::server_name_for(node),
+        ),
     };
+    tls_cfg.alpn_protocols = tls::client_alpn(shared);
     let quic_tls =
         QuicClientConfig::try_from(tls_cfg).map_err(|e| tls::TlsSetupError::Quic(e.to_string()))?;
     let mut client_cfg = quinn::ClientConfig::new(Arc::new(quic_tls));
@@ -112,43 +163,54 @@ pub async fn dial_with<N: DatagramNetwork>(
     let target = target.ok_or_else(|| MeshError::Other("stream address table full".into()))?;
     let mut events = parts.events.subscribe();
     let endpoint = Endpoint::new_with_abstract_socket(
-        cfg.endpoint_config()?,
+        cfg.endpoint_config(None)?,
         None,
         parts.socket.clone(),
         runtime(),
     )?;
 
     let setup = async {
-        let conn = endpoint
-            .connect_with(client_cfg, target, &server_name)?
-            .await?;
-        let (mut send, recv) = conn.open_bi().await?;
-        send.write_all(&[0]).await?;
-        Ok::<_, StreamError>((conn, send, recv))
+        Ok::<_, StreamError>(
+            endpoint
+                .connect_with(client_cfg, target, &server_name)?
+                .await?,
+        )
     };
     let result = tokio::select! {
         r = tokio::time::timeout(cfg.handshake_timeout, setup) => r.unwrap_or(Err(StreamError::Timeout)),
         e = problem_with(&mut events, target, node, service) => Err(e),
     };
-    let (conn, send, recv) = match result {
-        Ok(ok) => ok,
+    let conn = match result {
+        Ok(conn) => conn,
         Err(e) => {
             endpoint.close(VarInt::from_u32(CODE_ERROR), e.to_string().as_bytes());
             return Err(e);
         }
     };
+    crate::metrics::node().stream_connections_dialed.inc();
     watch_peer(conn.clone(), events, target);
-    Ok(MeshStream::new(StreamParts {
+    Ok(Established {
         conn,
-        send,
-        recv,
-        endpoint: Some(endpoint),
-        role: Role::Dialer,
-        remote_node: node.to_owned(),
-        remote_service: service.to_owned(),
+        endpoint,
+        node: node.to_owned(),
         local_service,
-        linger: cfg.max_idle_timeout,
-    }))
+    })
+}
+
+/// Opens a bidirectional stream on `conn` and writes the `0x00` preamble, within
+/// `limit` (a shared connection may first have to wait for stream credit).
+pub(crate) async fn open_stream(
+    conn: &quinn::Connection,
+    limit: Duration,
+) -> Result<(quinn::SendStream, quinn::RecvStream), StreamError> {
+    let open = async {
+        let (mut send, recv) = conn.open_bi().await?;
+        send.write_all(&[0]).await?;
+        Ok::<_, StreamError>((send, recv))
+    };
+    tokio::time::timeout(limit, open)
+        .await
+        .unwrap_or(Err(StreamError::Timeout))
 }
 
 /// Resolves when the pump reports a problem that dooms a dial to `target`.

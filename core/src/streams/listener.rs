@@ -11,10 +11,10 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::socket::{lock, spawn_socket, AddressTable, PeerEvent};
-use super::stream::{MeshStream, Role, StreamParts, CODE_ERROR};
+use super::stream::{ConnOwner, MeshStream, Role, StreamParts, CODE_ERROR};
 use super::{
     runtime, tls, watch_peer, DatagramNetwork, DatagramSocket, StreamConfig, StreamError,
-    CONN_TYPE_STREAM, CONN_TYPE_STREAM_TLS,
+    CONN_TYPE_STREAM, CONN_TYPE_STREAM_TLS, MUX_MAX_STREAMS, SHARED_RECEIVE_WINDOW,
 };
 use crate::tls::TlsError;
 
@@ -99,7 +99,11 @@ pub async fn listen_with<N: DatagramNetwork>(
     let cfg = opts.config;
     let (tls_cfg, conn_type) = match opts.tls {
         None => (
-            tls::insecure_server_config(cfg.insecure_key).await?,
+            {
+                let mut c = tls::insecure_server_config(cfg.insecure_key).await?;
+                c.alpn_protocols = tls::server_alpn();
+                c
+            },
             CONN_TYPE_STREAM,
         ),
         Some(user) => (tls::user_server_config(user), CONN_TYPE_STREAM_TLS),
@@ -123,7 +127,7 @@ pub async fn listen_with<N: DatagramNetwork>(
     let (parts, _) = spawn_socket(sock, cfg.evict_after(), None);
     let events_rx = parts.events.subscribe();
     let endpoint = Endpoint::new_with_abstract_socket(
-        cfg.endpoint_config()?,
+        cfg.endpoint_config(Some((net.node_id(), &service)))?,
         Some(server_cfg),
         parts.socket.clone(),
         runtime(),
@@ -254,7 +258,7 @@ fn close(conn: &quinn::Connection, reason: &str) {
 }
 
 /// Handshake, first stream, `0x00` preamble; then hands the stream to `accept()`.
-async fn set_up(incoming: quinn::Incoming, _permit: OwnedSemaphorePermit, ctx: Arc<AcceptCtx>) {
+async fn set_up(incoming: quinn::Incoming, permit: OwnedSemaphorePermit, ctx: Arc<AcceptCtx>) {
     let remote = incoming.remote_address();
     let conn = match incoming.accept() {
         Ok(connecting) => match tokio::time::timeout(ctx.cfg.handshake_timeout, connecting).await {
@@ -284,23 +288,72 @@ async fn set_up(incoming: quinn::Incoming, _permit: OwnedSemaphorePermit, ctx: A
             return;
         }
     }
+    crate::metrics::node().stream_connections_accepted.inc();
     watch_peer(conn.clone(), ctx.events.subscribe(), remote);
+    let shared = tls::is_shared(&conn);
+    if shared {
+        // Our own pooled dialer: any number of streams, each with its preamble.
+        conn.set_max_concurrent_bi_streams(VarInt::from_u32(MUX_MAX_STREAMS));
+        conn.set_receive_window(VarInt::from_u32(SHARED_RECEIVE_WINDOW));
+    }
     let Some((send, recv)) = first_stream(&conn, ctx.cfg.accept_stream_timeout).await else {
         return;
     };
-    let stream = MeshStream::new(StreamParts {
-        conn: conn.clone(),
-        send,
-        recv,
-        endpoint: None,
-        role: Role::Acceptor,
-        remote_node: peer.node.to_string(),
-        remote_service: peer.service.to_string(),
-        local_service: ctx.local_service.clone(),
-        linger: ctx.cfg.max_idle_timeout,
-    });
-    if ctx.tx.send((stream, peer.node.to_string())).await.is_err() {
+    drop(permit);
+    let node = peer.node.to_string();
+    let wrap = |send, recv| {
+        MeshStream::new(StreamParts {
+            conn: conn.clone(),
+            send,
+            recv,
+            endpoint: None,
+            owner: if shared {
+                ConnOwner::Shared { _lease: None }
+            } else {
+                ConnOwner::Stream
+            },
+            role: Role::Acceptor,
+            remote_node: node.clone(),
+            remote_service: peer.service.to_string(),
+            local_service: ctx.local_service.clone(),
+            linger: ctx.cfg.max_idle_timeout,
+        })
+    };
+    if ctx.tx.send((wrap(send, recv), node.clone())).await.is_err() {
         close(&conn, "Listener Closed");
+        return;
+    }
+    if !shared {
+        return;
+    }
+    // Further streams until the client closes the connection (the listener going away
+    // closes it too). Each stream's preamble is read in a task of its own, so that a slow
+    // one holds up no other; at most MUX_MAX_STREAMS are open at once.
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        let stream = wrap(send, recv);
+        let (ctx, node, conn) = (ctx.clone(), node.clone(), conn.clone());
+        tokio::spawn(async move {
+            let Some(stream) = preamble(stream, ctx.cfg.accept_stream_timeout).await else {
+                return;
+            };
+            if ctx.tx.send((stream, node)).await.is_err() {
+                close(&conn, "Listener Closed");
+            }
+        });
+    }
+}
+
+/// Reads the `0x00` preamble of a further stream on a shared connection; a stream whose
+/// preamble is wrong or late is dropped (reset), the connection stays.
+async fn preamble(mut stream: MeshStream, limit: Duration) -> Option<MeshStream> {
+    use tokio::io::AsyncReadExt;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(limit, stream.read_exact(&mut first)).await {
+        Ok(Ok(_)) if first[0] == 0 => Some(stream),
+        _ => {
+            stream.into_split().1.abort("Read Data Error");
+            None
+        }
     }
 }
 

@@ -131,12 +131,14 @@ impl DatagramNetwork for MemoryNode {
             return Err(MeshError::ServiceInUse(service));
         }
         let (tx, rx) = mpsc::channel(SOCKET_QUEUE);
+        let registered = tx.downgrade();
         hub.sockets.insert(key, tx);
         Ok(MemorySocket {
             net: self.net.clone(),
             node: self.id.clone(),
             service,
             rx,
+            registered,
         })
     }
 }
@@ -147,11 +149,26 @@ pub(crate) struct MemorySocket {
     node: String,
     service: String,
     rx: mpsc::Receiver<Incoming>,
+    /// What the hub delivers to, to tell this socket's registration from a later
+    /// socket's on the same service.
+    registered: mpsc::WeakSender<Incoming>,
 }
 
 impl Drop for MemorySocket {
     fn drop(&mut self) {
-        self.net.unregister(&self.node, &self.service);
+        let Some(ours) = self.registered.upgrade() else {
+            // Unregistered already; the service may belong to a new socket.
+            return;
+        };
+        let mut hub = lock(&self.net.hub);
+        let key = (self.node.clone(), self.service.clone());
+        if hub
+            .sockets
+            .get(&key)
+            .is_some_and(|tx| tx.same_channel(&ours))
+        {
+            hub.sockets.remove(&key);
+        }
     }
 }
 

@@ -11,6 +11,9 @@
 //! * [`dial`] / [`dial_with`] connect to `(node, service)` from a fresh ephemeral
 //!   service, one private QUIC endpoint per connection as in Go;
 //! * [`MeshStream`] is a tokio `AsyncRead + AsyncWrite` byte stream with half-close;
+//! * [`StreamPool`] dials like [`dial_with`] but keeps the connections to our own nodes
+//!   (negotiated with the ALPN protocol [`tls::MUX_ALPN`]) and opens later streams to
+//!   the same service on them: no handshake per stream between Rust nodes;
 //! * [`bridge`] relays bytes between two such streams (or any two connections), as
 //!   `connect` and the TCP/unix proxies do.
 //!
@@ -58,6 +61,7 @@
 pub mod bridge;
 mod dialer;
 mod listener;
+mod pool;
 mod socket;
 mod stream;
 pub mod tls;
@@ -67,6 +71,8 @@ mod transport;
 mod memory;
 #[cfg(test)]
 mod mesh_tests;
+#[cfg(test)]
+mod pool_tests;
 #[cfg(test)]
 mod tests;
 
@@ -79,6 +85,7 @@ use tokio::sync::broadcast;
 
 pub use dialer::{dial, dial_options, dial_with, DialOptions};
 pub use listener::{listen, listen_with, ListenOptions, PeerCheck, StreamListener};
+pub use pool::{PooledStream, StreamPool};
 pub use stream::{
     MeshReadHalf, MeshStream, MeshWriteHalf, CODE_CANCEL_READ, CODE_ERROR, CODE_NORMAL,
 };
@@ -168,8 +175,14 @@ impl Default for StreamConfig {
     }
 }
 
-/// Per-stream receive window (also the connection window: one stream per connection).
+/// Per-stream receive window (also the connection window of a connection with one
+/// stream; a shared connection gets [`SHARED_RECEIVE_WINDOW`]).
 const RECEIVE_WINDOW: u32 = 2 * 1024 * 1024;
+/// Connection receive window of a listener's shared connections, which carry several
+/// streams (each still bounded by [`RECEIVE_WINDOW`]).
+const SHARED_RECEIVE_WINDOW: u32 = 8 * 1024 * 1024;
+/// Streams a listener lets a client have open at once on a shared connection.
+pub const MUX_MAX_STREAMS: u32 = 256;
 /// Unacknowledged bytes a sender may have in flight (bounds its buffering).
 const SEND_WINDOW: u64 = 2 * 1024 * 1024;
 /// The RTT assumed before the first sample (quic-go's default).
@@ -184,9 +197,28 @@ impl StreamConfig {
         self.max_datagram_size.clamp(MIN_DATAGRAM, MAX_DATAGRAM)
     }
 
-    /// Endpoint parameters: the largest datagram we can receive.
-    fn endpoint_config(&self) -> Result<EndpointConfig, StreamError> {
-        let mut cfg = EndpointConfig::default();
+    /// Endpoint parameters: the largest datagram we can receive. A listener's endpoint
+    /// (`listener` = its node and service) derives its stateless-reset key from its
+    /// address, so that after a restart the node answers packets of connections it no
+    /// longer knows with a reset the peer accepts, and a pooled connection to it fails at
+    /// once instead of at its idle timeout. The mesh carries these packets only between
+    /// its nodes, which could drop them anyway: a reset forged by one of them gains it
+    /// nothing.
+    fn endpoint_config(
+        &self,
+        listener: Option<(&str, &str)>,
+    ) -> Result<EndpointConfig, StreamError> {
+        let mut cfg = match listener {
+            Some((node, service)) => {
+                let mut cfg = EndpointConfig::new(reset_key(node, service));
+                // quinn's default generator signs its IDs with a per-process key and
+                // silently drops packets for IDs it cannot verify: those of the
+                // previous process included.
+                cfg.cid_generator(|| Box::new(RandomCids));
+                cfg
+            }
+            None => EndpointConfig::default(),
+        };
         cfg.max_udp_payload_size(self.datagram_size())
             .map_err(|e| StreamError::Io(std::io::Error::other(e.to_string())))?;
         Ok(cfg)
@@ -206,6 +238,8 @@ impl StreamConfig {
             Role::Acceptor => None,
         });
         // One bidirectional stream per connection, opened by the dialer.
+        // (A listener raises this and the connection window once the handshake settles
+        // on sharing.)
         t.max_concurrent_uni_streams(VarInt::from_u32(0));
         t.max_concurrent_bidi_streams(VarInt::from_u32(match role {
             Role::Dialer => 0,
@@ -228,6 +262,40 @@ impl StreamConfig {
     /// How long a silent peer stays in a socket's address table.
     fn evict_after(&self) -> Duration {
         (self.max_idle_timeout * 2).max(Duration::from_secs(120))
+    }
+}
+
+/// The stateless-reset key of the listener on `service` of `node` (see
+/// [`StreamConfig::endpoint_config`]).
+fn reset_key(node: &str, service: &str) -> Arc<dyn quinn::crypto::HmacKey> {
+    let mut seed = b"receptor stateless reset\0".to_vec();
+    seed.extend_from_slice(node.as_bytes());
+    seed.push(0);
+    seed.extend_from_slice(service.as_bytes());
+    let digest = ring::digest::digest(&ring::digest::SHA256, &seed);
+    Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        digest.as_ref(),
+    ))
+}
+
+/// Connection IDs of a listener: 8 random bytes, any of which it answers with a
+/// stateless reset when it knows no connection for it (rate-limited by quinn, and
+/// always smaller than the packet that caused it).
+struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let bytes: [u8; 8] = rand::random();
+        quinn::ConnectionId::new(&bytes)
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
     }
 }
 

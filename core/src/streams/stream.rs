@@ -11,6 +11,10 @@
 //!   still delivered; then a dialer closes the connection, while an accepting side
 //!   waits (bounded by the idle timeout) for its client to close, because the client
 //!   may still be reading.
+//!
+//! A stream on a shared connection (ALPN [`super::tls::MUX_ALPN`], between our nodes)
+//! owns only its stream: closing or dropping it finishes the stream and leaves the
+//! connection to its owner (the dialer's pool, or the listener until the peer closes it).
 
 use std::io;
 use std::pin::Pin;
@@ -40,9 +44,24 @@ pub(crate) enum Role {
     Acceptor,
 }
 
-/// What both halves share; the last one to go ends the connection.
+/// Who owns the QUIC connection a stream runs on.
+pub(crate) enum ConnOwner {
+    /// The stream: it ends the connection when it is done (Go's one stream per
+    /// connection).
+    Stream,
+    /// The connection is shared with other streams; the lease (a pooled dialer's count
+    /// of streams in use) is held while the stream lives.
+    Shared {
+        /// Released when the stream ends.
+        _lease: Option<super::pool::Lease>,
+    },
+}
+
+/// What both halves share; the last one to go ends the connection (if the stream owns
+/// it).
 struct ConnGuard {
     conn: quinn::Connection,
+    owner: ConnOwner,
     /// A dialer's private endpoint, kept until the connection is done.
     endpoint: Mutex<Option<quinn::Endpoint>>,
     role: Role,
@@ -63,6 +82,11 @@ impl Drop for ConnGuard {
             return;
         }
         let send = lock(&self.send_left).take();
+        if let ConnOwner::Shared { .. } = self.owner {
+            // quinn still delivers a finished stream's data after the handle is gone.
+            drop(send);
+            return;
+        }
         let endpoint = lock(&self.endpoint).take();
         let conn = self.conn.clone();
         match tokio::runtime::Handle::try_current() {
@@ -121,6 +145,7 @@ pub(crate) struct StreamParts {
     pub send: SendStream,
     pub recv: RecvStream,
     pub endpoint: Option<quinn::Endpoint>,
+    pub owner: ConnOwner,
     pub role: Role,
     pub remote_node: String,
     pub remote_service: String,
@@ -132,6 +157,7 @@ impl MeshStream {
     pub(crate) fn new(p: StreamParts) -> Self {
         let guard = Arc::new(ConnGuard {
             conn: p.conn,
+            owner: p.owner,
             endpoint: Mutex::new(p.endpoint),
             role: p.role,
             remote_node: p.remote_node,
@@ -186,15 +212,22 @@ impl MeshStream {
     /// Meant for the dialing side once the exchange is over. An accepting side should
     /// rather shut down or drop the stream: an acknowledgement only means the peer's QUIC
     /// stack has the data, and quic-go discards unread data when the connection closes.
+    /// On a shared connection only the stream ends.
     pub async fn close(self) {
         let MeshStream { read, mut write } = self;
         let guard = read.guard.clone();
         guard.closed.store(true, Ordering::Release);
         if let Some(mut send) = write.send.take() {
             let _ = send.finish();
+            if let ConnOwner::Shared { .. } = guard.owner {
+                return;
+            }
             let _ = tokio::time::timeout(guard.linger, send.stopped()).await;
         }
         drop(read);
+        if let ConnOwner::Shared { .. } = guard.owner {
+            return;
+        }
         guard
             .conn
             .close(VarInt::from_u32(CODE_NORMAL), b"normal close");
@@ -209,6 +242,12 @@ impl MeshStream {
     /// Statistics of the underlying QUIC connection (path MTU, RTT, losses).
     pub fn connection_stats(&self) -> quinn::ConnectionStats {
         self.read.guard.conn.stats()
+    }
+
+    /// Whether the stream runs on a connection shared with other streams (a pooled
+    /// connection between our nodes) rather than on a connection of its own.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.read.guard.owner, ConnOwner::Shared { .. })
     }
 }
 
@@ -239,8 +278,15 @@ impl MeshWriteHalf {
 
     /// Ends the whole connection at once with application error 500 and `reason`:
     /// data not yet delivered is discarded and the peer's reads and writes fail (they do
-    /// not see a normal end of stream). For relays whose other side failed.
+    /// not see a normal end of stream). For relays whose other side failed. On a shared
+    /// connection only this stream is reset (error 500): the peer's reads fail.
     pub fn abort(&mut self, reason: &str) {
+        if let ConnOwner::Shared { .. } = self.guard.owner {
+            if let Some(mut send) = self.send.take() {
+                let _ = send.reset(VarInt::from_u32(CODE_ERROR));
+            }
+            return;
+        }
         self.send = None;
         self.guard.closed.store(true, Ordering::Release);
         self.guard

@@ -322,7 +322,7 @@ async fn raw_connection(
     let (parts, target) = spawn_socket(sock, cfg.evict_after(), Some((to, service)));
     let target = target.context("no address")?;
     let endpoint = quinn::Endpoint::new_with_abstract_socket(
-        cfg.endpoint_config()?,
+        cfg.endpoint_config(None)?,
         None,
         parts.socket.clone(),
         runtime(),

@@ -57,6 +57,7 @@ fn conn() -> (ControlConn, tokio::io::DuplexStream) {
             reader: BufReader::new(reader),
             writer,
             peer: PeerKind::Unix,
+            limits: crate::control::ControlLimits::default(),
         },
         client,
     )

@@ -4,7 +4,8 @@
 //!
 //! `work submit` and `work results` use the connection directly: submit reads the payload
 //! that follows the `Work unit created with ID <id>. Send stdin data and EOF.` line until
-//! the client half-closes, results streams raw bytes after its header line and then hands
+//! the client half-closes (a payload over the `control-limits` gets one error line and the
+//! connection is closed, the unit failed), results streams raw bytes after its header line and then hands
 //! the session back to command mode. `work status` and `work list` write their reply line
 //! themselves so that `ExtraData` keeps the field order of Go's structs.
 
@@ -24,6 +25,7 @@ use super::signing::{VerifyError, WorkVerifier};
 use super::status::{StatusReply, UnitStatus};
 use super::store::{Unit, WorkError, Workceptor};
 use crate::control::command::{Args, ControlCommand, ControlConn, PeerKind, Reply};
+use crate::control::session::farewell;
 
 /// The `work` command.
 pub struct WorkCommand {
@@ -149,14 +151,17 @@ impl WorkCommand {
         }
         // A small payload is kept in memory and written by the start itself; a larger
         // one is streamed to the file as it comes.
-        let payload = match receive_small_payload(&unit, &mut conn.reader).await {
+        let payload = match receive_small_payload(&unit, &mut conn.reader, &conn.limits).await {
             Ok(payload) => payload,
             Err(e) => {
                 let msg = e.to_string();
                 self.store
                     .fail(&unit, format!("Error reading input data: {msg}"))
                     .await;
-                return Err(msg);
+                // The rest of the payload may still be coming: it must not be read as
+                // commands.
+                farewell(&mut conn.writer, &msg).await;
+                return Ok(Reply::Close);
             }
         };
         let mut extra_params: BTreeMap<String, String> = req.params;

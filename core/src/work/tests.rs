@@ -346,6 +346,7 @@ fn conn_pair(peer: PeerKind) -> (ControlConn, DuplexStream) {
             reader: BufReader::new(reader),
             writer,
             peer,
+            limits: crate::control::ControlLimits::default(),
         },
         client,
     )

@@ -70,8 +70,11 @@ pub fn socketpair(ty: libc::c_int) -> (OwnedFd, OwnedFd) {
     let rc = unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, fds.as_mut_ptr()) };
     assert_eq!(rc, 0, "socketpair: {}", std::io::Error::last_os_error());
     use std::os::fd::FromRawFd;
-    // SAFETY: socketpair succeeded, so both descriptors are open and owned by us.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    // SAFETY: socketpair succeeded, so the descriptor is open and owned by us.
+    let first = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: likewise.
+    let second = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    (first, second)
 }
 
 /// Polls `check` every 25 ms until it returns true; fails after `secs` seconds.

@@ -418,6 +418,59 @@ fn section_error(kind: &'static str, name: &str) -> impl Fn(SectionError) -> Tls
     }
 }
 
+/// Opens a `tls-server` or `tls-client` section and reads its `name`: required in a node's
+/// own section, optional in one the core has checked.
+fn open_section<'a>(
+    kind: &'static str,
+    checked: Checked<'_>,
+    section: &'a Value,
+) -> Result<(Section<'a>, String), TlsError> {
+    let err = section_error(kind, "");
+    let s = Section::new(section).map_err(&err)?;
+    let name = match checked {
+        Checked::Node(_) => s.required("name").map_err(&err)?,
+        Checked::ByCore => s.non_empty("name").map_err(&err)?.unwrap_or_default(),
+    };
+    Ok((s, name))
+}
+
+/// The keys `tls-server` and `tls-client` share (read after each one's own keys), and
+/// what they decide.
+struct Shared<'a> {
+    /// `skipreceptornamescheck`.
+    skip: bool,
+    /// `mintls13` (default true).
+    min_tls13: bool,
+    /// The crypto provider for that minimum version.
+    provider: Arc<CryptoProvider>,
+    /// The node the certificate must name: none when skipped or checked by the core.
+    node_id: Option<&'a str>,
+}
+
+impl<'a> Shared<'a> {
+    fn read(
+        s: &Section<'_>,
+        e: &impl Fn(SectionError) -> TlsError,
+        checked: Checked<'a>,
+    ) -> Result<Shared<'a>, TlsError> {
+        let skip = s
+            .bool("skipreceptornamescheck")
+            .map_err(e)?
+            .unwrap_or(false);
+        let min_tls13 = s.bool("mintls13").map_err(e)?.unwrap_or(true);
+        let node_id = match checked {
+            Checked::Node(id) if !skip => Some(id),
+            _ => None,
+        };
+        Ok(Shared {
+            skip,
+            min_tls13,
+            provider: provider(min_tls13),
+            node_id,
+        })
+    }
+}
+
 /// A built `tls-server` configuration.
 #[derive(Debug)]
 pub struct ServerTls {
@@ -445,29 +498,19 @@ impl ServerTls {
     }
 
     fn build(checked: Checked<'_>, section: &Value) -> Result<ServerTls, TlsError> {
-        let err = |name: &str| section_error("tls-server", name);
-        let s = Section::new(section).map_err(err(""))?;
-        let name = match checked {
-            Checked::Node(_) => s.required("name").map_err(err(""))?,
-            Checked::ByCore => s.non_empty("name").map_err(err(""))?.unwrap_or_default(),
-        };
-        let e = err(&name);
+        let (s, name) = open_section("tls-server", checked, section)?;
+        let e = section_error("tls-server", &name);
         let cert = s.required("cert").map_err(&e)?;
         let key = s.required("key").map_err(&e)?;
         let require = s.bool("requireclientcert").map_err(&e)?.unwrap_or(false);
         let client_cas = s.non_empty("clientcas").map_err(&e)?;
         let pins = s.list("pinnedclientcert").map_err(&e)?;
-        let skip = s
-            .bool("skipreceptornamescheck")
-            .map_err(&e)?
-            .unwrap_or(false);
-        let min_tls13 = s.bool("mintls13").map_err(&e)?.unwrap_or(true);
-
-        let provider = provider(min_tls13);
-        let node_id = match checked {
-            Checked::Node(id) if !skip => Some(id),
-            _ => None,
-        };
+        let Shared {
+            skip,
+            min_tls13,
+            provider,
+            node_id,
+        } = Shared::read(&s, &e, checked)?;
         let identity = load_identity(&provider, &cert, &key, node_id, &name)?;
         let pins = Pins::decode(&pins)?;
         let client_auth = if require || client_cas.is_some() {
@@ -649,13 +692,8 @@ impl ClientTls {
     }
 
     fn build(checked: Checked<'_>, section: &Value) -> Result<ClientTls, TlsError> {
-        let err = |name: &str| section_error("tls-client", name);
-        let s = Section::new(section).map_err(err(""))?;
-        let name = match checked {
-            Checked::Node(_) => s.required("name").map_err(err(""))?,
-            Checked::ByCore => s.non_empty("name").map_err(err(""))?.unwrap_or_default(),
-        };
-        let e = err(&name);
+        let (s, name) = open_section("tls-client", checked, section)?;
+        let e = section_error("tls-client", &name);
         let (cert, key) = match checked {
             Checked::Node(_) => (
                 Some(s.required("cert").map_err(&e)?),
@@ -669,17 +707,12 @@ impl ClientTls {
         let root_cas = s.non_empty("rootcas").map_err(&e)?;
         let insecure = s.bool("insecureskipverify").map_err(&e)?.unwrap_or(false);
         let pins = s.list("pinnedservercert").map_err(&e)?;
-        let skip = s
-            .bool("skipreceptornamescheck")
-            .map_err(&e)?
-            .unwrap_or(false);
-        let min_tls13 = s.bool("mintls13").map_err(&e)?.unwrap_or(true);
-
-        let provider = provider(min_tls13);
-        let node_id = match checked {
-            Checked::Node(id) if !skip => Some(id),
-            _ => None,
-        };
+        let Shared {
+            skip,
+            min_tls13,
+            provider,
+            node_id,
+        } = Shared::read(&s, &e, checked)?;
         let identity = match (cert, key) {
             (Some(cert), Some(key)) => Some(load_identity(&provider, &cert, &key, node_id, &name)?),
             (None, None) => None,

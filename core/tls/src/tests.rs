@@ -342,28 +342,23 @@ fn pinned_fingerprints() {
         .unwrap_or_default()
         .contains("does not match any pinned fingerprint"));
     // server side pins on client certificates
-    let pinned = server(
-        "server",
-        json!({"clientcas": f.path("ca1.crt"), "pinnedclientcert": sha256_hex(&server_leaf, true)}),
-    );
-    let (s, _) = handshake(
-        pinned.backend_config(),
-        client("client", json!({})).backend_config(),
-        "127.0.0.1",
-    );
+    let with_client_pin = |pin: String| {
+        let pinned = server(
+            "server",
+            json!({"clientcas": f.path("ca1.crt"), "pinnedclientcert": pin}),
+        );
+        handshake(
+            pinned.backend_config(),
+            client("client", json!({})).backend_config(),
+            "127.0.0.1",
+        )
+    };
+    let (s, _) = with_client_pin(sha256_hex(&server_leaf, true));
     assert!(s
         .error
         .unwrap_or_default()
         .contains("does not match any pinned fingerprint"));
-    let pinned = server(
-        "server",
-        json!({"clientcas": f.path("ca1.crt"), "pinnedclientcert": sha256_hex(&client_leaf, true)}),
-    );
-    let (s, c) = handshake(
-        pinned.backend_config(),
-        client("client", json!({})).backend_config(),
-        "127.0.0.1",
-    );
+    let (s, c) = with_client_pin(sha256_hex(&client_leaf, true));
     assert!(s.ok() && c.ok(), "{s:?} {c:?}");
     // malformed pins are configuration errors, worded as Go words them
     let e = ClientTls::from_section(

@@ -59,9 +59,10 @@ unsafe extern "C" fn log(ctx: *mut c_void, level: u32, message: abi::Str) {
         if ctx.is_null() {
             return;
         }
-        // SAFETY: ctx is the leaked LogBook of this load; the message is borrowed for
-        // the call and copied here.
-        let (book, text) = unsafe { (&*(ctx as *const LogBook), message.to_string_lossy()) };
+        // SAFETY: ctx is the leaked LogBook of this load.
+        let book = unsafe { &*(ctx as *const LogBook) };
+        // SAFETY: the message is borrowed for the call and copied here.
+        let text = unsafe { message.to_string_lossy() };
         let level = match level {
             abi::LOG_ERROR => "error",
             abi::LOG_WARN => "warn",
@@ -110,9 +111,10 @@ unsafe extern "C" fn error_set(ctx: *mut c_void, message: abi::Str) {
         if ctx.is_null() {
             return;
         }
-        // SAFETY: ctx is the ErrorSlot that lives for the whole call; the message is
-        // borrowed for this call and copied here.
-        let (slot, text) = unsafe { (&*(ctx as *const ErrorSlot), message.to_string_lossy()) };
+        // SAFETY: ctx is the ErrorSlot that lives for the whole call.
+        let slot = unsafe { &*(ctx as *const ErrorSlot) };
+        // SAFETY: the message is borrowed for this call and copied here.
+        let text = unsafe { message.to_string_lossy() };
         *lock(&slot.message) = Some(text);
     }));
 }
@@ -205,15 +207,12 @@ unsafe extern "C" fn progress_report(
         if ctx.is_null() {
             return;
         }
-        // SAFETY: ctx is a leaked ProgressCtx; the strings are borrowed for the call and
-        // copied here.
-        let (p, detail, extra) = unsafe {
-            (
-                &*(ctx as *const ProgressCtx),
-                detail.to_string_lossy(),
-                extra.to_string_lossy(),
-            )
-        };
+        // SAFETY: ctx is a leaked ProgressCtx.
+        let p = unsafe { &*(ctx as *const ProgressCtx) };
+        // SAFETY: the string is borrowed for the call and copied here.
+        let detail = unsafe { detail.to_string_lossy() };
+        // SAFETY: likewise.
+        let extra = unsafe { extra.to_string_lossy() };
         let mut log = lock(&p.log);
         if log.releases > 0 {
             log.after_release += 1;
@@ -445,7 +444,9 @@ unsafe fn access<T>(
 ) -> abi::Status {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: borrowed for the call (caller).
-        let (config, key) = unsafe { (config.as_bytes(), key.to_string_lossy()) };
+        let config = unsafe { config.as_bytes() };
+        // SAFETY: likewise.
+        let key = unsafe { key.to_string_lossy() };
         let value = field(config, &key).and_then(|v| convert(&key, &v));
         match value {
             Ok(v) => Ok(store(v)),
@@ -506,12 +507,10 @@ unsafe extern "C" fn config_string(
     out_len: *mut usize,
     err: *const abi::ErrorSink,
 ) -> abi::Status {
+    // SAFETY: buf has cap writable bytes and out_len is null or writable (the ABI's contract).
+    let store = |s: String| unsafe { copy_out(&s, buf, cap, out_len) };
     // SAFETY: the ABI's contract for this accessor, forwarded.
-    unsafe {
-        access(config, key, err, as_string, |s| {
-            copy_out(&s, buf, cap, out_len)
-        })
-    }
+    unsafe { access(config, key, err, as_string, store) }
 }
 
 unsafe extern "C" fn config_int(
@@ -521,8 +520,10 @@ unsafe extern "C" fn config_int(
     out: *mut i64,
     err: *const abi::ErrorSink,
 ) -> abi::Status {
+    // SAFETY: out is null or writable (the ABI's contract).
+    let store = |v| unsafe { put(out, v) };
     // SAFETY: the ABI's contract for this accessor, forwarded.
-    unsafe { access(config, key, err, as_int, |v| put(out, v)) }
+    unsafe { access(config, key, err, as_int, store) }
 }
 
 unsafe extern "C" fn config_bool(
@@ -532,8 +533,10 @@ unsafe extern "C" fn config_bool(
     out: *mut u32,
     err: *const abi::ErrorSink,
 ) -> abi::Status {
+    // SAFETY: out is null or writable (the ABI's contract).
+    let store = |v: bool| unsafe { put(out, u32::from(v)) };
     // SAFETY: the ABI's contract for this accessor, forwarded.
-    unsafe { access(config, key, err, as_bool, |v| put(out, u32::from(v))) }
+    unsafe { access(config, key, err, as_bool, store) }
 }
 
 unsafe extern "C" fn config_duration_ms(
@@ -543,8 +546,10 @@ unsafe extern "C" fn config_duration_ms(
     out: *mut u64,
     err: *const abi::ErrorSink,
 ) -> abi::Status {
+    // SAFETY: out is null or writable (the ABI's contract).
+    let store = |v| unsafe { put(out, v) };
     // SAFETY: the ABI's contract for this accessor, forwarded.
-    unsafe { access(config, key, err, as_duration_ms, |v| put(out, v)) }
+    unsafe { access(config, key, err, as_duration_ms, store) }
 }
 
 unsafe extern "C" fn config_list_len(
@@ -554,8 +559,10 @@ unsafe extern "C" fn config_list_len(
     out: *mut usize,
     err: *const abi::ErrorSink,
 ) -> abi::Status {
+    // SAFETY: out is null or writable (the ABI's contract).
+    let store = |v: Vec<String>| unsafe { put(out, v.len()) };
     // SAFETY: the ABI's contract for this accessor, forwarded.
-    unsafe { access(config, key, err, as_list, |v| put(out, v.len())) }
+    unsafe { access(config, key, err, as_list, store) }
 }
 
 #[allow(clippy::too_many_arguments)] // the ABI's signature
@@ -575,8 +582,10 @@ unsafe extern "C" fn config_list_item(
             .nth(index)
             .ok_or_else(|| Lookup::Error(format!("{key}: no item {index} in the list")))
     };
+    // SAFETY: buf has cap writable bytes and out_len is null or writable (the ABI's contract).
+    let store = |s: String| unsafe { copy_out(&s, buf, cap, out_len) };
     // SAFETY: the ABI's contract for this accessor, forwarded.
-    unsafe { access(config, key, err, item, |s| copy_out(&s, buf, cap, out_len)) }
+    unsafe { access(config, key, err, item, store) }
 }
 
 #[cfg(test)]

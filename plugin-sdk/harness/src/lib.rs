@@ -313,9 +313,10 @@ impl Harness {
                 abi::ABI_MINOR
             )));
         }
-        // SAFETY: strings of the descriptor, valid while the library is loaded.
-        let (plugin_name, plugin_version) =
-            unsafe { (desc.name.to_string_lossy(), desc.version.to_string_lossy()) };
+        // SAFETY: a string of the descriptor, valid while the library is loaded.
+        let plugin_name = unsafe { desc.name.to_string_lossy() };
+        // SAFETY: likewise.
+        let plugin_version = unsafe { desc.version.to_string_lossy() };
         if desc.claim_count > 0 && desc.claims.is_null() {
             return Err(bad("claims is null".into()));
         }
@@ -323,7 +324,7 @@ impl Harness {
         let mut work_types = Vec::new();
         for i in 0..desc.claim_count {
             // SAFETY: `claim_count` pointers at `claims` (the ABI's contract).
-            let claim_ptr = unsafe { *desc.claims.add(i) };
+            let claim_ptr = unsafe { *desc.claims.wrapping_add(i) };
             // SAFETY: a claim of at least its struct_size bytes.
             let claim =
                 unsafe { layout::read_prefix(claim_ptr) }.map_err(|e| bad(e.to_string()))?;

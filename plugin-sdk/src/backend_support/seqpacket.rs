@@ -24,8 +24,11 @@ pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: socketpair succeeded, so both descriptors are open and ours.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    // SAFETY: socketpair succeeded, so the descriptor is open and ours.
+    let first = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: likewise.
+    let second = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    Ok((first, second))
 }
 
 /// Sends one message without blocking (and without `SIGPIPE` if the other end is gone).

@@ -27,8 +27,10 @@ impl Signal {
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: pipe2 succeeded, so both descriptors are open and ours.
-        let (rx, tx) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: pipe2 succeeded, so the descriptor is open and ours.
+        let rx = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+        // SAFETY: likewise.
+        let tx = unsafe { OwnedFd::from_raw_fd(fds[1]) };
         Ok(Signal {
             stopped: AtomicBool::new(false),
             rx,

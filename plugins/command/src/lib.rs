@@ -95,11 +95,31 @@ impl WorkType for CommandType {
     }
 }
 
-/// Describes the plugin to the host: it claims `work-command` sections.
+/// Describes the plugin to the host: it claims `work-command` sections, whose fields it
+/// describes.
 pub fn plugin() -> Plugin {
-    Plugin::new("command", env!("CARGO_PKG_VERSION")).work_type("work-command", |section| {
-        Ok(Box::new(CommandType::from_section(section)?) as Box<dyn WorkType>)
-    })
+    use receptor_plugin_sdk::describe::work_type_keys;
+    use receptor_plugin_sdk::{Field, FieldType, SectionDesc};
+    Plugin::new("command", env!("CARGO_PKG_VERSION"))
+        .work_type("work-command", |section| {
+            Ok(Box::new(CommandType::from_section(section)?) as Box<dyn WorkType>)
+        })
+        .describe(
+            SectionDesc::new("Work type that runs an external command")
+                .fields([
+                    work_type_keys::worktype(None),
+                    Field::new(
+                        "command",
+                        FieldType::String,
+                        "Command that processes a unit of work",
+                    )
+                    .required(),
+                    Field::new("params", FieldType::String, "Command-line parameters"),
+                    work_type_keys::allowruntimeparams(),
+                    work_type_keys::verifysignature(),
+                ])
+                .v2_key("work-commands"),
+        )
 }
 
 export_plugin!(plugin);

@@ -11,9 +11,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use receptor_plugin_sdk::describe::work_type_keys;
 use receptor_plugin_sdk::{
-    export_plugin, Plugin, PluginError, Progress, Section, StartRequest, UnitState, WorkHandle,
-    WorkType, WorkTypeInfo,
+    export_plugin, Plugin, PluginError, Progress, Section, SectionDesc, StartRequest, UnitState,
+    WorkHandle, WorkType, WorkTypeInfo,
 };
 
 /// Copy buffer size.
@@ -90,12 +91,21 @@ fn copy(mut request: StartRequest, cancel: &AtomicBool) -> std::io::Result<bool>
     }
 }
 
-/// Describes the plugin to the host.
+/// Describes the plugin to the host, with its section's fields.
 pub fn plugin() -> Plugin {
     Plugin::new("echo", env!("CARGO_PKG_VERSION"))
         .work_type("echo-worktype", |section: &Section| {
             Ok(Box::new(Echo::from_section(section)?) as Box<dyn WorkType>)
         })
+        .describe(
+            SectionDesc::new("Work type whose units copy their payload to their results")
+                .fields([
+                    work_type_keys::worktype(Some("echo")),
+                    work_type_keys::verifysignature(),
+                    work_type_keys::allowruntimeparams(),
+                ])
+                .bare_field("worktype"),
+        )
 }
 
 export_plugin!(plugin);

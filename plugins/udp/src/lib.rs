@@ -18,13 +18,38 @@
 mod dialer;
 pub mod listener;
 
-use receptor_plugin_sdk::{export_plugin, Plugin};
+use receptor_plugin_sdk::describe::backend_keys as core;
+use receptor_plugin_sdk::{export_plugin, Field, FieldType, Plugin, SectionDesc};
 
-/// Describes the plugin to the host.
+/// Describes the plugin to the host, with its sections' fields (for `--help`, the
+/// command line, the version-2 form and the node's checks).
 pub fn plugin() -> Plugin {
     Plugin::new("udp", env!("CARGO_PKG_VERSION"))
         .backend("udp-listener", listener::start)
+        .describe(
+            SectionDesc::new("Accept backend connections on a UDP port")
+                .fields([
+                    core::bindaddr(),
+                    Field::new("port", FieldType::Int, "UDP port to listen on").required(),
+                    core::cost(),
+                    core::nodecost(),
+                    core::allowedpeers(),
+                ])
+                .bare_field("port")
+                .v2_key("udp-listeners"),
+        )
         .backend("udp-peer", dialer::start)
+        .describe(
+            SectionDesc::new("Connect to a peer's UDP listener")
+                .fields([
+                    Field::new("address", FieldType::String, "host:port to connect to").required(),
+                    core::redial(),
+                    core::cost(),
+                    core::allowedpeers(),
+                ])
+                .bare_field("address")
+                .v2_key("udp-peers"),
+        )
 }
 
 export_plugin!(plugin);

@@ -196,15 +196,13 @@ fn config_errors_name_the_key() {
         .start_backend("udp-listener", &json!({"bindaddr": "127.0.0.1"}))
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("plugin udp") && err.contains("missing required key \"port\""),
-        "{err}"
-    );
+    // The plugin describes its fields: the node checks them before the plugin runs.
+    assert_eq!(err, "udp-listener: port (integer) is required");
     let err = host
         .start_backend("udp-listener", &json!({"port": "x"}))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("\"port\"") && err.contains("x"), "{err}");
+    assert_eq!(err, "udp-listener: port: expected an integer, got \"x\"");
     let err = host
         .start_backend("udp-peer", &json!({"address": "nocolon"}))
         .unwrap_err()
@@ -222,7 +220,7 @@ fn config_errors_name_the_key() {
         )
         .unwrap_err()
         .to_string();
-    assert!(err.contains("\"redial\""), "{err}");
+    assert!(err.contains("redial: expected a boolean"), "{err}");
 }
 
 /// Receives on the dialer's socket, skipping ICMP errors from a port not yet bound.

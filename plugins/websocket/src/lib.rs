@@ -28,17 +28,54 @@ pub mod runtime;
 pub mod session;
 pub mod tls;
 
-use receptor_plugin_sdk::{export_plugin, Plugin, SectionDesc};
+use receptor_plugin_sdk::describe::backend_keys as core;
+use receptor_plugin_sdk::{export_plugin, Field, FieldType, Plugin, SectionDesc};
 
-/// Describes the plugin to the host.
+/// Describes the plugin to the host, with its sections' fields (for `--help`, the
+/// command line, the version-2 form and the node's checks). Both sections run their own
+/// TLS (under HTTP), which the description declares.
 pub fn plugin() -> Plugin {
     Plugin::new("websocket", env!("CARGO_PKG_VERSION"))
         .backend("ws-listener", listener::start)
         .describe(
-            SectionDesc::new("Run an http server that accepts websocket connections").own_tls(),
+            SectionDesc::new("Accept backend connections over websockets (HTTP server)")
+                .fields([
+                    core::bindaddr(),
+                    Field::new("port", FieldType::Int, "TCP port of the HTTP server").required(),
+                    Field::new(
+                        "path",
+                        FieldType::String,
+                        "URI path of the websocket endpoint",
+                    )
+                    .default("/"),
+                    core::tls_server(),
+                    core::cost(),
+                    core::nodecost(),
+                    core::allowedpeers(),
+                ])
+                .bare_field("port")
+                .v2_key("ws-listeners")
+                .own_tls(),
         )
         .backend("ws-peer", dialer::start)
-        .describe(SectionDesc::new("Connect outbound to a websocket peer").own_tls())
+        .describe(
+            SectionDesc::new("Connect to a peer's websocket listener")
+                .fields([
+                    Field::new("address", FieldType::String, "URL to connect to").required(),
+                    core::redial(),
+                    Field::new(
+                        "extraheader",
+                        FieldType::String,
+                        "Extra HTTP header (Name:value) sent when connecting",
+                    ),
+                    core::tls_client(),
+                    core::cost(),
+                    core::allowedpeers(),
+                ])
+                .bare_field("address")
+                .v2_key("ws-peers")
+                .own_tls(),
+        )
 }
 
 export_plugin!(plugin);

@@ -32,18 +32,17 @@ pub fn run_plugin_host(args: &[OsString]) -> ExitCode {
         return ExitCode::FAILURE;
     };
     super::IN_PLUGIN_HOST.store(true, std::sync::atomic::Ordering::Relaxed);
-    // SAFETY: F_GETFD/F_SETFD on a descriptor number only change its close-on-exec flag;
-    // the descriptor is checked to be open (F_GETFD succeeds) before it is owned.
-    let sock = unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFD);
-        if flags < 0 {
-            eprintln!("plugin-host: descriptor {fd} is not open");
-            return ExitCode::FAILURE;
-        }
-        // Not inherited by the processes plugins start.
-        libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
-        OwnedFd::from_raw_fd(fd)
-    };
+    // SAFETY: F_GETFD on a descriptor number only reads its flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        eprintln!("plugin-host: descriptor {fd} is not open");
+        return ExitCode::FAILURE;
+    }
+    // Not inherited by the processes plugins start.
+    // SAFETY: F_SETFD only changes the descriptor's close-on-exec flag.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
+    // SAFETY: the descriptor is open (F_GETFD succeeded) and handed to this process.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     let sock = Arc::new(sock);
     let subscriber = tracing_subscriber::registry().with(LogForward {
         sock: Arc::clone(&sock),

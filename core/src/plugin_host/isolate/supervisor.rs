@@ -653,17 +653,24 @@ fn spawn_host(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
+    // Keeps the host's end of the socket open across exec (only in this child:
+    // everywhere else it stays close-on-exec).
+    let inherit = move || {
+        // SAFETY: fcntl is async-signal-safe; F_GETFD only reads the descriptor's flags.
+        let flags = unsafe { libc::fcntl(child_fd, libc::F_GETFD) };
+        if flags < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: likewise; F_SETFD only changes its close-on-exec flag.
+        if unsafe { libc::fcntl(child_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
     // SAFETY: the closure runs in the forked child before exec and only calls fcntl,
-    // which is async-signal-safe; it keeps the host's end of the socket open across
-    // exec (only in this child: everywhere else it stays close-on-exec).
+    // which is async-signal-safe.
     unsafe {
-        cmd.pre_exec(move || {
-            let flags = libc::fcntl(child_fd, libc::F_GETFD);
-            if flags < 0 || libc::fcntl(child_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(inherit);
     }
     let mut child = cmd.spawn().map_err(spawn_err)?;
     drop(theirs);

@@ -230,8 +230,11 @@ pub(in crate::plugin_host) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: socketpair succeeded: both descriptors are new and ours.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    // SAFETY: socketpair succeeded: the descriptor is new and ours.
+    let first = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: likewise.
+    let second = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    Ok((first, second))
 }
 
 /// Sets how long a send may block (a peer that stopped reading).
@@ -297,19 +300,24 @@ pub(in crate::plugin_host) fn send<T: Serialize>(
         let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
         hdr.msg_control = control.as_mut_ptr().cast();
         hdr.msg_controllen = space;
-        // SAFETY: the control buffer (64 bytes) holds one header with MAX_FDS
-        // descriptors; CMSG_FIRSTHDR points into it.
+        // (The control buffer, 64 bytes, holds one header with MAX_FDS descriptors.)
+        // SAFETY: CMSG_FIRSTHDR only reads `hdr`'s control fields set above.
+        let cmsg = unsafe { libc::CMSG_FIRSTHDR(&hdr) };
+        // SAFETY: CMSG_LEN only computes a size.
+        let cmsg_len = unsafe { libc::CMSG_LEN(payload as u32) } as usize;
+        // SAFETY: cmsg points to the start of the aligned control buffer, which is large
+        // enough for one header and its data.
         unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&hdr);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(payload as u32) as usize;
-            std::ptr::copy_nonoverlapping(
-                fds.as_ptr().cast::<u8>(),
-                libc::CMSG_DATA(cmsg),
-                payload,
-            );
-        }
+            cmsg.write(libc::cmsghdr {
+                cmsg_len,
+                cmsg_level: libc::SOL_SOCKET,
+                cmsg_type: libc::SCM_RIGHTS,
+            })
+        };
+        // SAFETY: computes the data address of this header.
+        let data = unsafe { libc::CMSG_DATA(cmsg) };
+        // SAFETY: the buffer has room for the descriptors after the header.
+        unsafe { std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), data.cast(), payload) };
     }
     loop {
         // SAFETY: hdr points to the live iovec and control buffer above.
@@ -351,21 +359,25 @@ pub(in crate::plugin_host) fn recv(sock: &OwnedFd) -> io::Result<Option<(Vec<u8>
         }
     };
     let mut fds = Vec::new();
-    // SAFETY: the kernel filled hdr's control buffer; the CMSG macros walk it within
-    // msg_controllen, and every SCM_RIGHTS descriptor received is new and ours.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&hdr);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg);
-                let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
-                for i in 0..len / std::mem::size_of::<RawFd>() {
-                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
-                    fds.push(OwnedFd::from_raw_fd(fd));
-                }
+    // SAFETY: the kernel filled the control buffer; CMSG_FIRSTHDR only reads `hdr`.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&hdr) };
+    while !cmsg.is_null() {
+        // SAFETY: the CMSG macros walk headers within msg_controllen of an aligned buffer.
+        let header = unsafe { cmsg.read() };
+        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: computes the data address of this header.
+            let data = unsafe { libc::CMSG_DATA(cmsg) };
+            let len = header.cmsg_len as usize - (data as usize - cmsg as usize);
+            for i in 0..len / std::mem::size_of::<RawFd>() {
+                let at = data.cast::<RawFd>().wrapping_add(i);
+                // SAFETY: the payload holds `len` bytes of descriptors, maybe unaligned.
+                let fd = unsafe { at.read_unaligned() };
+                // SAFETY: every SCM_RIGHTS descriptor received is new and ours.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
             }
-            cmsg = libc::CMSG_NXTHDR(&hdr, cmsg);
         }
+        // SAFETY: the next header within msg_controllen, or null.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&hdr, cmsg) };
     }
     if n == 0 && fds.is_empty() {
         return Ok(None);

@@ -1,7 +1,8 @@
 //! The client side of the control protocol, as remote work speaks it to another node.
 //!
-//! Every exchange opens its own connection to the remote control service (Go does the
-//! same; the status poll keeps one connection for its repeated queries). The requests
+//! Every exchange opens its own control session (stream) to the remote control service,
+//! as Go does (the status poll keeps one session for its repeated queries); between our
+//! nodes the streams share a QUIC connection (see [`super::dialer`]). The requests
 //! are byte-for-byte what Go receptor 1.6.9 sends (spec: spy capture): JSON objects
 //! with sorted keys for `submit`, `results`, `cancel` and `release`, the string form
 //! for `work status`.
@@ -9,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -40,17 +42,38 @@ impl ConnectError {
     }
 }
 
-/// A connection to a remote node's control service, greeting read.
+/// A session with a remote node's control service.
 pub struct ControlClient {
     reader: BufReader<ReadHalf<ControlStream>>,
     writer: WriteHalf<ControlStream>,
     node: String,
+    /// Set while the greeting of a session on a kept connection has not been read.
+    unverified: Option<Unverified>,
 }
+
+/// A session on a kept connection whose greeting is read with the first reply, so that
+/// the first request goes out without waiting a round trip for it. Until then what is
+/// written is remembered: if the greeting does not come (the connection had died, e.g.
+/// the node restarted and answered with a stateless reset), the session is opened again
+/// on a new connection and the requests are sent again there.
+struct Unverified {
+    dialer: Arc<dyn ControlDialer>,
+    tls_client: String,
+    greeting_timeout: Duration,
+    /// Bytes written so far (at most [`MAX_REPLAY`]).
+    sent: Vec<u8>,
+    /// Whether the writing side was shut down.
+    shut: bool,
+}
+
+/// Requests kept for a replay; writing more first waits for the greeting.
+const MAX_REPLAY: usize = 64 * 1024;
 
 impl std::fmt::Debug for ControlClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlClient")
             .field("node", &self.node)
+            .field("greeted", &self.unverified.is_none())
             .finish_non_exhaustive()
     }
 }
@@ -70,22 +93,46 @@ pub fn io_text(e: &io::Error) -> String {
 }
 
 impl ControlClient {
-    /// Dials `node` and reads its greeting, which must arrive within
-    /// `greeting_timeout` and name the node.
+    /// Opens a session with `node`'s control service. On a new connection its greeting
+    /// is read now: it must arrive within `greeting_timeout` and name the node. On a
+    /// connection kept from earlier sessions (our nodes only) the greeting is read with
+    /// the first reply instead (see [`Unverified`]).
     pub async fn connect(
-        dialer: &dyn ControlDialer,
+        dialer: &Arc<dyn ControlDialer>,
         node: &str,
         tls_client: &str,
         greeting_timeout: Duration,
     ) -> Result<ControlClient, ConnectError> {
-        let stream = dialer.dial(node, tls_client).await?;
+        let dialed = dialer.dial(node, tls_client, false).await?;
+        let mut client = Self::new(dialed.stream, node);
+        if dialed.reused {
+            client.unverified = Some(Unverified {
+                dialer: dialer.clone(),
+                tls_client: tls_client.to_owned(),
+                greeting_timeout,
+                sent: Vec::new(),
+                shut: false,
+            });
+        } else {
+            client.greet(greeting_timeout).await?;
+        }
+        Ok(client)
+    }
+
+    fn new(stream: ControlStream, node: &str) -> ControlClient {
         let (reader, writer) = tokio::io::split(stream);
-        let mut client = ControlClient {
+        ControlClient {
             reader: BufReader::new(reader),
             writer,
             node: node.to_owned(),
-        };
-        let hello = match tokio::time::timeout(greeting_timeout, client.read_line()).await {
+            unverified: None,
+        }
+    }
+
+    /// Reads the greeting.
+    async fn greet(&mut self, greeting_timeout: Duration) -> Result<(), ConnectError> {
+        let node = self.node.clone();
+        let hello = match tokio::time::timeout(greeting_timeout, self.read_line_raw()).await {
             Ok(Ok(line)) => line,
             Ok(Err(e)) => return Err(ConnectError::Greeting(io_text(&e))),
             Err(_) => {
@@ -94,17 +141,50 @@ impl ControlClient {
                 ))
             }
         };
-        if !hello.contains(node) {
+        if !hello.contains(&node) {
             return Err(ConnectError::Greeting(format!(
                 "while expecting node ID {node}, got message: {}",
                 hello.trim_end_matches('\n')
             )));
         }
-        Ok(client)
+        Ok(())
+    }
+
+    /// Reads the greeting of a session on a kept connection; if it fails, opens the
+    /// session again on a new connection and sends what was sent on the first.
+    async fn verify(&mut self) -> io::Result<()> {
+        let Some(pending) = self.unverified.take() else {
+            return Ok(());
+        };
+        let Err(e) = self.greet(pending.greeting_timeout).await else {
+            return Ok(());
+        };
+        tracing::debug!(node = %self.node, "kept control connection failed ({e}); dialing anew");
+        let dialed = pending
+            .dialer
+            .dial(&self.node, &pending.tls_client, true)
+            .await
+            .map_err(|e| io::Error::new(io::ErrorKind::NotConnected, e.to_string()))?;
+        let mut fresh = Self::new(dialed.stream, &self.node);
+        fresh
+            .greet(pending.greeting_timeout)
+            .await
+            .map_err(|e| io::Error::new(io::ErrorKind::NotConnected, e.to_string()))?;
+        fresh.writer.write_all(&pending.sent).await?;
+        if pending.shut {
+            fresh.writer.shutdown().await?;
+        }
+        *self = fresh;
+        Ok(())
     }
 
     /// Reads one line (with its newline); EOF before a full line is an error.
     pub async fn read_line(&mut self) -> io::Result<String> {
+        self.verify().await?;
+        self.read_line_raw().await
+    }
+
+    async fn read_line_raw(&mut self) -> io::Result<String> {
         let mut line = Vec::new();
         loop {
             let buf = self.reader.fill_buf().await?;
@@ -141,17 +221,31 @@ impl ControlClient {
 
     /// Writes `bytes` and flushes.
     pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self
+            .unverified
+            .as_ref()
+            .is_some_and(|p| p.sent.len() + bytes.len() > MAX_REPLAY)
+        {
+            self.verify().await?;
+        }
+        if let Some(pending) = &mut self.unverified {
+            pending.sent.extend_from_slice(bytes);
+        }
         self.writer.write_all(bytes).await?;
         self.writer.flush().await
     }
 
     /// Half-closes: the remote side reads end of stream.
     pub async fn shutdown_write(&mut self) -> io::Result<()> {
+        if let Some(pending) = &mut self.unverified {
+            pending.shut = true;
+        }
         self.writer.shutdown().await
     }
 
     /// Sends the file at `path` (a unit's payload).
     pub async fn send_file(&mut self, path: &Path) -> io::Result<u64> {
+        self.verify().await?;
         let file = tokio::fs::File::open(path).await?;
         let mut file = BufReader::with_capacity(PAYLOAD_BUFFER, file);
         let sent = tokio::io::copy_buf(&mut file, &mut self.writer).await?;
@@ -161,6 +255,7 @@ impl ControlClient {
 
     /// Reads raw bytes (a results stream after its header line).
     pub async fn read_bytes(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.verify().await?;
         self.reader.read(buf).await
     }
 

@@ -1,7 +1,9 @@
 //! How remote work reaches another node's control service.
 //!
-//! In a running node the dialer opens a stream over the mesh to `(node, "control")`;
-//! tests also reach control services on TCP ports.
+//! In a running node the dialer opens a stream over the mesh to `(node, "control")`,
+//! sharing one QUIC connection between the streams to a node that supports it (our own
+//! nodes; see [`crate::streams::StreamPool`]); tests also reach control services on TCP
+//! ports.
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -26,6 +28,16 @@ pub enum DialError {
     Tls(String),
 }
 
+/// A stream from [`ControlDialer::dial`].
+pub struct Dialed {
+    /// The stream.
+    pub stream: ControlStream,
+    /// Whether it runs on a connection set up before the dial (kept from earlier
+    /// streams), which may have died unnoticed: if it fails before the greeting, the
+    /// caller dials again with `fresh`.
+    pub reused: bool,
+}
+
 /// A `tlsclient` name that no `tls-client` configuration has.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown TLS config {0}")]
@@ -39,6 +51,6 @@ pub trait ControlDialer: Send + Sync + 'static {
     fn check_tls_client(&self, name: &str) -> Result<(), UnknownTlsClient>;
 
     /// Connects to the control service of `node`, with the TLS client configuration
-    /// `tls_client` (empty: none).
-    async fn dial(&self, node: &str, tls_client: &str) -> Result<ControlStream, DialError>;
+    /// `tls_client` (empty: none); on a kept connection unless `fresh`.
+    async fn dial(&self, node: &str, tls_client: &str, fresh: bool) -> Result<Dialed, DialError>;
 }

@@ -614,7 +614,7 @@ fn signature(shared: &Shared, extra: &RemoteExtraData) -> Result<Option<String>,
 
 async fn connect(shared: &Shared, extra: &RemoteExtraData) -> Result<ControlClient, ConnectError> {
     ControlClient::connect(
-        shared.dialer.as_ref(),
+        &shared.dialer,
         &extra.remote_node,
         &extra.tls_client,
         shared.options.greeting_timeout,

@@ -1,15 +1,17 @@
 //! Reaching other nodes' control services over the mesh: a QUIC stream to
 //! `(node, "control")`, with the insecure ConnType 1 scheme or, for a unit submitted
 //! with `tlsclient`, that `tls-client` configuration (the remote node ID must be a
-//! ReceptorName of the server's certificate).
+//! ReceptorName of the server's certificate). The streams to one node share a QUIC
+//! connection when the node negotiates it (our nodes do, Go nodes get a connection per
+//! stream as from a Go node): see [`StreamPool`].
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::dialer::{ControlDialer, ControlStream, DialError, UnknownTlsClient};
+use super::dialer::{ControlDialer, DialError, Dialed, UnknownTlsClient};
 use crate::mesh::Mesh;
-use crate::streams::{self, StreamError};
+use crate::streams::{DialOptions, StreamError, StreamPool};
 use crate::tls::TlsRegistry;
 
 /// The mesh service of control services.
@@ -19,6 +21,7 @@ pub const CONTROL_SERVICE: &str = "control";
 pub struct MeshDialer {
     mesh: Mesh,
     tls: Arc<TlsRegistry>,
+    pool: StreamPool,
 }
 
 impl std::fmt::Debug for MeshDialer {
@@ -30,7 +33,11 @@ impl std::fmt::Debug for MeshDialer {
 impl MeshDialer {
     /// A dialer over `mesh`, with the node's named TLS configurations.
     pub fn new(mesh: Mesh, tls: Arc<TlsRegistry>) -> MeshDialer {
-        MeshDialer { mesh, tls }
+        MeshDialer {
+            mesh,
+            tls,
+            pool: StreamPool::new(),
+        }
     }
 }
 
@@ -69,7 +76,7 @@ impl ControlDialer for MeshDialer {
             .map_err(|_| UnknownTlsClient(name.to_owned()))
     }
 
-    async fn dial(&self, node: &str, tls_client: &str) -> Result<ControlStream, DialError> {
+    async fn dial(&self, node: &str, tls_client: &str, fresh: bool) -> Result<Dialed, DialError> {
         let tls = if tls_client.is_empty() {
             None
         } else {
@@ -80,9 +87,18 @@ impl ControlDialer for MeshDialer {
                 .map_err(|e| DialError::Tls(e.to_string()))?;
             Some(config.as_ref().clone())
         };
-        let stream = streams::dial(&self.mesh, node, CONTROL_SERVICE, tls)
+        let opts = DialOptions {
+            tls,
+            ..DialOptions::default()
+        };
+        let dialed = self
+            .pool
+            .dial(&self.mesh, node, CONTROL_SERVICE, tls_client, opts, fresh)
             .await
             .map_err(classify)?;
-        Ok(Box::new(stream))
+        Ok(Dialed {
+            stream: Box::new(dialed.stream),
+            reused: dialed.reused,
+        })
     }
 }

@@ -54,7 +54,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
 
 pub use client::{ConnectError, ControlClient, RemoteStatus, StatusReply};
-pub use dialer::{ControlDialer, ControlIo, ControlStream, DialError, UnknownTlsClient};
+pub use dialer::{ControlDialer, ControlIo, ControlStream, DialError, Dialed, UnknownTlsClient};
 pub use extra::{is_secret, redacted_extra, rfc3339_nano, RemoteExtraData};
 pub use mesh_dialer::{MeshDialer, CONTROL_SERVICE};
 
@@ -343,13 +343,16 @@ impl RemoteSubmitter for RemoteWork {
             let _ = shared.store.release(unit.id(), true).await;
             return Ok(Reply::Close);
         }
-        if let Err(e) = receive_payload(&unit, &mut conn.reader).await {
+        if let Err(e) = receive_payload(&unit, &mut conn.reader, &conn.limits).await {
             let message = e.to_string();
             shared
                 .store
                 .fail(&unit, format!("Error reading input data: {message}"))
                 .await;
-            return Err(RemoteWorkError::Payload(message));
+            // The rest of the payload may still be coming: it must not be read as
+            // commands.
+            crate::control::session::farewell(&mut conn.writer, &message).await;
+            return Ok(Reply::Close);
         }
         // The payload is on disk; once this is too, the unit is started even after a
         // power loss.

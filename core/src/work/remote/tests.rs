@@ -253,7 +253,7 @@ impl ControlDialer for TcpDialer {
         }
     }
 
-    async fn dial(&self, node: &str, _tls: &str) -> Result<ControlStream, DialError> {
+    async fn dial(&self, node: &str, _tls: &str, _fresh: bool) -> Result<Dialed, DialError> {
         *lock(&self.dials).entry(node.to_owned()).or_default() += 1;
         let addr = lock(&self.nodes)
             .get(node)
@@ -262,15 +262,19 @@ impl ControlDialer for TcpDialer {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| DialError::Unreachable(e.to_string()))?;
-        if let Some(delay) = *lock(&self.status_reply_delay) {
-            return Ok(Box::new(SlowStatusReplies {
+        let stream: ControlStream = match *lock(&self.status_reply_delay) {
+            Some(delay) => Box::new(SlowStatusReplies {
                 inner: stream,
                 delay,
                 armed: false,
                 sleep: None,
-            }));
-        }
-        Ok(Box::new(stream))
+            }),
+            None => Box::new(stream),
+        };
+        Ok(Dialed {
+            stream,
+            reused: false,
+        })
     }
 }
 
