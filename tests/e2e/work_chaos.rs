@@ -295,6 +295,13 @@ fn work_processes(dirs: &[PathBuf], nodes: &[u32]) -> Vec<(u32, String)> {
         let cmdline = std::fs::read(entry.path().join("cmdline"))
             .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
             .unwrap_or_default();
+        // A live node's command spawner is the node's helper, not a work process; one
+        // whose node is gone (reparented) is a stray like any other.
+        if cmdline.contains("__receptor-spawner")
+            && receptor_tests::node::parent_of(pid).is_some_and(|parent| nodes.contains(&parent))
+        {
+            continue;
+        }
         if dirs
             .iter()
             .any(|d| cwd.starts_with(d) || cmdline.contains(&*d.to_string_lossy()))

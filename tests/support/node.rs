@@ -509,7 +509,7 @@ pub fn descendants(root: u32) -> Vec<u32> {
 
 /// The parent pid of `pid`: the second field after the parenthesised command name in
 /// /proc/<pid>/stat.
-fn parent_of(pid: u32) -> Option<u32> {
+pub fn parent_of(pid: u32) -> Option<u32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(") ")?;
     rest.split(' ').nth(1)?.parse().ok()

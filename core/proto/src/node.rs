@@ -743,7 +743,11 @@ impl NodeState {
         self.add_name(&remote);
         self.known_costs.set_edge(&self.id, &remote, cost);
         self.known_costs.set_edge(&remote, &self.id, cost);
-        self.trigger_update(now);
+        // A new link is announced UPDATE_SPACING after it is established, as Go does,
+        // not at once: a Go peer still finishing its side of the handshake does not take
+        // an update that arrives then as our links.
+        self.update_timer =
+            UpdateTimer::Triggered(self.update_timer.due().min(now + UPDATE_SPACING));
         self.trigger_recompute(now);
         self.routes_changed = true;
         self.events.push_back(Event::Established {

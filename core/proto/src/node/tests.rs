@@ -137,7 +137,11 @@ fn first_route_names_the_peer_and_establishes() {
         }]
     );
     assert_eq!(a.peer_of(sa), Some("b"));
-    // The triggered update goes out at once (Go waits 100 ms) and lists the peer.
+    // A new link is announced UPDATE_SPACING after it is established, as Go does (a Go
+    // peer finishing its side of the handshake does not take an earlier one as our links).
+    assert!(drain(&mut a).is_empty());
+    let now = now + UPDATE_SPACING;
+    a.handle_timeout(now);
     let tx = drain(&mut a);
     assert_eq!(tx.len(), 1);
     let r = route_of(&tx[0]);
