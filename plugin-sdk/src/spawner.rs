@@ -265,6 +265,37 @@ fn send_message(sock: RawFd, bytes: &[u8], fd: Option<RawFd>) -> io::Result<()> 
 
 /// Receives one message into `buf`: its length and the descriptors attached to it, or
 /// `None` at end of file. A message cut short (larger than `buf`) is an error.
+/// The descriptors an `SCM_RIGHTS` message carried, taken over as owned descriptors.
+///
+/// # Safety
+/// `msg` must be the header of a `recvmsg` call that just succeeded, its control buffer
+/// aligned for `cmsghdr` and still alive, and its descriptors not yet taken.
+#[doc(hidden)]
+pub unsafe fn received_fds(msg: &libc::msghdr) -> Vec<OwnedFd> {
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled the control buffer; CMSG_FIRSTHDR only reads `msg`.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(msg) };
+    while !cmsg.is_null() {
+        // SAFETY: the CMSG macros walk headers within msg_controllen of an aligned buffer.
+        let header = unsafe { cmsg.read() };
+        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: computes the data address of this header.
+            let data = unsafe { libc::CMSG_DATA(cmsg) };
+            let len = header.cmsg_len as usize - (data as usize - cmsg as usize);
+            for i in 0..len / std::mem::size_of::<RawFd>() {
+                let at = data.cast::<RawFd>().wrapping_add(i);
+                // SAFETY: the payload holds `len` bytes of descriptors, maybe unaligned.
+                let fd = unsafe { at.read_unaligned() };
+                // SAFETY: every SCM_RIGHTS descriptor received is new and ours.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+        // SAFETY: the next header within msg_controllen, or null.
+        cmsg = unsafe { libc::CMSG_NXTHDR(msg, cmsg) };
+    }
+    fds
+}
+
 fn receive_message(sock: RawFd, buf: &mut [u8]) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -282,27 +313,8 @@ fn receive_message(sock: RawFd, buf: &mut [u8]) -> io::Result<Option<(usize, Vec
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut fds = Vec::new();
-    // SAFETY: the kernel filled the control buffer; CMSG_FIRSTHDR only reads `msg`.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    while !cmsg.is_null() {
-        // SAFETY: the CMSG macros walk headers within msg_controllen of an aligned buffer.
-        let header = unsafe { cmsg.read() };
-        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
-            // SAFETY: computes the data address of this header.
-            let data = unsafe { libc::CMSG_DATA(cmsg) };
-            let len = header.cmsg_len as usize - (data as usize - cmsg as usize);
-            for i in 0..len / std::mem::size_of::<RawFd>() {
-                let at = data.cast::<RawFd>().wrapping_add(i);
-                // SAFETY: the payload holds `len` bytes of descriptors, maybe unaligned.
-                let fd = unsafe { at.read_unaligned() };
-                // SAFETY: every SCM_RIGHTS descriptor received is new and ours.
-                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-        // SAFETY: the next header within msg_controllen, or null.
-        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
-    }
+    // SAFETY: `msg` was just filled by a successful recvmsg.
+    let fds = unsafe { received_fds(&msg) };
     if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
         return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
     }

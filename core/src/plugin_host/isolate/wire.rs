@@ -360,27 +360,8 @@ pub(in crate::plugin_host) fn recv(sock: &OwnedFd) -> io::Result<Option<(Vec<u8>
             return Err(err);
         }
     };
-    let mut fds = Vec::new();
-    // SAFETY: the kernel filled the control buffer; CMSG_FIRSTHDR only reads `hdr`.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&hdr) };
-    while !cmsg.is_null() {
-        // SAFETY: the CMSG macros walk headers within msg_controllen of an aligned buffer.
-        let header = unsafe { cmsg.read() };
-        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
-            // SAFETY: computes the data address of this header.
-            let data = unsafe { libc::CMSG_DATA(cmsg) };
-            let len = header.cmsg_len as usize - (data as usize - cmsg as usize);
-            for i in 0..len / std::mem::size_of::<RawFd>() {
-                let at = data.cast::<RawFd>().wrapping_add(i);
-                // SAFETY: the payload holds `len` bytes of descriptors, maybe unaligned.
-                let fd = unsafe { at.read_unaligned() };
-                // SAFETY: every SCM_RIGHTS descriptor received is new and ours.
-                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-        // SAFETY: the next header within msg_controllen, or null.
-        cmsg = unsafe { libc::CMSG_NXTHDR(&hdr, cmsg) };
-    }
+    // SAFETY: `hdr` was just filled by a successful recvmsg.
+    let fds = unsafe { receptor_plugin_sdk::spawner::received_fds(&hdr) };
     if n == 0 && fds.is_empty() {
         return Ok(None);
     }
